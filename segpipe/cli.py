@@ -1,0 +1,214 @@
+"""The ``segpipe`` command: ``demo``, ``run`` and ``eval``.
+
+Inputs are validated before Prefect, Dask or MLflow start, so bad input costs one line and writes nothing:
+``segpipe: error: <file>: <fault>`` on stderr, and the exit code of the error's class (see segpipe.errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
+from segpipe.errors import SegpipeError
+
+DEMO_SIZE = 4096
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SegpipeError as exc:
+        print(f"segpipe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("segpipe: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segpipe", description="Batch semantic segmentation of large images.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate a sample image with truth and run the batch flow on it")
+    demo.add_argument("--size", type=int, default=DEMO_SIZE, help="edge of the square sample (default 4096)")
+    demo.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    demo.add_argument("--workdir", default="segpipe-demo", help="where sample, outputs and mlflow.db go")
+    _add_run_options(demo, with_io=False)
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="run the batch flow on your images")
+    run.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF/BigTIFF files or Zarr arrays")
+    run.add_argument("--truth", nargs="+", metavar="TRUTH", help="one label image per IMAGE, in order")
+    run.add_argument("--out", default="segpipe-out", help="output directory (default ./segpipe-out)")
+    run.add_argument("--model", default="builtin", help="'builtin', a TorchScript file, or a U-Net state_dict")
+    _add_run_options(run, with_io=True)
+    run.set_defaults(handler=_run)
+
+    evaluate = commands.add_parser("eval", help="IoU/Dice of a predicted label image against truth")
+    evaluate.add_argument("prediction", metavar="PRED")
+    evaluate.add_argument("truth", metavar="TRUTH")
+    evaluate.add_argument("--num-classes", type=int, help="default: largest label in either image + 1")
+    evaluate.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
+    evaluate.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = class 1")
+    evaluate.add_argument("--chunk", type=int, default=1024, help="pixels per chunk edge read at a time")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(handler=_eval)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
+    parser.add_argument("--chunk", type=int, default=1024, help="Zarr chunk / task edge in pixels (default 1024)")
+    parser.add_argument("--tile", type=int, default=256, help="model input edge inside a chunk (default 256)")
+    parser.add_argument("--halo", type=int, help="context pixels per side, trimmed after (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler instead")
+    parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    if with_io:
+        parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
+        parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
+
+
+def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
+    TilingConfig(chunk=args.chunk, tile=args.tile, halo=args.halo)  # validate now, before anything starts
+    InferenceConfig(batch_size=args.batch_size, device=args.device)
+    if args.workers is not None and args.workers <= 0:
+        from segpipe.errors import ConfigError
+
+        raise ConfigError(f"--workers must be a positive integer, got {args.workers}")
+    evaluation = EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False))
+    return {
+        "model": model,
+        "out": out,
+        "tiling": {"chunk": args.chunk, "tile": args.tile, "halo": args.halo},
+        "inference": {"batch_size": args.batch_size, "device": args.device},
+        "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
+    }
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from segpipe.synthetic import write_sample
+
+    if args.size <= 0:
+        from segpipe.errors import ConfigError
+
+        raise ConfigError(f"--size must be a positive integer, got {args.size}")
+    workdir = Path(args.workdir)
+    settings = _settings(args, "builtin", str(workdir / "out"))
+    _log(args, f"generating a {args.size} x {args.size} sample (seed {args.seed}) in {workdir / 'sample'}")
+    image, truth = write_sample(workdir / "sample", args.size, args.seed)
+    return _launch(args, [str(image)], [str(truth)], settings, workdir)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings(args, args.model, args.out)
+    return _launch(args, args.images, args.truth, settings, Path.cwd())
+
+
+def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any],
+            tracking_dir: Path) -> int:
+    from segpipe import pipeline
+    from segpipe.tracking import check_tracking_uri, default_tracking_uri
+
+    tracking_uri = args.tracking_uri or default_tracking_uri(tracking_dir)
+    check_tracking_uri(tracking_uri)
+    from flows.segment_batch import segment_batch, settings_from_dict
+
+    plan = pipeline.plan_batch(images, truths, settings_from_dict(settings))  # fail fast, write nothing
+    _log(args, f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
+               f"halo {plan.halo}; MLflow at {tracking_uri}")
+    started = time.perf_counter()
+    report = segment_batch(
+        images, truths, settings, workers=args.workers, scheduler=args.scheduler, tracking_uri=tracking_uri,
+        experiment=args.experiment, artifact_root=str(tracking_dir / "mlartifacts"),
+        show_progress=not args.json and sys.stderr.isatty(),
+    )
+    report["wall_seconds"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from segpipe.evaluation import evaluate
+    from segpipe.io.images import open_image
+    from segpipe.metrics import scores
+    from segpipe.pipeline import finite_or_none
+
+    TilingConfig(chunk=args.chunk)
+    prediction, truth = open_image(args.prediction), open_image(args.truth)
+    if (prediction.height, prediction.width) != (truth.height, truth.width):
+        from segpipe.errors import InputError
+
+        raise InputError(f"{args.truth}: truth is {truth.height} x {truth.width} but prediction "
+                         f"{args.prediction} is {prediction.height} x {prediction.width}")
+    config = EvalConfig(args.ignore_index, args.truth_instances)
+    classes = args.num_classes or _largest_label(prediction, truth, args.chunk, config) + 1
+    result = finite_or_none(scores(evaluate(prediction, truth, max(classes, 2), config, args.chunk)))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_scores("eval", result, [f"class_{k}" for k in range(len(result["iou"]))])
+    return 0
+
+
+def _largest_label(prediction: Any, truth: Any, chunk: int, config: EvalConfig) -> int:
+    from segpipe.tiling import chunk_grid
+
+    largest = 1 if config.truth_instances else 0
+    for region in chunk_grid(prediction.height, prediction.width, chunk):
+        largest = max(largest, int(prediction.read(*region).max()))
+        if not config.truth_instances:
+            t = truth.read(*region)
+            if config.ignore_index is not None:
+                t = t[t != config.ignore_index]
+            largest = max(largest, int(t.max()) if t.size else 0)
+    return largest
+
+
+def _log(args: argparse.Namespace, message: str) -> None:
+    if not args.json:
+        print(f"segpipe: {message}", file=sys.stderr)
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    names = report["batch"]["class_names"]
+    for image in report["images"]:
+        print(f"\n{image['image']}  ({image['megapixels']:.1f} Mpx, {image['megapixels_per_second']:.2f} Mpx/s)")
+        print(f"  mask: {image['mask']}")
+        if "iou" in image:
+            _print_scores("  ", image, names)
+    if "iou" in report["batch"]:
+        _print_scores("\nbatch (all pixels)", report["batch"], names)
+    print(f"\nMLflow run: {report['mlflow_run_id']}  ({report['tracking_uri']})")
+    print(f"outputs:    {report['out']}   wall time {report['wall_seconds']:.1f} s")
+
+
+def _print_scores(title: str, scores: dict[str, Any], names: list[str]) -> None:
+    print(title)
+    print(f"  {'class':<14}{'IoU':>8}{'Dice':>8}")
+    for name, iou, dice in zip(names, scores["iou"], scores["dice"], strict=True):
+        print(f"  {name:<14}{_fmt(iou):>8}{_fmt(dice):>8}")
+    print(f"  {'mean':<14}{_fmt(scores['mean_iou']):>8}{_fmt(scores['mean_dice']):>8}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

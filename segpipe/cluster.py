@@ -1,0 +1,74 @@
+"""Dask distributed: start or join a cluster, and an executor that runs delayed tasks on it with progress.
+
+This is the one module (with cli and flows) allowed to import distributed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+from distributed import Client, LocalCluster, as_completed
+
+from segpipe.inference import Executor
+
+
+
+def default_workers() -> int:
+    """One worker process per core (2 here); each runs one task at a time."""
+    return max(1, os.cpu_count() or 1)
+
+
+def torch_threads_per_worker(workers: int) -> int:
+    """Share the cores between worker processes so torch does not oversubscribe them."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@contextmanager
+def dask_client(workers: int, scheduler: str | None = None) -> Iterator[Client]:
+    """Join ``scheduler`` if given, else start a LocalCluster of ``workers`` single-threaded processes."""
+    if scheduler:
+        with Client(scheduler, set_as_default=False) as client:
+            yield client
+        return
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    threads = torch_threads_per_worker(workers)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "warning"}):
+        with LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            env=env,
+            silence_logs=40,
+        ) as cluster, Client(cluster, set_as_default=False) as client:
+            yield client
+
+
+def distributed_executor(client: Client, show_progress: bool = False) -> Executor:
+    """An executor that computes delayed tasks on ``client``; a progress bar on stderr when asked."""
+
+    def run(tasks: Sequence[Any], label: str = "") -> list[Any]:
+        futures = client.compute(list(tasks))
+        if show_progress and len(futures) > 1:
+            _progress(futures, label)
+        return list(client.gather(futures))
+
+    return run
+
+
+def _progress(futures: list[Any], label: str) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(f"{label:>8} chunks", total=len(futures))
+        for _ in as_completed(futures):
+            bar.advance(task)

@@ -1,0 +1,83 @@
+"""Frozen settings objects. Validated on construction so bad values fail before any compute or write."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from segpipe.errors import ConfigError
+
+
+def _require_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How an image is cut up.
+
+    Attributes:
+        chunk: edge of a Zarr chunk; one Dask task owns one output chunk.
+        tile: edge of one model input inside a chunk (before the halo is added).
+        halo: context added on every side of a tile, then trimmed. ``None`` takes the model's default.
+    """
+
+    chunk: int = 1024
+    tile: int = 256
+    halo: int | None = None
+
+    def __post_init__(self) -> None:
+        _require_positive("chunk", self.chunk)
+        _require_positive("tile", self.tile)
+        if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
+            raise ConfigError(f"--halo must be an integer >= 0, got {self.halo!r}")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How the model runs on a worker.
+
+    Attributes:
+        batch_size: tiles per forward pass.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
+        torch_threads: intra-op threads per worker; ``None`` lets the cluster size it.
+    """
+
+    batch_size: int = 8
+    device: str = "auto"
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _require_positive("batch_size", self.batch_size)
+        if self.torch_threads is not None:
+            _require_positive("torch_threads", self.torch_threads)
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How predictions are scored.
+
+    Attributes:
+        ignore_index: truth label excluded from every metric (``None``: nothing ignored).
+        truth_instances: truth holds instance ids (0 = background); any id > 0 counts as class 1.
+    """
+
+    ignore_index: int | None = None
+    truth_instances: bool = False
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Flat dict of a settings object, for logging."""
+    return asdict(config)
+
+
+def from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build ``cls`` from a dict, refusing keys it does not know."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
+    return cls(**values)

@@ -1,0 +1,173 @@
+"""Lazy, region-by-region access to TIFF/BigTIFF and Zarr images.
+
+``open_image`` validates a path and returns an ``ImageSource``: a small, picklable description (path, axes,
+shape, dtype) that any Dask worker can use to read one region without loading the whole image. Every image is
+seen as (C, Y, X): single-band images get C = 1; YXS (interleaved) and CYX/SYX (planar) bands are moved first.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+
+from segpipe.errors import InputError
+
+SUPPORTED_KINDS = ("u", "i", "f", "b")
+CHANNEL_AXES = "SCQI"  # tifffile's names for bands/samples; Q and I are "unknown"/"image sequence"
+MAX_CHANNELS = 64
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """A validated image on disk, readable one region at a time.
+
+    Attributes:
+        path: file (TIFF) or directory (Zarr array) path.
+        kind: ``"tiff"`` or ``"zarr"``.
+        stored_axes: one letter per stored axis; ``Y``, ``X``, ``C`` or ``1`` (a singleton that is dropped).
+        shape: (C, Y, X) as segpipe sees the image.
+        dtype: numpy dtype string of the pixels.
+    """
+
+    path: str
+    kind: str
+    stored_axes: str
+    shape: tuple[int, int, int]
+    dtype: str
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2]
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array."""
+        array, closer = _open_stored_array(self)
+        try:
+            index = tuple(
+                slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) if a == "C" else 0
+                for a in self.stored_axes
+            )
+            data = np.asarray(array[index])
+        finally:
+            closer()
+        kept = [a for a in self.stored_axes if a != "1"]
+        if "C" not in kept:
+            return data[np.newaxis]
+        return np.moveaxis(data, kept.index("C"), 0)
+
+
+def open_image(path: str | os.PathLike[str]) -> ImageSource:
+    """Validate ``path`` as a TIFF or Zarr image and describe it; reads headers only.
+
+    Raises:
+        InputError: missing path, not an image, unsupported axes or dtype, zero-size dimension.
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        axes, shape, dtype = _describe_zarr(path)
+        kind = "zarr"
+    else:
+        axes, shape, dtype = _describe_tiff(path)
+        kind = "tiff"
+    stored_axes = _classify_axes(path, axes, shape)
+    dims = dict(zip(stored_axes, shape, strict=True))
+    channels = dims.get("C", 1)
+    source = ImageSource(path, kind, stored_axes, (channels, dims["Y"], dims["X"]), np.dtype(dtype).str)
+    _check_dtype(path, np.dtype(dtype))
+    if min(source.shape) <= 0:
+        raise InputError(f"{path}: image has a zero-size dimension {source.shape} (C, Y, X)")
+    _probe_pixels(source)
+    return source
+
+
+def _probe_pixels(source: ImageSource) -> None:
+    """Decode one pixel so an unsupported compression or a truncated file fails now, not on a worker."""
+    try:
+        source.read(0, 1, 0, 1)
+    except InputError:
+        raise
+    except Exception as exc:  # codec and I/O errors come in many types
+        raise InputError(f"{source.path}: pixels cannot be decoded ({type(exc).__name__}: {exc})") from None
+
+
+def _describe_tiff(path: str) -> tuple[str, tuple[int, ...], np.dtype]:
+    if os.path.getsize(path) == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return series.axes, tuple(series.shape), series.dtype
+    except (tifffile.TiffFileError, ValueError, IndexError, KeyError, struct.error) as exc:
+        raise InputError(f"{path}: not a readable TIFF image ({exc})") from None
+
+
+def _describe_zarr(path: str) -> tuple[str, tuple[int, ...], np.dtype]:
+    try:
+        array = zarr.open_array(path, mode="r")
+    except Exception as exc:  # zarr raises many types for a bad store; all mean "not an array"
+        raise InputError(f"{path}: not a readable Zarr array ({type(exc).__name__}: {exc})") from None
+    axes = {2: "YX", 3: "CYX"}.get(array.ndim)
+    if axes is None:
+        raise InputError(f"{path}: Zarr array has {array.ndim} dimensions; expected 2 (Y, X) or 3 (C, Y, X)")
+    return axes, tuple(array.shape), np.dtype(array.dtype)
+
+
+def _classify_axes(path: str, axes: str, shape: tuple[int, ...]) -> str:
+    """Map tifffile/Zarr axis letters to Y, X, C or 1 (a singleton to drop)."""
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"{path}: image has axes {axes!r} of shape {shape}; expected Y and X axes")
+    out = []
+    for letter, size in zip(axes, shape, strict=True):
+        if letter in "YX":
+            out.append(letter)
+        elif size == 1:
+            out.append("1")
+        elif letter in CHANNEL_AXES and "C" not in out:
+            out.append("C")
+        else:
+            raise InputError(
+                f"{path}: image has axes {axes!r} of shape {shape}; only 2-D images with one band axis "
+                "are supported (Z and T stacks are not yet)"
+            )
+    channels = dict(zip(out, shape, strict=True)).get("C", 1)
+    if channels > MAX_CHANNELS:
+        raise InputError(f"{path}: {channels} bands on axis 'C'; at most {MAX_CHANNELS} are supported")
+    return "".join(out)
+
+
+def _check_dtype(path: str, dtype: np.dtype) -> None:
+    if dtype.kind not in SUPPORTED_KINDS or dtype.itemsize > 8:
+        raise InputError(f"{path}: pixel type {dtype} is not supported (use integer or float pixels)")
+
+
+def _open_stored_array(source: ImageSource) -> tuple[zarr.Array, object]:
+    if source.kind == "zarr":
+        return zarr.open_array(source.path, mode="r"), lambda: None
+    try:
+        tif = tifffile.TiffFile(source.path)
+        store = tif.series[0].aszarr(level=0)
+        return zarr.open_array(store, mode="r"), lambda: (store.close(), tif.close())
+    except (tifffile.TiffFileError, OSError) as exc:
+        raise InputError(f"{source.path}: cannot read TIFF pixels ({exc})") from None
+
+
+def is_zarr_path(path: str | Path) -> bool:
+    """True for a directory that holds Zarr metadata."""
+    p = Path(path)
+    return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zarray"))

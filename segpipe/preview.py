@@ -1,0 +1,56 @@
+"""Downsampled previews: image, prediction and truth side by side in one PNG, read chunk by chunk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segpipe import normalize
+from segpipe.io.images import ImageSource
+from segpipe.tiling import chunk_grid, strided_sample
+
+PALETTE = np.array(
+    [[0, 0, 0], [255, 215, 0], [0, 191, 255], [255, 64, 129], [124, 252, 0], [255, 140, 0], [186, 85, 211]],
+    dtype=np.uint8,
+)
+
+
+def thumbnail(source: ImageSource, max_side: int, chunk: int = 1024) -> np.ndarray:
+    """Every ``stride``-th pixel of band 0, as (h, w), with ``stride`` chosen to fit ``max_side``."""
+    stride = max(1, -(-max(source.height, source.width) // max_side))
+    out = np.zeros((-(-source.height // stride), -(-source.width // stride)), dtype=source.dtype)
+    for region in chunk_grid(source.height, source.width, max(chunk, stride)):
+        part = strided_sample(source.read(*region)[0], region, stride)
+        y, x = -(-region.y0 // stride), -(-region.x0 // stride)
+        out[y : y + part.shape[0], x : x + part.shape[1]] = part
+    return out
+
+
+def write_preview(
+    path: str | Path,
+    image: ImageSource,
+    prediction: ImageSource,
+    truth: ImageSource | None,
+    stats: normalize.BandStats | None,
+    max_side: int = 512,
+) -> Path:
+    """Save image | prediction | truth (if any) as one RGB PNG of height at most ``max_side``."""
+    gray = normalize.apply(thumbnail(image, max_side)[None], _first_band(stats))[0]
+    panels = [np.repeat((np.clip(gray, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)]
+    panels.append(_colour(thumbnail(prediction, max_side)))
+    if truth is not None:
+        panels.append(_colour(thumbnail(truth, max_side)))
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
+    Image.fromarray(row).save(path)
+    return Path(path)
+
+
+def _first_band(stats: normalize.BandStats | None) -> normalize.BandStats | None:
+    return None if stats is None else normalize.BandStats(stats.low[:1], stats.high[:1])
+
+
+def _colour(labels: np.ndarray) -> np.ndarray:
+    return PALETTE[np.asarray(labels, dtype=np.int64) % len(PALETTE)]

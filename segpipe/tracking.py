@@ -1,0 +1,137 @@
+"""Experiment tracking behind a small protocol: ``MlflowTracker`` for real runs, ``NullTracker`` to opt out.
+
+MLflow is used through ``MlflowClient`` with explicit run ids (no fluent ``active_run`` state), so logging is
+safe from any thread a Prefect task runs in. One parent run per batch, one nested run per image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+from segpipe.errors import ConfigError, TrackingError
+
+DEFAULT_EXPERIMENT = "segpipe"
+_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
+
+
+def default_tracking_uri(workdir: str | os.PathLike[str]) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a sqlite store in ``workdir``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a malformed URI before any work starts."""
+    match = re.match(r"^([a-z][a-z0-9+.-]*):", uri)
+    scheme = match.group(1).split("+")[0] if match else ""
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"--tracking-uri {uri!r}: expected one of {', '.join(s + ':' for s in _SCHEMES)}")
+
+
+class Tracker(Protocol):
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str: ...
+    def start_image(self, name: str, params: dict[str, Any]) -> str: ...
+    def log_metrics(self, run_id: str, values: dict[str, float]) -> None: ...
+    def log_artifact(self, run_id: str, path: str) -> None: ...
+    def end(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Tracks nothing; returns empty run ids."""
+
+    tracking_uri = ""
+
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        return ""
+
+    def start_image(self, name: str, params: dict[str, Any]) -> str:
+        return ""
+
+    def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
+        return None
+
+    def log_artifact(self, run_id: str, path: str) -> None:
+        return None
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        return None
+
+
+class MlflowTracker:
+    """Logs to MLflow at ``tracking_uri``; artifacts of a new experiment go to ``artifact_root``."""
+
+    def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        check_tracking_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = self._call("open experiment", self._experiment_id, experiment, artifact_root)
+        self.batch_run_id = ""
+
+    def _experiment_id(self, name: str, artifact_root: str | None) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        location = Path(artifact_root).resolve().as_uri() if artifact_root else None
+        return str(self.client.create_experiment(name, artifact_location=location))
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as exc:  # MLflow raises MlflowException, OSError, requests errors...
+            raise TrackingError(f"MLflow at {self.tracking_uri}: cannot {what} ({type(exc).__name__}: {exc})") from None
+
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, "batch")
+        self.batch_run_id = run.info.run_id
+        self._log_params(self.batch_run_id, params)
+        return self.batch_run_id
+
+    def start_image(self, name: str, params: dict[str, Any]) -> str:
+        tags = {"mlflow.parentRunId": self.batch_run_id, "segpipe.image": name}
+        run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
+        self._log_params(run.info.run_id, params)
+        return str(run.info.run_id)
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        self._call("log params", self.client.log_batch, run_id, [], items)
+
+    def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        items = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and math.isfinite(v)]
+        self._call("log metrics", self.client.log_batch, run_id, items)
+
+    def log_artifact(self, run_id: str, path: str) -> None:
+        self._call("log artifact", self.client.log_artifact, run_id, path)
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self._call("end run", self.client.set_terminated, run_id, status)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def flatten_scores(scores: dict[str, Any], class_names: tuple[str, ...], prefix: str = "") -> dict[str, float]:
+    """``{iou_nucleus: .., dice_nucleus: .., mean_iou: ..}`` from a scores dict, for logging."""
+    flat: dict[str, float] = {}
+    for metric in ("iou", "dice"):
+        for name, value in zip(class_names, scores[metric], strict=True):
+            flat[f"{prefix}{metric}_{name}"] = value
+    for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
+        flat[f"{prefix}{key}"] = scores[key]
+    return flat
