@@ -17,6 +17,13 @@ from distributed import Client, LocalCluster, as_completed
 
 from segpipe.inference import Executor
 
+LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
+    "threads_per_worker": 1,
+    "processes": True,
+    "dashboard_address": None,
+    "memory_limit": "auto",
+}
+
 
 
 def default_workers() -> int:
@@ -39,16 +46,19 @@ def dask_client(workers: int, scheduler: str | None = None) -> Iterator[Client]:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     threads = torch_threads_per_worker(workers)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with dask.config.set({"distributed.worker.daemon": False, "distributed.logging.distributed": "warning"}):
-        with LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            env=env,
-            silence_logs=40,
-        ) as cluster, Client(cluster, set_as_default=False) as client:
+    options = {**local_cluster_options(), "n_workers": workers, "env": env, "silence_logs": logging.WARNING}
+    with dask.config.set({"distributed.worker.daemon": False}):
+        with LocalCluster(**options) as cluster, Client(cluster, set_as_default=False) as client:
             yield client
+
+
+def local_cluster_options() -> dict[str, Any]:
+    """LocalCluster keywords: built-in defaults, overridden by Dask config ``segpipe.local-cluster``
+    (infra/dask/segpipe.yaml)."""
+    options: dict[str, Any] = dict(LOCAL_CLUSTER_DEFAULTS)
+    configured = dask.config.get("segpipe.local-cluster", default={}) or {}
+    options.update({key.replace("-", "_"): value for key, value in configured.items()})
+    return options
 
 
 def distributed_executor(client: Client, show_progress: bool = False) -> Executor:

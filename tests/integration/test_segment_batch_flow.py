@@ -1,0 +1,113 @@
+"""The real batch flow: Prefect (test server), Dask (LocalCluster processes), MLflow (sqlite store)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from flows.segment_batch import segment_batch
+from segpipe.errors import InputError
+from segpipe.metrics import confusion_matrix, scores
+from tests.integration.conftest import write_image_pair
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(out: Path, **tiling: int) -> dict:
+    return {"out": str(out), "tiling": {"chunk": 256, "tile": 128, **tiling}, "inference": {"batch_size": 4}}
+
+
+def _mlflow(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask_cluster: str) -> None:
+    first = write_image_pair(tmp_path, "odd_size", 700, 523, seed=1)
+    second = write_image_pair(tmp_path, "small", 190, 260, seed=2)
+    zarr_input = str(tmp_path / "small.zarr")
+    zarr.create_array(zarr_input, data=tifffile.imread(second[0]), chunks=(64, 64))
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    report = segment_batch(
+        [first[0], zarr_input], [first[1], second[1]], _settings(tmp_path / "out"), scheduler=dask_cluster,
+        tracking_uri=tracking_uri, experiment="integration", artifact_root=str(tmp_path / "artifacts"),
+    )
+
+    confusions = []
+    for entry, (image, truth) in zip(report["images"], [first, second], strict=True):
+        mask = zarr.open_array(entry["mask"], mode="r")
+        truth_labels = tifffile.imread(truth)
+        assert mask.shape == truth_labels.shape  # same height and width as the input, any size
+        confusion = confusion_matrix(truth_labels, mask[:], 2)
+        confusions.append(confusion)
+        assert entry["iou"] == pytest.approx(scores(confusion)["iou"])
+        assert entry["dice"][1] > 0.9, entry
+        assert Path(entry["mask"]).parent.joinpath("preview.png").stat().st_size > 0
+    assert report["batch"]["iou"] == pytest.approx(scores(confusions[0] + confusions[1])["iou"])
+
+    client = _mlflow(tracking_uri)
+    parent = client.get_run(report["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["chunk"] == "256" and parent.data.params["halo"] == "32"
+    assert parent.data.metrics["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 2
+    for child in children:
+        assert {"dice_nucleus", "iou_background", "megapixels_per_second", "seconds_infer"} <= set(child.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert artifacts == {"metrics.json", "preview.png"}
+    batch_json = json.loads((tmp_path / "out" / "batch.json").read_text())
+    assert batch_json["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
+
+
+def test_model_is_loaded_once_per_worker(tmp_path: Path, dask_cluster: str) -> None:
+    from distributed import Client
+
+    image, truth = write_image_pair(tmp_path, "many_chunks", 512, 512, seed=3)
+    segment_batch([image], [truth], _settings(tmp_path / "out", chunk=64, tile=64), scheduler=dask_cluster)
+    with Client(dask_cluster) as client:
+        loads = client.run(lambda: dict(__import__("segpipe.models.loader").models.loader.LOAD_COUNTS))
+    per_worker = [sum(counts.values()) for counts in loads.values()]
+    assert all(n <= 1 for n in per_worker), loads  # 64 chunk tasks, at most one load per worker process
+    assert sum(per_worker) >= 1
+
+
+def test_real_nuclei_are_segmented(tmp_path: Path, real_nuclei: tuple[str, str], dask_cluster: str) -> None:
+    """DSB 2018 nuclei (stardist's sample), instance truth counted as foreground: a model trained only on
+    synthetic nuclei must still find them."""
+    image, truth = real_nuclei
+    settings = _settings(tmp_path / "out")
+    settings["evaluation"] = {"truth_instances": True}
+    report = segment_batch([image], [truth], settings, scheduler=dask_cluster)
+    (entry,) = report["images"]
+    assert entry["dice"][1] > 0.85, entry
+    truth_fg = tifffile.imread(truth) > 0
+    predicted = zarr.open_array(entry["mask"], mode="r")[:]
+    assert np.isclose(entry["dice"][1], 2 * np.sum(truth_fg & (predicted == 1)) / (truth_fg.sum() + (predicted == 1).sum()))
+
+
+def test_bad_truth_fails_before_anything_is_written(tmp_path: Path, dask_cluster: str) -> None:
+    image, _ = write_image_pair(tmp_path, "image", 128, 128, seed=4)
+    _, wrong_truth = write_image_pair(tmp_path, "other", 64, 128, seed=5)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="other_truth.tif: truth is 64 x 128"):
+        segment_batch([image], [wrong_truth], _settings(out), scheduler=dask_cluster)
+    assert not out.exists()
+
+
+def test_without_truth_no_metrics_are_computed(tmp_path: Path, dask_cluster: str) -> None:
+    image, _ = write_image_pair(tmp_path, "no_truth", 300, 200, seed=6)
+    report = segment_batch([image], None, _settings(tmp_path / "out"), scheduler=dask_cluster)
+    (entry,) = report["images"]
+    assert "iou" not in entry and "iou" not in report["batch"]
+    assert zarr.open_array(entry["mask"], mode="r").shape == (300, 200)
+    assert os.path.exists(os.path.join(tmp_path, "out", "no_truth", "metrics.json"))
