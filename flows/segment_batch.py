@@ -1,88 +1,132 @@
-"""The batch flow: for each image, ingest -> infer -> evaluate -> log, on a Dask cluster, tracked in MLflow.
+"""The batch flow: for each image, ingest -> infer -> evaluate (on a Dask cluster), then log the batch to MLflow.
 
-Each task body is one call into ``segpipe.pipeline``; retries cover transient I/O and tracking faults (chunk
-writes are idempotent, so a retried task redoes only whole chunks).
+Each task body is one call into ``segpipe``. Masks are written before anything is logged, so a tracking outage
+loses no work: the run fails with a TrackingError, and re-running the same command skips the finished images
+(their ``done.json`` fingerprint matches) and only logs. Chunk writes are idempotent and marked done only once
+written, so a retried task, a rescheduled task (dead worker) or a re-run after ``kill -9`` redoes only the
+chunks that were not finished.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
+import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 import segpipe
 from segpipe import pipeline
 from segpipe.cluster import dask_client, default_workers, distributed_executor, torch_threads_per_worker
+from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
+from segpipe.errors import SegpipeError, TrackingError
 from segpipe.inference import Executor
 from segpipe.io.images import ImageSource
+from segpipe.io.progress import read_done, write_done
 from segpipe.metrics import scores as compute_scores
 from segpipe.normalize import BandStats
-from segpipe.tracking import MlflowTracker, NullTracker, Tracker, flatten_scores
+from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
 
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
 
 
-@task(name="ingest", retries=2, **TASK_OPTIONS)
+def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient faults; never retry a SegpipeError (bad input stays bad) except tracking outages."""
+    try:
+        state.result()
+    except TrackingError:
+        return True
+    except SegpipeError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+RETRY = {**TASK_OPTIONS, "retry_condition_fn": _retry_unless_bad_input}
+
+
+@task(name="ingest", retries=2, **RETRY)
 def ingest(job: pipeline.ImageJob, chunk: int, executor: Executor) -> dict[str, Any]:
     return pipeline.ingest_step(job, chunk, executor)
 
 
-@task(name="infer", retries=1, **TASK_OPTIONS)
+@task(name="infer", retries=1, **RETRY)
 def infer(job: pipeline.ImageJob, tiled: ImageSource, stats: BandStats, plan: pipeline.BatchPlan,
           settings: pipeline.RunSettings, executor: Executor) -> dict[str, Any]:
     return pipeline.infer_step(job, tiled, stats, plan, settings.inference, executor)
 
 
-@task(name="evaluate", retries=2, **TASK_OPTIONS)
+@task(name="evaluate", retries=2, **RETRY)
 def evaluate(job: pipeline.ImageJob, mask: str, plan: pipeline.BatchPlan, settings: pipeline.RunSettings,
              executor: Executor) -> dict[str, Any]:
     return pipeline.evaluate_step(job, mask, plan, settings.evaluation, executor)
 
 
-@task(name="log-image", retries=3, **TASK_OPTIONS)
-def log_image(tracker: Tracker, job: pipeline.ImageJob, plan: pipeline.BatchPlan, report: dict[str, Any],
-              artifacts: list[str]) -> str:
-    run_id = tracker.start_image(job.name, {"image": job.image.path, "truth": job.truth.path if job.truth else "",
-                                             "shape_cyx": job.image.shape, "dtype": job.image.dtype})
-    tracker.log_metrics(run_id, _image_metrics(report, plan))
-    for path in artifacts:
-        tracker.log_artifact(run_id, path)
+@task(name="log-batch", retries=2, **RETRY)
+def log_batch(tracking_uri: str, experiment: str, artifact_root: str | None, plan: pipeline.BatchPlan,
+              params: dict[str, Any], batch: dict[str, Any], reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One parent run for the batch, a nested run per image; returns the run ids."""
+    tracker: Tracker = MlflowTracker(tracking_uri, experiment, artifact_root)
+    batch_run = tracker.start_batch(params, _lineage_tags(plan))
+    try:
+        image_runs = [_log_image(tracker, plan, job, report) for job, report in zip(plan.jobs, reports, strict=True)]
+        tracker.log_metrics(batch_run, _metrics(batch, plan))
+        tracker.log_artifact(batch_run, os.path.join(params["out"], "batch.json"))
+    except BaseException:
+        _end_quietly(tracker, batch_run)
+        raise
+    tracker.end(batch_run)
+    return {"batch": batch_run, "images": image_runs}
+
+
+def _log_image(tracker: Tracker, plan: pipeline.BatchPlan, job: pipeline.ImageJob, report: dict[str, Any]) -> str:
+    params = {"image": job.image.path, "truth": job.truth.path if job.truth else "",
+              "shape_cyx": job.image.shape, "dtype": job.image.dtype, "resumed_from_done": report.get("skipped", False)}
+    run_id = tracker.start_image(job.name, params)
+    tracker.log_metrics(run_id, _metrics(report, plan))
+    for leaf in ("metrics.json", "preview.png"):
+        tracker.log_artifact(run_id, job.path(leaf))
     tracker.end(run_id)
     return run_id
 
 
-def _image_metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, float]:
-    values = {f"seconds_{stage}": report["seconds"][stage] for stage in report["seconds"]}
-    values["megapixels"] = report["megapixels"]
-    values["megapixels_per_second"] = report["megapixels_per_second"]
-    if "iou" in report:
-        values.update(flatten_scores(report, plan.model.card.class_names))
-    return values
+def _end_quietly(tracker: Tracker, run_id: str) -> None:
+    try:
+        tracker.end(run_id, "FAILED")
+    except TrackingError:
+        pass
 
 
 def process_image(job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pipeline.RunSettings,
-                  executor: Executor, tracker: Tracker) -> dict[str, Any]:
-    """Run one image through every stage; write its metrics.json and preview.png; log its nested run."""
+                  executor: Executor) -> dict[str, Any]:
+    """Every stage of one image; writes metrics.json, preview.png and, last, done.json. A finished image
+    (done.json with this run's fingerprint) is not recomputed."""
+    done = read_done(job.out_dir)
+    if done and done.get("fingerprint") == job.done_key and os.path.isdir(job.path("mask.zarr")):
+        return {**done["report"], "skipped": True}
     ingested = ingest(job, plan.chunk, executor)
     inferred = infer(job, ingested["source"], ingested["stats"], plan, settings, executor)
-    seconds = {"ingest": ingested["seconds"], "infer": inferred["seconds"]}
-    report: dict[str, Any] = {"image": job.image.path, "truth": job.truth.path if job.truth else None,
-                              "mask": inferred["mask"], "shape_cyx": list(job.image.shape),
-                              "megapixels": inferred["megapixels"],
-                              "megapixels_per_second": inferred["megapixels_per_second"], "seconds": seconds}
+    report: dict[str, Any] = {
+        "image": job.image.path, "truth": job.truth.path if job.truth else None, "mask": inferred["mask"],
+        "shape_cyx": list(job.image.shape), "megapixels": inferred["megapixels"],
+        "megapixels_per_second": inferred["megapixels_per_second"],
+        "chunks": inferred["chunks"], "chunks_computed": inferred["chunks_computed"],
+        "seconds": {"ingest": ingested["seconds"], "infer": inferred["seconds"]},
+    }
     if job.truth is not None:
         evaluated = evaluate(job, inferred["mask"], plan, settings, executor)
-        seconds["evaluate"] = evaluated["seconds"]
+        report["seconds"]["evaluate"] = evaluated["seconds"]
         report.update(evaluated["scores"])
-        report["confusion"] = evaluated["confusion"]
-    preview = pipeline.preview_step(job, ingested["source"], inferred["mask"], ingested["stats"])
-    metrics_path = pipeline.write_json(job.path("metrics.json"), _public(report))
-    report["mlflow_run_id"] = log_image(tracker, job, plan, report, [metrics_path, preview])
-    return report
+    pipeline.preview_step(job, ingested["source"], inferred["mask"], ingested["stats"])
+    report = _public(report)
+    pipeline.write_json(job.path("metrics.json"), report)
+    write_done(job.out_dir, job.done_key, report)
+    return {**report, "skipped": False}
 
 
 @flow(name="segment-batch", log_prints=True)
@@ -102,7 +146,7 @@ def segment_batch(
     Args:
         images: TIFF/BigTIFF files or Zarr arrays.
         truths: one label image per input, or None to skip metrics.
-        settings: ``RunSettings`` fields as a dict (see ``segpipe.pipeline.RunSettings``).
+        settings: ``RunSettings`` fields as a dict (see ``settings_from_dict``).
         workers: LocalCluster worker processes (ignored with ``scheduler``).
         scheduler: address of a running Dask scheduler to use instead of a LocalCluster.
         tracking_uri: MLflow tracking URI; None disables tracking.
@@ -112,43 +156,38 @@ def segment_batch(
     """
     run_settings = settings_from_dict(settings or {})
     plan = pipeline.plan_batch(images, truths, run_settings)
-    tracker: Tracker = (MlflowTracker(tracking_uri, experiment, artifact_root)
-                        if tracking_uri else NullTracker())
     n_workers = workers or default_workers()
     run_settings = _with_torch_threads(run_settings, n_workers)
-    batch_run = tracker.start_batch(_batch_params(plan, run_settings, n_workers, scheduler), _lineage_tags(plan))
     started = time.perf_counter()
-    try:
-        with dask_client(n_workers, scheduler) as client:
-            executor = distributed_executor(client, show_progress)
-            reports = [process_image(job, plan, run_settings, executor, tracker) for job in plan.jobs]
-        batch = _batch_report(reports, plan, time.perf_counter() - started)
-        tracker.log_metrics(batch_run, _batch_metrics(batch, plan))
-        batch_path = pipeline.write_json(f"{run_settings.out}/batch.json", _public({**batch, "images": reports}))
-        tracker.log_artifact(batch_run, batch_path)
-    except BaseException:
-        tracker.end(batch_run, "FAILED")
-        raise
-    tracker.end(batch_run)
-    return _public({"images": reports, "batch": batch, "mlflow_run_id": batch_run,
-                    "tracking_uri": tracker.tracking_uri, "out": run_settings.out})
+    with dask_client(n_workers, scheduler) as client:
+        executor = distributed_executor(client, show_progress)
+        reports = [process_image(job, plan, run_settings, executor) for job in plan.jobs]
+    batch = _batch_report(reports, plan, time.perf_counter() - started)
+    pipeline.write_json(os.path.join(run_settings.out, "batch.json"), {**batch, "images": reports})
+    run_ids = {"batch": "", "images": [""] * len(reports)}
+    if tracking_uri:
+        params = _batch_params(plan, run_settings, n_workers, scheduler)
+        run_ids = log_batch(tracking_uri, experiment, artifact_root, plan, params, batch, reports)
+    for report, run_id in zip(reports, run_ids["images"], strict=True):
+        report["mlflow_run_id"] = run_id
+    return {"images": reports, "batch": batch, "mlflow_run_id": run_ids["batch"],
+            "tracking_uri": public_uri(tracking_uri or ""), "out": run_settings.out}
 
 
 def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
-    from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
-
+    """``RunSettings`` from plain values (Prefect deployments pass parameters as JSON)."""
     return pipeline.RunSettings(
         model=values.get("model", "builtin"),
         out=values.get("out", "segpipe-out"),
         tiling=TilingConfig(**values.get("tiling", {})),
         inference=InferenceConfig(**values.get("inference", {})),
         evaluation=EvalConfig(**values.get("evaluation", {})),
+        overwrite=bool(values.get("overwrite", False)),
+        trust_model_pickle=bool(values.get("trust_model_pickle", False)),
     )
 
 
 def _with_torch_threads(settings: pipeline.RunSettings, workers: int) -> pipeline.RunSettings:
-    from dataclasses import replace
-
     if settings.inference.torch_threads is not None:
         return settings
     threads = torch_threads_per_worker(workers)
@@ -161,40 +200,44 @@ def _batch_params(plan: pipeline.BatchPlan, settings: pipeline.RunSettings, work
             "chunk": plan.chunk, "tile": plan.tile, "halo": plan.halo,
             "batch_size": settings.inference.batch_size, "device": settings.inference.device,
             "torch_threads": settings.inference.torch_threads, "workers": workers,
-            "scheduler": scheduler or "LocalCluster", "images": [j.image.path for j in plan.jobs],
+            "scheduler": public_uri(scheduler) if scheduler else "LocalCluster",
+            "images": [j.image.path for j in plan.jobs],
             "truths": [j.truth.path if j.truth else "" for j in plan.jobs], "out": settings.out,
             "ignore_index": settings.evaluation.ignore_index,
             "truth_instances": settings.evaluation.truth_instances}
 
 
 def _lineage_tags(plan: pipeline.BatchPlan) -> dict[str, str]:
-    return {"segpipe.version": segpipe.__version__, "segpipe.model_sha256": plan.model.sha256,
+    tags = {"segpipe.version": segpipe.__version__, "segpipe.model_sha256": plan.model.sha256,
             "segpipe.model_card": str(asdict(plan.model.card)), "python": platform.python_version()}
+    for i, job in enumerate(plan.jobs):
+        tags[f"segpipe.input.{i}.fingerprint"] = job.done_key
+    return tags
 
 
 def _batch_report(reports: list[dict[str, Any]], plan: pipeline.BatchPlan, seconds: float) -> dict[str, Any]:
     megapixels = sum(r["megapixels"] for r in reports)
     batch: dict[str, Any] = {"images": len(reports), "megapixels": megapixels, "seconds": seconds,
                              "megapixels_per_second": megapixels / seconds if seconds else 0.0,
+                             "images_skipped": sum(bool(r.get("skipped")) for r in reports),
                              "class_names": list(plan.model.card.class_names)}
-    scored = [r["confusion"] for r in reports if "confusion" in r]
+    scored = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in reports if "confusion_matrix" in r]
     if scored:
-        batch.update(compute_scores(sum(scored[1:], scored[0])))
+        batch.update(_public(compute_scores(np.sum(scored, axis=0))))
     return batch
 
 
-def _batch_metrics(batch: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, float]:
-    values = {"megapixels": batch["megapixels"], "seconds_total": batch["seconds"],
-              "megapixels_per_second": batch["megapixels_per_second"]}
-    if "iou" in batch:
-        values.update(flatten_scores(batch, plan.model.card.class_names))
+def _metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, float]:
+    seconds = report["seconds"]  # per stage for an image, a total for the batch
+    per_stage = seconds if isinstance(seconds, dict) else {"total": seconds}
+    values = {f"seconds_{stage}": value for stage, value in per_stage.items()}
+    values["megapixels"] = report["megapixels"]
+    values["megapixels_per_second"] = report["megapixels_per_second"]
+    if "iou" in report:
+        values.update(flatten_scores(report, plan.model.card.class_names))
     return values
 
 
 def _public(report: Any) -> Any:
-    """JSON-ready copy: numpy arrays dropped (their lists are in the scores), NaN -> None."""
-    if isinstance(report, dict):
-        return {k: _public(v) for k, v in report.items() if k != "confusion"}
-    if isinstance(report, list):
-        return [_public(v) for v in report]
+    """JSON-ready copy: NaN (a class absent from truth and prediction) becomes None."""
     return pipeline.finite_or_none(report)

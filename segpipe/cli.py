@@ -75,7 +75,11 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace masks in the output made with another model, input or settings")
     if with_io:
+        parser.add_argument("--trust-model-pickle", action="store_true",
+                            help="allow a fully pickled torch model (runs its code: only for files you made)")
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
         parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
 
@@ -94,6 +98,8 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
         "tiling": {"chunk": args.chunk, "tile": args.tile, "halo": args.halo},
         "inference": {"batch_size": args.batch_size, "device": args.device},
         "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
+        "overwrite": args.overwrite,
+        "trust_model_pickle": getattr(args, "trust_model_pickle", False),
     }
 
 
@@ -188,7 +194,7 @@ def _print_table(report: dict[str, Any]) -> None:
     names = report["batch"]["class_names"]
     for image in report["images"]:
         print(f"\n{image['image']}  ({image['megapixels']:.1f} Mpx, {image['megapixels_per_second']:.2f} Mpx/s)")
-        print(f"  mask: {image['mask']}")
+        print(f"  mask: {image['mask']}" + ("  (finished earlier: skipped)" if image.get("skipped") else ""))
         if "iou" in image:
             _print_scores("  ", image, names)
     if "iou" in report["batch"]:

@@ -18,6 +18,7 @@ import zarr
 from segpipe import normalize
 from segpipe.config import InferenceConfig
 from segpipe.io.images import ImageSource
+from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
 from segpipe.tiling import Region, chunk_grid, clip, pad_to_region, round_up, tiles_in
 
@@ -41,16 +42,22 @@ class ChunkJob:
     halo: int
     inference: InferenceConfig
     stats: normalize.BandStats | None
+    ledger: ChunkLedger | None = None
 
 
 def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
-    """Predict ``region`` (one chunk) and write it to the mask. Returns pixel count and seconds."""
+    """Predict ``region`` (one chunk), write it to the mask, then mark it done. Returns pixels and seconds.
+
+    Idempotent: a retried or rescheduled task (worker death) rewrites the same bytes.
+    """
     start = time.perf_counter()
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
     window = read_window(job.source, region, job.halo)
     window = normalize.apply(window, job.stats)
     labels = predict_window(predictor, window, job.halo, job.tile, job.inference.batch_size)
     zarr.open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
+    if job.ledger is not None:
+        job.ledger.mark_done(region)
     return {"pixels": float(region.height * region.width), "seconds": time.perf_counter() - start}
 
 
@@ -102,12 +109,14 @@ def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int
 
 
 def segment_image(job: ChunkJob, executor: Executor = local_executor) -> dict[str, float]:
-    """Predict every chunk of ``job.source`` into ``job.mask_path`` (which must exist)."""
+    """Predict every chunk of ``job.source`` not yet marked done into ``job.mask_path`` (which must exist)."""
     regions = chunk_grid(job.source.height, job.source.width, job.chunk)
+    todo = [r for r in regions if job.ledger is None or not job.ledger.is_done(r)]
     run = dask.delayed(segment_chunk, pure=False)
-    results = executor([run(job, region) for region in regions], "infer")
+    results = executor([run(job, region) for region in todo], "infer")
     return {
         "chunks": float(len(regions)),
+        "chunks_computed": float(len(todo)),
         "pixels": float(sum(r["pixels"] for r in results)),
         "task_seconds": float(sum(r["seconds"] for r in results)),
     }

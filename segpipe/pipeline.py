@@ -10,11 +10,13 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
+import zarr
 
 from segpipe import metrics
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
@@ -23,10 +25,11 @@ from segpipe.evaluation import evaluate
 from segpipe.inference import ChunkJob, Executor, create_mask, local_executor, segment_image
 from segpipe.io import ingest as ingest_io
 from segpipe.io.images import ImageSource, open_image
-from segpipe.models.loader import ModelRef, resolve_model
+from segpipe.io.progress import ChunkLedger, file_identity, fingerprint
+from segpipe.models.loader import ModelRef, resolve_model, select_device
 from segpipe.normalize import BandStats
 from segpipe.preview import write_preview
-from segpipe.tiling import round_up
+from segpipe.tiling import Region, chunk_grid, round_up
 
 
 @dataclass(frozen=True)
@@ -38,16 +41,25 @@ class RunSettings:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    overwrite: bool = False
+    trust_model_pickle: bool = False
 
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One image of the batch and where its outputs go."""
+    """One image of the batch, where its outputs go, and the fingerprints its outputs are valid under.
+
+    ``ingest_key`` covers the input and chunking; ``infer_key`` adds the model and every setting that can change
+    a mask pixel; ``done_key`` adds the truth and evaluation settings.
+    """
 
     name: str
     image: ImageSource
     truth: ImageSource | None
     out_dir: str
+    ingest_key: str = ""
+    infer_key: str = ""
+    done_key: str = ""
 
     def path(self, leaf: str) -> str:
         return os.path.join(self.out_dir, leaf)
@@ -75,7 +87,7 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
     if truths and len(truths) != len(images):
         raise InputError(f"{len(images)} images but {len(truths)} truths: give one truth per image, in order")
     sources = [open_image(p) for p in images]
-    model = resolve_model(settings.model)
+    model = resolve_model(settings.model, trust_pickle=settings.trust_model_pickle)
     for source in sources:
         _check_channels(source, model)
     truth_sources = [_open_truth(t, s) for t, s in zip(truths, sources, strict=True)] if truths else None
@@ -84,12 +96,60 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
     if duplicates:
         raise InputError(f"{images[names.index(duplicates[0])]}: two inputs share the output name {duplicates[0]!r}")
     _check_writable(settings.out)
+    chunk, tile, halo = resolve_tiling(settings.tiling, model)
+    plan = BatchPlan(model, chunk, tile, halo, ())
     jobs = tuple(
-        ImageJob(name, source, truth_sources[i] if truth_sources else None, os.path.join(settings.out, name))
+        _keyed_job(ImageJob(name, source, truth_sources[i] if truth_sources else None,
+                            os.path.join(settings.out, name)), plan, settings)
         for i, (name, source) in enumerate(zip(names, sources, strict=True))
     )
-    chunk, tile, halo = resolve_tiling(settings.tiling, model)
-    return BatchPlan(model, chunk, tile, halo, jobs)
+    for job in jobs:
+        _scan_contents(job, model, settings.evaluation, chunk)
+        if not settings.overwrite:
+            _check_existing_mask(job)
+    return replace(plan, jobs=jobs)
+
+
+def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJob:
+    ingest_key = fingerprint({"input": file_identity(job.image.path), "chunk": plan.chunk, "version": 1})
+    infer_key = fingerprint({
+        "ingest": ingest_key, "model": plan.model.sha256, "format": plan.model.format,
+        "card": plan.model.card.to_dict(), "tile": plan.tile, "halo": plan.halo,
+        "batch_size": settings.inference.batch_size, "device": select_device(settings.inference.device).type,
+    })
+    truth = file_identity(job.truth.path) if job.truth else None
+    done_key = fingerprint({"infer": infer_key, "truth": truth, "evaluation": asdict(settings.evaluation)})
+    return replace(job, ingest_key=ingest_key, infer_key=infer_key, done_key=done_key)
+
+
+def _scan_contents(job: ImageJob, model: ModelRef, config: EvalConfig, chunk: int) -> None:
+    """Reject float pixels that are NaN/Inf and truth labels outside the model's classes, before any write."""
+    if np.dtype(job.image.dtype).kind == "f":
+        scan = scan_image(job.image, chunk)
+        if scan.nonfinite:
+            raise InputError(f"{job.image.path}: {scan.nonfinite} pixel(s) are NaN or infinite; "
+                             "segpipe refuses them (replace them, e.g. by 0, before segmenting)")
+    if job.truth is None or config.truth_instances:
+        return
+    scan = scan_image(job.truth, chunk, config.ignore_index)
+    classes = model.card.num_classes
+    if scan.pixels and (scan.low < 0 or scan.high >= classes):
+        bad = scan.high if scan.high >= classes else scan.low
+        raise InputError(f"{job.truth.path}: truth label {bad:g} is outside the model's classes 0..{classes - 1} "
+                         "(instance masks: pass --truth-instances; void label: --ignore-index)")
+
+
+def _check_existing_mask(job: ImageJob) -> None:
+    mask = job.path("mask.zarr")
+    if not os.path.isdir(mask):
+        return
+    try:
+        made_under = zarr.open_array(mask, mode="r").attrs.get("segpipe", {}).get("infer_key")
+    except Exception:
+        made_under = None
+    if made_under != job.infer_key:
+        raise OutputError(f"{mask}: holds a mask made from another input, model or settings; "
+                          "pass --overwrite to replace it, or choose another --out")
 
 
 def resolve_tiling(tiling: TilingConfig, model: ModelRef) -> tuple[int, int, int]:
@@ -140,7 +200,8 @@ def _check_writable(out: str) -> None:
 
 
 def ingest_step(job: ImageJob, chunk: int, executor: Executor = local_executor) -> dict[str, Any]:
-    """Tile a TIFF into ``input.zarr`` (a Zarr input is used in place). Returns the source to infer on."""
+    """Tile a TIFF into ``input.zarr``, resuming an interrupted copy (a Zarr input is used in place).
+    Returns the source to infer on and its band statistics."""
     start = time.perf_counter()
     os.makedirs(job.out_dir, exist_ok=True)
     if job.image.kind == "zarr":
@@ -148,8 +209,9 @@ def ingest_step(job: ImageJob, chunk: int, executor: Executor = local_executor) 
         tiled = job.image
     else:
         dest = job.path("input.zarr")
-        stats = ingest_io.ingest(job.image, dest, chunk, executor)
-        tiled = open_image(dest)
+        ledger = ChunkLedger(job.out_dir, "ingest", job.ingest_key)
+        stats = ingest_io.ingest(job.image, dest, chunk, executor, ledger)
+        tiled = ingest_io.open_copy(job.image, dest)
     return {"source": tiled, "stats": stats, "seconds": time.perf_counter() - start}
 
 
@@ -164,10 +226,16 @@ def infer_step(
     """Predict every chunk into ``mask.zarr``. The mask appears under its final name only when complete."""
     start = time.perf_counter()
     final, partial = job.path("mask.zarr"), job.path("mask.zarr.partial")
-    create_mask(partial, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
+    ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
+    if ledger.is_fresh() or not os.path.isdir(partial):
+        ledger.prepare()
+        create_mask(partial, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     use_stats = stats if plan.model.card.normalization == "percentile" else None
-    chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats)
+    chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats,
+                         ledger)
     summary = segment_image(chunk_job, executor)
+    zarr.open_array(partial, mode="r+").attrs["segpipe"] = {"infer_key": job.infer_key,
+                                                             "model": plan.model.card.name}
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     seconds = time.perf_counter() - start
@@ -220,3 +288,46 @@ def finite_or_none(value: Any) -> Any:
         return {k: finite_or_none(v) for k, v in value.items()}
     return value
 
+
+
+@dataclass(frozen=True)
+class ImageScan:
+    """Value range of an image (NaN/Inf left out) and its count of NaN/Inf pixels."""
+
+    low: float
+    high: float
+    nonfinite: int
+    pixels: int
+
+
+_SCANS: dict[str, ImageScan] = {}
+
+
+def scan_image(source: ImageSource, chunk: int, ignore: int | None = None) -> ImageScan:
+    """Range and NaN/Inf count of ``source``, chunk by chunk on the threaded scheduler; memoised per file
+    state, so the CLI's check and the flow's share one read."""
+    key = fingerprint({"file": file_identity(source.path), "ignore": ignore})
+    if key not in _SCANS:
+        task = dask.delayed(_scan_chunk, pure=True)
+        parts = dask.compute(*[task(source, r, ignore) for r in chunk_grid(source.height, source.width, chunk)],
+                             scheduler="threads")
+        finite = [p for p in parts if p[3]]
+        _SCANS[key] = ImageScan(
+            low=min((p[0] for p in finite), default=0.0),
+            high=max((p[1] for p in finite), default=0.0),
+            nonfinite=sum(p[2] for p in parts),
+            pixels=sum(p[3] for p in parts),
+        )
+    return _SCANS[key]
+
+
+def _scan_chunk(source: ImageSource, region: Region, ignore: int | None) -> tuple[float, float, int, int]:
+    data = source.read(*region)
+    if ignore is not None:
+        data = data[data != ignore]
+    finite_mask = np.isfinite(data) if data.dtype.kind == "f" else None
+    values = data[finite_mask] if finite_mask is not None else data.reshape(-1)
+    nonfinite = int(data.size - values.size)
+    if not values.size:
+        return 0.0, 0.0, nonfinite, 0
+    return float(values.min()), float(values.max()), nonfinite, int(values.size)

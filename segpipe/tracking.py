@@ -26,6 +26,11 @@ def default_tracking_uri(workdir: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
 
 
+def public_uri(uri: str) -> str:
+    """``uri`` without any ``user:password@`` part, for logs, reports and MLflow params."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
+
+
 def check_tracking_uri(uri: str) -> None:
     """Refuse a malformed URI before any work starts."""
     match = re.match(r"^([a-z][a-z0-9+.-]*):", uri)
@@ -70,7 +75,7 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         check_tracking_uri(tracking_uri)
-        self.tracking_uri = tracking_uri
+        self.tracking_uri = public_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._call("open experiment", self._experiment_id, experiment, artifact_root)
         self.batch_run_id = ""

@@ -11,6 +11,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -56,12 +57,16 @@ class ImageSource:
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array."""
         array, closer = _open_stored_array(self)
+        index = tuple(
+            slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) if a == "C" else 0
+            for a in self.stored_axes
+        )
         try:
-            index = tuple(
-                slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) if a == "C" else 0
-                for a in self.stored_axes
-            )
             data = np.asarray(array[index])
+        except Exception as exc:  # codecs and stores raise many types; all mean "this region is unreadable"
+            raise InputError(
+                f"{self.path}: pixels at y {y0}..{y1}, x {x0}..{x1} cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
         finally:
             closer()
         kept = [a for a in self.stored_axes if a != "1"]
@@ -112,9 +117,20 @@ def _describe_tiff(path: str) -> tuple[str, tuple[int, ...], np.dtype]:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _check_complete(path, series.pages, os.path.getsize(path))
             return series.axes, tuple(series.shape), series.dtype
     except (tifffile.TiffFileError, ValueError, IndexError, KeyError, struct.error) as exc:
         raise InputError(f"{path}: not a readable TIFF image ({exc})") from None
+
+
+def _check_complete(path: str, pages: Any, size: int) -> None:
+    """Every strip or tile of the image must lie inside the file (a cut-off download fails here)."""
+    for page in pages:
+        if page is None:
+            continue
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+        if ends and max(ends) > size:
+            raise InputError(f"{path}: file is truncated: pixel data runs to byte {max(ends)} of a {size}-byte file")
 
 
 def _describe_zarr(path: str) -> tuple[str, tuple[int, ...], np.dtype]:

@@ -3,20 +3,26 @@ strided pixel sample for normalization on the way. Peak memory is one chunk per 
 
 from __future__ import annotations
 
+import os
+
 import dask
 import numpy as np
 import zarr
 
 from segpipe.inference import Executor, local_executor
 from segpipe.io.images import ImageSource
+from segpipe.io.progress import ChunkLedger
 from segpipe.normalize import BandStats, sample_stride
 from segpipe.tiling import Region, chunk_grid, strided_sample
 
 
-def ingest_chunk(source: ImageSource, dest: str, region: Region, stride: int) -> np.ndarray:
-    """Copy one chunk into ``dest``; return its strided (C, n) sample."""
+def ingest_chunk(source: ImageSource, dest: str, region: Region, stride: int,
+                 ledger: ChunkLedger | None = None) -> np.ndarray:
+    """Copy one chunk into ``dest``, mark it done; return its strided (C, n) sample."""
     data = source.read(*region)
     zarr.open_array(dest, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = data
+    if ledger is not None:
+        ledger.mark_done(region)
     return strided_sample(data, region, stride).reshape(data.shape[0], -1)
 
 
@@ -26,8 +32,30 @@ def sample_chunk(source: ImageSource, region: Region, stride: int) -> np.ndarray
     return strided_sample(data, region, stride).reshape(data.shape[0], -1)
 
 
-def ingest(source: ImageSource, dest: str, chunk: int, executor: Executor = local_executor) -> BandStats:
-    """Write ``source`` to a new Zarr array at ``dest``; return its band statistics."""
+def ingest(source: ImageSource, dest: str, chunk: int, executor: Executor = local_executor,
+           ledger: ChunkLedger | None = None) -> BandStats:
+    """Write ``source`` to a Zarr array at ``dest``; return its band statistics.
+
+    With a ``ledger``, chunks already marked done are not copied again (their sample is read back from
+    ``dest``), so an interrupted ingest resumes where it stopped.
+    """
+    if ledger is None or ledger.is_fresh() or not os.path.isdir(dest):
+        if ledger is not None:
+            ledger.prepare()
+        _create_input_array(source, dest, chunk)
+    stride = sample_stride(source.height, source.width)
+    copy = dask.delayed(ingest_chunk, pure=False)
+    reread = dask.delayed(sample_chunk, pure=True)
+    copied = open_copy(source, dest)
+    tasks = [
+        reread(copied, r, stride) if ledger is not None and ledger.is_done(r) else copy(source, dest, r, stride, ledger)
+        for r in chunk_grid(source.height, source.width, chunk)
+    ]
+    samples = executor(tasks, "ingest")
+    return BandStats.from_samples(np.concatenate(samples, axis=1))
+
+
+def _create_input_array(source: ImageSource, dest: str, chunk: int) -> None:
     zarr.create_array(
         dest,
         shape=source.shape,
@@ -37,11 +65,11 @@ def ingest(source: ImageSource, dest: str, chunk: int, executor: Executor = loca
         dimension_names=("c", "y", "x"),
         attributes={"segpipe": {"source": source.path, "stored_axes": source.stored_axes}},
     )
-    stride = sample_stride(source.height, source.width)
-    task = dask.delayed(ingest_chunk, pure=False)
-    samples = executor([task(source, dest, r, stride) for r in chunk_grid(source.height, source.width, chunk)],
-                       "ingest")
-    return BandStats.from_samples(np.concatenate(samples, axis=1))
+
+
+def open_copy(source: ImageSource, dest: str) -> ImageSource:
+    """The ingested (C, Y, X) Zarr copy of ``source`` as an ImageSource (no validation read)."""
+    return ImageSource(dest, "zarr", "CYX", source.shape, source.dtype)
 
 
 def measure(source: ImageSource, chunk: int, executor: Executor = local_executor) -> BandStats:

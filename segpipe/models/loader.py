@@ -4,8 +4,10 @@ Accepted formats, none of which runs arbitrary pickled code:
 - ``builtin``: the U-Net whose weights ship in ``segpipe/models/weights`` (trained by scripts/train_builtin.py);
 - a TorchScript file (``torch.jit.save``);
 - a U-Net ``state_dict`` saved with ``torch.save``, read with ``torch.load(weights_only=True)``.
-A JSON model card beside the file (``model.pt`` -> ``model.json``) sets channels, classes, halo and
-normalization; without one, classes are found by a probe forward pass.
+A fully pickled model (``torch.save(model)``) runs code when loaded: it is refused unless the caller passes
+``trust_pickle=True`` (``--trust-model-pickle``), meant for files the user made. A JSON model card beside the
+file (``model.pt`` -> ``model.json``) sets channels, classes, halo and normalization; without one, classes are
+found by a probe forward pass.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class ModelCard:
 class ModelRef:
     """A validated, picklable pointer to a model: workers load it from this."""
 
-    format: str  # "builtin" | "torchscript" | "state_dict"
+    format: str  # "builtin" | "torchscript" | "state_dict" | "pickle" (trusted by the user)
     path: str
     sha256: str
     card: ModelCard
@@ -93,10 +95,11 @@ class Predictor:
             return self.module(inputs).float().cpu().numpy()
 
 
-def resolve_model(spec: str | os.PathLike[str]) -> ModelRef:
+def resolve_model(spec: str | os.PathLike[str], trust_pickle: bool = False) -> ModelRef:
     """Validate a model spec (``builtin`` or a file path) and return a reference workers can load.
 
     Loads the model once on the CPU and runs a probe forward pass, so a broken model fails here.
+    ``trust_pickle`` allows a fully pickled ``nn.Module`` (which executes code on load).
     """
     spec = str(spec)
     if spec == BUILTIN_NAME:
@@ -106,6 +109,8 @@ def resolve_model(spec: str | os.PathLike[str]) -> ModelRef:
         if not path.is_file():
             raise ModelError(f"{spec}: no such model file")
         fmt = _detect_format(path)
+        if fmt == "state_dict" and trust_pickle and not _holds_plain_weights(path):
+            fmt = "pickle"
     card = _read_card(path, fmt)
     ref = ModelRef(fmt, str(path), _sha256(path), card)
     module = _load_module(ref)
@@ -122,12 +127,23 @@ def _detect_format(path: Path) -> str:
     return "torchscript" if any(n.endswith("constants.pkl") or "/code/" in n for n in names) else "state_dict"
 
 
+def _holds_plain_weights(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
 def _read_card(path: Path, fmt: str) -> ModelCard:
     card_path = path.with_suffix(".json")
     if card_path.is_file():
         return ModelCard.from_json(card_path)
     if fmt == "state_dict":
-        raise ModelError(f"{path}: a state_dict needs a model card at {card_path} naming its architecture")
+        raise ModelError(
+            f"{path}: not TorchScript; as a state_dict it needs a model card at {card_path} naming its "
+            "architecture (a fully pickled model loads only with --trust-model-pickle)"
+        )
     return ModelCard(name=path.stem, in_channels=None, num_classes=0, class_names=())
 
 
@@ -138,15 +154,28 @@ def _load_module(ref: ModelRef) -> torch.nn.Module:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:  # torch raises RuntimeError, ValueError, ... for a bad archive
             raise ModelError(f"{path}: cannot load TorchScript model ({type(exc).__name__}: {exc})") from None
+    if ref.format == "pickle":
+        return _load_trusted_pickle(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise ModelError(
-            f"{path}: refused to load: the file holds pickled Python objects, not plain weights ({exc})"
+            f"{path}: refused to load: the file holds pickled Python objects, not plain weights; "
+            "pass --trust-model-pickle only if you made this file yourself"
         ) from None
     except Exception as exc:
         raise ModelError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from None
     return _unet_from_state(path, state, ref.card)
+
+
+def _load_trusted_pickle(path: Path) -> torch.nn.Module:
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot unpickle model ({type(exc).__name__}: {exc})") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelError(f"{path}: pickled object is a {type(module).__name__}, not a torch.nn.Module")
+    return module
 
 
 def _unet_from_state(path: Path, state: Any, card: ModelCard) -> torch.nn.Module:

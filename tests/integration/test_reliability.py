@@ -1,0 +1,153 @@
+"""Crash safety: kill -9 and resume, a worker killed mid-run, a tracking outage, stale chunks never reused."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.segment_batch import segment_batch
+from segpipe import pipeline
+from segpipe.errors import TrackingError
+from segpipe.synthetic import write_sample
+
+pytestmark = pytest.mark.integration
+
+RUN_ARGS = ["--chunk", "128", "--tile", "128", "--workers", "2", "--batch-size", "4"]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _markers(image_dir: Path, stage: str) -> int:
+    return sum(len(list(d.iterdir())) for d in (image_dir / ".segpipe").glob(f"{stage}-*")) if (
+        image_dir / ".segpipe").exists() else 0
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "segpipe.cli", "run", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    image, truth = write_sample(tmp_path_factory.mktemp("sample"), 1024, seed=7, name="scene")
+    return str(image), str(truth)
+
+
+def test_kill_dash_nine_then_resume_is_byte_identical(tmp_path: Path, sample: tuple[str, str],
+                                                      prefect_server: str) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    image, truth = sample
+    common = [image, "--truth", truth, *RUN_ARGS, "--json"]
+    reference = tmp_path / "reference"
+    done = _cli([*common, "--out", str(reference), "--tracking-uri", f"sqlite:///{tmp_path}/ref.db"], env)
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    expected = _tree(reference / "scene" / "mask.zarr")
+
+    rng = random.Random(20261124)
+    kill_points = [("ingest", rng.randint(1, 30)), ("infer", rng.randint(1, 20)), ("infer", rng.randint(21, 60))]
+    for number, (stage, after) in enumerate(kill_points):
+        out = tmp_path / f"killed{number}"
+        args = [*common, "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path}/k{number}.db"]
+        process = _cli(args, env)
+        deadline = time.monotonic() + 240
+        while _markers(out / "scene", stage) < after and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, f"run ended before kill point {stage}:{after}"
+        os.killpg(process.pid, signal.SIGKILL)  # the whole tree: CLI, scheduler, nannies, workers
+        process.wait()
+        assert not (out / "scene" / "mask.zarr").exists() and not (out / "scene" / "done.json").exists()
+
+        resumed = _cli(args, env)
+        stdout, stderr = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, stderr[-3000:]
+        assert _tree(out / "scene" / "mask.zarr") == expected, f"kill point {stage}:{after}"
+        if stage == "infer":
+            import json
+
+            entry = json.loads(stdout)["images"][0]
+            assert entry["chunks_computed"] <= entry["chunks"] - after  # only what was left
+
+
+def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple[str, str]) -> None:
+    from distributed import Client, LocalCluster
+
+    image, truth = sample
+    settings = {"tiling": {"chunk": 128, "tile": 128}, "inference": {"batch_size": 4}}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        reference = segment_batch([image], [truth], {**settings, "out": str(tmp_path / "ref")},
+                                  scheduler=cluster.scheduler_address)
+        with Client(cluster.scheduler_address) as client:
+            pids = list(client.run(os.getpid).values())
+        out = tmp_path / "victim"
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(segment_batch(
+            [image], [truth], {**settings, "out": str(out)}, scheduler=cluster.scheduler_address)))
+        runner.start()
+        while _markers(out / "scene", "infer") < 8 and runner.is_alive():
+            time.sleep(0.01)
+        os.kill(pids[0], signal.SIGKILL)
+        runner.join(timeout=300)
+    assert result, "flow did not finish after a worker was killed"
+    assert _tree(out / "scene" / "mask.zarr") == _tree(Path(reference["images"][0]["mask"]))
+    assert result["images"][0]["iou"] == reference["images"][0]["iou"]
+
+
+def test_tracking_outage_keeps_masks_and_resume_only_logs(tmp_path: Path, sample: tuple[str, str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    image, truth = sample
+    settings = {"out": str(tmp_path / "out"), "tiling": {"chunk": 256}}
+    with pytest.raises(TrackingError, match="MLflow at http://127.0.0.1:9"):
+        segment_batch([image], [truth], settings, workers=2, tracking_uri="http://127.0.0.1:9")
+    mask = tmp_path / "out" / "scene" / "mask.zarr"
+    assert mask.is_dir() and (tmp_path / "out" / "scene" / "done.json").exists()
+    written = _tree(mask)
+
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = segment_batch([image], [truth], settings, workers=2, tracking_uri=tracking_uri)
+    assert report["images"][0]["skipped"] is True and report["batch"]["images_skipped"] == 1
+    assert _tree(mask) == written
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri).get_run(report["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
+
+
+def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, str]) -> None:
+    """In-process, on the threaded scheduler: half the chunks done under one halo, then a new halo redoes all."""
+    image, _ = sample
+    settings = pipeline.RunSettings(out=str(tmp_path / "out"))
+    from dataclasses import replace
+
+    from segpipe.config import TilingConfig
+
+    first = pipeline.plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=32)))
+    job = first.jobs[0]
+    ingested = pipeline.ingest_step(job, first.chunk)
+    from segpipe.io.progress import ChunkLedger
+    from segpipe.tiling import chunk_grid
+
+    ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
+    ledger.prepare()
+    for region in chunk_grid(1024, 1024, 256)[:8]:
+        ledger.mark_done(region)  # as if a killed run had finished these under halo 32
+    from segpipe.inference import create_mask
+
+    create_mask(job.path("mask.zarr.partial"), 1024, 1024, 256, 2)
+    second = pipeline.plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=16)))
+    assert second.jobs[0].infer_key != job.infer_key
+    result = pipeline.infer_step(second.jobs[0], ingested["source"], ingested["stats"], second,
+                                 settings.inference)
+    assert result["chunks_computed"] == result["chunks"] == 16
