@@ -235,6 +235,10 @@ def _metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, floa
     values["megapixels_per_second"] = report["megapixels_per_second"]
     if "iou" in report:
         values.update(flatten_scores(report, plan.model.card.class_names))
+    for part, prefix in (("seam_band", "seam_"), ("interior", "interior_")):
+        if part in report and report[part]["pixels"]:
+            values[f"{prefix}mean_dice"] = report[part]["mean_dice"]
+            values[f"{prefix}mean_iou"] = report[part]["mean_iou"]
     return values
 
 

@@ -54,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--real", nargs=2, metavar=("IMAGE", "MASK"))
+    parser.add_argument("--out-dir", type=Path, default=OUT, help="where the weights and card go")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -79,12 +80,12 @@ def main() -> None:
         real = tifffile.imread(args.real[0]).astype(np.float32)
         truth = (tifffile.imread(args.real[1]) > 0).astype(np.uint8)
         print("real image Dice:", round(dice_of(model, real, truth), 4))
-    save(model)
+    save(model, args.out_dir)
 
 
-def save(model: nn.Module) -> None:
-    OUT.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), OUT / "unet_nuclei.pt")
+def save(model: UNet, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / "unet_nuclei.pt")
     card = {
         "name": "segpipe-unet-nuclei",
         "in_channels": 1,
@@ -92,11 +93,12 @@ def save(model: nn.Module) -> None:
         "class_names": list(synthetic.CLASS_NAMES),
         "size_divisor": model.size_divisor,
         "halo": 32,
+        "receptive_field": model.receptive_field_radius,
         "normalization": "percentile",
         "architecture": ARCH,
     }
-    (OUT / "unet_nuclei.json").write_text(json.dumps(card, indent=2) + "\n")
-    print("wrote", OUT / "unet_nuclei.pt")
+    (out / "unet_nuclei.json").write_text(json.dumps(card, indent=2) + "\n")
+    print("wrote", out / "unet_nuclei.pt")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
-from segpipe.errors import SegpipeError
+from segpipe.config import PAD_MODES, STITCH_MODES, EvalConfig, InferenceConfig, TilingConfig
+from segpipe.errors import SegpipeError, SegpipeWarning
 
 DEMO_SIZE = 4096
 
@@ -23,6 +24,7 @@ DEMO_SIZE = 4096
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         return int(args.handler(args) or 0)
     except SegpipeError as exc:
@@ -67,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="Zarr chunk / task edge in pixels (default 1024)")
     parser.add_argument("--tile", type=int, default=256, help="model input edge inside a chunk (default 256)")
-    parser.add_argument("--halo", type=int, help="context pixels per side, trimmed after (default: the model's)")
+    parser.add_argument("--halo", type=int, help="trim: context pixels per side, trimmed after (default: model's)")
+    parser.add_argument("--stitch", choices=STITCH_MODES, default="trim",
+                        help="trim: keep tile centres (default); gaussian: blend overlapping windows")
+    parser.add_argument("--overlap", type=float, default=0.5, help="gaussian: window overlap in [0, 1) (0.5)")
+    parser.add_argument("--pad-mode", choices=PAD_MODES, default="symmetric",
+                        help="how the image is extended past its border (default symmetric mirror)")
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
@@ -85,7 +92,9 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
 
 
 def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
-    TilingConfig(chunk=args.chunk, tile=args.tile, halo=args.halo)  # validate now, before anything starts
+    tiling = {"chunk": args.chunk, "tile": args.tile, "halo": args.halo, "stitch": args.stitch,
+              "overlap": args.overlap, "pad_mode": args.pad_mode}
+    TilingConfig(**tiling)  # validate now, before anything starts
     InferenceConfig(batch_size=args.batch_size, device=args.device)
     if args.workers is not None and args.workers <= 0:
         from segpipe.errors import ConfigError
@@ -95,7 +104,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
     return {
         "model": model,
         "out": out,
-        "tiling": {"chunk": args.chunk, "tile": args.tile, "halo": args.halo},
+        "tiling": tiling,
         "inference": {"batch_size": args.batch_size, "device": args.device},
         "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
         "overwrite": args.overwrite,
@@ -183,6 +192,11 @@ def _largest_label(prediction: Any, truth: Any, chunk: int, config: EvalConfig) 
                 t = t[t != config.ignore_index]
             largest = max(largest, int(t.max()) if t.size else 0)
     return largest
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    if issubclass(category, SegpipeWarning):
+        print(f"segpipe: warning: {message}", file=sys.stderr)
 
 
 def _log(args: argparse.Namespace, message: str) -> None:

@@ -13,25 +13,43 @@ def _require_positive(name: str, value: int) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
+STITCH_MODES = ("trim", "gaussian")
+PAD_MODES = ("symmetric", "reflect", "edge", "constant")
+
+
 @dataclass(frozen=True)
 class TilingConfig:
-    """How an image is cut up.
+    """How an image is cut up and put back together.
 
     Attributes:
         chunk: edge of a Zarr chunk; one Dask task owns one output chunk.
-        tile: edge of one model input inside a chunk (before the halo is added).
-        halo: context added on every side of a tile, then trimmed. ``None`` takes the model's default.
+        tile: edge of one model input inside a chunk (``trim``: before the halo is added; ``gaussian``: the
+            sliding window's edge).
+        halo: ``trim`` only: context added on every side of a tile, then trimmed. ``None``: the model's default.
+        stitch: ``trim`` keeps each tile's centre; ``gaussian`` blends overlapping windows' logits with a
+            Gaussian weight (nnU-Net/MONAI style) on one global window grid.
+        overlap: ``gaussian`` only: share of a window shared with the next one, in [0, 1).
+        pad_mode: how the image is extended past its border (numpy ``np.pad`` mode); ``constant`` pads zeros.
     """
 
     chunk: int = 1024
     tile: int = 256
     halo: int | None = None
+    stitch: str = "trim"
+    overlap: float = 0.5
+    pad_mode: str = "symmetric"
 
     def __post_init__(self) -> None:
         _require_positive("chunk", self.chunk)
         _require_positive("tile", self.tile)
         if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
             raise ConfigError(f"--halo must be an integer >= 0, got {self.halo!r}")
+        if self.stitch not in STITCH_MODES:
+            raise ConfigError(f"--stitch must be one of {', '.join(STITCH_MODES)}, got {self.stitch!r}")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"--overlap must be in [0, 1), got {self.overlap!r}")
+        if self.pad_mode not in PAD_MODES:
+            raise ConfigError(f"--pad-mode must be one of {', '.join(PAD_MODES)}, got {self.pad_mode!r}")
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,7 @@ class TrackingError(SegpipeError, RuntimeError):
     """The experiment tracker (MLflow) cannot be reached or refused a write."""
 
     exit_code = 5
+
+
+class SegpipeWarning(UserWarning):
+    """Something works but not as well as it could (e.g. a halo below the receptive field)."""

@@ -20,7 +20,16 @@ from segpipe.config import InferenceConfig
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
-from segpipe.tiling import Region, chunk_grid, clip, pad_to_region, round_up, tiles_in
+from segpipe.tiling import (
+    Region,
+    chunk_grid,
+    clip,
+    gaussian_weight,
+    pad_to_region,
+    round_up,
+    tiles_in,
+    window_origins,
+)
 
 Executor = Callable[[Sequence[Any], str], list[Any]]
 
@@ -43,6 +52,9 @@ class ChunkJob:
     inference: InferenceConfig
     stats: normalize.BandStats | None
     ledger: ChunkLedger | None = None
+    stitch: str = "trim"
+    stride: int = 0  # gaussian: step of the global window grid
+    pad_mode: str = "symmetric"
 
 
 def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
@@ -52,20 +64,51 @@ def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
     """
     start = time.perf_counter()
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
-    window = read_window(job.source, region, job.halo)
-    window = normalize.apply(window, job.stats)
-    labels = predict_window(predictor, window, job.halo, job.tile, job.inference.batch_size)
+    if job.stitch == "gaussian":
+        window = normalize.apply(read_window(job.source, region, job.tile, job.pad_mode), job.stats)
+        logits = blend_windows(predictor, window, region, job.tile, job.stride, job.inference.batch_size)
+        labels = logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
+    else:
+        window = normalize.apply(read_window(job.source, region, job.halo, job.pad_mode), job.stats)
+        labels = predict_window(predictor, window, job.halo, job.tile, job.inference.batch_size)
     zarr.open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
     if job.ledger is not None:
         job.ledger.mark_done(region)
     return {"pixels": float(region.height * region.width), "seconds": time.perf_counter() - start}
 
 
-def read_window(source: ImageSource, region: Region, halo: int) -> np.ndarray:
-    """(C, h + 2 halo, w + 2 halo) pixels around ``region``; mirror-padded only past the image border."""
+def read_window(source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric") -> np.ndarray:
+    """(C, h + 2 halo, w + 2 halo) pixels around ``region``; padded (``pad_mode``) only past the image border."""
     want = region.grow(halo)
     have = clip(want, source.height, source.width)
-    return pad_to_region(source.read(*have), have, want)
+    return pad_to_region(source.read(*have), have, want, pad_mode)
+
+
+def blend_windows(
+    predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int
+) -> np.ndarray:
+    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``.
+
+    ``window`` holds ``region`` grown by ``patch`` on each side. Only the (K, h, w) sums for ``region`` are
+    kept: memory is one chunk's logits, never the image's.
+    """
+    weight = gaussian_weight(patch)
+    top, left = region.y0 - patch, region.x0 - patch  # image coordinates of window[:, 0, 0]
+    sums = np.zeros((predictor.card.num_classes, region.height, region.width), np.float32)
+    norm = np.zeros((region.height, region.width), np.float32)
+    origins = window_origins(region, patch, stride)
+    for first in range(0, len(origins), batch_size):
+        batch_origins = origins[first : first + batch_size]
+        batch = np.stack([window[:, y - top : y - top + patch, x - left : x - left + patch] for y, x in batch_origins])
+        for (y, x), logits in zip(batch_origins, predictor(batch), strict=True):
+            inside = clip(Region(y, y + patch, x, x + patch), region.y1, region.x1)
+            inside = Region(max(inside.y0, region.y0), inside.y1, max(inside.x0, region.x0), inside.x1)
+            src = inside.shift(-y, -x)
+            dst = inside.shift(-region.y0, -region.x0)
+            w = weight[src.y0 : src.y1, src.x0 : src.x1]
+            sums[:, dst.y0 : dst.y1, dst.x0 : dst.x1] += logits[:, src.y0 : src.y1, src.x0 : src.x1] * w
+            norm[dst.y0 : dst.y1, dst.x0 : dst.x1] += w
+    return sums / norm
 
 
 def predict_window(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int) -> np.ndarray:

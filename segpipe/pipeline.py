@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import zarr
 
 from segpipe import metrics
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
-from segpipe.errors import InputError, OutputError
-from segpipe.evaluation import evaluate
+from segpipe.errors import InputError, OutputError, SegpipeWarning
+from segpipe.evaluation import evaluate_split
 from segpipe.inference import ChunkJob, Executor, create_mask, local_executor, segment_image
 from segpipe.io import ingest as ingest_io
 from segpipe.io.images import ImageSource, open_image
@@ -74,6 +75,8 @@ class BatchPlan:
     tile: int
     halo: int
     jobs: tuple[ImageJob, ...]
+    tiling: TilingConfig = field(default_factory=TilingConfig)
+    stride: int = 0
 
 
 def plan_batch(images: list[str], truths: list[str] | None, settings: RunSettings) -> BatchPlan:
@@ -97,7 +100,8 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
         raise InputError(f"{images[names.index(duplicates[0])]}: two inputs share the output name {duplicates[0]!r}")
     _check_writable(settings.out)
     chunk, tile, halo = resolve_tiling(settings.tiling, model)
-    plan = BatchPlan(model, chunk, tile, halo, ())
+    stride = window_stride(tile, settings.tiling.overlap, model.card.size_divisor)
+    plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride)
     jobs = tuple(
         _keyed_job(ImageJob(name, source, truth_sources[i] if truth_sources else None,
                             os.path.join(settings.out, name)), plan, settings)
@@ -114,7 +118,8 @@ def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJo
     ingest_key = fingerprint({"input": file_identity(job.image.path), "chunk": plan.chunk, "version": 1})
     infer_key = fingerprint({
         "ingest": ingest_key, "model": plan.model.sha256, "format": plan.model.format,
-        "card": plan.model.card.to_dict(), "tile": plan.tile, "halo": plan.halo,
+        "card": plan.model.card.to_dict(), "tile": plan.tile, "halo": plan.halo, "stride": plan.stride,
+        "tiling": asdict(plan.tiling),
         "batch_size": settings.inference.batch_size, "device": select_device(settings.inference.device).type,
     })
     truth = file_identity(job.truth.path) if job.truth else None
@@ -153,12 +158,31 @@ def _check_existing_mask(job: ImageJob) -> None:
 
 
 def resolve_tiling(tiling: TilingConfig, model: ModelRef) -> tuple[int, int, int]:
-    """Chunk, tile and halo, aligned to the model's size divisor so tiles fall on its pooling grid."""
+    """Chunk, tile and halo, rounded to the model's size divisor so tiles fall on its pooling grid.
+
+    Warns (``SegpipeWarning``) when a ``trim`` halo is below the model's receptive-field radius: tiles would
+    then differ from whole-image inference near their edges.
+    """
     divisor = model.card.size_divisor
+    chunk = round_up(tiling.chunk, divisor)  # chunks must start on the model's pooling grid
     halo = round_up(model.card.halo if tiling.halo is None else tiling.halo, divisor)
-    tile = min(tiling.tile, tiling.chunk)
+    tile = tiling.tile if tiling.stitch == "gaussian" else min(tiling.tile, chunk)
     tile = max(divisor, tile - tile % divisor)
-    return tiling.chunk, tile, halo
+    radius = model.card.receptive_field
+    if tiling.stitch == "trim" and radius is not None and halo < radius:
+        warnings.warn(
+            f"--halo {halo} is smaller than the receptive-field radius {radius} of model {model.card.name}: "
+            "tiled output will differ from whole-image output near tile edges",
+            SegpipeWarning,
+            stacklevel=2,
+        )
+    return chunk, tile, halo
+
+
+def window_stride(tile: int, overlap: float, divisor: int) -> int:
+    """Step of the Gaussian window grid: ``tile * (1 - overlap)``, a positive multiple of ``divisor``."""
+    step = int(tile * (1.0 - overlap))
+    return max(divisor, step - step % divisor)
 
 
 def _check_channels(source: ImageSource, model: ModelRef) -> None:
@@ -232,7 +256,7 @@ def infer_step(
         create_mask(partial, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     use_stats = stats if plan.model.card.normalization == "percentile" else None
     chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats,
-                         ledger)
+                         ledger, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
     summary = segment_image(chunk_job, executor)
     zarr.open_array(partial, mode="r+").attrs["segpipe"] = {"infer_key": job.infer_key,
                                                              "model": plan.model.card.name}
@@ -251,8 +275,15 @@ def evaluate_step(
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
     start = time.perf_counter()
-    confusion = evaluate(open_image(mask), job.truth, plan.model.card.num_classes, config, plan.chunk, executor)
-    return {"confusion": confusion, "scores": metrics.scores(confusion), "seconds": time.perf_counter() - start}
+    split = evaluate_split(open_image(mask), job.truth, plan.model.card.num_classes, config, plan.chunk, executor)
+    confusion = split.sum(axis=0)
+    seams = {"interior": _brief(metrics.scores(split[0])), "seam_band": _brief(metrics.scores(split[1]))}
+    return {"confusion": confusion, "scores": {**metrics.scores(confusion), **seams},
+            "seconds": time.perf_counter() - start}
+
+
+def _brief(scores: dict[str, Any]) -> dict[str, Any]:
+    return {key: scores[key] for key in ("iou", "dice", "mean_iou", "mean_dice", "pixels")}
 
 
 def preview_step(job: ImageJob, tiled: ImageSource, mask: str, stats: BandStats) -> str:

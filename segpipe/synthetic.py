@@ -31,11 +31,12 @@ class Nuclei:
     semi_minor: np.ndarray
     angle: np.ndarray
     brightness: np.ndarray
+    phase: np.ndarray  # texture phase, a property of the nucleus (not of its index in one render)
 
 
 def nuclei_near(y0: int, y1: int, x0: int, x1: int, seed: int) -> Nuclei:
     """All nuclei whose centre cell lies within one nucleus radius of the box."""
-    margin = int(np.ceil(MAX_SEMI_AXIS))
+    margin = int(np.ceil(MAX_SEMI_AXIS)) + 4  # render draws out to ceil(semi_major) + 3 from int(centre)
     rows = range((y0 - margin) // CELL, (y1 + margin) // CELL + 1)
     cols = range((x0 - margin) // CELL, (x1 + margin) // CELL + 1)
     parts = [_nuclei_in_cell(r, c, seed) for r in rows for c in cols]
@@ -54,6 +55,7 @@ def _nuclei_in_cell(row: int, col: int, seed: int) -> Nuclei:
         semi_minor=major * rng.uniform(0.55, 0.9, n),
         angle=rng.uniform(0, np.pi, n),
         brightness=bright,
+        phase=rng.uniform(0, 2 * np.pi, n),
     )
 
 
@@ -71,7 +73,7 @@ def render(y0: int, y1: int, x0: int, x1: int, seed: int) -> tuple[np.ndarray, n
             continue
         dist = _ellipse_distance(yy[ys, xs], xx[ys, xs], nuclei, i)
         edge = 1.0 / (1.0 + np.exp(-(1.0 - dist) * nuclei.semi_minor[i] / 1.2))
-        texture = 1.0 + 0.12 * np.sin(xx[ys, xs] * 0.9 + i) * np.cos(yy[ys, xs] * 0.7)
+        texture = 1.0 + 0.12 * np.sin(xx[ys, xs] * 0.9 + nuclei.phase[i]) * np.cos(yy[ys, xs] * 0.7)
         np.maximum(signal[ys, xs], nuclei.brightness[i] * edge * texture, out=signal[ys, xs])
         truth[ys, xs][dist < 1.0] = 1
     background = 0.06 + 0.03 * np.sin(yy / 700.0) * np.cos(xx / 900.0)

@@ -58,10 +58,11 @@ def clip(region: Region, height: int, width: int) -> Region:
     return Region(max(region.y0, 0), min(region.y1, height), max(region.x0, 0), min(region.x1, width))
 
 
-def pad_to_region(data: np.ndarray, have: Region, want: Region) -> np.ndarray:
-    """Mirror-pad ``data`` (covering ``have``, the clipped part of ``want``) out to ``want``.
+def pad_to_region(data: np.ndarray, have: Region, want: Region, mode: str = "symmetric") -> np.ndarray:
+    """Pad ``data`` (covering ``have``, the clipped part of ``want``) out to ``want``.
 
-    Uses numpy's ``symmetric`` mode, which works for any size, including 1-pixel images.
+    ``mode`` is an ``np.pad`` mode; the default ``symmetric`` mirrors and works for any size, including
+    1-pixel images.
     """
     pad = (
         (have.y0 - want.y0, want.y1 - have.y1),
@@ -70,7 +71,7 @@ def pad_to_region(data: np.ndarray, have: Region, want: Region) -> np.ndarray:
     if not any(p for pair in pad for p in pair):
         return data
     lead = [(0, 0)] * (data.ndim - 2)
-    return np.pad(data, lead + list(pad), mode="symmetric")
+    return np.pad(data, lead + list(pad), mode=mode)  # type: ignore[call-overload]
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -86,3 +87,25 @@ def strided_sample(data: np.ndarray, region: Region, stride: int) -> np.ndarray:
     oy = (-region.y0) % stride
     ox = (-region.x0) % stride
     return data[..., oy::stride, ox::stride]
+
+
+def window_origins(region: Region, patch: int, stride: int) -> list[tuple[int, int]]:
+    """Origins of the global sliding-window grid (multiples of ``stride``) whose ``patch`` x ``patch`` window
+    overlaps ``region``. The same windows are found for a chunk as for the whole image, so blending chunk by
+    chunk equals blending the whole image."""
+    def along(start: int, stop: int) -> range:
+        first = (start - patch) // stride + 1  # smallest k with k * stride > start - patch
+        last = (stop - 1) // stride  # largest k with k * stride <= stop - 1
+        return range(first * stride, last * stride + 1, stride)
+
+    return [(y, x) for y in along(region.y0, region.y1) for x in along(region.x0, region.x1)]
+
+
+def gaussian_weight(patch: int, sigma_scale: float = 0.125) -> np.ndarray:
+    """(patch, patch) float32 Gaussian, peak 1, sigma = ``sigma_scale`` * patch (nnU-Net's 1/8); the tails are
+    floored at the smallest positive value so every pixel of a window keeps some weight."""
+    centre = (patch - 1) / 2.0
+    axis = np.exp(-0.5 * ((np.arange(patch) - centre) / (sigma_scale * patch)) ** 2)
+    weight = np.outer(axis, axis).astype(np.float32)
+    weight /= weight.max()
+    return np.maximum(weight, weight[weight > 0].min())

@@ -45,6 +45,7 @@ class ModelCard:
         class_names: one name per class.
         size_divisor: tile edges (with halo) are padded to multiples of this.
         halo: default context per side; at least the receptive-field radius for exact tiling.
+        receptive_field: radius in pixels of the input a pixel's output depends on (``None``: unknown).
         normalization: ``percentile`` (per-band 1st..99.8th percentile of the image to 0..1) or ``none``.
         architecture: ``unet`` config for state_dict files, empty otherwise.
     """
@@ -55,6 +56,7 @@ class ModelCard:
     class_names: tuple[str, ...]
     size_divisor: int = 16
     halo: int = 32
+    receptive_field: int | None = None
     normalization: str = "none"
     architecture: dict[str, Any] = field(default_factory=dict)
 

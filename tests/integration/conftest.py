@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,11 +10,10 @@ import pytest
 import tifffile
 
 from segpipe import synthetic
+from segpipe.io import datasets
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_CACHE = REPO / ".cache" / "test-data"
-STARDIST = "stardist==0.9.2"
-STARDIST_FILES = ("stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,15 +49,8 @@ def write_image_pair(directory: Path, name: str, height: int, width: int, seed: 
 @pytest.fixture(scope="session")
 def real_nuclei() -> tuple[str, str]:
     """stardist 0.9.2's DSB 2018 nuclei image and instance mask, fetched from the package registry once."""
-    targets = [DATA_CACHE / Path(name).name for name in STARDIST_FILES]
-    if not all(t.exists() for t in targets):
-        DATA_CACHE.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", STARDIST, "-d", str(DATA_CACHE)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        wheels = sorted(DATA_CACHE.glob("stardist-0.9.2-*.whl"))
-        if done.returncode != 0 or not wheels:
-            pytest.skip(f"no package registry reachable to fetch {STARDIST}: {done.stderr.strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            for name, target in zip(STARDIST_FILES, targets, strict=True):
-                target.write_bytes(wheel.read(name))
-    return str(targets[0]), str(targets[1])
+    try:
+        image, mask = datasets.dsb_nuclei(DATA_CACHE)
+    except datasets.DataUnavailable as exc:
+        pytest.skip(f"no package registry reachable: {exc}")
+    return str(image), str(mask)

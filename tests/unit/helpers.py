@@ -70,8 +70,8 @@ def write_zarr(path: Path, data: np.ndarray, chunks: tuple[int, ...] | None = No
 def whole_image_labels(
     predictor: Predictor, image: np.ndarray, halo: int, stats: normalize.BandStats | None
 ) -> np.ndarray:
-    """Reference labels: normalize the whole (C, H, W) image, mirror-pad it by ``halo`` (and bottom/right up to
-    the model's size divisor), run the predictor once, crop the halo off, argmax."""
+    """Reference labels: normalize the whole (C, H, W) image, mirror-pad it by ``halo`` (and bottom/right up
+    to the model's size divisor), run the predictor once, crop the halo off, argmax."""
     _, height, width = image.shape
     divisor = predictor.card.size_divisor
     extra_y = -(height + 2 * halo) % divisor

@@ -1,0 +1,141 @@
+"""The command line's error paths (fail before Prefect starts, write nothing) and ``segpipe eval --json``."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from segpipe.cli import main
+from segpipe.errors import InputError, ModelError
+from segpipe.metrics import confusion_matrix, scores
+from segpipe.pipeline import finite_or_none
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    image = np.random.default_rng(0).integers(100, 4000, (40, 50)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "truth.tif", np.zeros((40, 50), np.uint8))
+    tifffile.imwrite(tmp_path / "short_truth.tif", np.zeros((41, 50), np.uint8))
+    (tmp_path / "notes.tif").write_text("not an image\n")
+    (tmp_path / "model.pt").write_bytes(pickle.dumps({"weights": [0.5]}))
+    return tmp_path
+
+
+def _expect_one_error_line(capsys: pytest.CaptureFixture[str], rc: int, names: Path, code: int) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert rc == code != 0
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("segpipe: error: ")
+    assert str(names) in lines[0]
+    assert captured.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "names", "code"),
+    [
+        (["run", "{d}/missing.tif"], "{d}/missing.tif", InputError.exit_code),
+        (
+            ["run", "{d}/img.tif", "--truth", "{d}/short_truth.tif"],
+            "{d}/short_truth.tif",
+            InputError.exit_code,
+        ),
+        (["run", "{d}/img.tif", "--model", "{d}/model.pt"], "{d}/model.pt", ModelError.exit_code),
+        (["run", "{d}/img.tif", "{d}/notes.tif"], "{d}/notes.tif", InputError.exit_code),
+        (
+            ["run", "{d}/img.tif", "--truth", "{d}/truth.tif", "{d}/truth.tif"],
+            "2 truths",
+            InputError.exit_code,
+        ),
+        (["run", "{d}/img.tif", "--chunk", "0"], "--chunk", 2),
+        (["run", "{d}/img.tif", "--batch-size", "0"], "--batch-size", 2),
+        (["run", "{d}/img.tif", "--tracking-uri", "nonsense"], "nonsense", 2),
+    ],
+    ids=[
+        "missing-image",
+        "truth-size",
+        "non-model",
+        "non-image",
+        "truth-count",
+        "chunk-0",
+        "batch-0",
+        "bad-uri",
+    ],
+)
+def test_run_errors_print_one_line_and_write_nothing(workdir, capsys, argv, names, code) -> None:
+    out = workdir / "out"
+    before = sorted(p.name for p in workdir.iterdir())
+    rc = main([a.format(d=workdir) for a in argv] + ["--out", str(out)])
+    _expect_one_error_line(capsys, rc, Path(names.format(d=workdir)), code)
+    assert not out.exists()
+    assert sorted(p.name for p in workdir.iterdir()) == before  # no mlflow.db, no partial outputs
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["eval", "{d}/notes.tif", "{d}/truth.tif"], "{d}/notes.tif"),
+        (["eval", "{d}/truth.tif", "{d}/notes.tif"], "{d}/notes.tif"),
+        (["eval", "{d}/truth.tif", "{d}/missing.tif"], "{d}/missing.tif"),
+        (["eval", "{d}/truth.tif", "{d}/short_truth.tif"], "{d}/short_truth.tif"),
+    ],
+    ids=["prediction-not-image", "truth-not-image", "truth-missing", "size-mismatch"],
+)
+def test_eval_errors_print_one_line(workdir, capsys, argv, names) -> None:
+    rc = main([a.format(d=workdir) for a in argv])
+    _expect_one_error_line(capsys, rc, Path(names.format(d=workdir)), InputError.exit_code)
+
+
+def test_eval_json_matches_metrics_scores(workdir, capsys) -> None:
+    rng = np.random.default_rng(11)
+    truth = rng.choice([0, 2, 3], (33, 45)).astype(np.uint8)  # class 1 occurs nowhere: null in JSON
+    prediction = np.where(rng.random(truth.shape) < 0.8, truth, rng.choice([0, 2, 3], truth.shape)).astype(
+        np.uint8
+    )
+    tifffile.imwrite(workdir / "pred.tif", prediction, tile=(16, 16))
+    tifffile.imwrite(workdir / "gt.tif", truth)
+    rc = main(["eval", str(workdir / "pred.tif"), str(workdir / "gt.tif"), "--json", "--chunk", "10"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(captured.out)
+    expected = finite_or_none(scores(confusion_matrix(truth, prediction, 4)))
+    for key in ("iou", "dice", "mean_iou", "mean_dice", "confusion_matrix", "pixels", "pixel_accuracy"):
+        assert result[key] == expected[key], key  # JSON floats round-trip exactly
+    assert result["iou"][1] is None and result["dice"][1] is None
+    assert result["pixels"] == truth.size
+    assert result["confusion_matrix"] == confusion_matrix(truth, prediction, 4).tolist()
+
+
+def test_eval_json_with_ignore_index_and_num_classes(workdir, capsys) -> None:
+    rng = np.random.default_rng(12)
+    truth = rng.integers(0, 2, (20, 30)).astype(np.uint8)
+    truth[:5] = 255
+    prediction = rng.integers(0, 2, (20, 30)).astype(np.uint8)
+    tifffile.imwrite(workdir / "pred.tif", prediction)
+    tifffile.imwrite(workdir / "gt.tif", truth)
+    rc = main(
+        [
+            "eval",
+            str(workdir / "pred.tif"),
+            str(workdir / "gt.tif"),
+            "--json",
+            "--ignore-index",
+            "255",
+            "--num-classes",
+            "2",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["confusion_matrix"] == confusion_matrix(truth, prediction, 2, ignore_index=255).tolist()
+    assert result["pixels"] == 15 * 30

@@ -1,0 +1,77 @@
+"""Streaming evaluation: per-chunk confusion matrices summed in a tree (segpipe/evaluation.py)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import dask
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segpipe.config import EvalConfig
+from segpipe.errors import InputError
+from segpipe.evaluation import evaluate, tree_sum
+from segpipe.metrics import confusion_matrix
+
+from .helpers import write_zarr
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    st.integers(1, 60),
+    st.integers(1, 60),
+    st.integers(2, 4),
+    st.integers(1, 25),
+    st.booleans(),
+    st.integers(0, 2**32 - 1),
+)
+def test_evaluate_over_chunks_equals_whole_array_confusion(
+    height, width, classes, chunk, ignore, seed
+) -> None:
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, classes, (height, width)).astype(np.uint8)
+    if ignore:
+        truth[rng.random(truth.shape) < 0.2] = 255
+    prediction = rng.integers(0, classes, (height, width)).astype(np.uint8)
+    config = EvalConfig(ignore_index=255 if ignore else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        pred_source = write_zarr(Path(tmp) / "pred.zarr", prediction, (7, 11))
+        truth_source = write_zarr(Path(tmp) / "truth.zarr", truth, (13, 5))
+        result = evaluate(pred_source, truth_source, classes, config, chunk)
+    np.testing.assert_array_equal(result, confusion_matrix(truth, prediction, classes, config.ignore_index))
+    assert result.dtype == np.int64
+
+
+def test_truth_instances_count_every_id_above_zero_as_class_one(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    instances = rng.integers(0, 700, (45, 38)).astype(np.uint16)
+    instances[rng.random(instances.shape) < 0.4] = 0
+    prediction = rng.integers(0, 2, instances.shape).astype(np.uint8)
+    pred = write_zarr(tmp_path / "p.zarr", prediction, (8, 8))
+    truth = write_zarr(tmp_path / "t.zarr", instances, (9, 10))
+    result = evaluate(pred, truth, 2, EvalConfig(truth_instances=True), 16)
+    np.testing.assert_array_equal(result, confusion_matrix((instances > 0).astype(np.uint8), prediction, 2))
+    with pytest.raises(InputError):  # without the flag, ids are out of range
+        evaluate(pred, truth, 2, EvalConfig(), 16)
+
+
+def test_truth_label_out_of_range_names_the_truth_file_and_place(tmp_path: Path) -> None:
+    truth = np.zeros((20, 20), np.uint8)
+    truth[15, 12] = 9
+    pred = write_zarr(tmp_path / "p.zarr", np.zeros((20, 20), np.uint8))
+    truth_source = write_zarr(tmp_path / "t.zarr", truth)
+    with pytest.raises(InputError) as info:
+        evaluate(pred, truth_source, 2, EvalConfig(), 8)
+    message = str(info.value)
+    assert message.startswith(truth_source.path) and "9" in message and "y=8, x=8" in message
+
+
+@pytest.mark.parametrize("parts", [1, 2, 8, 9, 65, 100])
+@pytest.mark.parametrize("fan_in", [2, 3, 8])
+def test_tree_sum_adds_every_part(parts: int, fan_in: int) -> None:
+    arrays = [np.full((2, 2), i, np.int64) for i in range(parts)]
+    (total,) = dask.compute(tree_sum([dask.delayed(a) for a in arrays], fan_in))
+    np.testing.assert_array_equal(total, np.full((2, 2), sum(range(parts))))

@@ -1,0 +1,100 @@
+"""Planning a batch: validation that writes nothing; tiling resolved for the model (segpipe/pipeline.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from segpipe.config import EvalConfig, TilingConfig
+from segpipe.errors import InputError, OutputError
+from segpipe.pipeline import RunSettings, finite_or_none, plan_batch, resolve_tiling, write_json
+
+
+@pytest.mark.parametrize(
+    ("tiling", "divisor", "halo", "expected"),
+    [
+        (TilingConfig(64, 32, None), 4, 32, (64, 32, 32)),
+        (TilingConfig(64, 30, 26), 4, 32, (64, 28, 28)),  # tile down, halo up to the divisor
+        (TilingConfig(64, 2, 30), 16, 32, (64, 16, 32)),  # tile at least one divisor
+        (TilingConfig(48, 256, None), 16, 20, (48, 48, 32)),  # tile at most the chunk
+    ],
+)
+def test_resolve_tiling_aligns_tile_and_halo(builtin_ref, tiling, divisor, halo, expected) -> None:
+    ref = replace(builtin_ref, card=replace(builtin_ref.card, size_divisor=divisor, halo=halo))
+    assert resolve_tiling(tiling, ref) == expected
+
+
+def test_plan_batch_validates_and_writes_nothing(tmp_path: Path) -> None:
+    image = tmp_path / "cells.ome.tif"
+    tifffile.imwrite(image, np.ones((30, 40), np.uint16))
+    tifffile.imwrite(tmp_path / "truth.tif", np.zeros((30, 40), np.uint8))
+    out = tmp_path / "out" / "nested"
+    plan = plan_batch([str(image)], [str(tmp_path / "truth.tif")], RunSettings(out=str(out)))
+    assert [job.name for job in plan.jobs] == ["cells"]
+    assert plan.jobs[0].out_dir == str(out / "cells")
+    assert plan.model.card.num_classes == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_batch_refuses_float_truth_and_duplicate_names(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((8, 8), np.uint16))
+    (tmp_path / "b").mkdir()
+    tifffile.imwrite(tmp_path / "b" / "a.tif", np.ones((8, 8), np.uint16))
+    tifffile.imwrite(tmp_path / "float.tif", np.zeros((8, 8), np.float32))
+    with pytest.raises(InputError, match="float.tif: truth must hold integer"):
+        plan_batch(
+            [str(tmp_path / "a.tif")], [str(tmp_path / "float.tif")], RunSettings(out=str(tmp_path / "o"))
+        )
+    with pytest.raises(InputError, match="share the output name"):
+        plan_batch(
+            [str(tmp_path / "a.tif"), str(tmp_path / "b" / "a.tif")], None, RunSettings(out=str(tmp_path))
+        )
+
+
+def test_finite_or_none_and_write_json(tmp_path: Path) -> None:
+    payload = finite_or_none({"iou": [0.5, math.nan], "mean": math.inf, "n": 3, "name": "x"})
+    assert payload == {"iou": [0.5, None], "mean": None, "n": 3, "name": "x"}
+    path = write_json(str(tmp_path / "m.json"), {**payload, "count": np.int64(4)})
+    assert json.loads(Path(path).read_text())["count"] == 4
+    assert not (tmp_path / "m.json.tmp").exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_plan_batch_refuses_nonfinite_float_pixels(tmp_path: Path, bad: float) -> None:
+    image = np.ones((20, 30), np.float32)
+    image[17, 29] = bad
+    tifffile.imwrite(tmp_path / "float.tif", image)
+    with pytest.raises(InputError, match="1 pixel"):
+        plan_batch([str(tmp_path / "float.tif")], None, RunSettings(out=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_batch_refuses_truth_labels_outside_the_model_classes(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "img.tif", np.ones((20, 30), np.uint16))
+    truth = np.zeros((20, 30), np.uint8)
+    truth[3, 4] = 7
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    images, truths = [str(tmp_path / "img.tif")], [str(tmp_path / "truth.tif")]
+    with pytest.raises(InputError, match="truth label 7") as info:
+        plan_batch(images, truths, RunSettings(out=str(tmp_path / "out")))
+    assert str(info.value).startswith(truths[0])
+    # The same truth is fine as instance ids, or with 7 as the void label.
+    assert plan_batch(images, truths, RunSettings(out=str(tmp_path / "o"), evaluation=EvalConfig(None, True)))
+    assert plan_batch(images, truths, RunSettings(out=str(tmp_path / "o"), evaluation=EvalConfig(7)))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+
+
+def test_plan_batch_refuses_a_foreign_mask_unless_overwrite(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "img.tif", np.ones((20, 30), np.uint16))
+    out = tmp_path / "out"
+    zarr.create_array(out / "img" / "mask.zarr", shape=(20, 30), dtype="uint8")  # made by someone else
+    with pytest.raises(OutputError, match="--overwrite"):
+        plan_batch([str(tmp_path / "img.tif")], None, RunSettings(out=str(out)))
+    assert plan_batch([str(tmp_path / "img.tif")], None, RunSettings(out=str(out), overwrite=True)).jobs
