@@ -146,15 +146,19 @@ def _scan_contents(job: ImageJob, model: ModelRef, config: EvalConfig, chunk: in
 
 def _check_existing_mask(job: ImageJob) -> None:
     mask = job.path("mask.zarr")
-    if not os.path.isdir(mask):
-        return
-    try:
-        made_under = zarr.open_array(mask, mode="r").attrs.get("segpipe", {}).get("infer_key")
-    except Exception:
-        made_under = None
-    if made_under != job.infer_key:
+    if os.path.isdir(mask) and mask_fingerprint(mask) != job.infer_key:
         raise OutputError(f"{mask}: holds a mask made from another input, model or settings; "
                           "pass --overwrite to replace it, or choose another --out")
+
+
+def mask_fingerprint(path: str) -> str | None:
+    """The ``infer_key`` a finished mask was made under, or None (no mask, or not one of segpipe's)."""
+    if not os.path.isdir(path):
+        return None
+    try:
+        return zarr.open_array(path, mode="r").attrs.get("segpipe", {}).get("infer_key")
+    except Exception:  # an unreadable store is not a mask we made
+        return None
 
 
 def resolve_tiling(tiling: TilingConfig, model: ModelRef) -> tuple[int, int, int]:
@@ -250,9 +254,14 @@ def infer_step(
     """Predict every chunk into ``mask.zarr``. The mask appears under its final name only when complete."""
     start = time.perf_counter()
     final, partial = job.path("mask.zarr"), job.path("mask.zarr.partial")
+    megapixels = tiled.height * tiled.width / 1e6
+    if mask_fingerprint(final) == job.infer_key:  # finished earlier from the same input, model and settings
+        chunks = float(len(chunk_grid(tiled.height, tiled.width, plan.chunk)))
+        return {"mask": final, "seconds": 0.0, "megapixels": megapixels, "megapixels_per_second": 0.0,
+                "chunks": chunks, "chunks_computed": 0.0, "pixels": 0.0, "task_seconds": 0.0}
     ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
     if ledger.is_fresh() or not os.path.isdir(partial):
-        ledger.prepare()
+        ledger.reset()
         create_mask(partial, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     use_stats = stats if plan.model.card.normalization == "percentile" else None
     chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats,
@@ -263,7 +272,6 @@ def infer_step(
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     seconds = time.perf_counter() - start
-    megapixels = tiled.height * tiled.width / 1e6
     return {"mask": final, "seconds": seconds, "megapixels": megapixels,
             "megapixels_per_second": megapixels / seconds, **summary}
 

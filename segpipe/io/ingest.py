@@ -41,7 +41,7 @@ def ingest(source: ImageSource, dest: str, chunk: int, executor: Executor = loca
     """
     if ledger is None or ledger.is_fresh() or not os.path.isdir(dest):
         if ledger is not None:
-            ledger.prepare()
+            ledger.reset()
         _create_input_array(source, dest, chunk)
     stride = sample_stride(source.height, source.width)
     copy = dask.delayed(ingest_chunk, pure=False)

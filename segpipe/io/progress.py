@@ -43,12 +43,12 @@ class ChunkLedger:
         self.stage_dir = Path(image_dir) / STATE_DIR
         self.stage = stage
 
-    def prepare(self) -> None:
-        """Create this ledger; drop ledgers of the same stage with other fingerprints (stale outputs)."""
+    def reset(self) -> None:
+        """Start this stage afresh: drop every ledger of the stage (other fingerprints' and this one's),
+        for when its output is being created anew."""
         if self.stage_dir.exists():
-            for other in self.stage_dir.glob(f"{self.stage}-*"):
-                if other != self.root:
-                    shutil.rmtree(other, ignore_errors=True)
+            for ledger in self.stage_dir.glob(f"{self.stage}-*"):
+                shutil.rmtree(ledger, ignore_errors=True)
         self.root.mkdir(parents=True, exist_ok=True)
 
     def is_fresh(self) -> bool:

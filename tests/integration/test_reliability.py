@@ -140,7 +140,7 @@ def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, 
     from segpipe.tiling import chunk_grid
 
     ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
-    ledger.prepare()
+    ledger.reset()
     for region in chunk_grid(1024, 1024, 256)[:8]:
         ledger.mark_done(region)  # as if a killed run had finished these under halo 32
     from segpipe.inference import create_mask

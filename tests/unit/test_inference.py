@@ -134,7 +134,7 @@ def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) ->
     mask_path = str(tmp_path / "mask.zarr")
     create_mask(mask_path, 40, 50, chunk, 3)
     ledger = ChunkLedger(str(tmp_path), "infer", "k")
-    ledger.prepare()
+    ledger.reset()
     regions = chunk_grid(40, 50, chunk)
     skipped = regions[::3]
     for r in skipped:

@@ -98,3 +98,24 @@ def test_plan_batch_refuses_a_foreign_mask_unless_overwrite(tmp_path: Path) -> N
     with pytest.raises(OutputError, match="--overwrite"):
         plan_batch([str(tmp_path / "img.tif")], None, RunSettings(out=str(out)))
     assert plan_batch([str(tmp_path / "img.tif")], None, RunSettings(out=str(out), overwrite=True)).jobs
+
+
+def test_rerun_with_another_truth_reuses_the_finished_mask(tmp_path: Path) -> None:
+    """Regression: the infer ledger said 'all done' after the partial mask had been renamed away, so a re-run
+    with a different truth (same model and settings) replaced the finished mask by an empty one."""
+    from segpipe import pipeline
+    from segpipe.synthetic import write_sample
+
+    image, truth = write_sample(tmp_path, 256, seed=1)
+    other_truth = tmp_path / "other_truth.tif"
+    tifffile.imwrite(other_truth, tifffile.imread(truth))
+    settings = replace(pipeline.RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=128))
+    masks = []
+    for truth_path in (str(truth), str(other_truth)):
+        plan = pipeline.plan_batch([str(image)], [truth_path], settings)
+        ingested = pipeline.ingest_step(plan.jobs[0], plan.chunk)
+        inferred = pipeline.infer_step(plan.jobs[0], ingested["source"], ingested["stats"], plan, settings.inference)
+        masks.append(zarr.open_array(inferred["mask"], mode="r")[:])
+    assert inferred["chunks_computed"] == 0
+    assert (masks[0] == 1).mean() > 0.1
+    np.testing.assert_array_equal(masks[1], masks[0])

@@ -38,16 +38,16 @@ def test_ledger_marks_chunks_and_drops_stale_fingerprints(tmp_path: Path) -> Non
     regions = chunk_grid(50, 70, 32)
     old = ChunkLedger(str(tmp_path), "infer", "old")
     assert old.is_fresh()
-    old.prepare()
+    old.reset()
     old.mark_done(regions[0])
     assert not old.is_fresh() and old.done_count() == 1
     ingest = ChunkLedger(str(tmp_path), "ingest", "x")
-    ingest.prepare()
+    ingest.reset()
     ingest.mark_done(regions[1])
 
     new = ChunkLedger(str(tmp_path), "infer", "new")
     assert new.is_fresh() and not new.is_done(regions[0])
-    new.prepare()
+    new.reset()
     assert old.is_fresh()  # the other fingerprint's markers are gone
     assert ingest.is_done(regions[1])  # another stage is left alone
     for r in regions[:3]:
@@ -64,3 +64,13 @@ def test_done_json_round_trip(tmp_path: Path) -> None:
     write_done(str(tmp_path), "key1", {"iou": [0.5, None]})
     assert read_done(str(tmp_path)) == {"fingerprint": "key1", "report": {"iou": [0.5, None]}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done.json"]
+
+
+def test_reset_also_drops_its_own_markers(tmp_path: Path) -> None:
+    """A ledger whose output is being created anew must not keep markers for chunks of the old output."""
+    region = chunk_grid(10, 10, 10)[0]
+    ledger = ChunkLedger(str(tmp_path), "infer", "same")
+    ledger.reset()
+    ledger.mark_done(region)
+    ledger.reset()
+    assert not ledger.is_done(region) and ledger.done_count() == 0
