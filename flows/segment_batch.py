@@ -61,6 +61,12 @@ def infer(job: pipeline.ImageJob, tiled: ImageSource, stats: BandStats, plan: pi
     return pipeline.infer_step(job, tiled, stats, plan, settings.inference, executor)
 
 
+@task(name="finalize", retries=1, **RETRY)
+def finalize(job: pipeline.ImageJob, plan: pipeline.BatchPlan, stats: BandStats, settings: pipeline.RunSettings,
+             executor: Executor) -> dict[str, Any]:
+    return pipeline.finalize_step(job, plan, stats, settings.export_tiff, executor)
+
+
 @task(name="evaluate", retries=2, **RETRY)
 def evaluate(job: pipeline.ImageJob, mask: str, plan: pipeline.BatchPlan, settings: pipeline.RunSettings,
              executor: Executor) -> dict[str, Any]:
@@ -107,22 +113,24 @@ def process_image(job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pi
     """Every stage of one image; writes metrics.json, preview.png and, last, done.json. A finished image
     (done.json with this run's fingerprint) is not recomputed."""
     done = read_done(job.out_dir)
-    if done and done.get("fingerprint") == job.done_key and os.path.isdir(job.path("mask.zarr")):
+    if done and done.get("fingerprint") == job.done_key and pipeline.finished_store(job):
         return {**done["report"], "skipped": True}
     ingested = ingest(job, plan.chunk, executor)
     inferred = infer(job, ingested["source"], ingested["stats"], plan, settings, executor)
+    final = finalize(job, plan, ingested["stats"], settings, executor)
     report: dict[str, Any] = {
-        "image": job.image.path, "truth": job.truth.path if job.truth else None, "mask": inferred["mask"],
+        "image": job.image.path, "truth": job.truth.path if job.truth else None, "mask": final["mask"],
+        "ome_zarr": final["store"], **({"tiff": final["tiff"]} if "tiff" in final else {}),
         "shape_cyx": list(job.image.shape), "megapixels": inferred["megapixels"],
         "megapixels_per_second": inferred["megapixels_per_second"],
         "chunks": inferred["chunks"], "chunks_computed": inferred["chunks_computed"],
-        "seconds": {"ingest": ingested["seconds"], "infer": inferred["seconds"]},
+        "seconds": {"ingest": ingested["seconds"], "infer": inferred["seconds"], "finalize": final["seconds"]},
     }
     if job.truth is not None:
-        evaluated = evaluate(job, inferred["mask"], plan, settings, executor)
+        evaluated = evaluate(job, final["mask"], plan, settings, executor)
         report["seconds"]["evaluate"] = evaluated["seconds"]
         report.update(evaluated["scores"])
-    pipeline.preview_step(job, ingested["source"], inferred["mask"], ingested["stats"])
+    pipeline.preview_step(job, final["source"], final["mask"], ingested["stats"])
     report = _public(report)
     pipeline.write_json(job.path("metrics.json"), report)
     write_done(job.out_dir, job.done_key, report)
@@ -183,6 +191,7 @@ def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
         inference=InferenceConfig(**values.get("inference", {})),
         evaluation=EvalConfig(**values.get("evaluation", {})),
         overwrite=bool(values.get("overwrite", False)),
+        export_tiff=bool(values.get("export_tiff", False)),
         trust_model_pickle=bool(values.get("trust_model_pickle", False)),
     )
 

@@ -82,6 +82,8 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--export-tiff", action="store_true",
+                        help="also write each mask as a tiled (Geo)TIFF, with the input's georeferencing")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace masks in the output made with another model, input or settings")
     if with_io:
@@ -108,6 +110,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
         "inference": {"batch_size": args.batch_size, "device": args.device},
         "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
         "overwrite": args.overwrite,
+        "export_tiff": args.export_tiff,
         "trust_model_pickle": getattr(args, "trust_model_pickle", False),
     }
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import dask
 import numpy as np
-import zarr
 
 from segpipe import metrics
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
@@ -25,7 +24,9 @@ from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.evaluation import evaluate_split
 from segpipe.inference import ChunkJob, Executor, create_mask, local_executor, segment_image
 from segpipe.io import ingest as ingest_io
-from segpipe.io.images import ImageSource, open_image
+from segpipe.io.export import export_tiff as export_mask_tiff
+from segpipe.io.images import ImageSource, open_image, read_metadata
+from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, write_metadata
 from segpipe.io.progress import ChunkLedger, file_identity, fingerprint
 from segpipe.models.loader import ModelRef, resolve_model, select_device
 from segpipe.normalize import BandStats
@@ -44,6 +45,7 @@ class RunSettings:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     overwrite: bool = False
     trust_model_pickle: bool = False
+    export_tiff: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,20 +147,15 @@ def _scan_contents(job: ImageJob, model: ModelRef, config: EvalConfig, chunk: in
 
 
 def _check_existing_mask(job: ImageJob) -> None:
-    mask = job.path("mask.zarr")
-    if os.path.isdir(mask) and mask_fingerprint(mask) != job.infer_key:
-        raise OutputError(f"{mask}: holds a mask made from another input, model or settings; "
+    store = store_path(job)
+    if os.path.isdir(store) and mask_fingerprint(store) != job.infer_key:
+        raise OutputError(f"{store}: holds a mask made from another input, model or settings; "
                           "pass --overwrite to replace it, or choose another --out")
 
 
-def mask_fingerprint(path: str) -> str | None:
-    """The ``infer_key`` a finished mask was made under, or None (no mask, or not one of segpipe's)."""
-    if not os.path.isdir(path):
-        return None
-    try:
-        return zarr.open_array(path, mode="r").attrs.get("segpipe", {}).get("infer_key")
-    except Exception:  # an unreadable store is not a mask we made
-        return None
+def mask_fingerprint(store: str) -> str | None:
+    """The ``infer_key`` an OME-Zarr store was finished under, or None (no store, or not one of segpipe's)."""
+    return read_segpipe_attrs(store).get("infer_key") if os.path.isdir(store) else None
 
 
 def resolve_tiling(tiling: TilingConfig, model: ModelRef) -> tuple[int, int, int]:
@@ -227,20 +224,38 @@ def _check_writable(out: str) -> None:
         raise OutputError(f"{out}: output location is not a writable directory")
 
 
+def store_path(job: ImageJob, partial: bool = False) -> str:
+    """The image's OME-Zarr: ``<out>/<name>/<name>.ome.zarr`` (``.partial`` while being built)."""
+    final = job.path(f"{job.name}.ome.zarr")
+    return f"{final}.partial" if partial else final
+
+
+def mask_path(store: str) -> str:
+    """Level 0 of the label mask inside an OME-Zarr store: a (Y, X) array ``zarr.open_array`` opens."""
+    return f"{store}/labels/mask/0"
+
+
+def finished_store(job: ImageJob) -> str | None:
+    """The image's OME-Zarr if it was finished from the same input, model and settings, else None."""
+    store = store_path(job)
+    return store if mask_fingerprint(store) == job.infer_key else None
+
+
 def ingest_step(job: ImageJob, chunk: int, executor: Executor = local_executor) -> dict[str, Any]:
-    """Tile a TIFF into ``input.zarr``, resuming an interrupted copy (a Zarr input is used in place).
-    Returns the source to infer on and its band statistics."""
+    """Tile the input into level 0 of the OME-Zarr being built, resuming an interrupted copy. An image finished
+    earlier under the same fingerprint is not copied again. Returns the tiled source and its band statistics."""
     start = time.perf_counter()
-    os.makedirs(job.out_dir, exist_ok=True)
-    if job.image.kind == "zarr":
-        stats = ingest_io.measure(job.image, chunk, executor)
-        tiled = job.image
-    else:
-        dest = job.path("input.zarr")
-        ledger = ChunkLedger(job.out_dir, "ingest", job.ingest_key)
-        stats = ingest_io.ingest(job.image, dest, chunk, executor, ledger)
-        tiled = ingest_io.open_copy(job.image, dest)
-    return {"source": tiled, "stats": stats, "seconds": time.perf_counter() - start}
+    done = finished_store(job)
+    if done is not None:
+        stats = BandStats(**{k: tuple(v) for k, v in read_segpipe_attrs(done)["stats"].items()})
+        return {"source": ingest_io.open_copy(job.image, f"{done}/0"), "stats": stats, "seconds": 0.0,
+                "reused": True}
+    os.makedirs(store_path(job, partial=True), exist_ok=True)
+    dest = f"{store_path(job, partial=True)}/0"
+    ledger = ChunkLedger(job.out_dir, "ingest", job.ingest_key)
+    stats = ingest_io.ingest(job.image, dest, chunk, executor, ledger)
+    return {"source": ingest_io.open_copy(job.image, dest), "stats": stats,
+            "seconds": time.perf_counter() - start, "reused": False}
 
 
 def infer_step(
@@ -251,14 +266,15 @@ def infer_step(
     inference: InferenceConfig,
     executor: Executor = local_executor,
 ) -> dict[str, Any]:
-    """Predict every chunk into ``mask.zarr``. The mask appears under its final name only when complete."""
+    """Predict every chunk not yet marked done into the mask of the OME-Zarr being built."""
     start = time.perf_counter()
-    final, partial = job.path("mask.zarr"), job.path("mask.zarr.partial")
     megapixels = tiled.height * tiled.width / 1e6
-    if mask_fingerprint(final) == job.infer_key:  # finished earlier from the same input, model and settings
-        chunks = float(len(chunk_grid(tiled.height, tiled.width, plan.chunk)))
-        return {"mask": final, "seconds": 0.0, "megapixels": megapixels, "megapixels_per_second": 0.0,
+    chunks = float(len(chunk_grid(tiled.height, tiled.width, plan.chunk)))
+    done = finished_store(job)
+    if done is not None:
+        return {"mask": mask_path(done), "seconds": 0.0, "megapixels": megapixels, "megapixels_per_second": 0.0,
                 "chunks": chunks, "chunks_computed": 0.0, "pixels": 0.0, "task_seconds": 0.0}
+    partial = mask_path(store_path(job, partial=True))
     ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
     if ledger.is_fresh() or not os.path.isdir(partial):
         ledger.reset()
@@ -267,13 +283,39 @@ def infer_step(
     chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats,
                          ledger, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
     summary = segment_image(chunk_job, executor)
-    zarr.open_array(partial, mode="r+").attrs["segpipe"] = {"infer_key": job.infer_key,
-                                                             "model": plan.model.card.name}
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
     seconds = time.perf_counter() - start
-    return {"mask": final, "seconds": seconds, "megapixels": megapixels,
+    return {"mask": partial, "seconds": seconds, "megapixels": megapixels,
             "megapixels_per_second": megapixels / seconds, **summary}
+
+
+def finalize_step(job: ImageJob, plan: BatchPlan, stats: BandStats, export_tiff: bool = False,
+                  executor: Executor = local_executor) -> dict[str, Any]:
+    """Build the image and mask pyramids, write the NGFF metadata (with the input's pixel size and GeoTIFF
+    tags), then move the store to its final name; optionally export the mask as a (Geo)TIFF."""
+    start = time.perf_counter()
+    store = finished_store(job)
+    if store is None:
+        partial = store_path(job, partial=True)
+        levels = level_count(job.image.height, job.image.width)
+        build_pyramid(partial, levels, plan.chunk, labels=False, executor=executor)
+        build_pyramid(f"{partial}/labels/mask", levels, plan.chunk, labels=True, executor=executor)
+        meta = read_metadata(job.image)
+        extra = {"infer_key": job.infer_key, "model": plan.model.card.name, "model_sha256": plan.model.sha256,
+                 "source": job.image.path, "stats": asdict(stats), "geotiff_tags": meta["geotiff_tags"],
+                 "pixel_size": meta["pixel_size"], "unit": meta["unit"]}
+        write_metadata(partial, job.name, levels, levels, plan.model.card.class_names,
+                       tuple(meta["pixel_size"]), meta["unit"], extra)
+        store = store_path(job)
+        shutil.rmtree(store, ignore_errors=True)
+        os.replace(partial, store)
+    result = {"store": store, "mask": mask_path(store), "source": ingest_io.open_copy(job.image, f"{store}/0"),
+              "seconds": time.perf_counter() - start}
+    if export_tiff:
+        attrs = read_segpipe_attrs(store)
+        tiff = job.path(f"{job.name}_mask.tif")
+        export_mask_tiff(mask_path(store), tiff, attrs.get("geotiff_tags"), tuple(attrs.get("pixel_size", (1, 1))))
+        result["tiff"] = tiff
+    return result
 
 
 def evaluate_step(

@@ -80,8 +80,8 @@ def _nonfinite(value: float) -> Callable[[Path], list[str]]:
 
 def _existing_mask(d: Path) -> list[str]:
     image = _image(d)
-    mask = zarr.create_array(d / "out" / "img" / "mask.zarr", shape=(64, 64), chunks=(64, 64), dtype="uint8")
-    mask.attrs["segpipe"] = {"infer_key": "made-by-another-model"}
+    store = zarr.open_group(d / "out" / "img" / "img.ome.zarr", mode="w")
+    store.attrs["segpipe"] = {"infer_key": "made-by-another-model"}
     return _run(d, image)
 
 

@@ -187,3 +187,38 @@ def is_zarr_path(path: str | Path) -> bool:
     """True for a directory that holds Zarr metadata."""
     p = Path(path)
     return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zarray"))
+
+
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)  # pixel scale, tiepoints, transform, geokeys, params
+OME_UNITS = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "mm": "millimeter", "m": "meter"}
+
+
+def read_metadata(source: ImageSource) -> dict[str, Any]:
+    """Metadata carried through to the outputs: physical pixel size (OME-TIFF), GeoTIFF georeferencing tags.
+
+    Returns ``{"pixel_size": [y, x], "unit": str | None, "geotiff_tags": [[code, dtype, count, value], ...]}``.
+    """
+    meta: dict[str, Any] = {"pixel_size": [1.0, 1.0], "unit": None, "geotiff_tags": []}
+    if source.kind != "tiff":
+        return meta
+    with tifffile.TiffFile(source.path) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            meta.update(_ome_pixel_size(tif.ome_metadata))
+        tags = tif.pages.first.tags
+        meta["geotiff_tags"] = [
+            [tag.code, int(tag.dtype), tag.count, list(tag.value) if isinstance(tag.value, tuple) else tag.value]
+            for tag in (tags.get(code) for code in GEOTIFF_TAGS)
+            if tag is not None
+        ]
+    return meta
+
+
+def _ome_pixel_size(xml: str) -> dict[str, Any]:
+    pixels = tifffile.xml2dict(xml).get("OME", {}).get("Image", {})
+    pixels = (pixels[0] if isinstance(pixels, list) else pixels).get("Pixels", {})
+    if "PhysicalSizeX" not in pixels:
+        return {}
+    size_x = float(pixels["PhysicalSizeX"])
+    size_y = float(pixels.get("PhysicalSizeY", size_x))
+    unit = str(pixels.get("PhysicalSizeXUnit", "µm"))
+    return {"pixel_size": [size_y, size_x], "unit": OME_UNITS.get(unit, unit)}

@@ -160,7 +160,7 @@ def _load_module(ref: ModelRef) -> torch.nn.Module:
         return _load_trusted_pickle(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise ModelError(
             f"{path}: refused to load: the file holds pickled Python objects, not plain weights; "
             "pass --trust-model-pickle only if you made this file yourself"

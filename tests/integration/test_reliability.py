@@ -51,7 +51,7 @@ def test_kill_dash_nine_then_resume_is_byte_identical(tmp_path: Path, sample: tu
     reference = tmp_path / "reference"
     done = _cli([*common, "--out", str(reference), "--tracking-uri", f"sqlite:///{tmp_path}/ref.db"], env)
     assert done.wait(timeout=300) == 0, done.stderr.read()
-    expected = _tree(reference / "scene" / "mask.zarr")
+    expected = _tree(reference / "scene" / "scene.ome.zarr" / "labels")
 
     rng = random.Random(20261124)
     kill_points = [("ingest", rng.randint(1, 30)), ("infer", rng.randint(1, 20)), ("infer", rng.randint(21, 60))]
@@ -65,12 +65,12 @@ def test_kill_dash_nine_then_resume_is_byte_identical(tmp_path: Path, sample: tu
         assert process.poll() is None, f"run ended before kill point {stage}:{after}"
         os.killpg(process.pid, signal.SIGKILL)  # the whole tree: CLI, scheduler, nannies, workers
         process.wait()
-        assert not (out / "scene" / "mask.zarr").exists() and not (out / "scene" / "done.json").exists()
+        assert not (out / "scene" / "scene.ome.zarr").exists() and not (out / "scene" / "done.json").exists()
 
         resumed = _cli(args, env)
         stdout, stderr = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, stderr[-3000:]
-        assert _tree(out / "scene" / "mask.zarr") == expected, f"kill point {stage}:{after}"
+        assert _tree(out / "scene" / "scene.ome.zarr" / "labels") == expected, f"kill point {stage}:{after}"
         if stage == "infer":
             import json
 
@@ -98,7 +98,7 @@ def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple
         os.kill(pids[0], signal.SIGKILL)
         runner.join(timeout=300)
     assert result, "flow did not finish after a worker was killed"
-    assert _tree(out / "scene" / "mask.zarr") == _tree(Path(reference["images"][0]["mask"]))
+    assert _tree(out / "scene" / "scene.ome.zarr" / "labels") == _tree(tmp_path / "ref" / "scene" / "scene.ome.zarr" / "labels")
     assert result["images"][0]["iou"] == reference["images"][0]["iou"]
 
 
@@ -110,7 +110,7 @@ def test_tracking_outage_keeps_masks_and_resume_only_logs(tmp_path: Path, sample
     settings = {"out": str(tmp_path / "out"), "tiling": {"chunk": 256}}
     with pytest.raises(TrackingError, match="MLflow at http://127.0.0.1:9"):
         segment_batch([image], [truth], settings, workers=2, tracking_uri="http://127.0.0.1:9")
-    mask = tmp_path / "out" / "scene" / "mask.zarr"
+    mask = tmp_path / "out" / "scene" / "scene.ome.zarr" / "labels"
     assert mask.is_dir() and (tmp_path / "out" / "scene" / "done.json").exists()
     written = _tree(mask)
 
@@ -145,7 +145,7 @@ def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, 
         ledger.mark_done(region)  # as if a killed run had finished these under halo 32
     from segpipe.inference import create_mask
 
-    create_mask(job.path("mask.zarr.partial"), 1024, 1024, 256, 2)
+    create_mask(pipeline.mask_path(pipeline.store_path(job, partial=True)), 1024, 1024, 256, 2)
     second = pipeline.plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=16)))
     assert second.jobs[0].infer_key != job.infer_key
     result = pipeline.infer_step(second.jobs[0], ingested["source"], ingested["stats"], second,

@@ -50,7 +50,7 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
         confusions.append(confusion)
         assert entry["iou"] == pytest.approx(scores(confusion)["iou"])
         assert entry["dice"][1] > 0.9, entry
-        assert Path(entry["mask"]).parent.joinpath("preview.png").stat().st_size > 0
+        assert (tmp_path / "out" / Path(image).stem / "preview.png").stat().st_size > 0
     assert report["batch"]["iou"] == pytest.approx(scores(confusions[0] + confusions[1])["iou"])
 
     client = _mlflow(tracking_uri)

@@ -94,7 +94,7 @@ def test_plan_batch_refuses_truth_labels_outside_the_model_classes(tmp_path: Pat
 def test_plan_batch_refuses_a_foreign_mask_unless_overwrite(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "img.tif", np.ones((20, 30), np.uint16))
     out = tmp_path / "out"
-    zarr.create_array(out / "img" / "mask.zarr", shape=(20, 30), dtype="uint8")  # made by someone else
+    zarr.create_array(out / "img" / "img.ome.zarr" / "labels" / "mask" / "0", shape=(20, 30), dtype="uint8")
     with pytest.raises(OutputError, match="--overwrite"):
         plan_batch([str(tmp_path / "img.tif")], None, RunSettings(out=str(out)))
     assert plan_batch([str(tmp_path / "img.tif")], None, RunSettings(out=str(out), overwrite=True)).jobs

@@ -1,0 +1,118 @@
+"""OME-Zarr (OME-NGFF 0.5, Zarr v3) output: the image and its label mask as multiscale pyramids.
+
+Layout of ``<name>.ome.zarr`` (opens in napari, neuroglancer and the ``ome-zarr`` reader as is)::
+
+    zarr.json            image group: ome.multiscales (axes c, y, x; scale = physical pixel size x 2**level)
+    0, 1, ...            the input image (C, Y, X), each level half the size of the one before (2 x 2 mean)
+    labels/zarr.json     ome.labels = ["mask"]
+    labels/mask/0, 1 ... the predicted classes (Y, X), downsampled by taking every second pixel (labels must
+                         not be interpolated); ome.image-label has one colour and class name per label value
+
+Pyramid levels are written chunk by chunk, one Dask task per output chunk, so memory stays at one chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import numpy as np
+import zarr
+
+from segpipe.inference import Executor, local_executor
+from segpipe.tiling import Region, chunk_grid
+
+NGFF_VERSION = "0.5"
+SMALLEST_LEVEL = 256  # stop halving once both sides are at most this
+MAX_LEVELS = 10
+LABEL_COLOURS = [(0, 0, 0, 0), (255, 215, 0, 255), (0, 191, 255, 255), (255, 64, 129, 255), (124, 252, 0, 255),
+                 (255, 140, 0, 255), (186, 85, 211, 255)]
+
+
+def level_count(height: int, width: int) -> int:
+    """Levels of the pyramid: halve until both sides are at most SMALLEST_LEVEL (at least one level)."""
+    levels, side = 1, max(height, width)
+    while side > SMALLEST_LEVEL and levels < MAX_LEVELS:
+        side = -(-side // 2)
+        levels += 1
+    return levels
+
+
+def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
+    """Write ``region`` of level ``dst`` from the 2x larger block of level ``src``."""
+    source = zarr.open_array(src, mode="r")
+    block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
+    if labels:
+        out = block[..., ::2, ::2]
+    else:
+        h, w = block.shape[-2:]
+        padded = np.pad(block.astype(np.float64), [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)], "edge")
+        out = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
+        out = np.rint(out) if source.dtype.kind in "iub" else out
+    zarr.open_array(dst, mode="r+")[..., region.y0 : region.y1, region.x0 : region.x1] = out.astype(source.dtype)
+
+
+def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:
+    """Create levels 1..levels-1 under ``group`` from level ``0``, chunk by chunk."""
+    task = dask.delayed(_downsample_chunk, pure=False)
+    for level in range(1, levels):
+        src, dst = f"{group}/{level - 1}", f"{group}/{level}"
+        source = zarr.open_array(src, mode="r")
+        height, width = (-(-s // 2) for s in source.shape[-2:])
+        lead = tuple(source.shape[:-2])
+        zarr.create_array(dst, shape=(*lead, height, width), dtype=source.dtype, overwrite=True,
+                          chunks=(*lead, min(chunk, height), min(chunk, width)), fill_value=0,
+                          dimension_names=source.metadata.dimension_names)
+        executor([task(src, dst, r, labels) for r in chunk_grid(height, width, chunk)], "pyramid")
+
+
+def _axes(names: str, unit: str | None) -> list[dict[str, str]]:
+    axes = []
+    for name in names:
+        axis = {"name": name, "type": "channel" if name == "c" else "space"}
+        if name != "c" and unit:
+            axis["unit"] = unit
+        axes.append(axis)
+    return axes
+
+
+def multiscales(name: str, axes: str, levels: int, pixel_size: tuple[float, float], unit: str | None) -> list:
+    """The ``multiscales`` entry: one dataset per level, scale doubling with each level."""
+    lead = [1.0] * (len(axes) - 2)
+    datasets = [
+        {"path": str(level),
+         "coordinateTransformations": [{"type": "scale",
+                                        "scale": [*lead, pixel_size[0] * 2**level, pixel_size[1] * 2**level]}]}
+        for level in range(levels)
+    ]
+    return [{"name": name, "axes": _axes(axes, unit), "datasets": datasets}]
+
+
+def write_metadata(store: str, name: str, image_levels: int, mask_levels: int, class_names: tuple[str, ...],
+                   pixel_size: tuple[float, float] = (1.0, 1.0), unit: str | None = None,
+                   extra: dict[str, Any] | None = None) -> None:
+    """Write the NGFF group metadata of the image, the labels group and the mask; ``extra`` goes under
+    the image group's ``segpipe`` attribute (provenance, fingerprints, GeoTIFF tags)."""
+    image = zarr.open_group(store, mode="a")
+    image.attrs.update({"ome": {"version": NGFF_VERSION,
+                                "multiscales": multiscales(name, "cyx", image_levels, pixel_size, unit)},
+                        "segpipe": extra or {}})
+    labels = zarr.open_group(f"{store}/labels", mode="a")
+    labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["mask"]}
+    mask = zarr.open_group(f"{store}/labels/mask", mode="a")
+    colours = [{"label-value": k, "rgba": list(LABEL_COLOURS[k % len(LABEL_COLOURS)])} for k in range(len(class_names))]
+    properties = [{"label-value": k, "class": n} for k, n in enumerate(class_names)]
+    mask.attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": multiscales("mask", "yx", mask_levels, pixel_size, unit),
+        "image-label": {"version": NGFF_VERSION, "colors": colours, "properties": properties,
+                        "source": {"image": "../../"}},
+    }
+
+
+def read_segpipe_attrs(store: str) -> dict[str, Any]:
+    """The ``segpipe`` attribute of an OME-Zarr written by segpipe ({} if absent or unreadable)."""
+    try:
+        return dict(zarr.open_group(store, mode="r").attrs.get("segpipe", {}))
+    except Exception:  # a missing or foreign store has no segpipe attributes
+        return {}

@@ -1,0 +1,85 @@
+"""OME-Zarr output: opens with the ome-zarr reader, has image and label pyramids, carries pixel size and
+GeoTIFF georeferencing through to the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from segpipe import pipeline
+from segpipe.config import TilingConfig
+from segpipe.io.omezarr import level_count
+from segpipe.synthetic import render
+
+GEO_TAGS = [
+    (33550, 12, 3, (30.0, 30.0, 0.0), True),  # ModelPixelScale: 30 m pixels
+    (33922, 12, 6, (0.0, 0.0, 0.0, 399960.0, 5000040.0, 0.0), True),  # tiepoint
+    (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),  # UTM 33N
+]
+
+
+def _run(tmp_path: Path, image: Path, export_tiff: bool = False) -> dict:
+    settings = replace(pipeline.RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=256, tile=128),
+                       export_tiff=export_tiff)
+    plan = pipeline.plan_batch([str(image)], None, settings)
+    job = plan.jobs[0]
+    ingested = pipeline.ingest_step(job, plan.chunk)
+    pipeline.infer_step(job, ingested["source"], ingested["stats"], plan, settings.inference)
+    return pipeline.finalize_step(job, plan, ingested["stats"], export_tiff)
+
+
+def _pixels(height: int, width: int) -> np.ndarray:
+    image, _ = render(0, height, 0, width, seed=3)
+    return (image * 4000).astype(np.uint16)
+
+
+def test_ome_zarr_opens_with_the_reference_reader(tmp_path: Path) -> None:
+    reader = pytest.importorskip("ome_zarr.reader", reason="ome-zarr is a dev dependency")
+    from ome_zarr.io import parse_url
+
+    tifffile.imwrite(tmp_path / "scan.tif", _pixels(700, 530))
+    result = _run(tmp_path, tmp_path / "scan.tif")
+    nodes = list(reader.Reader(parse_url(result["store"]))())
+    image, labels = nodes[0], [n for n in nodes if n.load(reader.Label)]
+    assert len(image.data) == level_count(700, 530) == 3
+    assert [tuple(level.shape) for level in image.data] == [(1, 700, 530), (1, 350, 265), (1, 175, 133)]
+    assert labels and [tuple(level.shape) for level in labels[0].data] == [(700, 530), (350, 265), (175, 133)]
+    mask = zarr.open_array(result["mask"], mode="r")
+    np.testing.assert_array_equal(np.asarray(labels[0].data[1]), mask[::2, ::2])  # labels: nearest, not mean
+    assert np.asarray(labels[0].data[0]).max() == 1
+
+
+def test_image_pyramid_is_a_2x2_mean(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "scan.tif", _pixels(600, 300))
+    result = _run(tmp_path, tmp_path / "scan.tif")
+    level0 = zarr.open_array(f"{result['store']}/0", mode="r")[:].astype(np.float64)
+    level1 = zarr.open_array(f"{result['store']}/1", mode="r")[:]
+    expected = level0.reshape(1, 300, 2, 150, 2).mean(axis=(2, 4))
+    np.testing.assert_array_equal(level1, np.rint(expected).astype(np.uint16))
+
+
+def test_geotiff_keys_come_back_on_export(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "scene.tif", _pixels(300, 400), extratags=GEO_TAGS)
+    result = _run(tmp_path, tmp_path / "scene.tif", export_tiff=True)
+    with tifffile.TiffFile(result["tiff"]) as exported, tifffile.TiffFile(tmp_path / "scene.tif") as original:
+        assert exported.geotiff_metadata == original.geotiff_metadata
+        assert exported.geotiff_metadata["ProjectedCSTypeGeoKey"] == 32633
+        np.testing.assert_array_equal(exported.asarray(), zarr.open_array(result["mask"], mode="r")[:])
+
+
+def test_ome_physical_pixel_size_sets_the_scale(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "cells.ome.tif", _pixels(300, 300)[None],
+                     metadata={"axes": "CYX", "PhysicalSizeX": 0.325, "PhysicalSizeY": 0.325,
+                               "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+    result = _run(tmp_path, tmp_path / "cells.ome.tif")
+    ome = zarr.open_group(f"{result['store']}/labels/mask", mode="r").attrs["ome"]
+    scales = [d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]]
+    assert scales == [[0.325, 0.325], [0.65, 0.65]]
+    assert ome["multiscales"][0]["axes"][0] == {"name": "y", "type": "space", "unit": "micrometer"}
+    assert ome["image-label"]["properties"] == [{"label-value": 0, "class": "background"},
+                                                {"label-value": 1, "class": "nucleus"}]
