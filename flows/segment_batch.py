@@ -120,7 +120,8 @@ def process_image(job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pi
     final = finalize(job, plan, ingested["stats"], settings, executor)
     report: dict[str, Any] = {
         "image": job.image.path, "truth": job.truth.path if job.truth else None, "mask": final["mask"],
-        "ome_zarr": final["store"], **({"tiff": final["tiff"]} if "tiff" in final else {}),
+        "ome_zarr": final["store"],
+        **{key: final[key] for key in ("tiff", "probabilities") if key in final},
         "shape_cyx": list(job.image.shape), "megapixels": inferred["megapixels"],
         "megapixels_per_second": inferred["megapixels_per_second"],
         "chunks": inferred["chunks"], "chunks_computed": inferred["chunks_computed"],
@@ -192,6 +193,7 @@ def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
         evaluation=EvalConfig(**values.get("evaluation", {})),
         overwrite=bool(values.get("overwrite", False)),
         export_tiff=bool(values.get("export_tiff", False)),
+        save_probabilities=bool(values.get("save_probabilities", False)),
         trust_model_pickle=bool(values.get("trust_model_pickle", False)),
     )
 

@@ -84,6 +84,8 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--export-tiff", action="store_true",
                         help="also write each mask as a tiled (Geo)TIFF, with the input's georeferencing")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also store class probabilities (K, Y, X) float16 in the OME-Zarr")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace masks in the output made with another model, input or settings")
     if with_io:
@@ -111,6 +113,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
         "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
         "overwrite": args.overwrite,
         "export_tiff": args.export_tiff,
+        "save_probabilities": args.save_probabilities,
         "trust_model_pickle": getattr(args, "trust_model_pickle", False),
     }
 

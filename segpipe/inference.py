@@ -55,6 +55,22 @@ class ChunkJob:
     stitch: str = "trim"
     stride: int = 0  # gaussian: step of the global window grid
     pad_mode: str = "symmetric"
+    probabilities_path: str | None = None  # also write softmax probabilities (K, Y, X) float16 here
+
+
+def chunk_logits(job: ChunkJob, predictor: Predictor, region: Region) -> np.ndarray:
+    """(K, h, w) float32 logits of one chunk, by the job's stitch mode."""
+    if job.stitch == "gaussian":
+        window = normalize.apply(read_window(job.source, region, job.tile, job.pad_mode), job.stats)
+        return blend_windows(predictor, window, region, job.tile, job.stride, job.inference.batch_size)
+    window = normalize.apply(read_window(job.source, region, job.halo, job.pad_mode), job.stats)
+    return trim_windows(predictor, window, job.halo, job.tile, job.inference.batch_size)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 0, computed stably."""
+    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return shifted / shifted.sum(axis=0, keepdims=True)
 
 
 def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
@@ -64,14 +80,12 @@ def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
     """
     start = time.perf_counter()
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
-    if job.stitch == "gaussian":
-        window = normalize.apply(read_window(job.source, region, job.tile, job.pad_mode), job.stats)
-        logits = blend_windows(predictor, window, region, job.tile, job.stride, job.inference.batch_size)
-        labels = logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
-    else:
-        window = normalize.apply(read_window(job.source, region, job.halo, job.pad_mode), job.stats)
-        labels = predict_window(predictor, window, job.halo, job.tile, job.inference.batch_size)
+    logits = chunk_logits(job, predictor, region)
+    labels = logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
     zarr.open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
+    if job.probabilities_path:
+        probabilities = softmax(logits).astype(np.float16)
+        zarr.open_array(job.probabilities_path, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities
     if job.ledger is not None:
         job.ledger.mark_done(region)
     return {"pixels": float(region.height * region.width), "seconds": time.perf_counter() - start}
@@ -111,20 +125,25 @@ def blend_windows(
     return sums / norm
 
 
-def predict_window(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int) -> np.ndarray:
-    """Label the centre of ``window`` (its halo trimmed), tile by tile, ``batch_size`` tiles per forward."""
+def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int) -> np.ndarray:
+    """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile, ``batch_size`` tiles per
+    forward pass; each tile sees ``halo`` pixels of context on every side."""
     height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
     edge = round_up(min(tile, max(height, width)) + 2 * halo, predictor.card.size_divisor)
-    labels = np.zeros((height, width), dtype=label_dtype(predictor.card.num_classes))
+    logits = np.zeros((predictor.card.num_classes, height, width), dtype=np.float32)
     tiles = list(tiles_in(Region(0, height, 0, width), tile))
     for first in range(0, len(tiles), batch_size):
         batch_tiles = tiles[first : first + batch_size]
         batch = np.stack([_tile_input(window, t, halo, edge) for t in batch_tiles])
-        logits = predictor(batch)
-        for t, tile_logits in zip(batch_tiles, logits, strict=True):
-            centre = tile_logits[:, halo : halo + t.height, halo : halo + t.width]
-            labels[t.y0 : t.y1, t.x0 : t.x1] = centre.argmax(axis=0)
-    return labels
+        for t, tile_logits in zip(batch_tiles, predictor(batch), strict=True):
+            logits[:, t.y0 : t.y1, t.x0 : t.x1] = tile_logits[:, halo : halo + t.height, halo : halo + t.width]
+    return logits
+
+
+def predict_window(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int) -> np.ndarray:
+    """Labels (argmax of ``trim_windows``) of the centre of ``window``."""
+    logits = trim_windows(predictor, window, halo, tile, batch_size)
+    return logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
 
 
 def _tile_input(window: np.ndarray, tile: Region, halo: int, edge: int) -> np.ndarray:
@@ -136,6 +155,12 @@ def _tile_input(window: np.ndarray, tile: Region, halo: int, edge: int) -> np.nd
 
 def label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
+
+
+def create_probabilities(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:
+    """An empty (K, Y, X) float16 Zarr v3 array on the chunk grid for class probabilities."""
+    zarr.create_array(path, shape=(num_classes, height, width), dtype=np.float16, fill_value=0, overwrite=True,
+                      chunks=(num_classes, min(chunk, height), min(chunk, width)), dimension_names=("c", "y", "x"))
 
 
 def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:

@@ -22,7 +22,14 @@ from segpipe import metrics
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
 from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.evaluation import evaluate_split
-from segpipe.inference import ChunkJob, Executor, create_mask, local_executor, segment_image
+from segpipe.inference import (
+    ChunkJob,
+    Executor,
+    create_mask,
+    create_probabilities,
+    local_executor,
+    segment_image,
+)
 from segpipe.io import ingest as ingest_io
 from segpipe.io.export import export_tiff as export_mask_tiff
 from segpipe.io.images import ImageSource, open_image, read_metadata
@@ -46,6 +53,7 @@ class RunSettings:
     overwrite: bool = False
     trust_model_pickle: bool = False
     export_tiff: bool = False
+    save_probabilities: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class BatchPlan:
     jobs: tuple[ImageJob, ...]
     tiling: TilingConfig = field(default_factory=TilingConfig)
     stride: int = 0
+    save_probabilities: bool = False
 
 
 def plan_batch(images: list[str], truths: list[str] | None, settings: RunSettings) -> BatchPlan:
@@ -91,19 +100,20 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
         raise InputError("no input images given")
     if truths and len(truths) != len(images):
         raise InputError(f"{len(images)} images but {len(truths)} truths: give one truth per image, in order")
-    sources = [open_image(p) for p in images]
+    stacks = [open_image(p) for p in images]
     model = resolve_model(settings.model, trust_pickle=settings.trust_model_pickle)
-    for source in sources:
+    for source in stacks:
         _check_channels(source, model)
-    truth_sources = [_open_truth(t, s) for t, s in zip(truths, sources, strict=True)] if truths else None
-    names = [_image_name(p) for p in images]
+    truth_stacks = [_open_truth(t, s) for t, s in zip(truths, stacks, strict=True)] if truths else None
+    sources, truth_sources, names = _planes(stacks, truth_stacks)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise InputError(f"{images[names.index(duplicates[0])]}: two inputs share the output name {duplicates[0]!r}")
+        raise InputError(f"{sources[names.index(duplicates[0])].path}: two inputs share the output name "
+                         f"{duplicates[0]!r}")
     _check_writable(settings.out)
     chunk, tile, halo = resolve_tiling(settings.tiling, model)
     stride = window_stride(tile, settings.tiling.overlap, model.card.size_divisor)
-    plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride)
+    plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride, settings.save_probabilities)
     jobs = tuple(
         _keyed_job(ImageJob(name, source, truth_sources[i] if truth_sources else None,
                             os.path.join(settings.out, name)), plan, settings)
@@ -116,15 +126,32 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
     return replace(plan, jobs=jobs)
 
 
+def _planes(stacks: list[ImageSource], truths: list[ImageSource] | None
+            ) -> tuple[list[ImageSource], list[ImageSource] | None, list[str]]:
+    """Expand Z/T stacks into one 2-D job per plane, named ``<stem>-z0003``; truth planes pair up in order."""
+    sources: list[ImageSource] = []
+    truth_planes: list[ImageSource] = []
+    names: list[str] = []
+    for i, stack in enumerate(stacks):
+        planes = stack.plane_sources()
+        sources += planes
+        names += [_image_name(stack.path) + (f"-{p.plane_axis}{p.plane:04d}" if p.plane is not None else "")
+                  for p in planes]
+        if truths:
+            truth_planes += truths[i].plane_sources() if truths[i].planes > 1 else [truths[i]] * len(planes)
+    return sources, truth_planes if truths else None, names
+
+
 def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJob:
-    ingest_key = fingerprint({"input": file_identity(job.image.path), "chunk": plan.chunk, "version": 1})
+    ingest_key = fingerprint({"input": file_identity(job.image.path), "plane": job.image.plane,
+                              "chunk": plan.chunk, "version": 1})
     infer_key = fingerprint({
         "ingest": ingest_key, "model": plan.model.sha256, "format": plan.model.format,
         "card": plan.model.card.to_dict(), "tile": plan.tile, "halo": plan.halo, "stride": plan.stride,
-        "tiling": asdict(plan.tiling),
+        "tiling": asdict(plan.tiling), "probabilities": plan.save_probabilities,
         "batch_size": settings.inference.batch_size, "device": select_device(settings.inference.device).type,
     })
-    truth = file_identity(job.truth.path) if job.truth else None
+    truth = {"file": file_identity(job.truth.path), "plane": job.truth.plane} if job.truth else None
     done_key = fingerprint({"infer": infer_key, "truth": truth, "evaluation": asdict(settings.evaluation)})
     return replace(job, ingest_key=ingest_key, infer_key=infer_key, done_key=done_key)
 
@@ -203,7 +230,9 @@ def _open_truth(path: str, image: ImageSource) -> ImageSource:
             f"{path}: truth is {truth.height} x {truth.width} but image {image.path} is "
             f"{image.height} x {image.width}"
         )
-    if np.dtype(truth.dtype).kind not in "ub" and np.dtype(truth.dtype).kind != "i":
+    if truth.planes not in (1, image.planes):
+        raise InputError(f"{path}: truth has {truth.planes} planes but image {image.path} has {image.planes}")
+    if np.dtype(truth.dtype).kind not in "uib":
         raise InputError(f"{path}: truth must hold integer class labels, found {np.dtype(truth.dtype)} pixels")
     return truth
 
@@ -276,12 +305,15 @@ def infer_step(
                 "chunks": chunks, "chunks_computed": 0.0, "pixels": 0.0, "task_seconds": 0.0}
     partial = mask_path(store_path(job, partial=True))
     ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
+    probabilities = f"{store_path(job, partial=True)}/probabilities" if plan.save_probabilities else None
     if ledger.is_fresh() or not os.path.isdir(partial):
         ledger.reset()
         create_mask(partial, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
+        if probabilities:
+            create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     use_stats = stats if plan.model.card.normalization == "percentile" else None
     chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats,
-                         ledger, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
+                         ledger, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode, probabilities)
     summary = segment_image(chunk_job, executor)
     seconds = time.perf_counter() - start
     return {"mask": partial, "seconds": seconds, "megapixels": megapixels,
@@ -308,7 +340,8 @@ def finalize_step(job: ImageJob, plan: BatchPlan, stats: BandStats, export_tiff:
         store = store_path(job)
         shutil.rmtree(store, ignore_errors=True)
         os.replace(partial, store)
-    result = {"store": store, "mask": mask_path(store), "source": ingest_io.open_copy(job.image, f"{store}/0"),
+    result = {"store": store, "mask": mask_path(store),
+              **({"probabilities": f"{store}/probabilities"} if plan.save_probabilities else {}), "source": ingest_io.open_copy(job.image, f"{store}/0"),
               "seconds": time.perf_counter() - start}
     if export_tiff:
         attrs = read_segpipe_attrs(store)
@@ -387,7 +420,7 @@ _SCANS: dict[str, ImageScan] = {}
 def scan_image(source: ImageSource, chunk: int, ignore: int | None = None) -> ImageScan:
     """Range and NaN/Inf count of ``source``, chunk by chunk on the threaded scheduler; memoised per file
     state, so the CLI's check and the flow's share one read."""
-    key = fingerprint({"file": file_identity(source.path), "ignore": ignore})
+    key = fingerprint({"file": file_identity(source.path), "plane": source.plane, "ignore": ignore})
     if key not in _SCANS:
         task = dask.delayed(_scan_chunk, pure=True)
         parts = dask.compute(*[task(source, r, ignore) for r in chunk_grid(source.height, source.width, chunk)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from segpipe.errors import InputError
 
 SUPPORTED_KINDS = ("u", "i", "f", "b")
 CHANNEL_AXES = "SCQI"  # tifffile's names for bands/samples; Q and I are "unknown"/"image sequence"
+PLANE_AXES = "ZT"  # a stack of 2-D planes, segmented plane by plane
 MAX_CHANNELS = 64
 
 
@@ -31,9 +32,13 @@ class ImageSource:
     Attributes:
         path: file (TIFF) or directory (Zarr array) path.
         kind: ``"tiff"`` or ``"zarr"``.
-        stored_axes: one letter per stored axis; ``Y``, ``X``, ``C`` or ``1`` (a singleton that is dropped).
-        shape: (C, Y, X) as segpipe sees the image.
+        stored_axes: one letter per stored axis: ``Y``, ``X``, ``C``, ``P`` (the plane axis of a Z or T
+            stack) or ``1`` (a singleton that is dropped).
+        shape: (C, Y, X) of one plane, as segpipe sees the image.
         dtype: numpy dtype string of the pixels.
+        planes: planes in the stack (1 for a 2-D image).
+        plane_axis: ``z`` or ``t`` for a stack, else empty.
+        plane: the plane this source reads (``None``: not chosen yet, for a stack).
     """
 
     path: str
@@ -41,6 +46,15 @@ class ImageSource:
     stored_axes: str
     shape: tuple[int, int, int]
     dtype: str
+    planes: int = 1
+    plane_axis: str = ""
+    plane: int | None = None
+
+    def plane_sources(self) -> list[ImageSource]:
+        """One source per plane of a stack (``[self]`` for a 2-D image)."""
+        if "P" not in self.stored_axes:
+            return [self]
+        return [replace(self, plane=index) for index in range(self.planes)]
 
     @property
     def channels(self) -> int:
@@ -57,10 +71,10 @@ class ImageSource:
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array."""
         array, closer = _open_stored_array(self)
-        index = tuple(
-            slice(y0, y1) if a == "Y" else slice(x0, x1) if a == "X" else slice(None) if a == "C" else 0
-            for a in self.stored_axes
-        )
+        if "P" in self.stored_axes and self.plane is None:
+            raise InputError(f"{self.path}: a {self.planes}-plane stack is read one plane at a time")
+        fixed = {"Y": slice(y0, y1), "X": slice(x0, x1), "C": slice(None), "P": self.plane, "1": 0}
+        index = tuple(fixed[a] for a in self.stored_axes)
         try:
             data = np.asarray(array[index])
         except Exception as exc:  # codecs and stores raise many types; all mean "this region is unreadable"
@@ -69,7 +83,7 @@ class ImageSource:
             ) from None
         finally:
             closer()
-        kept = [a for a in self.stored_axes if a != "1"]
+        kept = [a for a in self.stored_axes if a not in "1P"]
         if "C" not in kept:
             return data[np.newaxis]
         return np.moveaxis(data, kept.index("C"), 0)
@@ -93,12 +107,14 @@ def open_image(path: str | os.PathLike[str]) -> ImageSource:
     stored_axes = _classify_axes(path, axes, shape)
     dims = dict(zip(stored_axes, shape, strict=True))
     channels = dims.get("C", 1)
-    source = ImageSource(path, kind, stored_axes, (channels, dims["Y"], dims["X"]), np.dtype(dtype).str)
+    plane_axis = axes[stored_axes.index("P")].lower() if "P" in stored_axes else ""
+    source = ImageSource(path, kind, stored_axes, (channels, dims["Y"], dims["X"]), np.dtype(dtype).str,
+                         dims.get("P", 1), plane_axis, 0 if plane_axis else None)
     _check_dtype(path, np.dtype(dtype))
     if min(source.shape) <= 0:
         raise InputError(f"{path}: image has a zero-size dimension {source.shape} (C, Y, X)")
     _probe_pixels(source)
-    return source
+    return replace(source, plane=None) if plane_axis else source
 
 
 def _probe_pixels(source: ImageSource) -> None:
@@ -156,10 +172,12 @@ def _classify_axes(path: str, axes: str, shape: tuple[int, ...]) -> str:
             out.append("1")
         elif letter in CHANNEL_AXES and "C" not in out:
             out.append("C")
+        elif letter in PLANE_AXES and "P" not in out:
+            out.append("P")
         else:
             raise InputError(
-                f"{path}: image has axes {axes!r} of shape {shape}; only 2-D images with one band axis "
-                "are supported (Z and T stacks are not yet)"
+                f"{path}: image has axes {axes!r} of shape {shape}; supported: Y and X, at most one band axis "
+                "and at most one Z or T stack axis"
             )
     channels = dict(zip(out, shape, strict=True)).get("C", 1)
     if channels > MAX_CHANNELS:

@@ -213,7 +213,6 @@ def _plain_dir(path: Path) -> Path:
         (_truncated_large_strip, "truncated"),
         (_complex, "complex64"),
         (_complex_zarr, "complex64"),
-        (_zstack, "ZYX"),
         (_tzyx, "TZYX"),
         (_4d_plain, "axes"),
         (_zero_size_zarr, "zero-size"),
@@ -280,3 +279,16 @@ def test_read_of_a_band_first_zarr_keeps_band_order(tmp_path: Path) -> None:
     data = np.stack([np.full((5, 6), band, np.uint8) for band in range(3)])
     source: ImageSource = write_zarr(tmp_path / "bands.zarr", data, (1, 2, 2))
     assert [int(b[0, 0]) for b in source.read(1, 4, 2, 5)] == [0, 1, 2]
+
+
+def test_a_z_stack_is_read_plane_by_plane(tmp_path: Path) -> None:
+    path = _zstack(tmp_path)
+    data = tifffile.imread(path)
+    stack = open_image(path)
+    assert (stack.planes, stack.plane_axis, stack.shape) == (5, "z", (1, 20, 20))
+    with pytest.raises(InputError, match="one plane at a time"):
+        stack.read(0, 20, 0, 20)
+    planes = stack.plane_sources()
+    assert [p.plane for p in planes] == [0, 1, 2, 3, 4]
+    for index, plane in enumerate(planes):
+        np.testing.assert_array_equal(plane.read(3, 17, 2, 19)[0], data[index, 3:17, 2:19])

@@ -83,3 +83,21 @@ def test_ome_physical_pixel_size_sets_the_scale(tmp_path: Path) -> None:
     assert ome["multiscales"][0]["axes"][0] == {"name": "y", "type": "space", "unit": "micrometer"}
     assert ome["image-label"]["properties"] == [{"label-value": 0, "class": "background"},
                                                 {"label-value": 1, "class": "nucleus"}]
+
+
+def test_probabilities_are_stored_as_float16_and_agree_with_the_mask(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "scan.tif", _pixels(200, 300))
+    settings = replace(pipeline.RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=128, tile=64),
+                       save_probabilities=True)
+    plan = pipeline.plan_batch([str(tmp_path / "scan.tif")], None, settings)
+    job = plan.jobs[0]
+    ingested = pipeline.ingest_step(job, plan.chunk)
+    pipeline.infer_step(job, ingested["source"], ingested["stats"], plan, settings.inference)
+    result = pipeline.finalize_step(job, plan, ingested["stats"])
+    probabilities = zarr.open_array(result["probabilities"], mode="r")
+    assert probabilities.dtype == np.float16 and probabilities.shape == (2, 200, 300)
+    values = probabilities[:].astype(np.float32)
+    np.testing.assert_allclose(values.sum(axis=0), 1.0, atol=2e-3)
+    mask = zarr.open_array(result["mask"], mode="r")[:]
+    confident = np.abs(values[1] - values[0]) > 0.01  # float16 rounding can flip near-ties only
+    np.testing.assert_array_equal(values.argmax(axis=0)[confident], mask[confident])
