@@ -27,7 +27,9 @@ from segpipe.errors import SegpipeError, TrackingError
 from segpipe.inference import Executor
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import read_done, write_done
+from segpipe.metrics import batch_aggregates
 from segpipe.metrics import scores as compute_scores
+from segpipe.objects import sum_object_metrics
 from segpipe.normalize import BandStats
 from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
 
@@ -73,6 +75,12 @@ def evaluate(job: pipeline.ImageJob, mask: str, plan: pipeline.BatchPlan, settin
     return pipeline.evaluate_step(job, mask, plan, settings.evaluation, executor)
 
 
+@task(name="report", retries=1, **RETRY)
+def write_reports(plan: pipeline.BatchPlan, settings: pipeline.RunSettings, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    return pipeline.report_step(settings.out, plan.jobs, reports, plan.model.card.class_names,
+                                settings.evaluation.truth_instances)
+
+
 @task(name="log-batch", retries=2, **RETRY)
 def log_batch(tracking_uri: str, experiment: str, artifact_root: str | None, plan: pipeline.BatchPlan,
               params: dict[str, Any], batch: dict[str, Any], reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -83,6 +91,9 @@ def log_batch(tracking_uri: str, experiment: str, artifact_root: str | None, pla
         image_runs = [_log_image(tracker, plan, job, report) for job, report in zip(plan.jobs, reports, strict=True)]
         tracker.log_metrics(batch_run, _metrics(batch, plan))
         tracker.log_artifact(batch_run, os.path.join(params["out"], "batch.json"))
+        report_dir = os.path.join(params["out"], "report")
+        if os.path.isdir(report_dir):
+            tracker.log_artifacts(batch_run, report_dir, "report")
     except BaseException:
         _end_quietly(tracker, batch_run)
         raise
@@ -172,6 +183,7 @@ def segment_batch(
         executor = distributed_executor(client, show_progress)
         reports = [process_image(job, plan, run_settings, executor) for job in plan.jobs]
     batch = _batch_report(reports, plan, time.perf_counter() - started)
+    write_reports(plan, run_settings, reports)
     pipeline.write_json(os.path.join(run_settings.out, "batch.json"), {**batch, "images": reports})
     run_ids = {"batch": "", "images": [""] * len(reports)}
     if tracking_uri:
@@ -208,7 +220,8 @@ def _with_torch_threads(settings: pipeline.RunSettings, workers: int) -> pipelin
 def _batch_params(plan: pipeline.BatchPlan, settings: pipeline.RunSettings, workers: int,
                   scheduler: str | None) -> dict[str, Any]:
     return {"model": plan.model.card.name, "model_path": plan.model.path, "model_format": plan.model.format,
-            "chunk": plan.chunk, "tile": plan.tile, "halo": plan.halo,
+            "chunk": plan.chunk, "tile": plan.tile, "halo": plan.halo, "stitch": plan.tiling.stitch,
+            "overlap": plan.tiling.overlap, "pad_mode": plan.tiling.pad_mode,
             "batch_size": settings.inference.batch_size, "device": settings.inference.device,
             "torch_threads": settings.inference.torch_threads, "workers": workers,
             "scheduler": public_uri(scheduler) if scheduler else "LocalCluster",
@@ -234,7 +247,12 @@ def _batch_report(reports: list[dict[str, Any]], plan: pipeline.BatchPlan, secon
                              "class_names": list(plan.model.card.class_names)}
     scored = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in reports if "confusion_matrix" in r]
     if scored:
-        batch.update(_public(compute_scores(np.sum(scored, axis=0))))
+        batch.update(_public(compute_scores(np.sum(scored, axis=0))))  # micro: every pixel weighs the same
+        per_image = batch_aggregates(scored)["per_image"]  # each image weighs the same
+        batch["per_image"] = _public({k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")})
+    objects = [r["objects"] for r in reports if r.get("objects")]
+    if objects:
+        batch["objects"] = _public(sum_object_metrics(objects))
     return batch
 
 
@@ -246,6 +264,12 @@ def _metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, floa
     values["megapixels_per_second"] = report["megapixels_per_second"]
     if "iou" in report:
         values.update(flatten_scores(report, plan.model.card.class_names))
+    if "per_image" in report:
+        values["per_image_mean_iou"] = report["per_image"]["mean_iou"]
+        values["per_image_mean_dice"] = report["per_image"]["mean_dice"]
+    for row in report.get("objects") or []:
+        if row["threshold"] in (0.5, 0.75, 0.9):
+            values[f"object_f1_at_{row['threshold']:.2f}"] = row["f1"]
     for part, prefix in (("seam_band", "seam_"), ("interior", "interior_")):
         if part in report and report[part]["pixels"]:
             values[f"{prefix}mean_dice"] = report[part]["mean_dice"]

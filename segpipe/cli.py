@@ -22,6 +22,7 @@ DEMO_SIZE = 4096
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from the ephemeral server
     parser = _parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
@@ -63,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--chunk", type=int, default=1024, help="pixels per chunk edge read at a time")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_eval)
+
+    report = commands.add_parser("report", help="compare MLflow batch runs side by side (which model won)")
+    report.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="batch runs to compare (default: latest)")
+    report.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    report.add_argument("--experiment", default="segpipe", help="with no RUN_ID: its latest batch runs")
+    report.add_argument("--last", type=int, default=5, help="with no RUN_ID: how many runs (default 5)")
+    report.add_argument("--json", action="store_true", help="print the runs as JSON")
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -183,6 +192,16 @@ def _eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         _print_scores("eval", result, [f"class_{k}" for k in range(len(result["iou"]))])
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from segpipe.reports import compare_runs
+    from segpipe.tracking import default_tracking_uri, fetch_runs
+
+    tracking_uri = args.tracking_uri or default_tracking_uri(Path.cwd())
+    runs = fetch_runs(tracking_uri, args.run_ids, args.experiment, args.last)
+    print(json.dumps(runs, indent=2) if args.json else compare_runs(runs))
     return 0
 
 

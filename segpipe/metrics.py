@@ -1,62 +1,290 @@
 """Segmentation metrics from confusion matrices. Pure numpy; chunk matrices sum to the whole-image matrix.
 
-Conventions:
-- ``confusion[t, p]`` counts pixels of truth class ``t`` predicted as ``p``.
-- Pixels whose truth equals ``ignore_index`` are left out of every count.
-- IoU_k = TP / (TP + FP + FN);  Dice_k = 2 TP / (2 TP + FP + FN).
-- A class absent from both truth and prediction (TP + FP + FN = 0) has no defined score: it is NaN (``null``
-  in JSON) and left out of the means, which average the classes that occur.
+Definitions, per class k, from ``confusion[t, p]`` (pixels of truth class ``t`` predicted as ``p``):
+
+- TP = confusion[k, k], FP = column sum - TP, FN = row sum - TP.
+- IoU = TP / (TP + FP + FN);  Dice (= F1) = 2 TP / (2 TP + FP + FN) = 2 IoU / (1 + IoU).
+- precision = TP / (TP + FP);  recall = TP / (TP + FN);  pixel accuracy = trace / total.
+- frequency-weighted IoU = sum_k (truth pixels of k / all truth pixels) * IoU_k.
+- Means (``mean_iou``, ``mean_dice``, ``mean_precision``, ``mean_recall``) are macro means over the classes
+  that *occur*: present in the truth or in the prediction (TP + FP + FN > 0).
+
+Conventions, and what torchmetrics 1.9 and MONAI 1.6 do (checked in tests/unit/test_metrics_reference.py):
+
+- Pixels whose truth equals ``ignore_index`` are left out of every count, before the matrix is built.
+  torchmetrics (``ignore_index=``) agrees. If ``ignore_index`` is itself one of the classes, that class keeps
+  no truth pixels, so it scores 0 wherever it is predicted; torchmetrics does the same per class, its F1,
+  precision and recall keep it in the macro mean like segpipe, but its Jaccard index drops it from the macro
+  mean. Use a label outside 0..K-1 (e.g. 255) as the void label to avoid the question.
+- A class absent from both truth and prediction has no score: every metric is NaN (``null`` in JSON) and the
+  class is left out of the means. torchmetrics (``average=None``) reports ``zero_division`` (0 or 1) for it
+  instead, but its ``average="macro"`` also skips it, so segpipe's means equal torchmetrics' macro means.
+  MONAI (``compute_iou`` / ``DiceMetric``, ``ignore_empty=True``, the default) also gives NaN.
+- A class present in the prediction but not in the truth (an image with no truth pixels of that class)
+  scores IoU = Dice = precision = 0 and recall = 0 (0/0 taken as 0 because the class occurs), and counts in
+  the means: false positives on an empty image are errors. torchmetrics (``zero_division=0``, the default)
+  agrees per class and in the macro mean. MONAI differs: with ``ignore_empty=True`` any class with empty
+  truth is NaN and skipped (false positives go unpunished); with ``ignore_empty=False`` it is 0, as here
+  (and 1 for a class absent from both).
+- A class present in the truth but never predicted has precision 0 (0/0 taken as 0), like torchmetrics.
+- All pixels ignored (an all-zero matrix): every per-class score and every mean is NaN, ``pixel_accuracy`` is
+  NaN, ``pixels`` is 0. torchmetrics gives ``zero_division`` per class and NaN (Jaccard) or 0 (F1) as macro.
+- ``frequency_weighted_iou`` equals torchmetrics' ``MulticlassJaccardIndex(average="weighted")``.
+- MONAI's ``DiceMetric(reduction="mean")`` averages the classes present in the truth, so it leaves out the
+  false-positive-only classes that segpipe's ``mean_dice`` counts as 0.
+- Batches (``batch_aggregates``): ``micro`` scores the summed matrix (every pixel weighs the same, as
+  torchmetrics accumulating over batches); ``per_image`` averages each image's scores over the images where
+  they are defined (NaN skipped), so an image where a class is absent from truth and prediction does not
+  count for that class, and an image whose pixels are all ignored counts for nothing. Per class this is
+  MONAI's ``DiceMetric(reduction="mean_batch")`` (up to the empty-truth convention above); the per-image
+  ``mean_*`` average each image's macro mean, whereas MONAI's ``reduction="mean"`` pools all defined
+  (image, class) values.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from segpipe.errors import InputError
 
+BLOCK = 1 << 20
+"""Pixels per block in ``confusion_matrix``: a block's codes (1 byte each) stay in cache."""
+
+PER_CLASS = ("iou", "dice", "precision", "recall")
+MEANS = ("mean_iou", "mean_dice", "mean_precision", "mean_recall", "pixel_accuracy", "frequency_weighted_iou")
+
 
 def confusion_matrix(
     truth: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int | None = None
 ) -> np.ndarray:
-    """(K, K) int64 confusion matrix of two equally shaped label arrays."""
-    truth = truth.reshape(-1).astype(np.int64, copy=False)
-    prediction = prediction.reshape(-1).astype(np.int64, copy=False)
+    """(K, K) int64 confusion matrix of two equally shaped label arrays.
+
+    Raises:
+        InputError: a truth (not ignored) or prediction label lies outside 0..K-1.
+    """
+    truth, prediction = np.ravel(truth), np.ravel(prediction)
+    if truth.shape != prediction.shape:
+        raise InputError(f"truth has {truth.size} pixels but prediction has {prediction.size}")
+    _check_prediction(prediction, num_classes)
+    if _small_int(truth.dtype) and _small_int(prediction.dtype) and (num_classes + 2) * num_classes < 1 << 16:
+        return _confusion_by_codes(truth, prediction, num_classes, ignore_index)
+    return _confusion_general(truth, prediction, num_classes, ignore_index)
+
+
+def _small_int(dtype: np.dtype) -> bool:
+    return dtype.kind in "uib" and dtype.itemsize <= 2
+
+
+def _check_prediction(prediction: np.ndarray, num_classes: int) -> None:
+    if not prediction.size:
+        return
+    low = 0 if prediction.dtype.kind in "ub" else prediction.min()
+    if low < 0 or prediction.max() >= num_classes:
+        raise InputError(f"prediction label outside 0..{num_classes - 1}")
+
+
+def _confusion_by_codes(
+    truth: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int | None
+) -> np.ndarray:
+    """Count the codes ``row(truth) + prediction`` block by block, in uint8 when (K + 2) K <= 256.
+
+    ``row`` is ``truth * K`` when every truth label is a class and none is ignored (checked first: two fast
+    passes); otherwise a lookup table that also sends ignored pixels to row K and labels outside the classes
+    to row K + 1, which raises."""
+    k = num_classes
+    bins = (k + 2) * k
+    direct = truth.dtype.kind in "ub" and truth.size and int(truth.max()) < k and (
+        ignore_index is None or not (truth == ignore_index).any())
+    lut = None if direct else _row_offsets(truth.dtype.str, k, ignore_index)
+    bits = truth.view(f"u{truth.dtype.itemsize}")
+    codes = np.empty(min(BLOCK, truth.size), np.uint8 if bins <= 256 else np.uint16)
+    counts = np.zeros(bins, np.int64)
+    for start in range(0, truth.size, BLOCK):
+        part = codes[: min(BLOCK, truth.size - start)]
+        if lut is None:
+            np.multiply(bits[start : start + part.size], codes.dtype.type(k), out=part, casting="unsafe")
+        else:
+            np.take(lut, bits[start : start + part.size], out=part, mode="clip")
+        np.add(part, prediction[start : start + part.size], out=part, casting="unsafe")
+        counts += _histogram(part, bins)
+    table = counts.reshape(k + 2, k)
+    if table[k + 1].any():
+        _raise_bad_truth(truth, k, ignore_index)
+    return table[:k].copy()
+
+
+def _histogram(codes: np.ndarray, bins: int) -> np.ndarray:
+    """``np.bincount(codes, minlength=bins)``; for many uint8 codes, counted two at a time as uint16 pairs
+    (half the elements to count), then split back by summing the 256 x 256 pair table along each axis."""
+    if codes.dtype != np.uint8 or codes.size < 1 << 16:
+        return np.bincount(codes, minlength=bins)[:bins]
+    even = codes.size - codes.size % 2
+    pairs = np.bincount(codes[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+    counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+    if codes.size % 2:
+        counts[codes[-1]] += 1
+    return counts[:bins]
+
+
+@functools.lru_cache(maxsize=64)
+def _row_offsets(dtype_str: str, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    """Table from every value of a <= 16-bit integer dtype (indexed by its unsigned bit pattern) to
+    ``value * K`` for a class, ``K * K`` for ``ignore_index`` and ``(K + 1) * K`` for anything else; uint8
+    when the codes fit."""
+    dtype = np.dtype(dtype_str)
+    bits = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}")
+    values = bits.view(dtype).astype(np.int64) if dtype.kind != "b" else bits.astype(np.int64)
+    invalid = (num_classes + 1) * num_classes
+    lut = np.where((values >= 0) & (values < num_classes), values * num_classes, invalid)
+    if ignore_index is not None:
+        lut[values == ignore_index] = num_classes * num_classes
+    lut = lut.astype(np.uint8 if (num_classes + 2) * num_classes <= 256 else np.uint16)
+    lut.flags.writeable = False
+    return lut
+
+
+def _confusion_general(
+    truth: np.ndarray, prediction: np.ndarray, num_classes: int, ignore_index: int | None
+) -> np.ndarray:
+    """Any dtype (wide integers, floats truncated as by ``astype``): mask, validate, bincount in int64."""
+    truth = truth.astype(np.int64, copy=False)
     if ignore_index is not None:
         keep = truth != ignore_index
-        truth, prediction = truth[keep], prediction[keep]
+        if not keep.all():
+            truth, prediction = truth[keep], prediction[keep]
     if truth.size and (truth.min() < 0 or truth.max() >= num_classes):
-        bad = int(truth.max() if truth.max() >= num_classes else truth.min())
-        raise InputError(f"truth label {bad} is outside the model's classes 0..{num_classes - 1}")
-    if prediction.size and (prediction.min() < 0 or prediction.max() >= num_classes):
-        raise InputError(f"prediction label outside 0..{num_classes - 1}")
-    counts = np.bincount(truth * num_classes + prediction, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+        _raise_bad_truth(truth, num_classes, None)
+    index = truth * num_classes
+    index += prediction.astype(np.int64, copy=False)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _raise_bad_truth(truth: np.ndarray, num_classes: int, ignore_index: int | None) -> None:
+    values = np.unique(truth).astype(np.int64)
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    bad = int(values.max() if values.max() >= num_classes else values.min())
+    raise InputError(f"truth label {bad} is outside the model's classes 0..{num_classes - 1}")
 
 
 def scores(confusion: np.ndarray) -> dict[str, Any]:
-    """Per-class IoU and Dice, their means over classes that occur, and pixel accuracy."""
-    confusion = confusion.astype(np.float64)
+    """Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel
+    accuracy; frequency-weighted IoU; truth and predicted pixels per class."""
+    per_class = class_scores(confusion)
+    counts = np.asarray(confusion, dtype=np.int64)
+    total = int(counts.sum())
+    return {
+        **{name: per_class[name].tolist() for name in PER_CLASS},
+        **{f"mean_{name}": _nanmean(per_class[name]) for name in PER_CLASS},
+        "pixel_accuracy": float(np.trace(counts) / total) if total else float("nan"),
+        "frequency_weighted_iou": _frequency_weighted(per_class["iou"], counts.sum(axis=1)),
+        "pixels": total,
+        "truth_pixels": counts.sum(axis=1).tolist(),
+        "predicted_pixels": counts.sum(axis=0).tolist(),
+        "confusion_matrix": counts.tolist(),
+    }
+
+
+def class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class ``iou``, ``dice``, ``precision``, ``recall`` as float64 arrays; NaN where a class is absent
+    from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(confusion)
     fp = confusion.sum(axis=0) - tp
     fn = confusion.sum(axis=1) - tp
-    union = tp + fp + fn
+    occurs = tp + fp + fn > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-        dice = np.where(union > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
-    total = confusion.sum()
-    return {
-        "iou": iou.tolist(),
-        "dice": dice.tolist(),
-        "mean_iou": _nanmean(iou),
-        "mean_dice": _nanmean(dice),
-        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
-        "pixels": int(total),
-        "confusion_matrix": confusion.astype(np.int64).tolist(),
-    }
+        return {
+            "iou": np.where(occurs, tp / (tp + fp + fn), np.nan),
+            "dice": np.where(occurs, 2 * tp / (2 * tp + fp + fn), np.nan),
+            "precision": np.where(occurs, np.where(tp + fp > 0, tp / (tp + fp), 0.0), np.nan),
+            "recall": np.where(occurs, np.where(tp + fn > 0, tp / (tp + fn), 0.0), np.nan),
+        }
+
+
+def _frequency_weighted(iou: np.ndarray, truth_pixels: np.ndarray) -> float:
+    total = truth_pixels.sum()
+    if not total:
+        return float("nan")
+    present = truth_pixels > 0
+    return float(np.sum(iou[present] * truth_pixels[present]) / total)
 
 
 def _nanmean(values: np.ndarray) -> float:
     present = values[~np.isnan(values)]
     return float(present.mean()) if present.size else float("nan")
+
+
+def batch_aggregates(confusions: Sequence[np.ndarray]) -> dict[str, Any]:
+    """``micro``: scores of the summed matrix; ``per_image``: each score averaged over the images where it is
+    defined (NaN skipped), with ``images_per_class`` counting the images that scored each class.
+
+    Raises:
+        InputError: no matrices, or matrices of different shapes.
+    """
+    if not confusions:
+        raise InputError("no confusion matrices to aggregate")
+    shapes = {np.shape(c) for c in confusions}
+    if len(shapes) != 1:
+        raise InputError(f"confusion matrices of different shapes: {sorted(shapes)}")
+    stacked = np.stack([np.asarray(c, dtype=np.int64) for c in confusions])
+    each = [scores(c) for c in stacked]
+    per_image: dict[str, Any] = {}
+    for key in PER_CLASS:
+        values = np.array([s[key] for s in each], dtype=np.float64)
+        per_image[key] = _nanmean_columns(values).tolist()
+    scored = ~np.isnan(np.array([s["iou"] for s in each], dtype=np.float64))
+    per_image["images_per_class"] = np.count_nonzero(scored, axis=0).tolist()
+    for key in MEANS:
+        per_image[key] = _nanmean(np.array([s[key] for s in each], dtype=np.float64))
+    return {"micro": scores(stacked.sum(axis=0)), "per_image": per_image, "images": len(each)}
+
+
+def _nanmean_columns(values: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=0)
+
+
+def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = None) -> np.ndarray:
+    """Class labels from instance labels: ``mapping[id]`` for each id (0 maps to 0 unless given); without a
+    mapping every id > 0 is class 1. Returns the smallest unsigned dtype that holds the classes.
+
+    Raises:
+        InputError: a negative id, or an id > 0 missing from ``mapping``.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "uib":
+        raise InputError(f"instance labels must be integers, found {labels.dtype}")
+    if labels.size and labels.dtype.kind == "i" and labels.min() < 0:
+        raise InputError(f"instance id {int(labels.min())} is negative")
+    if mapping is None:
+        return (labels > 0).astype(np.uint8)
+    table = {0: 0, **{int(k): int(v) for k, v in mapping.items()}}
+    if min(table.values()) < 0:
+        raise InputError("class numbers in the instance mapping must be >= 0")
+    ids, index = distinct_ids(labels)
+    missing = [int(i) for i in ids if int(i) not in table]
+    if missing:
+        count = len(missing)
+        raise InputError(f"instance id {missing[0]} has no class in the mapping ({count} ids lack one)")
+    classes = np.array([table[int(i)] for i in ids], dtype=np.min_scalar_type(max(table.values())))
+    return classes[index].reshape(labels.shape)
+
+
+def distinct_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct ids of non-negative integer ``labels`` and each pixel's index into them, flat (a
+    lookup table when the ids are small, a sort otherwise)."""
+    flat = labels.ravel()
+    top = int(flat.max()) if flat.size else 0
+    if top >= max(1 << 24, 4 * flat.size):
+        ids, inverse = np.unique(flat, return_inverse=True)
+        return ids, inverse
+    present = np.bincount(flat.astype(np.intp, copy=False), minlength=top + 1) > 0
+    rank = (np.cumsum(present) - 1).astype(np.min_scalar_type(max(int(present.sum()) - 1, 0)))
+    return np.flatnonzero(present), rank[flat]

@@ -17,8 +17,9 @@ from typing import Any
 
 import dask
 import numpy as np
+import zarr
 
-from segpipe import metrics
+from segpipe import metrics, normalize
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
 from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.evaluation import evaluate_split
@@ -37,7 +38,9 @@ from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, w
 from segpipe.io.progress import ChunkLedger, file_identity, fingerprint
 from segpipe.models.loader import ModelRef, resolve_model, select_device
 from segpipe.normalize import BandStats
-from segpipe.preview import write_preview
+from segpipe.objects import score_objects
+from segpipe.preview import thumbnail, write_preview
+from segpipe.reports import ImageResult, write_report
 from segpipe.tiling import Region, chunk_grid, round_up
 
 
@@ -361,8 +364,55 @@ def evaluate_step(
     split = evaluate_split(open_image(mask), job.truth, plan.model.card.num_classes, config, plan.chunk, executor)
     confusion = split.sum(axis=0)
     seams = {"interior": _brief(metrics.scores(split[0])), "seam_band": _brief(metrics.scores(split[1]))}
-    return {"confusion": confusion, "scores": {**metrics.scores(confusion), **seams},
-            "seconds": time.perf_counter() - start}
+    result = {"confusion": confusion, "scores": {**metrics.scores(confusion), **seams}}
+    if config.truth_instances:
+        result["scores"]["objects"] = object_step(job, mask)
+    return {**result, "seconds": time.perf_counter() - start}
+
+
+OBJECT_METRICS_MAX_PIXELS = 64 * 2**20
+
+
+def object_step(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
+    """Object-level matching (stardist-style, IoU thresholds 0.5..0.9) of the mask's connected components
+    against instance truth. Matching needs whole objects, so it reads both images whole: it is skipped
+    (None) above OBJECT_METRICS_MAX_PIXELS."""
+    truth = job.truth
+    if truth is None or truth.height * truth.width > OBJECT_METRICS_MAX_PIXELS:
+        return None
+    instances = truth.read(0, truth.height, 0, truth.width)[0]
+    predicted = zarr.open_array(mask, mode="r")[:]
+    return score_objects(instances, predicted, foreground=1)
+
+
+def report_step(out: str, jobs: tuple[ImageJob, ...], reports: list[dict[str, Any]],
+                class_names: tuple[str, ...], truth_instances: bool = False, worst: int = 4) -> dict[str, Any]:
+    """Write ``<out>/report/``: per-image CSV, batch summary (CSV, JSON), confusion heatmap, per-class bars
+    and overlays of the ``worst`` images by mean Dice. Returns the paths by role (empty without truths)."""
+    scored = [(job, report) for job, report in zip(jobs, reports, strict=True) if "confusion_matrix" in report]
+    if not scored:
+        return {}
+    results = [ImageResult(job.name, np.asarray(report["confusion_matrix"]), None, report.get("objects"))
+               for job, report in scored]
+    by_name = {job.name: job for job, _ in scored}
+    return write_report(os.path.join(out, "report"), results, class_names,
+                        lambda name: _thumbnails(by_name[name], truth_instances), worst)
+
+
+def _thumbnails(job: ImageJob, truth_instances: bool, max_side: int = 512
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (0..1), prediction and truth thumbnails of a finished image, read chunk by chunk."""
+    if job.truth is None:
+        raise InputError(f"{job.image.path}: no truth to draw an overlay against")
+    store = store_path(job)
+    stats = read_segpipe_attrs(store)["stats"]
+    band0 = BandStats((stats["low"][0],), (stats["high"][0],))
+    image = thumbnail(ingest_io.open_copy(job.image, f"{store}/0"), max_side)
+    image = np.clip(normalize.apply(image[None], band0)[0], 0, 1)
+    truth = thumbnail(job.truth, max_side)
+    if truth_instances:
+        truth = (truth > 0).astype(np.uint8)
+    return image, thumbnail(open_image(mask_path(store)), max_side), truth
 
 
 def _brief(scores: dict[str, Any]) -> dict[str, Any]:

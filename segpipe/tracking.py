@@ -44,6 +44,7 @@ class Tracker(Protocol):
     def start_image(self, name: str, params: dict[str, Any]) -> str: ...
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None: ...
     def log_artifact(self, run_id: str, path: str) -> None: ...
+    def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None: ...
     def end(self, run_id: str, status: str = "FINISHED") -> None: ...
 
 
@@ -62,6 +63,9 @@ class NullTracker:
         return None
 
     def log_artifact(self, run_id: str, path: str) -> None:
+        return None
+
+    def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
         return None
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
@@ -94,7 +98,8 @@ class MlflowTracker:
             raise TrackingError(f"MLflow at {self.tracking_uri}: cannot {what} ({type(exc).__name__}: {exc})") from None
 
     def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
-        run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, "batch")
+        name = f"{params.get('model', 'batch')} {params.get('stitch', '')} x{len(params.get('images', []))}"
+        run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
         self.batch_run_id = run.info.run_id
         self._log_params(self.batch_run_id, params)
         return self.batch_run_id
@@ -121,6 +126,9 @@ class MlflowTracker:
     def log_artifact(self, run_id: str, path: str) -> None:
         self._call("log artifact", self.client.log_artifact, run_id, path)
 
+    def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
+        self._call("log artifacts", self.client.log_artifacts, run_id, directory, artifact_path)
+
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self._call("end run", self.client.set_terminated, run_id, status)
 
@@ -140,3 +148,29 @@ def flatten_scores(scores: dict[str, Any], class_names: tuple[str, ...], prefix:
     for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
         flat[f"{prefix}{key}"] = scores[key]
     return flat
+
+
+def fetch_runs(tracking_uri: str, run_ids: list[str], experiment: str | None = None,
+               limit: int = 10) -> list[dict[str, Any]]:
+    """Runs as ``{run_id, name, params, metrics}``: the given ids, or else the latest ``limit`` batch runs
+    (runs without a parent) of ``experiment``."""
+    from mlflow.tracking import MlflowClient
+
+    check_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        if run_ids:
+            runs = [client.get_run(run_id) for run_id in run_ids]
+        else:
+            found = client.get_experiment_by_name(experiment or DEFAULT_EXPERIMENT)
+            if found is None:
+                raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: no experiment {experiment!r}")
+            runs = [r for r in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
+                                                  max_results=limit * 20)
+                    if "mlflow.parentRunId" not in r.data.tags][:limit]
+    except TrackingError:
+        raise
+    except Exception as exc:  # MlflowException for an unknown id, connection errors...
+        raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot read runs ({exc})") from None
+    return [{"run_id": r.info.run_id, "name": r.info.run_name, "params": dict(r.data.params),
+             "metrics": dict(r.data.metrics)} for r in runs]

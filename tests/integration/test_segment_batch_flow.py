@@ -67,6 +67,19 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
         assert artifacts == {"metrics.json", "preview.png"}
     batch_json = json.loads((tmp_path / "out" / "batch.json").read_text())
     assert batch_json["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
+    per_image_mean = np.nanmean([scores(c)["mean_dice"] for c in confusions])
+    assert report["batch"]["per_image"]["mean_dice"] == pytest.approx(per_image_mean)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/per_image.csv", "report/summary.csv", "report/summary.json", "report/confusion.png",
+            "report/class_scores.png"} <= logged
+    assert len([p for p in logged if p.startswith("report/worst_")]) == 2  # overlays of the two images
+    rows = (tmp_path / "out" / "report" / "per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("image,") and len(rows) == 3
+
+    from tests.bad_inputs import invoke
+
+    code, _ = invoke(["report", parent.info.run_id, "--tracking-uri", tracking_uri])
+    assert code == 0
 
 
 def test_model_is_loaded_once_per_worker(tmp_path: Path, dask_cluster: str) -> None:
@@ -90,6 +103,10 @@ def test_real_nuclei_are_segmented(tmp_path: Path, real_nuclei: tuple[str, str],
     report = segment_batch([image], [truth], settings, scheduler=dask_cluster)
     (entry,) = report["images"]
     assert entry["dice"][1] > 0.85, entry
+    thresholds = [row["threshold"] for row in entry["objects"]]
+    assert thresholds == pytest.approx([0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9])
+    assert entry["objects"][0]["f1"] > 0.5 and entry["objects"][0]["f1"] >= entry["objects"][-1]["f1"]
+    assert report["batch"]["objects"][0]["tp"] == entry["objects"][0]["tp"]
     truth_fg = tifffile.imread(truth) > 0
     predicted = zarr.open_array(entry["mask"], mode="r")[:]
     assert np.isclose(entry["dice"][1], 2 * np.sum(truth_fg & (predicted == 1)) / (truth_fg.sum() + (predicted == 1).sum()))

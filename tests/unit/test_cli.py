@@ -139,3 +139,27 @@ def test_eval_json_with_ignore_index_and_num_classes(workdir, capsys) -> None:
     result = json.loads(captured.out)
     assert result["confusion_matrix"] == confusion_matrix(truth, prediction, 2, ignore_index=255).tolist()
     assert result["pixels"] == 15 * 30
+
+
+def test_report_compares_runs_and_marks_the_best(tmp_path, capsys) -> None:
+    """``segpipe report`` reads batch runs back from MLflow and prints one column per run."""
+    from mlflow.tracking import MlflowClient
+
+    from segpipe.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("cmp", artifact_location=(tmp_path / "a").as_uri())
+    ids = []
+    for name, dice in (("model-a", 0.81), ("model-b", 0.92)):
+        run = client.create_run(experiment, run_name=name)
+        client.log_param(run.info.run_id, "model", name)
+        client.log_metric(run.info.run_id, "mean_dice", dice)
+        ids.append(run.info.run_id)
+    assert main(["report", *ids, "--tracking-uri", uri]) == 0
+    table = capsys.readouterr().out
+    assert "model-a" in table and "model-b" in table
+    row = next(line for line in table.splitlines() if line.startswith("mean_dice"))
+    assert row.split()[1:] == ["0.8100", "0.9200*"]
+    assert main(["report", "--experiment", "cmp", "--tracking-uri", uri]) == 0  # latest runs, no ids
+    assert main(["report", "no-such-run", "--tracking-uri", uri]) == 5
