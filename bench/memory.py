@@ -60,9 +60,13 @@ def measure(size: int, workdir: Path) -> dict[str, float]:
     started = time.perf_counter()
     with PeakRss() as rss:
         report = segment_batch([str(image)], [str(truth)], settings, workers=2)
-    return {"megapixels": size * size / 1e6, "seconds": time.perf_counter() - started,
-            "peak_tree_rss_mib": rss.peak_total / 2**20, "peak_process_rss_mib": rss.peak_single / 2**20,
-            "mean_dice": report["images"][0]["mean_dice"]}
+    return {
+        "megapixels": size * size / 1e6,
+        "seconds": time.perf_counter() - started,
+        "peak_tree_rss_mib": rss.peak_total / 2**20,
+        "peak_process_rss_mib": rss.peak_single / 2**20,
+        "mean_dice": report["images"][0]["mean_dice"],
+    }
 
 
 def main() -> None:
@@ -73,9 +77,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {str(size): measure(size, Path(tmp)) for size in args.sizes}
     smallest, largest = runs[str(min(args.sizes))], runs[str(max(args.sizes))]
-    result = {"benchmark": "memory", "runs": runs, "cpus": os.cpu_count(),
-              "pixel_ratio": largest["megapixels"] / smallest["megapixels"],
-              "ratio_largest_to_smallest": largest["peak_tree_rss_mib"] / smallest["peak_tree_rss_mib"]}
+    result = {
+        "benchmark": "memory",
+        "runs": runs,
+        "cpus": os.cpu_count(),
+        "pixel_ratio": largest["megapixels"] / smallest["megapixels"],
+        "ratio_largest_to_smallest": largest["peak_tree_rss_mib"] / smallest["peak_tree_rss_mib"],
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -72,14 +72,15 @@ def compare(pairs: list[tuple[np.ndarray, np.ndarray]], classes: int, repeat: in
 
     def functional() -> list[tuple[list[float], list[float]]]:
         options: dict[str, Any] = {"num_classes": classes, "average": None, "validate_args": False}
-        return [(multiclass_jaccard_index(p, t, **options).tolist(),
-                 multiclass_f1_score(p, t, **options).tolist()) for t, p in tensors]
+        return [
+            (multiclass_jaccard_index(p, t, **options).tolist(), multiclass_f1_score(p, t, **options).tolist())
+            for t, p in tensors
+        ]
 
     seconds, mine = best_of(repeat, ours)
     seconds_modules, theirs = best_of(repeat, modules)
     seconds_functional, fast = best_of(repeat, functional)
-    difference = max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in
-                     [(mine, theirs), (mine, fast)])
+    difference = max(float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in [(mine, theirs), (mine, fast)])
     return {
         "classes": classes,
         "megapixels": megapixels,
@@ -114,9 +115,16 @@ def time_objects(size: int, seeds: int, repeat: int) -> dict[str, Any]:
     seconds, rows = best_of(repeat, lambda: object_metrics(truth, prediction))
     label_seconds, _ = best_of(repeat, lambda: label_objects(np.roll(truth > 0, 1, axis=0)))
     first = rows[0]
-    return {"size": size, "true_objects": first["n_true"], "predicted_objects": first["n_pred"],
-            "thresholds": len(rows), "object_metrics_seconds": seconds,
-            "label_objects_seconds": label_seconds, "f1_at_0.5": first["f1"], "f1_at_0.9": rows[-1]["f1"]}
+    return {
+        "size": size,
+        "true_objects": first["n_true"],
+        "predicted_objects": first["n_pred"],
+        "thresholds": len(rows),
+        "object_metrics_seconds": seconds,
+        "label_objects_seconds": label_seconds,
+        "f1_at_0.5": first["f1"],
+        "f1_at_0.9": rows[-1]["f1"],
+    }
 
 
 def main() -> None:

@@ -33,8 +33,11 @@ def run(images: list[tuple[str, str, bool]], chunk: int, workdir: Path) -> dict:
     results: dict = {}
     for mode, tiling in MODES.items():
         for image, truth, instances in images:
-            settings = {"out": str(workdir / mode), "tiling": {"chunk": chunk, **tiling},
-                        "evaluation": {"truth_instances": instances}}
+            settings = {
+                "out": str(workdir / mode),
+                "tiling": {"chunk": chunk, **tiling},
+                "evaluation": {"truth_instances": instances},
+            }
             entry = segment_batch([image], [truth], settings, workers=2)["images"][0]
             results.setdefault(mode, {})[Path(image).stem] = {
                 "mean_dice": entry["mean_dice"],
@@ -63,8 +66,13 @@ def main() -> None:
         mosaic, mosaic_truth = write_nuclei_mosaic(args.cache, work / "data", args.repeats)
         sample, sample_truth = write_sample(work / "data", 512 * args.repeats, seed=0)
         images = [(str(mosaic), str(mosaic_truth), False), (str(sample), str(sample_truth), False)]
-        result = {"benchmark": "seams", "chunk": args.chunk, "seam_band_pixels_wide": 8,
-                  "size": 512 * args.repeats, "modes": run(images, args.chunk, work)}
+        result = {
+            "benchmark": "seams",
+            "chunk": args.chunk,
+            "seam_band_pixels_wide": 8,
+            "size": 512 * args.repeats,
+            "modes": run(images, args.chunk, work),
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -46,9 +46,12 @@ def end_to_end(size: int, workdir: Path, batch_size: int) -> dict[str, float]:
     settings = {"out": str(workdir / "out"), "inference": {"batch_size": batch_size}}
     report = segment_batch([str(image)], [str(truth)], settings)
     entry = report["images"][0]
-    return {"infer_megapixels_per_second": entry["megapixels_per_second"],
-            "flow_megapixels_per_second": report["batch"]["megapixels_per_second"],
-            "seconds": entry["seconds"], "mean_dice": entry["mean_dice"]}
+    return {
+        "infer_megapixels_per_second": entry["megapixels_per_second"],
+        "flow_megapixels_per_second": report["batch"]["megapixels_per_second"],
+        "seconds": entry["seconds"],
+        "mean_dice": entry["mean_dice"],
+    }
 
 
 def main() -> None:

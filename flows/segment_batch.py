@@ -29,8 +29,8 @@ from segpipe.io.images import ImageSource
 from segpipe.io.progress import read_done, write_done
 from segpipe.metrics import batch_aggregates
 from segpipe.metrics import scores as compute_scores
-from segpipe.objects import sum_object_metrics
 from segpipe.normalize import BandStats
+from segpipe.objects import sum_object_metrics
 from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
 
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
@@ -58,32 +58,54 @@ def ingest(job: pipeline.ImageJob, chunk: int, executor: Executor) -> dict[str, 
 
 
 @task(name="infer", retries=1, **RETRY)
-def infer(job: pipeline.ImageJob, tiled: ImageSource, stats: BandStats, plan: pipeline.BatchPlan,
-          settings: pipeline.RunSettings, executor: Executor) -> dict[str, Any]:
+def infer(
+    job: pipeline.ImageJob,
+    tiled: ImageSource,
+    stats: BandStats,
+    plan: pipeline.BatchPlan,
+    settings: pipeline.RunSettings,
+    executor: Executor,
+) -> dict[str, Any]:
     return pipeline.infer_step(job, tiled, stats, plan, settings.inference, executor)
 
 
 @task(name="finalize", retries=1, **RETRY)
-def finalize(job: pipeline.ImageJob, plan: pipeline.BatchPlan, stats: BandStats, settings: pipeline.RunSettings,
-             executor: Executor) -> dict[str, Any]:
+def finalize(
+    job: pipeline.ImageJob,
+    plan: pipeline.BatchPlan,
+    stats: BandStats,
+    settings: pipeline.RunSettings,
+    executor: Executor,
+) -> dict[str, Any]:
     return pipeline.finalize_step(job, plan, stats, settings.export_tiff, executor)
 
 
 @task(name="evaluate", retries=2, **RETRY)
-def evaluate(job: pipeline.ImageJob, mask: str, plan: pipeline.BatchPlan, settings: pipeline.RunSettings,
-             executor: Executor) -> dict[str, Any]:
+def evaluate(
+    job: pipeline.ImageJob, mask: str, plan: pipeline.BatchPlan, settings: pipeline.RunSettings, executor: Executor
+) -> dict[str, Any]:
     return pipeline.evaluate_step(job, mask, plan, settings.evaluation, executor)
 
 
 @task(name="report", retries=1, **RETRY)
-def write_reports(plan: pipeline.BatchPlan, settings: pipeline.RunSettings, reports: list[dict[str, Any]]) -> dict[str, Any]:
-    return pipeline.report_step(settings.out, plan.jobs, reports, plan.model.card.class_names,
-                                settings.evaluation.truth_instances)
+def write_reports(
+    plan: pipeline.BatchPlan, settings: pipeline.RunSettings, reports: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return pipeline.report_step(
+        settings.out, plan.jobs, reports, plan.model.card.class_names, settings.evaluation.truth_instances
+    )
 
 
 @task(name="log-batch", retries=2, **RETRY)
-def log_batch(tracking_uri: str, experiment: str, artifact_root: str | None, plan: pipeline.BatchPlan,
-              params: dict[str, Any], batch: dict[str, Any], reports: list[dict[str, Any]]) -> dict[str, Any]:
+def log_batch(
+    tracking_uri: str,
+    experiment: str,
+    artifact_root: str | None,
+    plan: pipeline.BatchPlan,
+    params: dict[str, Any],
+    batch: dict[str, Any],
+    reports: list[dict[str, Any]],
+) -> dict[str, Any]:
     """One parent run for the batch, a nested run per image; returns the run ids."""
     tracker: Tracker = MlflowTracker(tracking_uri, experiment, artifact_root)
     batch_run = tracker.start_batch(params, _lineage_tags(plan))
@@ -102,8 +124,13 @@ def log_batch(tracking_uri: str, experiment: str, artifact_root: str | None, pla
 
 
 def _log_image(tracker: Tracker, plan: pipeline.BatchPlan, job: pipeline.ImageJob, report: dict[str, Any]) -> str:
-    params = {"image": job.image.path, "truth": job.truth.path if job.truth else "",
-              "shape_cyx": job.image.shape, "dtype": job.image.dtype, "resumed_from_done": report.get("skipped", False)}
+    params = {
+        "image": job.image.path,
+        "truth": job.truth.path if job.truth else "",
+        "shape_cyx": job.image.shape,
+        "dtype": job.image.dtype,
+        "resumed_from_done": report.get("skipped", False),
+    }
     run_id = tracker.start_image(job.name, params)
     tracker.log_metrics(run_id, _metrics(report, plan))
     for leaf in ("metrics.json", "preview.png"):
@@ -119,8 +146,9 @@ def _end_quietly(tracker: Tracker, run_id: str) -> None:
         pass
 
 
-def process_image(job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pipeline.RunSettings,
-                  executor: Executor) -> dict[str, Any]:
+def process_image(
+    job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pipeline.RunSettings, executor: Executor
+) -> dict[str, Any]:
     """Every stage of one image; writes metrics.json, preview.png and, last, done.json. A finished image
     (done.json with this run's fingerprint) is not recomputed."""
     done = read_done(job.out_dir)
@@ -130,12 +158,16 @@ def process_image(job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pi
     inferred = infer(job, ingested["source"], ingested["stats"], plan, settings, executor)
     final = finalize(job, plan, ingested["stats"], settings, executor)
     report: dict[str, Any] = {
-        "image": job.image.path, "truth": job.truth.path if job.truth else None, "mask": final["mask"],
+        "image": job.image.path,
+        "truth": job.truth.path if job.truth else None,
+        "mask": final["mask"],
         "ome_zarr": final["store"],
         **{key: final[key] for key in ("tiff", "probabilities") if key in final},
-        "shape_cyx": list(job.image.shape), "megapixels": inferred["megapixels"],
+        "shape_cyx": list(job.image.shape),
+        "megapixels": inferred["megapixels"],
         "megapixels_per_second": inferred["megapixels_per_second"],
-        "chunks": inferred["chunks"], "chunks_computed": inferred["chunks_computed"],
+        "chunks": inferred["chunks"],
+        "chunks_computed": inferred["chunks_computed"],
         "seconds": {"ingest": ingested["seconds"], "infer": inferred["seconds"], "finalize": final["seconds"]},
     }
     if job.truth is not None:
@@ -191,8 +223,13 @@ def segment_batch(
         run_ids = log_batch(tracking_uri, experiment, artifact_root, plan, params, batch, reports)
     for report, run_id in zip(reports, run_ids["images"], strict=True):
         report["mlflow_run_id"] = run_id
-    return {"images": reports, "batch": batch, "mlflow_run_id": run_ids["batch"],
-            "tracking_uri": public_uri(tracking_uri or ""), "out": run_settings.out}
+    return {
+        "images": reports,
+        "batch": batch,
+        "mlflow_run_id": run_ids["batch"],
+        "tracking_uri": public_uri(tracking_uri or ""),
+        "out": run_settings.out,
+    }
 
 
 def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
@@ -217,23 +254,39 @@ def _with_torch_threads(settings: pipeline.RunSettings, workers: int) -> pipelin
     return replace(settings, inference=replace(settings.inference, torch_threads=threads))
 
 
-def _batch_params(plan: pipeline.BatchPlan, settings: pipeline.RunSettings, workers: int,
-                  scheduler: str | None) -> dict[str, Any]:
-    return {"model": plan.model.card.name, "model_path": plan.model.path, "model_format": plan.model.format,
-            "chunk": plan.chunk, "tile": plan.tile, "halo": plan.halo, "stitch": plan.tiling.stitch,
-            "overlap": plan.tiling.overlap, "pad_mode": plan.tiling.pad_mode,
-            "batch_size": settings.inference.batch_size, "device": settings.inference.device,
-            "torch_threads": settings.inference.torch_threads, "workers": workers,
-            "scheduler": public_uri(scheduler) if scheduler else "LocalCluster",
-            "images": [j.image.path for j in plan.jobs],
-            "truths": [j.truth.path if j.truth else "" for j in plan.jobs], "out": settings.out,
-            "ignore_index": settings.evaluation.ignore_index,
-            "truth_instances": settings.evaluation.truth_instances}
+def _batch_params(
+    plan: pipeline.BatchPlan, settings: pipeline.RunSettings, workers: int, scheduler: str | None
+) -> dict[str, Any]:
+    return {
+        "model": plan.model.card.name,
+        "model_path": plan.model.path,
+        "model_format": plan.model.format,
+        "chunk": plan.chunk,
+        "tile": plan.tile,
+        "halo": plan.halo,
+        "stitch": plan.tiling.stitch,
+        "overlap": plan.tiling.overlap,
+        "pad_mode": plan.tiling.pad_mode,
+        "batch_size": settings.inference.batch_size,
+        "device": settings.inference.device,
+        "torch_threads": settings.inference.torch_threads,
+        "workers": workers,
+        "scheduler": public_uri(scheduler) if scheduler else "LocalCluster",
+        "images": [j.image.path for j in plan.jobs],
+        "truths": [j.truth.path if j.truth else "" for j in plan.jobs],
+        "out": settings.out,
+        "ignore_index": settings.evaluation.ignore_index,
+        "truth_instances": settings.evaluation.truth_instances,
+    }
 
 
 def _lineage_tags(plan: pipeline.BatchPlan) -> dict[str, str]:
-    tags = {"segpipe.version": segpipe.__version__, "segpipe.model_sha256": plan.model.sha256,
-            "segpipe.model_card": str(asdict(plan.model.card)), "python": platform.python_version()}
+    tags = {
+        "segpipe.version": segpipe.__version__,
+        "segpipe.model_sha256": plan.model.sha256,
+        "segpipe.model_card": str(asdict(plan.model.card)),
+        "python": platform.python_version(),
+    }
     for i, job in enumerate(plan.jobs):
         tags[f"segpipe.input.{i}.fingerprint"] = job.done_key
     return tags
@@ -241,10 +294,14 @@ def _lineage_tags(plan: pipeline.BatchPlan) -> dict[str, str]:
 
 def _batch_report(reports: list[dict[str, Any]], plan: pipeline.BatchPlan, seconds: float) -> dict[str, Any]:
     megapixels = sum(r["megapixels"] for r in reports)
-    batch: dict[str, Any] = {"images": len(reports), "megapixels": megapixels, "seconds": seconds,
-                             "megapixels_per_second": megapixels / seconds if seconds else 0.0,
-                             "images_skipped": sum(bool(r.get("skipped")) for r in reports),
-                             "class_names": list(plan.model.card.class_names)}
+    batch: dict[str, Any] = {
+        "images": len(reports),
+        "megapixels": megapixels,
+        "seconds": seconds,
+        "megapixels_per_second": megapixels / seconds if seconds else 0.0,
+        "images_skipped": sum(bool(r.get("skipped")) for r in reports),
+        "class_names": list(plan.model.card.class_names),
+    }
     scored = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in reports if "confusion_matrix" in r]
     if scored:
         batch.update(_public(compute_scores(np.sum(scored, axis=0))))  # micro: every pixel weighs the same

@@ -79,11 +79,19 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="Zarr chunk / task edge in pixels (default 1024)")
     parser.add_argument("--tile", type=int, default=256, help="model input edge inside a chunk (default 256)")
     parser.add_argument("--halo", type=int, help="trim: context pixels per side, trimmed after (default: model's)")
-    parser.add_argument("--stitch", choices=STITCH_MODES, default="trim",
-                        help="trim: keep tile centres (default); gaussian: blend overlapping windows")
+    parser.add_argument(
+        "--stitch",
+        choices=STITCH_MODES,
+        default="trim",
+        help="trim: keep tile centres (default); gaussian: blend overlapping windows",
+    )
     parser.add_argument("--overlap", type=float, default=0.5, help="gaussian: window overlap in [0, 1) (0.5)")
-    parser.add_argument("--pad-mode", choices=PAD_MODES, default="symmetric",
-                        help="how the image is extended past its border (default symmetric mirror)")
+    parser.add_argument(
+        "--pad-mode",
+        choices=PAD_MODES,
+        default="symmetric",
+        help="how the image is extended past its border (default symmetric mirror)",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
@@ -91,22 +99,40 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("--export-tiff", action="store_true",
-                        help="also write each mask as a tiled (Geo)TIFF, with the input's georeferencing")
-    parser.add_argument("--save-probabilities", action="store_true",
-                        help="also store class probabilities (K, Y, X) float16 in the OME-Zarr")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace masks in the output made with another model, input or settings")
+    parser.add_argument(
+        "--export-tiff",
+        action="store_true",
+        help="also write each mask as a tiled (Geo)TIFF, with the input's georeferencing",
+    )
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also store class probabilities (K, Y, X) float16 in the OME-Zarr",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace masks in the output made with another model, input or settings",
+    )
     if with_io:
-        parser.add_argument("--trust-model-pickle", action="store_true",
-                            help="allow a fully pickled torch model (runs its code: only for files you made)")
+        parser.add_argument(
+            "--trust-model-pickle",
+            action="store_true",
+            help="allow a fully pickled torch model (runs its code: only for files you made)",
+        )
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
         parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
 
 
 def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
-    tiling = {"chunk": args.chunk, "tile": args.tile, "halo": args.halo, "stitch": args.stitch,
-              "overlap": args.overlap, "pad_mode": args.pad_mode}
+    tiling = {
+        "chunk": args.chunk,
+        "tile": args.tile,
+        "halo": args.halo,
+        "stitch": args.stitch,
+        "overlap": args.overlap,
+        "pad_mode": args.pad_mode,
+    }
     TilingConfig(**tiling)  # validate now, before anything starts
     InferenceConfig(batch_size=args.batch_size, device=args.device)
     if args.workers is not None and args.workers <= 0:
@@ -146,8 +172,9 @@ def _run(args: argparse.Namespace) -> int:
     return _launch(args, args.images, args.truth, settings, Path.cwd())
 
 
-def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any],
-            tracking_dir: Path) -> int:
+def _launch(
+    args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any], tracking_dir: Path
+) -> int:
     from segpipe import pipeline
     from segpipe.tracking import check_tracking_uri, default_tracking_uri
 
@@ -156,12 +183,21 @@ def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | Non
     from flows.segment_batch import segment_batch, settings_from_dict
 
     plan = pipeline.plan_batch(images, truths, settings_from_dict(settings))  # fail fast, write nothing
-    _log(args, f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
-               f"halo {plan.halo}; MLflow at {tracking_uri}")
+    _log(
+        args,
+        f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
+        f"halo {plan.halo}; MLflow at {tracking_uri}",
+    )
     started = time.perf_counter()
     report = segment_batch(
-        images, truths, settings, workers=args.workers, scheduler=args.scheduler, tracking_uri=tracking_uri,
-        experiment=args.experiment, artifact_root=str(tracking_dir / "mlartifacts"),
+        images,
+        truths,
+        settings,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        tracking_uri=tracking_uri,
+        experiment=args.experiment,
+        artifact_root=str(tracking_dir / "mlartifacts"),
         show_progress=not args.json and sys.stderr.isatty(),
     )
     report["wall_seconds"] = time.perf_counter() - started
@@ -183,8 +219,10 @@ def _eval(args: argparse.Namespace) -> int:
     if (prediction.height, prediction.width) != (truth.height, truth.width):
         from segpipe.errors import InputError
 
-        raise InputError(f"{args.truth}: truth is {truth.height} x {truth.width} but prediction "
-                         f"{args.prediction} is {prediction.height} x {prediction.width}")
+        raise InputError(
+            f"{args.truth}: truth is {truth.height} x {truth.width} but prediction "
+            f"{args.prediction} is {prediction.height} x {prediction.width}"
+        )
     config = EvalConfig(args.ignore_index, args.truth_instances)
     classes = args.num_classes or _largest_label(prediction, truth, args.chunk, config) + 1
     result = finite_or_none(scores(evaluate(prediction, truth, max(classes, 2), config, args.chunk)))

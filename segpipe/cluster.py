@@ -25,7 +25,6 @@ LOCAL_CLUSTER_DEFAULTS: dict[str, Any] = {
 }
 
 
-
 def default_workers() -> int:
     """One worker process per core (2 here); each runs one task at a time."""
     return max(1, os.cpu_count() or 1)

@@ -47,10 +47,12 @@ def chunk_confusion(
     predicted = prediction.read(*region)[0]
     band = seam_band_mask(region, prediction.height, prediction.width, seam_band)
     try:
-        return np.stack([
-            confusion_matrix(truth_labels[~band], predicted[~band], num_classes, config.ignore_index),
-            confusion_matrix(truth_labels[band], predicted[band], num_classes, config.ignore_index),
-        ])
+        return np.stack(
+            [
+                confusion_matrix(truth_labels[~band], predicted[~band], num_classes, config.ignore_index),
+                confusion_matrix(truth_labels[band], predicted[band], num_classes, config.ignore_index),
+            ]
+        )
     except InputError as exc:
         raise InputError(f"{truth.path}: {exc} (at y={region.y0}, x={region.x0})") from None
 

@@ -85,7 +85,9 @@ def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
     zarr.open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
     if job.probabilities_path:
         probabilities = softmax(logits).astype(np.float16)
-        zarr.open_array(job.probabilities_path, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities
+        zarr.open_array(job.probabilities_path, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = (
+            probabilities
+        )
     if job.ledger is not None:
         job.ledger.mark_done(region)
     return {"pixels": float(region.height * region.width), "seconds": time.perf_counter() - start}
@@ -159,8 +161,15 @@ def label_dtype(num_classes: int) -> np.dtype:
 
 def create_probabilities(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:
     """An empty (K, Y, X) float16 Zarr v3 array on the chunk grid for class probabilities."""
-    zarr.create_array(path, shape=(num_classes, height, width), dtype=np.float16, fill_value=0, overwrite=True,
-                      chunks=(num_classes, min(chunk, height), min(chunk, width)), dimension_names=("c", "y", "x"))
+    zarr.create_array(
+        path,
+        shape=(num_classes, height, width),
+        dtype=np.float16,
+        fill_value=0,
+        overwrite=True,
+        chunks=(num_classes, min(chunk, height), min(chunk, width)),
+        dimension_names=("c", "y", "x"),
+    )
 
 
 def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:

@@ -98,8 +98,12 @@ def _confusion_by_codes(
     to row K + 1, which raises."""
     k = num_classes
     bins = (k + 2) * k
-    direct = truth.dtype.kind in "ub" and truth.size and int(truth.max()) < k and (
-        ignore_index is None or not (truth == ignore_index).any())
+    direct = (
+        truth.dtype.kind in "ub"
+        and truth.size
+        and int(truth.max()) < k
+        and (ignore_index is None or not (truth == ignore_index).any())
+    )
     lut = None if direct else _row_offsets(truth.dtype.str, k, ignore_index)
     bits = truth.view(f"u{truth.dtype.itemsize}")
     codes = np.empty(min(BLOCK, truth.size), np.uint8 if bins <= 256 else np.uint16)

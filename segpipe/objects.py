@@ -47,9 +47,7 @@ class ObjectOverlap:
     iou: np.ndarray
 
 
-def label_objects(
-    mask: np.ndarray, connectivity: int = 4, foreground: int | None = None
-) -> tuple[np.ndarray, int]:
+def label_objects(mask: np.ndarray, connectivity: int = 4, foreground: int | None = None) -> tuple[np.ndarray, int]:
     """Connected components (int32 labels 1..n, 0 background) of ``mask == foreground``, or of ``mask > 0``
     when ``foreground`` is None; ``connectivity`` 4 or 8."""
     if connectivity not in (4, 8):
@@ -109,8 +107,9 @@ def _count_pairs(t: np.ndarray, p: np.ndarray, stride: int) -> tuple[np.ndarray,
 def match_objects(overlap: ObjectOverlap, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matched (true ids, predicted ids, IoU) with IoU >= ``threshold`` (>= 0.5), best first."""
     if not 0.5 <= threshold <= 1.0:
-        raise ConfigError(f"object matching threshold must lie in 0.5..1 (greedy matching is exact there), "
-                          f"got {threshold}")
+        raise ConfigError(
+            f"object matching threshold must lie in 0.5..1 (greedy matching is exact there), got {threshold}"
+        )
     keep = overlap.iou >= threshold
     order = np.argsort(-overlap.iou[keep], kind="stable")
     t, p, iou = overlap.true_ids[keep][order], overlap.pred_ids[keep][order], overlap.iou[keep][order]
@@ -130,8 +129,14 @@ def object_metrics(
     for threshold in thresholds:
         _, _, iou = match_objects(overlap, threshold)
         tp = int(iou.size)
-        counts = {"tp": tp, "fp": overlap.n_pred - tp, "fn": overlap.n_true - tp, "n_true": overlap.n_true,
-                  "n_pred": overlap.n_pred, "sum_matched_iou": float(iou.sum())}
+        counts = {
+            "tp": tp,
+            "fp": overlap.n_pred - tp,
+            "fn": overlap.n_true - tp,
+            "n_true": overlap.n_true,
+            "n_pred": overlap.n_pred,
+            "sum_matched_iou": float(iou.sum()),
+        }
         results.append(_rates(float(threshold), counts))
     return results
 

@@ -111,15 +111,19 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
     sources, truth_sources, names = _planes(stacks, truth_stacks)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise InputError(f"{sources[names.index(duplicates[0])].path}: two inputs share the output name "
-                         f"{duplicates[0]!r}")
+        raise InputError(
+            f"{sources[names.index(duplicates[0])].path}: two inputs share the output name {duplicates[0]!r}"
+        )
     _check_writable(settings.out)
     chunk, tile, halo = resolve_tiling(settings.tiling, model)
     stride = window_stride(tile, settings.tiling.overlap, model.card.size_divisor)
     plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride, settings.save_probabilities)
     jobs = tuple(
-        _keyed_job(ImageJob(name, source, truth_sources[i] if truth_sources else None,
-                            os.path.join(settings.out, name)), plan, settings)
+        _keyed_job(
+            ImageJob(name, source, truth_sources[i] if truth_sources else None, os.path.join(settings.out, name)),
+            plan,
+            settings,
+        )
         for i, (name, source) in enumerate(zip(names, sources, strict=True))
     )
     for job in jobs:
@@ -129,8 +133,9 @@ def plan_batch(images: list[str], truths: list[str] | None, settings: RunSetting
     return replace(plan, jobs=jobs)
 
 
-def _planes(stacks: list[ImageSource], truths: list[ImageSource] | None
-            ) -> tuple[list[ImageSource], list[ImageSource] | None, list[str]]:
+def _planes(
+    stacks: list[ImageSource], truths: list[ImageSource] | None
+) -> tuple[list[ImageSource], list[ImageSource] | None, list[str]]:
     """Expand Z/T stacks into one 2-D job per plane, named ``<stem>-z0003``; truth planes pair up in order."""
     sources: list[ImageSource] = []
     truth_planes: list[ImageSource] = []
@@ -138,22 +143,33 @@ def _planes(stacks: list[ImageSource], truths: list[ImageSource] | None
     for i, stack in enumerate(stacks):
         planes = stack.plane_sources()
         sources += planes
-        names += [_image_name(stack.path) + (f"-{p.plane_axis}{p.plane:04d}" if p.plane is not None else "")
-                  for p in planes]
+        names += [
+            _image_name(stack.path) + (f"-{p.plane_axis}{p.plane:04d}" if p.plane is not None else "") for p in planes
+        ]
         if truths:
             truth_planes += truths[i].plane_sources() if truths[i].planes > 1 else [truths[i]] * len(planes)
     return sources, truth_planes if truths else None, names
 
 
 def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJob:
-    ingest_key = fingerprint({"input": file_identity(job.image.path), "plane": job.image.plane,
-                              "chunk": plan.chunk, "version": 1})
-    infer_key = fingerprint({
-        "ingest": ingest_key, "model": plan.model.sha256, "format": plan.model.format,
-        "card": plan.model.card.to_dict(), "tile": plan.tile, "halo": plan.halo, "stride": plan.stride,
-        "tiling": asdict(plan.tiling), "probabilities": plan.save_probabilities,
-        "batch_size": settings.inference.batch_size, "device": select_device(settings.inference.device).type,
-    })
+    ingest_key = fingerprint(
+        {"input": file_identity(job.image.path), "plane": job.image.plane, "chunk": plan.chunk, "version": 1}
+    )
+    infer_key = fingerprint(
+        {
+            "ingest": ingest_key,
+            "model": plan.model.sha256,
+            "format": plan.model.format,
+            "card": plan.model.card.to_dict(),
+            "tile": plan.tile,
+            "halo": plan.halo,
+            "stride": plan.stride,
+            "tiling": asdict(plan.tiling),
+            "probabilities": plan.save_probabilities,
+            "batch_size": settings.inference.batch_size,
+            "device": select_device(settings.inference.device).type,
+        }
+    )
     truth = {"file": file_identity(job.truth.path), "plane": job.truth.plane} if job.truth else None
     done_key = fingerprint({"infer": infer_key, "truth": truth, "evaluation": asdict(settings.evaluation)})
     return replace(job, ingest_key=ingest_key, infer_key=infer_key, done_key=done_key)
@@ -164,23 +180,29 @@ def _scan_contents(job: ImageJob, model: ModelRef, config: EvalConfig, chunk: in
     if np.dtype(job.image.dtype).kind == "f":
         scan = scan_image(job.image, chunk)
         if scan.nonfinite:
-            raise InputError(f"{job.image.path}: {scan.nonfinite} pixel(s) are NaN or infinite; "
-                             "segpipe refuses them (replace them, e.g. by 0, before segmenting)")
+            raise InputError(
+                f"{job.image.path}: {scan.nonfinite} pixel(s) are NaN or infinite; "
+                "segpipe refuses them (replace them, e.g. by 0, before segmenting)"
+            )
     if job.truth is None or config.truth_instances:
         return
     scan = scan_image(job.truth, chunk, config.ignore_index)
     classes = model.card.num_classes
     if scan.pixels and (scan.low < 0 or scan.high >= classes):
         bad = scan.high if scan.high >= classes else scan.low
-        raise InputError(f"{job.truth.path}: truth label {bad:g} is outside the model's classes 0..{classes - 1} "
-                         "(instance masks: pass --truth-instances; void label: --ignore-index)")
+        raise InputError(
+            f"{job.truth.path}: truth label {bad:g} is outside the model's classes 0..{classes - 1} "
+            "(instance masks: pass --truth-instances; void label: --ignore-index)"
+        )
 
 
 def _check_existing_mask(job: ImageJob) -> None:
     store = store_path(job)
     if os.path.isdir(store) and mask_fingerprint(store) != job.infer_key:
-        raise OutputError(f"{store}: holds a mask made from another input, model or settings; "
-                          "pass --overwrite to replace it, or choose another --out")
+        raise OutputError(
+            f"{store}: holds a mask made from another input, model or settings; "
+            "pass --overwrite to replace it, or choose another --out"
+        )
 
 
 def mask_fingerprint(store: str) -> str | None:
@@ -230,8 +252,7 @@ def _open_truth(path: str, image: ImageSource) -> ImageSource:
         raise InputError(f"{path}: truth must be a single-band label image, found {truth.channels} bands")
     if (truth.height, truth.width) != (image.height, image.width):
         raise InputError(
-            f"{path}: truth is {truth.height} x {truth.width} but image {image.path} is "
-            f"{image.height} x {image.width}"
+            f"{path}: truth is {truth.height} x {truth.width} but image {image.path} is {image.height} x {image.width}"
         )
     if truth.planes not in (1, image.planes):
         raise InputError(f"{path}: truth has {truth.planes} planes but image {image.path} has {image.planes}")
@@ -280,14 +301,17 @@ def ingest_step(job: ImageJob, chunk: int, executor: Executor = local_executor) 
     done = finished_store(job)
     if done is not None:
         stats = BandStats(**{k: tuple(v) for k, v in read_segpipe_attrs(done)["stats"].items()})
-        return {"source": ingest_io.open_copy(job.image, f"{done}/0"), "stats": stats, "seconds": 0.0,
-                "reused": True}
+        return {"source": ingest_io.open_copy(job.image, f"{done}/0"), "stats": stats, "seconds": 0.0, "reused": True}
     os.makedirs(store_path(job, partial=True), exist_ok=True)
     dest = f"{store_path(job, partial=True)}/0"
     ledger = ChunkLedger(job.out_dir, "ingest", job.ingest_key)
     stats = ingest_io.ingest(job.image, dest, chunk, executor, ledger)
-    return {"source": ingest_io.open_copy(job.image, dest), "stats": stats,
-            "seconds": time.perf_counter() - start, "reused": False}
+    return {
+        "source": ingest_io.open_copy(job.image, dest),
+        "stats": stats,
+        "seconds": time.perf_counter() - start,
+        "reused": False,
+    }
 
 
 def infer_step(
@@ -304,8 +328,16 @@ def infer_step(
     chunks = float(len(chunk_grid(tiled.height, tiled.width, plan.chunk)))
     done = finished_store(job)
     if done is not None:
-        return {"mask": mask_path(done), "seconds": 0.0, "megapixels": megapixels, "megapixels_per_second": 0.0,
-                "chunks": chunks, "chunks_computed": 0.0, "pixels": 0.0, "task_seconds": 0.0}
+        return {
+            "mask": mask_path(done),
+            "seconds": 0.0,
+            "megapixels": megapixels,
+            "megapixels_per_second": 0.0,
+            "chunks": chunks,
+            "chunks_computed": 0.0,
+            "pixels": 0.0,
+            "task_seconds": 0.0,
+        }
     partial = mask_path(store_path(job, partial=True))
     ledger = ChunkLedger(job.out_dir, "infer", job.infer_key)
     probabilities = f"{store_path(job, partial=True)}/probabilities" if plan.save_probabilities else None
@@ -315,16 +347,35 @@ def infer_step(
         if probabilities:
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     use_stats = stats if plan.model.card.normalization == "percentile" else None
-    chunk_job = ChunkJob(tiled, partial, plan.model, plan.chunk, plan.tile, plan.halo, inference, use_stats,
-                         ledger, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode, probabilities)
+    chunk_job = ChunkJob(
+        tiled,
+        partial,
+        plan.model,
+        plan.chunk,
+        plan.tile,
+        plan.halo,
+        inference,
+        use_stats,
+        ledger,
+        plan.tiling.stitch,
+        plan.stride,
+        plan.tiling.pad_mode,
+        probabilities,
+    )
     summary = segment_image(chunk_job, executor)
     seconds = time.perf_counter() - start
-    return {"mask": partial, "seconds": seconds, "megapixels": megapixels,
-            "megapixels_per_second": megapixels / seconds, **summary}
+    return {
+        "mask": partial,
+        "seconds": seconds,
+        "megapixels": megapixels,
+        "megapixels_per_second": megapixels / seconds,
+        **summary,
+    }
 
 
-def finalize_step(job: ImageJob, plan: BatchPlan, stats: BandStats, export_tiff: bool = False,
-                  executor: Executor = local_executor) -> dict[str, Any]:
+def finalize_step(
+    job: ImageJob, plan: BatchPlan, stats: BandStats, export_tiff: bool = False, executor: Executor = local_executor
+) -> dict[str, Any]:
     """Build the image and mask pyramids, write the NGFF metadata (with the input's pixel size and GeoTIFF
     tags), then move the store to its final name; optionally export the mask as a (Geo)TIFF."""
     start = time.perf_counter()
@@ -335,17 +386,36 @@ def finalize_step(job: ImageJob, plan: BatchPlan, stats: BandStats, export_tiff:
         build_pyramid(partial, levels, plan.chunk, labels=False, executor=executor)
         build_pyramid(f"{partial}/labels/mask", levels, plan.chunk, labels=True, executor=executor)
         meta = read_metadata(job.image)
-        extra = {"infer_key": job.infer_key, "model": plan.model.card.name, "model_sha256": plan.model.sha256,
-                 "source": job.image.path, "stats": asdict(stats), "geotiff_tags": meta["geotiff_tags"],
-                 "pixel_size": meta["pixel_size"], "unit": meta["unit"]}
-        write_metadata(partial, job.name, levels, levels, plan.model.card.class_names,
-                       tuple(meta["pixel_size"]), meta["unit"], extra)
+        extra = {
+            "infer_key": job.infer_key,
+            "model": plan.model.card.name,
+            "model_sha256": plan.model.sha256,
+            "source": job.image.path,
+            "stats": asdict(stats),
+            "geotiff_tags": meta["geotiff_tags"],
+            "pixel_size": meta["pixel_size"],
+            "unit": meta["unit"],
+        }
+        write_metadata(
+            partial,
+            job.name,
+            levels,
+            levels,
+            plan.model.card.class_names,
+            tuple(meta["pixel_size"]),
+            meta["unit"],
+            extra,
+        )
         store = store_path(job)
         shutil.rmtree(store, ignore_errors=True)
         os.replace(partial, store)
-    result = {"store": store, "mask": mask_path(store),
-              **({"probabilities": f"{store}/probabilities"} if plan.save_probabilities else {}), "source": ingest_io.open_copy(job.image, f"{store}/0"),
-              "seconds": time.perf_counter() - start}
+    result = {
+        "store": store,
+        "mask": mask_path(store),
+        **({"probabilities": f"{store}/probabilities"} if plan.save_probabilities else {}),
+        "source": ingest_io.open_copy(job.image, f"{store}/0"),
+        "seconds": time.perf_counter() - start,
+    }
     if export_tiff:
         attrs = read_segpipe_attrs(store)
         tiff = job.path(f"{job.name}_mask.tif")
@@ -381,26 +451,38 @@ def object_step(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
     if truth is None or truth.height * truth.width > OBJECT_METRICS_MAX_PIXELS:
         return None
     instances = truth.read(0, truth.height, 0, truth.width)[0]
-    predicted = zarr.open_array(mask, mode="r")[:]
+    predicted = np.asarray(zarr.open_array(mask, mode="r")[:])
     return score_objects(instances, predicted, foreground=1)
 
 
-def report_step(out: str, jobs: tuple[ImageJob, ...], reports: list[dict[str, Any]],
-                class_names: tuple[str, ...], truth_instances: bool = False, worst: int = 4) -> dict[str, Any]:
+def report_step(
+    out: str,
+    jobs: tuple[ImageJob, ...],
+    reports: list[dict[str, Any]],
+    class_names: tuple[str, ...],
+    truth_instances: bool = False,
+    worst: int = 4,
+) -> dict[str, Any]:
     """Write ``<out>/report/``: per-image CSV, batch summary (CSV, JSON), confusion heatmap, per-class bars
     and overlays of the ``worst`` images by mean Dice. Returns the paths by role (empty without truths)."""
     scored = [(job, report) for job, report in zip(jobs, reports, strict=True) if "confusion_matrix" in report]
     if not scored:
         return {}
-    results = [ImageResult(job.name, np.asarray(report["confusion_matrix"]), None, report.get("objects"))
-               for job, report in scored]
+    results = [
+        ImageResult(job.name, np.asarray(report["confusion_matrix"]), None, report.get("objects"))
+        for job, report in scored
+    ]
     by_name = {job.name: job for job, _ in scored}
-    return write_report(os.path.join(out, "report"), results, class_names,
-                        lambda name: _thumbnails(by_name[name], truth_instances), worst)
+    return write_report(
+        os.path.join(out, "report"),
+        results,
+        class_names,
+        lambda name: _thumbnails(by_name[name], truth_instances),
+        worst,
+    )
 
 
-def _thumbnails(job: ImageJob, truth_instances: bool, max_side: int = 512
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _thumbnails(job: ImageJob, truth_instances: bool, max_side: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image (0..1), prediction and truth thumbnails of a finished image, read chunk by chunk."""
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth to draw an overlay against")
@@ -453,7 +535,6 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-
 @dataclass(frozen=True)
 class ImageScan:
     """Value range of an image (NaN/Inf left out) and its count of NaN/Inf pixels."""
@@ -473,8 +554,9 @@ def scan_image(source: ImageSource, chunk: int, ignore: int | None = None) -> Im
     key = fingerprint({"file": file_identity(source.path), "plane": source.plane, "ignore": ignore})
     if key not in _SCANS:
         task = dask.delayed(_scan_chunk, pure=True)
-        parts = dask.compute(*[task(source, r, ignore) for r in chunk_grid(source.height, source.width, chunk)],
-                             scheduler="threads")
+        parts = dask.compute(
+            *[task(source, r, ignore) for r in chunk_grid(source.height, source.width, chunk)], scheduler="threads"
+        )
         finite = [p for p in parts if p[3]]
         _SCANS[key] = ImageScan(
             low=min((p[0] for p in finite), default=0.0),

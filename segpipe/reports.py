@@ -32,11 +32,26 @@ Thumbnails = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(image float 0..1, prediction labels, truth labels), all (h, w); the image may be (h, w, 3)."""
 
 OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
-    "TP": (0, 200, 0), "FP": (230, 0, 0), "FN": (0, 90, 255), "wrong class": (255, 150, 0),
+    "TP": (0, 200, 0),
+    "FP": (230, 0, 0),
+    "FN": (0, 90, 255),
+    "wrong class": (255, 150, 0),
 }
 OBJECT_COLUMNS = ("tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou")
-SUMMARY_COLUMNS = ("class", "truth_pixels", "predicted_pixels", "images_scored", "iou", "dice", "precision",
-                   "recall", "per_image_iou", "per_image_dice", "per_image_precision", "per_image_recall")
+SUMMARY_COLUMNS = (
+    "class",
+    "truth_pixels",
+    "predicted_pixels",
+    "images_scored",
+    "iou",
+    "dice",
+    "precision",
+    "recall",
+    "per_image_iou",
+    "per_image_dice",
+    "per_image_precision",
+    "per_image_recall",
+)
 
 
 @dataclass(frozen=True)
@@ -130,15 +145,22 @@ def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     micro, per_image = summary["micro"], summary["per_image"]
     rows = []
     for k, name in enumerate(summary["classes"]):
-        row: dict[str, Any] = {"class": name, "truth_pixels": micro["truth_pixels"][k],
-                               "predicted_pixels": micro["predicted_pixels"][k],
-                               "images_scored": per_image["images_per_class"][k]}
+        row: dict[str, Any] = {
+            "class": name,
+            "truth_pixels": micro["truth_pixels"][k],
+            "predicted_pixels": micro["predicted_pixels"][k],
+            "images_scored": per_image["images_per_class"][k],
+        }
         row.update({m: micro[m][k] for m in metrics.PER_CLASS})
         row.update({f"per_image_{m}": per_image[m][k] for m in metrics.PER_CLASS})
         rows.append(row)
     total = micro["pixels"]
-    mean: dict[str, Any] = {"class": "mean", "truth_pixels": total, "predicted_pixels": total,
-                            "images_scored": summary["images"]}
+    mean: dict[str, Any] = {
+        "class": "mean",
+        "truth_pixels": total,
+        "predicted_pixels": total,
+        "images_scored": summary["images"],
+    }
     mean.update({m: micro[f"mean_{m}"] for m in metrics.PER_CLASS})
     mean.update({f"per_image_{m}": per_image[f"mean_{m}"] for m in metrics.PER_CLASS})
     return [*rows, mean]
@@ -224,8 +246,9 @@ def plot_confusion(path: str | Path, confusion: np.ndarray, class_names: Sequenc
 
 
 def _class_ticks(ax: Any, class_names: Sequence[str], tilt: bool) -> None:
-    ax.set_xticks(range(len(class_names)), labels=list(class_names), rotation=45 if tilt else 0,
-                  ha="right" if tilt else "center")
+    ax.set_xticks(
+        range(len(class_names)), labels=list(class_names), rotation=45 if tilt else 0, ha="right" if tilt else "center"
+    )
 
 
 def _count(value: int) -> str:
@@ -258,8 +281,7 @@ def plot_class_scores(path: str | Path, scores: dict[str, Any], class_names: Seq
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("score")
     ax.set_title("IoU and Dice per class")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 if k <= 6 else -0.25), ncols=4, fontsize=8,
-              frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 if k <= 6 else -0.25), ncols=4, fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -274,16 +296,18 @@ def _save(fig: Figure, path: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------- overlays
 
 
-def overlay(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
-            ignore_index: int | None = None, alpha: float = 0.45) -> np.ndarray:
+def overlay(
+    image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, ignore_index: int | None = None, alpha: float = 0.45
+) -> np.ndarray:
     """(h, w, 3) uint8: the grey image tinted where prediction or truth is foreground (label > 0): TP green
     (same class), FP red (predicted on background), FN blue (missed), wrong class orange; truth outlines
     white. Pixels whose truth is ``ignore_index`` are left untinted."""
     base = _grey_rgb(image)
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if not base.shape[:2] == prediction.shape == truth.shape:
-        raise InputError(f"overlay needs equal shapes: image {base.shape[:2]}, "
-                         f"prediction {prediction.shape}, truth {truth.shape}")
+        raise InputError(
+            f"overlay needs equal shapes: image {base.shape[:2]}, prediction {prediction.shape}, truth {truth.shape}"
+        )
     out = base.astype(np.float32)
     for name, mask in _outcomes(prediction, truth, ignore_index).items():
         out[mask] = (1 - alpha) * out[mask] + alpha * np.array(OVERLAY_COLOURS[name], np.float32)
@@ -313,8 +337,14 @@ def _outcomes(prediction: np.ndarray, truth: np.ndarray, ignore_index: int | Non
     }
 
 
-def write_overlay(path: str | Path, image: np.ndarray, prediction: np.ndarray, truth: np.ndarray,
-                  title: str = "", ignore_index: int | None = None) -> Path:
+def write_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    title: str = "",
+    ignore_index: int | None = None,
+) -> Path:
     """Save ``overlay`` as an RGB PNG, enlarged (nearest) to at least 256 pixels a side, with a legend strip
     giving each outcome's share of the pixels and an optional title."""
     rgb = overlay(image, prediction, truth, ignore_index)
@@ -353,6 +383,7 @@ def _with_legend(picture: Image.Image, shares: dict[str, float], title: str) -> 
 
 def worst_images(results: Sequence[ImageResult], n: int, key: str = "mean_dice") -> list[ImageResult]:
     """The ``n`` results with the lowest ``key`` score; images without a score (NaN) come last."""
+
     def rank(result: ImageResult) -> tuple[bool, float]:
         value = _as_number(result.resolved_scores().get(key))
         return (value is None, value if value is not None else 0.0)
@@ -416,8 +447,11 @@ def compare_runs(runs: Sequence[dict[str, Any]]) -> str:
     run_ids = [str(r.get("run_id") or "") for r in runs]
     headers = [str(r.get("name") or run_ids[i][:8] or f"run {i + 1}") for i, r in enumerate(runs)]
     models = [str((r.get("params") or {}).get("model", "-")) for r in runs]
-    table = [["", *[f"{h} " for h in headers]], ["run_id", *[f"{i[:12] or '-'} " for i in run_ids]],
-             ["model", *[f"{m} " for m in models]]]
+    table = [
+        ["", *[f"{h} " for h in headers]],
+        ["run_id", *[f"{i[:12] or '-'} " for i in run_ids]],
+        ["model", *[f"{m} " for m in models]],
+    ]
     logged = [r.get("metrics") or {} for r in runs]
     dice_keys = dict.fromkeys(k for m in logged for k in sorted(m) if k.startswith("dice_"))
     for key in ("mean_iou", "mean_dice", *dice_keys, "megapixels_per_second"):

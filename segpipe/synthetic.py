@@ -105,9 +105,16 @@ def write_sample(directory: str | Path, size: int, seed: int = 0, name: str = "s
     image_path, truth_path = directory / f"{name}.tif", directory / f"{name}_truth.tif"
     n = -(-size // NOISE_TILE)
     grid = [(ty, tx) for ty in range(n) for tx in range(n)]
-    options = dict(shape=(size, size), tile=(NOISE_TILE, NOISE_TILE), compression="zlib", bigtiff=size > 30000)
-    tifffile.imwrite(image_path, _tiles(grid, seed, 0), dtype=np.uint16, **options)
-    tifffile.imwrite(truth_path, _tiles(grid, seed, 1), dtype=np.uint8, **options)
+    for path, which, dtype in ((image_path, 0, np.uint16), (truth_path, 1, np.uint8)):
+        tifffile.imwrite(
+            path,
+            _tiles(grid, seed, which),
+            dtype=dtype,
+            shape=(size, size),
+            tile=(NOISE_TILE, NOISE_TILE),
+            compression="zlib",
+            bigtiff=size > 30000,
+        )
     return image_path, truth_path
 
 

@@ -93,6 +93,7 @@ def window_origins(region: Region, patch: int, stride: int) -> list[tuple[int, i
     """Origins of the global sliding-window grid (multiples of ``stride``) whose ``patch`` x ``patch`` window
     overlaps ``region``. The same windows are found for a chunk as for the whole image, so blending chunk by
     chunk equals blending the whole image."""
+
     def along(start: int, stop: int) -> range:
         first = (start - patch) // stride + 1  # smallest k with k * stride > start - patch
         last = (stop - 1) // stride  # largest k with k * stride <= stop - 1

@@ -150,8 +150,9 @@ def flatten_scores(scores: dict[str, Any], class_names: tuple[str, ...], prefix:
     return flat
 
 
-def fetch_runs(tracking_uri: str, run_ids: list[str], experiment: str | None = None,
-               limit: int = 10) -> list[dict[str, Any]]:
+def fetch_runs(
+    tracking_uri: str, run_ids: list[str], experiment: str | None = None, limit: int = 10
+) -> list[dict[str, Any]]:
     """Runs as ``{run_id, name, params, metrics}``: the given ids, or else the latest ``limit`` batch runs
     (runs without a parent) of ``experiment``."""
     from mlflow.tracking import MlflowClient
@@ -165,12 +166,23 @@ def fetch_runs(tracking_uri: str, run_ids: list[str], experiment: str | None = N
             found = client.get_experiment_by_name(experiment or DEFAULT_EXPERIMENT)
             if found is None:
                 raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: no experiment {experiment!r}")
-            runs = [r for r in client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"],
-                                                  max_results=limit * 20)
-                    if "mlflow.parentRunId" not in r.data.tags][:limit]
+            runs = [
+                r
+                for r in client.search_runs(
+                    [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit * 20
+                )
+                if "mlflow.parentRunId" not in r.data.tags
+            ][:limit]
     except TrackingError:
         raise
     except Exception as exc:  # MlflowException for an unknown id, connection errors...
         raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot read runs ({exc})") from None
-    return [{"run_id": r.info.run_id, "name": r.info.run_name, "params": dict(r.data.params),
-             "metrics": dict(r.data.metrics)} for r in runs]
+    return [
+        {
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "params": dict(r.data.params),
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+    ]

@@ -108,8 +108,17 @@ def _plain_pickle_model(d: Path) -> list[str]:
 
 def _torch_pickled_module(d: Path) -> list[str]:
     torch.save(torch.nn.Conv2d(1, 2, 3, padding=1), d / "module.pt")  # a whole pickled nn.Module
-    (d / "module.json").write_text(json.dumps({"name": "m", "in_channels": 1, "num_classes": 2,
-                                               "class_names": ["a", "b"], "architecture": {"name": "unet"}}))
+    (d / "module.json").write_text(
+        json.dumps(
+            {
+                "name": "m",
+                "in_channels": 1,
+                "num_classes": 2,
+                "class_names": ["a", "b"],
+                "architecture": {"name": "unet"},
+            }
+        )
+    )
     return _run(d, _image(d), "--model", str(d / "module.pt"))
 
 
@@ -130,30 +139,53 @@ def _two_same_names(d: Path) -> list[str]:
 
 CASES: list[Case] = [
     Case("missing path", lambda d: _run(d, str(d / "nope.tif")), "nope.tif: no such file"),
-    Case("empty file", lambda d: (d / "e.tif").write_bytes(b"") and [] or _run(d, str(d / "e.tif")), "e.tif: file is empty"),
+    Case(
+        "empty file",
+        lambda d: (d / "e.tif").write_bytes(b"") and [] or _run(d, str(d / "e.tif")),
+        "e.tif: file is empty",
+    ),
     Case("truncated TIFF", _truncated, "img.tif"),
-    Case("text file named .tif", lambda d: (d / "t.tif").write_text("hello") and _run(d, str(d / "t.tif")),
-         "t.tif: not a readable TIFF"),
+    Case(
+        "text file named .tif",
+        lambda d: (d / "t.tif").write_text("hello") and _run(d, str(d / "t.tif")),
+        "t.tif: not a readable TIFF",
+    ),
     Case("unsupported compression", _unknown_compression, "34999 is not a known COMPRESSION"),
     Case("zero-size dimension", _zero_size, "zero-size dimension"),
-    Case("too many axes (T and Z)", lambda d: _run(d, _image(d, shape=(2, 3, 64, 64), metadata={"axes": "TZYX"})),
-         "at most one Z or T stack axis"),
+    Case(
+        "too many axes (T and Z)",
+        lambda d: _run(d, _image(d, shape=(2, 3, 64, 64), metadata={"axes": "TZYX"})),
+        "at most one Z or T stack axis",
+    ),
     Case("complex pixels", lambda d: _run(d, _image(d, dtype="complex64")), "complex64 is not supported"),
     Case("NaN pixels", _nonfinite(float("nan")), "NaN or infinite"),
     Case("Inf pixels", _nonfinite(float("inf")), "NaN or infinite"),
     Case("truth shape mismatch", lambda d: _run(d, _image(d), "--truth", _truth(d, (32, 64))), "truth is 32 x 64"),
-    Case("truth class id beyond model", lambda d: _run(d, _image(d), "--truth", _truth(d, value=7)),
-         "truth label 7 is outside the model's classes 0..1"),
-    Case("truth of float dtype", lambda d: _run(d, _image(d), "--truth", _truth(d, dtype="float32")),
-         "integer class labels"),
-    Case("truth with 3 bands", lambda d: _run(d, _image(d), "--truth", _image(d, "t3.tif", (64, 64, 3), "uint8",
-                                                                              photometric="rgb")),
-         "single-band label image"),
-    Case("truth count differs", lambda d: _run(d, _image(d), _image(d, "b.tif"), "--truth", _truth(d)),
-         "2 images but 1 truths"),
-    Case("channels differ from model", lambda d: _run(d, _image(d, shape=(64, 64, 3), dtype="uint8",
-                                                                photometric="rgb")),
-         "image has 3 band(s); model segpipe-unet-nuclei expects 1"),
+    Case(
+        "truth class id beyond model",
+        lambda d: _run(d, _image(d), "--truth", _truth(d, value=7)),
+        "truth label 7 is outside the model's classes 0..1",
+    ),
+    Case(
+        "truth of float dtype",
+        lambda d: _run(d, _image(d), "--truth", _truth(d, dtype="float32")),
+        "integer class labels",
+    ),
+    Case(
+        "truth with 3 bands",
+        lambda d: _run(d, _image(d), "--truth", _image(d, "t3.tif", (64, 64, 3), "uint8", photometric="rgb")),
+        "single-band label image",
+    ),
+    Case(
+        "truth count differs",
+        lambda d: _run(d, _image(d), _image(d, "b.tif"), "--truth", _truth(d)),
+        "2 images but 1 truths",
+    ),
+    Case(
+        "channels differ from model",
+        lambda d: _run(d, _image(d, shape=(64, 64, 3), dtype="uint8", photometric="rgb")),
+        "image has 3 band(s); model segpipe-unet-nuclei expects 1",
+    ),
     Case("chunk zero", lambda d: _run(d, _image(d), "--chunk", "0"), "--chunk must be a positive integer"),
     Case("chunk negative", lambda d: _run(d, _image(d), "--chunk", "-256"), "--chunk must be a positive integer"),
     Case("halo negative", lambda d: _run(d, _image(d), "--halo", "-1"), "--halo must be an integer >= 0"),
@@ -163,18 +195,27 @@ CASES: list[Case] = [
     Case("output holds another model's mask", _existing_mask, "holds a mask made from another", 4),
     Case("output not writable (under a file)", _output_under_file, "not a writable directory", 4),
     Case("corrupt Zarr", _corrupt_zarr, "bad.zarr: not a readable Zarr array"),
-    Case("directory that is not Zarr", lambda d: (d / "dir").mkdir() or _run(d, str(d / "dir")),
-         "dir: not a readable Zarr array"),
+    Case(
+        "directory that is not Zarr",
+        lambda d: (d / "dir").mkdir() or _run(d, str(d / "dir")),
+        "dir: not a readable Zarr array",
+    ),
     Case("two inputs share a name", _two_same_names, "share the output name 'img'"),
     Case("model file missing", lambda d: _run(d, _image(d), "--model", str(d / "none.pt")), "no such model file", 3),
     Case("model file is text", _text_model, "model.pt: not a TorchScript or torch.save file", 3),
     Case("model is a plain pickle", _plain_pickle_model, "never unpickles plain pickle files", 3),
     Case("model is a pickled nn.Module", _torch_pickled_module, "refused to load", 3),
     Case("model output shape wrong", _wrong_output_model, "model output is (1, 2, 32, 32)", 3),
-    Case("malformed tracking URI", lambda d: ["run", _image(d), "--out", str(d / "out"), "--tracking-uri", "foo"],
-         "--tracking-uri 'foo'"),
-    Case("eval: sizes differ", lambda d: ["eval", _image(d, "p.tif", (64, 64), "uint8"), _truth(d, (60, 64))],
-         "truth is 60 x 64 but prediction"),
+    Case(
+        "malformed tracking URI",
+        lambda d: ["run", _image(d), "--out", str(d / "out"), "--tracking-uri", "foo"],
+        "--tracking-uri 'foo'",
+    ),
+    Case(
+        "eval: sizes differ",
+        lambda d: ["eval", _image(d, "p.tif", (64, 64), "uint8"), _truth(d, (60, 64))],
+        "truth is 60 x 64 but prediction",
+    ),
 ]
 
 

@@ -17,19 +17,34 @@ import zarr
 TILE = 256
 
 
-def export_tiff(mask_path: str, out_path: str | Path, geotiff_tags: list[list[Any]] | None = None,
-                pixel_size: tuple[float, float] | None = None) -> Path:
+def export_tiff(
+    mask_path: str,
+    out_path: str | Path,
+    geotiff_tags: list[list[Any]] | None = None,
+    pixel_size: tuple[float, float] | None = None,
+) -> Path:
     """Write the (Y, X) label array at ``mask_path`` to ``out_path`` as a tiled, deflate-compressed TIFF."""
     mask = zarr.open_array(mask_path, mode="r")
     height, width = mask.shape
-    extratags = [(code, dtype, count, tuple(value) if isinstance(value, list) else value, True)
-                 for code, dtype, count, value in geotiff_tags or []]
+    extratags = [
+        (code, dtype, count, tuple(value) if isinstance(value, list) else value, True)
+        for code, dtype, count, value in geotiff_tags or []
+    ]
     resolution = None
     if pixel_size and pixel_size != (1.0, 1.0):
         resolution = (1.0 / pixel_size[1], 1.0 / pixel_size[0])
-    tifffile.imwrite(out_path, _tiles(mask, height, width), shape=(height, width), dtype=mask.dtype,
-                     tile=(TILE, TILE), compression="zlib", extratags=extratags, resolution=resolution,
-                     bigtiff=height * width * mask.dtype.itemsize > 2**31, photometric="minisblack")
+    tifffile.imwrite(
+        out_path,
+        _tiles(mask, height, width),
+        shape=(height, width),
+        dtype=mask.dtype,
+        tile=(TILE, TILE),
+        compression="zlib",
+        extratags=extratags,
+        resolution=resolution,
+        bigtiff=height * width * mask.dtype.itemsize > 2**31,
+        photometric="minisblack",
+    )
     return Path(out_path)
 
 
@@ -37,6 +52,6 @@ def _tiles(mask: zarr.Array, height: int, width: int) -> Iterator[np.ndarray]:
     for y in range(0, height, TILE):
         for x in range(0, width, TILE):
             tile = np.zeros((TILE, TILE), mask.dtype)
-            part = mask[y : y + TILE, x : x + TILE]
+            part = np.asarray(mask[y : y + TILE, x : x + TILE])
             tile[: part.shape[0], : part.shape[1]] = part
             yield tile

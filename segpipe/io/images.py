@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ class ImageSource:
         array, closer = _open_stored_array(self)
         if "P" in self.stored_axes and self.plane is None:
             raise InputError(f"{self.path}: a {self.planes}-plane stack is read one plane at a time")
-        fixed = {"Y": slice(y0, y1), "X": slice(x0, x1), "C": slice(None), "P": self.plane, "1": 0}
+        fixed: dict[str, int | slice] = {"Y": slice(y0, y1), "X": slice(x0, x1), "C": slice(None), "1": 0}
+        fixed["P"] = self.plane or 0
         index = tuple(fixed[a] for a in self.stored_axes)
         try:
             data = np.asarray(array[index])
@@ -108,8 +110,16 @@ def open_image(path: str | os.PathLike[str]) -> ImageSource:
     dims = dict(zip(stored_axes, shape, strict=True))
     channels = dims.get("C", 1)
     plane_axis = axes[stored_axes.index("P")].lower() if "P" in stored_axes else ""
-    source = ImageSource(path, kind, stored_axes, (channels, dims["Y"], dims["X"]), np.dtype(dtype).str,
-                         dims.get("P", 1), plane_axis, 0 if plane_axis else None)
+    source = ImageSource(
+        path,
+        kind,
+        stored_axes,
+        (channels, dims["Y"], dims["X"]),
+        np.dtype(dtype).str,
+        dims.get("P", 1),
+        plane_axis,
+        0 if plane_axis else None,
+    )
     _check_dtype(path, np.dtype(dtype))
     if min(source.shape) <= 0:
         raise InputError(f"{path}: image has a zero-size dimension {source.shape} (C, Y, X)")
@@ -190,13 +200,19 @@ def _check_dtype(path: str, dtype: np.dtype) -> None:
         raise InputError(f"{path}: pixel type {dtype} is not supported (use integer or float pixels)")
 
 
-def _open_stored_array(source: ImageSource) -> tuple[zarr.Array, object]:
+def _open_stored_array(source: ImageSource) -> tuple[zarr.Array, Callable[[], None]]:
+    """The stored array, and a function that closes what opening it opened."""
     if source.kind == "zarr":
         return zarr.open_array(source.path, mode="r"), lambda: None
     try:
         tif = tifffile.TiffFile(source.path)
         store = tif.series[0].aszarr(level=0)
-        return zarr.open_array(store, mode="r"), lambda: (store.close(), tif.close())
+
+        def close() -> None:
+            store.close()
+            tif.close()
+
+        return zarr.open_array(store, mode="r"), close
     except (tifffile.TiffFileError, OSError) as exc:
         raise InputError(f"{source.path}: cannot read TIFF pixels ({exc})") from None
 

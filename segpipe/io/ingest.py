@@ -16,8 +16,9 @@ from segpipe.normalize import BandStats, sample_stride
 from segpipe.tiling import Region, chunk_grid, strided_sample
 
 
-def ingest_chunk(source: ImageSource, dest: str, region: Region, stride: int,
-                 ledger: ChunkLedger | None = None) -> np.ndarray:
+def ingest_chunk(
+    source: ImageSource, dest: str, region: Region, stride: int, ledger: ChunkLedger | None = None
+) -> np.ndarray:
     """Copy one chunk into ``dest``, mark it done; return its strided (C, n) sample."""
     data = source.read(*region)
     zarr.open_array(dest, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = data
@@ -32,8 +33,9 @@ def sample_chunk(source: ImageSource, region: Region, stride: int) -> np.ndarray
     return strided_sample(data, region, stride).reshape(data.shape[0], -1)
 
 
-def ingest(source: ImageSource, dest: str, chunk: int, executor: Executor = local_executor,
-           ledger: ChunkLedger | None = None) -> BandStats:
+def ingest(
+    source: ImageSource, dest: str, chunk: int, executor: Executor = local_executor, ledger: ChunkLedger | None = None
+) -> BandStats:
     """Write ``source`` to a Zarr array at ``dest``; return its band statistics.
 
     With a ``ledger``, chunks already marked done are not copied again (their sample is read back from
@@ -76,6 +78,5 @@ def measure(source: ImageSource, chunk: int, executor: Executor = local_executor
     """Band statistics of an image used in place (a Zarr input), reading a strided sample of each chunk."""
     stride = sample_stride(source.height, source.width)
     task = dask.delayed(sample_chunk, pure=True)
-    samples = executor([task(source, r, stride) for r in chunk_grid(source.height, source.width, chunk)],
-                       "measure")
+    samples = executor([task(source, r, stride) for r in chunk_grid(source.height, source.width, chunk)], "measure")
     return BandStats.from_samples(np.concatenate(samples, axis=1))

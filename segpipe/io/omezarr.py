@@ -25,8 +25,15 @@ from segpipe.tiling import Region, chunk_grid
 NGFF_VERSION = "0.5"
 SMALLEST_LEVEL = 256  # stop halving once both sides are at most this
 MAX_LEVELS = 10
-LABEL_COLOURS = [(0, 0, 0, 0), (255, 215, 0, 255), (0, 191, 255, 255), (255, 64, 129, 255), (124, 252, 0, 255),
-                 (255, 140, 0, 255), (186, 85, 211, 255)]
+LABEL_COLOURS = [
+    (0, 0, 0, 0),
+    (255, 215, 0, 255),
+    (0, 191, 255, 255),
+    (255, 64, 129, 255),
+    (124, 252, 0, 255),
+    (255, 140, 0, 255),
+    (186, 85, 211, 255),
+]
 
 
 def level_count(height: int, width: int) -> int:
@@ -60,9 +67,15 @@ def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: E
         source = zarr.open_array(src, mode="r")
         height, width = (-(-s // 2) for s in source.shape[-2:])
         lead = tuple(source.shape[:-2])
-        zarr.create_array(dst, shape=(*lead, height, width), dtype=source.dtype, overwrite=True,
-                          chunks=(*lead, min(chunk, height), min(chunk, width)), fill_value=0,
-                          dimension_names=source.metadata.dimension_names)
+        zarr.create_array(
+            dst,
+            shape=(*lead, height, width),
+            dtype=source.dtype,
+            overwrite=True,
+            chunks=(*lead, min(chunk, height), min(chunk, width)),
+            fill_value=0,
+            dimension_names=getattr(source.metadata, "dimension_names", None),
+        )
         executor([task(src, dst, r, labels) for r in chunk_grid(height, width, chunk)], "pyramid")
 
 
@@ -80,39 +93,59 @@ def multiscales(name: str, axes: str, levels: int, pixel_size: tuple[float, floa
     """The ``multiscales`` entry: one dataset per level, scale doubling with each level."""
     lead = [1.0] * (len(axes) - 2)
     datasets = [
-        {"path": str(level),
-         "coordinateTransformations": [{"type": "scale",
-                                        "scale": [*lead, pixel_size[0] * 2**level, pixel_size[1] * 2**level]}]}
+        {
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [*lead, pixel_size[0] * 2**level, pixel_size[1] * 2**level]}
+            ],
+        }
         for level in range(levels)
     ]
     return [{"name": name, "axes": _axes(axes, unit), "datasets": datasets}]
 
 
-def write_metadata(store: str, name: str, image_levels: int, mask_levels: int, class_names: tuple[str, ...],
-                   pixel_size: tuple[float, float] = (1.0, 1.0), unit: str | None = None,
-                   extra: dict[str, Any] | None = None) -> None:
+def write_metadata(
+    store: str,
+    name: str,
+    image_levels: int,
+    mask_levels: int,
+    class_names: tuple[str, ...],
+    pixel_size: tuple[float, float] = (1.0, 1.0),
+    unit: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write the NGFF group metadata of the image, the labels group and the mask; ``extra`` goes under
     the image group's ``segpipe`` attribute (provenance, fingerprints, GeoTIFF tags)."""
     image = zarr.open_group(store, mode="a")
-    image.attrs.update({"ome": {"version": NGFF_VERSION,
-                                "multiscales": multiscales(name, "cyx", image_levels, pixel_size, unit)},
-                        "segpipe": extra or {}})
+    image.attrs.update(
+        {
+            "ome": {"version": NGFF_VERSION, "multiscales": multiscales(name, "cyx", image_levels, pixel_size, unit)},
+            "segpipe": extra or {},
+        }
+    )
     labels = zarr.open_group(f"{store}/labels", mode="a")
     labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["mask"]}
     mask = zarr.open_group(f"{store}/labels/mask", mode="a")
-    colours = [{"label-value": k, "rgba": list(LABEL_COLOURS[k % len(LABEL_COLOURS)])} for k in range(len(class_names))]
-    properties = [{"label-value": k, "class": n} for k, n in enumerate(class_names)]
+    colours: list[Any] = [
+        {"label-value": k, "rgba": list(LABEL_COLOURS[k % len(LABEL_COLOURS)])} for k in range(len(class_names))
+    ]
+    properties: list[Any] = [{"label-value": k, "class": n} for k, n in enumerate(class_names)]
     mask.attrs["ome"] = {
         "version": NGFF_VERSION,
         "multiscales": multiscales("mask", "yx", mask_levels, pixel_size, unit),
-        "image-label": {"version": NGFF_VERSION, "colors": colours, "properties": properties,
-                        "source": {"image": "../../"}},
+        "image-label": {
+            "version": NGFF_VERSION,
+            "colors": colours,
+            "properties": properties,
+            "source": {"image": "../../"},
+        },
     }
 
 
 def read_segpipe_attrs(store: str) -> dict[str, Any]:
     """The ``segpipe`` attribute of an OME-Zarr written by segpipe ({} if absent or unreadable)."""
     try:
-        return dict(zarr.open_group(store, mode="r").attrs.get("segpipe", {}))
+        found = zarr.open_group(store, mode="r").attrs.get("segpipe", {})
+        return dict(found) if isinstance(found, dict) else {}
     except Exception:  # a missing or foreign store has no segpipe attributes
         return {}

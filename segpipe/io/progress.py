@@ -25,8 +25,12 @@ def file_identity(path: str) -> dict[str, Any]:
     target = Path(path).resolve()
     files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
     stats = [p.stat() for p in files]
-    return {"path": str(target), "bytes": sum(s.st_size for s in stats),
-            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0), "files": len(files)}
+    return {
+        "path": str(target),
+        "bytes": sum(s.st_size for s in stats),
+        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+        "files": len(files),
+    }
 
 
 def fingerprint(parts: dict[str, Any]) -> str:

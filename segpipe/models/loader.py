@@ -121,9 +121,7 @@ def resolve_model(spec: str | os.PathLike[str], trust_pickle: bool = False) -> M
 
 def _detect_format(path: Path) -> str:
     if not zipfile.is_zipfile(path):
-        raise ModelError(
-            f"{path}: not a TorchScript or torch.save file (segpipe never unpickles plain pickle files)"
-        )
+        raise ModelError(f"{path}: not a TorchScript or torch.save file (segpipe never unpickles plain pickle files)")
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     return "torchscript" if any(n.endswith("constants.pkl") or "/code/" in n for n in names) else "state_dict"

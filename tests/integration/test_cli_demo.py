@@ -18,8 +18,21 @@ pytestmark = pytest.mark.integration
 def test_demo_json(tmp_path: Path, prefect_server: str) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [sys.executable, "-m", "segpipe.cli", "demo", "--size", "640", "--workdir", str(tmp_path),
-               "--chunk", "256", "--workers", "2", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "segpipe.cli",
+        "demo",
+        "--size",
+        "640",
+        "--workdir",
+        str(tmp_path),
+        "--chunk",
+        "256",
+        "--workers",
+        "2",
+        "--json",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)  # stdout holds exactly one JSON object

@@ -28,13 +28,22 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def _markers(image_dir: Path, stage: str) -> int:
-    return sum(len(list(d.iterdir())) for d in (image_dir / ".segpipe").glob(f"{stage}-*")) if (
-        image_dir / ".segpipe").exists() else 0
+    return (
+        sum(len(list(d.iterdir())) for d in (image_dir / ".segpipe").glob(f"{stage}-*"))
+        if (image_dir / ".segpipe").exists()
+        else 0
+    )
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "segpipe.cli", "run", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "segpipe.cli", "run", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +52,9 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return str(image), str(truth)
 
 
-def test_kill_dash_nine_then_resume_is_byte_identical(tmp_path: Path, sample: tuple[str, str],
-                                                      prefect_server: str) -> None:
+def test_kill_dash_nine_then_resume_is_byte_identical(
+    tmp_path: Path, sample: tuple[str, str], prefect_server: str
+) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     image, truth = sample
     common = [image, "--truth", truth, *RUN_ARGS, "--json"]
@@ -84,26 +94,33 @@ def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple
     image, truth = sample
     settings = {"tiling": {"chunk": 128, "tile": 128}, "inference": {"batch_size": 4}}
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        reference = segment_batch([image], [truth], {**settings, "out": str(tmp_path / "ref")},
-                                  scheduler=cluster.scheduler_address)
+        reference = segment_batch(
+            [image], [truth], {**settings, "out": str(tmp_path / "ref")}, scheduler=cluster.scheduler_address
+        )
         with Client(cluster.scheduler_address) as client:
             pids = list(client.run(os.getpid).values())
         out = tmp_path / "victim"
         result: dict = {}
-        runner = threading.Thread(target=lambda: result.update(segment_batch(
-            [image], [truth], {**settings, "out": str(out)}, scheduler=cluster.scheduler_address)))
+        runner = threading.Thread(
+            target=lambda: result.update(
+                segment_batch([image], [truth], {**settings, "out": str(out)}, scheduler=cluster.scheduler_address)
+            )
+        )
         runner.start()
         while _markers(out / "scene", "infer") < 8 and runner.is_alive():
             time.sleep(0.01)
         os.kill(pids[0], signal.SIGKILL)
         runner.join(timeout=300)
     assert result, "flow did not finish after a worker was killed"
-    assert _tree(out / "scene" / "scene.ome.zarr" / "labels") == _tree(tmp_path / "ref" / "scene" / "scene.ome.zarr" / "labels")
+    assert _tree(out / "scene" / "scene.ome.zarr" / "labels") == _tree(
+        tmp_path / "ref" / "scene" / "scene.ome.zarr" / "labels"
+    )
     assert result["images"][0]["iou"] == reference["images"][0]["iou"]
 
 
-def test_tracking_outage_keeps_masks_and_resume_only_logs(tmp_path: Path, sample: tuple[str, str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tracking_outage_keeps_masks_and_resume_only_logs(
+    tmp_path: Path, sample: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     image, truth = sample
@@ -148,6 +165,5 @@ def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, 
     create_mask(pipeline.mask_path(pipeline.store_path(job, partial=True)), 1024, 1024, 256, 2)
     second = pipeline.plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=16)))
     assert second.jobs[0].infer_key != job.infer_key
-    result = pipeline.infer_step(second.jobs[0], ingested["source"], ingested["stats"], second,
-                                 settings.inference)
+    result = pipeline.infer_step(second.jobs[0], ingested["source"], ingested["stats"], second, settings.inference)
     assert result["chunks_computed"] == result["chunks"] == 16

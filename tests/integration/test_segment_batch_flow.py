@@ -37,8 +37,13 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     report = segment_batch(
-        [first[0], zarr_input], [first[1], second[1]], _settings(tmp_path / "out"), scheduler=dask_cluster,
-        tracking_uri=tracking_uri, experiment="integration", artifact_root=str(tmp_path / "artifacts"),
+        [first[0], zarr_input],
+        [first[1], second[1]],
+        _settings(tmp_path / "out"),
+        scheduler=dask_cluster,
+        tracking_uri=tracking_uri,
+        experiment="integration",
+        artifact_root=str(tmp_path / "artifacts"),
     )
 
     confusions = []
@@ -58,8 +63,7 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
     assert parent.info.status == "FINISHED"
     assert parent.data.params["chunk"] == "256" and parent.data.params["halo"] == "32"
     assert parent.data.metrics["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2
     for child in children:
         assert {"dice_nucleus", "iou_background", "megapixels_per_second", "seconds_infer"} <= set(child.data.metrics)
@@ -70,8 +74,13 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
     per_image_mean = np.nanmean([scores(c)["mean_dice"] for c in confusions])
     assert report["batch"]["per_image"]["mean_dice"] == pytest.approx(per_image_mean)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/per_image.csv", "report/summary.csv", "report/summary.json", "report/confusion.png",
-            "report/class_scores.png"} <= logged
+    assert {
+        "report/per_image.csv",
+        "report/summary.csv",
+        "report/summary.json",
+        "report/confusion.png",
+        "report/class_scores.png",
+    } <= logged
     assert len([p for p in logged if p.startswith("report/worst_")]) == 2  # overlays of the two images
     rows = (tmp_path / "out" / "report" / "per_image.csv").read_text().splitlines()
     assert rows[0].startswith("image,") and len(rows) == 3
@@ -109,7 +118,9 @@ def test_real_nuclei_are_segmented(tmp_path: Path, real_nuclei: tuple[str, str],
     assert report["batch"]["objects"][0]["tp"] == entry["objects"][0]["tp"]
     truth_fg = tifffile.imread(truth) > 0
     predicted = zarr.open_array(entry["mask"], mode="r")[:]
-    assert np.isclose(entry["dice"][1], 2 * np.sum(truth_fg & (predicted == 1)) / (truth_fg.sum() + (predicted == 1).sum()))
+    assert np.isclose(
+        entry["dice"][1], 2 * np.sum(truth_fg & (predicted == 1)) / (truth_fg.sum() + (predicted == 1).sum())
+    )
 
 
 def test_bad_truth_fails_before_anything_is_written(tmp_path: Path, dask_cluster: str) -> None:

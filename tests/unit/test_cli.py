@@ -98,9 +98,7 @@ def test_eval_errors_print_one_line(workdir, capsys, argv, names) -> None:
 def test_eval_json_matches_metrics_scores(workdir, capsys) -> None:
     rng = np.random.default_rng(11)
     truth = rng.choice([0, 2, 3], (33, 45)).astype(np.uint8)  # class 1 occurs nowhere: null in JSON
-    prediction = np.where(rng.random(truth.shape) < 0.8, truth, rng.choice([0, 2, 3], truth.shape)).astype(
-        np.uint8
-    )
+    prediction = np.where(rng.random(truth.shape) < 0.8, truth, rng.choice([0, 2, 3], truth.shape)).astype(np.uint8)
     tifffile.imwrite(workdir / "pred.tif", prediction, tile=(16, 16))
     tifffile.imwrite(workdir / "gt.tif", truth)
     rc = main(["eval", str(workdir / "pred.tif"), str(workdir / "gt.tif"), "--json", "--chunk", "10"])

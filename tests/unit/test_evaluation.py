@@ -28,9 +28,7 @@ from .helpers import write_zarr
     st.booleans(),
     st.integers(0, 2**32 - 1),
 )
-def test_evaluate_over_chunks_equals_whole_array_confusion(
-    height, width, classes, chunk, ignore, seed
-) -> None:
+def test_evaluate_over_chunks_equals_whole_array_confusion(height, width, classes, chunk, ignore, seed) -> None:
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, classes, (height, width)).astype(np.uint8)
     if ignore:

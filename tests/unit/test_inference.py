@@ -64,13 +64,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("height", "width", "chunk", "tile", "halo", "batch"), CASES)
-def test_builtin_tiled_equals_whole_image(
-    tmp_path, builtin_ref, height, width, chunk, tile, halo, batch
-) -> None:
+def test_builtin_tiled_equals_whole_image(tmp_path, builtin_ref, height, width, chunk, tile, halo, batch) -> None:
     image = _builtin_image(height, width)
-    mask, expected, summary, _ = _segment(
-        tmp_path, builtin_ref, image, TilingConfig(chunk, tile, halo), batch
-    )
+    mask, expected, summary, _ = _segment(tmp_path, builtin_ref, image, TilingConfig(chunk, tile, halo), batch)
     assert mask.dtype == label_dtype(2)
     np.testing.assert_array_equal(mask, expected)
     assert summary["pixels"] == height * width
@@ -85,12 +81,8 @@ def test_builtin_with_smaller_halo_still_covering_the_radius(tmp_path, builtin_r
     np.testing.assert_array_equal(mask, expected)
 
 
-@pytest.mark.parametrize(
-    ("height", "width", "chunk", "tile", "halo", "batch"), [*CASES, (64, 64, 16, 8, 12, 5)]
-)
-def test_random_torchscript_tiled_equals_whole_image(
-    tmp_path, tiny_ref, height, width, chunk, tile, halo, batch
-):
+@pytest.mark.parametrize(("height", "width", "chunk", "tile", "halo", "batch"), [*CASES, (64, 64, 16, 8, 12, 5)])
+def test_random_torchscript_tiled_equals_whole_image(tmp_path, tiny_ref, height, width, chunk, tile, halo, batch):
     image = _tiny_image(height, width)
     mask, expected, summary, _ = _segment(tmp_path, tiny_ref, image, TilingConfig(chunk, tile, halo), batch)
     np.testing.assert_array_equal(mask, expected)
@@ -101,9 +93,7 @@ def test_random_torchscript_tiled_equals_whole_image(
 
 @pytest.mark.parametrize("model", ["builtin", "tiny"])
 def test_chunk_not_a_multiple_of_the_size_divisor_equals_whole_image(tmp_path, builtin_ref, tiny_ref, model):
-    ref, image = (
-        (builtin_ref, _builtin_image(100, 77)) if model == "builtin" else (tiny_ref, _tiny_image(100, 77))
-    )
+    ref, image = (builtin_ref, _builtin_image(100, 77)) if model == "builtin" else (tiny_ref, _tiny_image(100, 77))
     chunk_setting = 50 if model == "builtin" else 33  # 50 % 4 != 0, 33 % 2 != 0
     mask, expected, _, chunk = _segment(tmp_path, ref, image, TilingConfig(chunk_setting, 16, None), 2)
     np.testing.assert_array_equal(mask, expected)

@@ -45,9 +45,7 @@ def test_confusion_of_chunks_sums_to_the_whole(pair, chunk: int, ignore: bool) -
     ignore_index = 0 if ignore else None
     whole = confusion_matrix(truth, prediction, k, ignore_index)
     parts = [
-        confusion_matrix(
-            truth[r.y0 : r.y1, r.x0 : r.x1], prediction[r.y0 : r.y1, r.x0 : r.x1], k, ignore_index
-        )
+        confusion_matrix(truth[r.y0 : r.y1, r.x0 : r.x1], prediction[r.y0 : r.y1, r.x0 : r.x1], k, ignore_index)
         for r in chunk_grid(*truth.shape, chunk)
     ]
     np.testing.assert_array_equal(np.sum(parts, axis=0), whole)

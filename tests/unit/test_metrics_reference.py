@@ -41,19 +41,30 @@ def labelled(draw: st.DrawFn, max_side: int = 24) -> tuple[np.ndarray, np.ndarra
     return truth, prediction, k, ignore
 
 
-def torchmetrics_scores(truth: np.ndarray, prediction: np.ndarray, k: int, ignore: int | None,
-                        average: str | None = None, zero_division: float = 0) -> dict[str, np.ndarray]:
+def torchmetrics_scores(
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    k: int,
+    ignore: int | None,
+    average: str | None = None,
+    zero_division: float = 0,
+) -> dict[str, np.ndarray]:
     """torchmetrics' Jaccard, F1, precision, recall (and accuracy for ``micro``) on flat int64 tensors."""
     t = torch.from_numpy(truth.ravel().astype(np.int64))
     p = torch.from_numpy(prediction.ravel().astype(np.int64))
     options = {"num_classes": k, "average": average, "ignore_index": ignore, "zero_division": zero_division}
-    metric_classes = {"iou": tmc.MulticlassJaccardIndex, "dice": tmc.MulticlassF1Score,
-                      "precision": tmc.MulticlassPrecision, "recall": tmc.MulticlassRecall}
+    metric_classes = {
+        "iou": tmc.MulticlassJaccardIndex,
+        "dice": tmc.MulticlassF1Score,
+        "precision": tmc.MulticlassPrecision,
+        "recall": tmc.MulticlassRecall,
+    }
     return {name: cls(**options)(p, t).double().numpy() for name, cls in metric_classes.items()}
 
 
-def monai_scores(truth: np.ndarray, prediction: np.ndarray, k: int, ignore: int | None,
-                 ignore_empty: bool = True) -> dict[str, np.ndarray]:
+def monai_scores(
+    truth: np.ndarray, prediction: np.ndarray, k: int, ignore: int | None, ignore_empty: bool = True
+) -> dict[str, np.ndarray]:
     """MONAI compute_iou and DiceMetric on one-hot (1, K, N) tensors of the kept pixels."""
     keep = truth != ignore if ignore is not None else np.ones(truth.shape, bool)
     t, p = truth[keep].astype(np.int64), prediction[keep].astype(np.int64)
@@ -208,8 +219,10 @@ def test_monai_mean_dice_skips_false_positive_only_classes() -> None:
     prediction = np.array([[0, 2, 1, 1]], np.uint8)
     eye = np.eye(3)
     metric = monai_metrics.DiceMetric(include_background=True, reduction="mean")
-    metric(torch.from_numpy(eye[prediction].transpose(0, 2, 1).copy()),
-           torch.from_numpy(eye[truth].transpose(0, 2, 1).copy()))
+    metric(
+        torch.from_numpy(eye[prediction].transpose(0, 2, 1).copy()),
+        torch.from_numpy(eye[truth].transpose(0, 2, 1).copy()),
+    )
     ours = scores(confusion_matrix(truth, prediction, 3))
     assert float(metric.aggregate()) == pytest.approx((ours["dice"][0] + ours["dice"][1]) / 2)
     assert ours["mean_dice"] == pytest.approx((ours["dice"][0] + ours["dice"][1] + 0.0) / 3)
@@ -223,8 +236,10 @@ def test_monai_mean_dice_skips_false_positive_only_classes() -> None:
 def test_scores_of_summed_chunk_matrices_equal_scores_of_the_whole(case, chunk: int) -> None:
     truth, prediction, k, ignore = case
     whole = scores(confusion_matrix(truth, prediction, k, ignore))
-    parts = [confusion_matrix(truth[r.y0:r.y1, r.x0:r.x1], prediction[r.y0:r.y1, r.x0:r.x1], k, ignore)
-             for r in chunk_grid(truth.shape[0], truth.shape[1], chunk)]
+    parts = [
+        confusion_matrix(truth[r.y0 : r.y1, r.x0 : r.x1], prediction[r.y0 : r.y1, r.x0 : r.x1], k, ignore)
+        for r in chunk_grid(truth.shape[0], truth.shape[1], chunk)
+    ]
     summed = scores(np.sum(parts, axis=0))
     assert summed.keys() == whole.keys()
     for key, value in whole.items():
@@ -250,8 +265,8 @@ def test_score_invariants(case) -> None:
 
 
 def test_batch_aggregates_micro_and_per_image() -> None:
-    good = np.array([[6, 0], [0, 2]])     # iou [1, 1]
-    poor = np.array([[2, 2], [2, 2]])     # iou [1/3, 1/3]
+    good = np.array([[6, 0], [0, 2]])  # iou [1, 1]
+    poor = np.array([[2, 2], [2, 2]])  # iou [1/3, 1/3]
     empty_class = np.array([[4, 0], [0, 0]])  # class 1 absent from both: iou [1, nan]
     result = batch_aggregates([good, poor, empty_class])
     assert result["images"] == 3
@@ -336,8 +351,10 @@ def test_confusion_matrix_is_exact_for_every_label_dtype(dtype, ignore) -> None:
         truth[::5, ::3] = ignore
     expected = naive_confusion(truth, prediction, k, ignore)
     np.testing.assert_array_equal(confusion_matrix(truth, prediction, k, ignore), expected)
-    np.testing.assert_array_equal(confusion_matrix(truth[:, 3:150], prediction[:, 3:150], k, ignore),
-                                  naive_confusion(truth[:, 3:150], prediction[:, 3:150], k, ignore))
+    np.testing.assert_array_equal(
+        confusion_matrix(truth[:, 3:150], prediction[:, 3:150], k, ignore),
+        naive_confusion(truth[:, 3:150], prediction[:, 3:150], k, ignore),
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int64])
@@ -357,8 +374,9 @@ def test_confusion_matrix_spans_many_blocks(k: int, ignore: int | None) -> None:
     truth, prediction = rng.integers(0, k, (2, size), dtype=np.uint8)
     if ignore is not None:
         truth[::7] = ignore
-    np.testing.assert_array_equal(confusion_matrix(truth, prediction, k, ignore),
-                                  naive_confusion_fast(truth, prediction, k, ignore))
+    np.testing.assert_array_equal(
+        confusion_matrix(truth, prediction, k, ignore), naive_confusion_fast(truth, prediction, k, ignore)
+    )
     truth[-1] = k  # a label outside the classes, in the last pixel
     with pytest.raises(InputError, match=str(k)):
         confusion_matrix(truth, prediction, k, ignore)

@@ -25,8 +25,9 @@ from segpipe.objects import (
 PROPERTY = settings(deadline=None, max_examples=80)
 
 
-def square(shape: tuple[int, int], y: int, x: int, h: int, w: int, value: int = 1,
-           into: np.ndarray | None = None) -> np.ndarray:
+def square(
+    shape: tuple[int, int], y: int, x: int, h: int, w: int, value: int = 1, into: np.ndarray | None = None
+) -> np.ndarray:
     out = np.zeros(shape, np.int32) if into is None else into
     out[y : y + h, x : x + w] = value
     return out
@@ -126,8 +127,9 @@ def test_shifted_square_matches_up_to_its_iou() -> None:
         row = results[threshold]
         assert (row["tp"], row["fp"], row["fn"], row["mean_matched_iou"]) == (1, 2, 1, 1.0)
     overlap = object_overlap(truth, prediction)
-    pairs = {(int(t), int(p)): float(v) for t, p, v in zip(overlap.true_ids, overlap.pred_ids, overlap.iou,
-                                                           strict=True)}
+    pairs = {
+        (int(t), int(p)): float(v) for t, p, v in zip(overlap.true_ids, overlap.pred_ids, overlap.iou, strict=True)
+    }
     assert pairs == {(1, 1): pytest.approx(2 / 3), (2, 2): 1.0}  # ids renumbered 1..n in id order
 
 
@@ -138,8 +140,10 @@ def test_split_and_merge_tie_at_one_half() -> None:
     split_prediction = square((12, 12), 0, 0, 10, 5, 1)
     square((12, 12), 0, 5, 10, 5, 2, into=split_prediction)
     merge_truth, merge_prediction = split_prediction, split_truth
-    for truth, prediction, expected in ((split_truth, split_prediction, (1, 1, 0)),
-                                        (merge_truth, merge_prediction, (1, 0, 1))):
+    for truth, prediction, expected in (
+        (split_truth, split_prediction, (1, 1, 0)),
+        (merge_truth, merge_prediction, (1, 0, 1)),
+    ):
         results = by_threshold(object_metrics(truth, prediction))
         assert (results[0.5]["tp"], results[0.5]["fp"], results[0.5]["fn"]) == expected
         assert results[0.5]["mean_matched_iou"] == 0.5
@@ -175,10 +179,7 @@ def test_empty_images_give_nan_where_stardist_gives_zero() -> None:
 
 
 def test_label_objects_connectivity_and_foreground() -> None:
-    mask = np.array([[1, 0, 0, 2],
-                     [0, 1, 0, 2],
-                     [0, 0, 0, 0],
-                     [2, 2, 0, 1]], np.uint8)
+    mask = np.array([[1, 0, 0, 2], [0, 1, 0, 2], [0, 0, 0, 0], [2, 2, 0, 1]], np.uint8)
     assert label_objects(mask, connectivity=4)[1] == 5
     assert label_objects(mask, connectivity=8)[1] == 4
     labels, count = label_objects(mask, connectivity=8, foreground=2)

@@ -49,13 +49,9 @@ def test_plan_batch_refuses_float_truth_and_duplicate_names(tmp_path: Path) -> N
     tifffile.imwrite(tmp_path / "b" / "a.tif", np.ones((8, 8), np.uint16))
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((8, 8), np.float32))
     with pytest.raises(InputError, match="float.tif: truth must hold integer"):
-        plan_batch(
-            [str(tmp_path / "a.tif")], [str(tmp_path / "float.tif")], RunSettings(out=str(tmp_path / "o"))
-        )
+        plan_batch([str(tmp_path / "a.tif")], [str(tmp_path / "float.tif")], RunSettings(out=str(tmp_path / "o")))
     with pytest.raises(InputError, match="share the output name"):
-        plan_batch(
-            [str(tmp_path / "a.tif"), str(tmp_path / "b" / "a.tif")], None, RunSettings(out=str(tmp_path))
-        )
+        plan_batch([str(tmp_path / "a.tif"), str(tmp_path / "b" / "a.tif")], None, RunSettings(out=str(tmp_path)))
 
 
 def test_finite_or_none_and_write_json(tmp_path: Path) -> None:
@@ -167,8 +163,13 @@ def test_sixteen_band_image_runs_through_a_sixteen_band_model(tmp_path: Path, la
     if layout == "planar CYX":
         tifffile.imwrite(tmp_path / "scene.tif", bands, metadata={"axes": "CYX"})
     else:
-        tifffile.imwrite(tmp_path / "scene.tif", np.moveaxis(bands, 0, -1), planarconfig="contig",
-                         photometric="minisblack", metadata={"axes": "YXS"})
+        tifffile.imwrite(
+            tmp_path / "scene.tif",
+            np.moveaxis(bands, 0, -1),
+            planarconfig="contig",
+            photometric="minisblack",
+            metadata={"axes": "YXS"},
+        )
     settings = replace(RunSettings(out=str(tmp_path / "out"), model=str(model)), tiling=TilingConfig(chunk=32, tile=16))
     plan = plan_batch([str(tmp_path / "scene.tif")], None, settings)
     job = plan.jobs[0]

@@ -59,8 +59,18 @@ def test_per_image_csv_columns_and_values(tmp_path: Path) -> None:
     assert [r["image"] for r in rows] == ["perfect", "noisy", "no membrane"]
     columns = list(rows[0])
     assert columns[:4] == ["image", "iou_background", "iou_nucleus_large", "iou_membrane"]
-    for expected in ("dice_membrane", "precision_background", "recall_nucleus_large", "mean_iou", "mean_dice",
-                     "pixel_accuracy", "frequency_weighted_iou", "pixels", "object_f1", "object_f1_mean"):
+    for expected in (
+        "dice_membrane",
+        "precision_background",
+        "recall_nucleus_large",
+        "mean_iou",
+        "mean_dice",
+        "pixel_accuracy",
+        "frequency_weighted_iou",
+        "pixels",
+        "object_f1",
+        "object_f1_mean",
+    ):
         assert expected in columns
     noisy = scores(items[1].confusion)
     assert float(rows[1]["iou_nucleus_large"]) == noisy["iou"][1]  # full precision, exactly
@@ -86,16 +96,21 @@ def test_summary_csv_and_json(tmp_path: Path) -> None:
     assert loaded["worst_by_mean_dice"][0] == "noisy"
     assert loaded["objects"][0]["threshold"] == 0.5
     assert loaded["micro"]["confusion_matrix"] == micro["confusion_matrix"]
-    only_nan = json.loads(write_summary_json(tmp_path / "nan.json", batch_summary(
-        [ImageResult("void", np.zeros((3, 3), np.int64))], CLASSES)).read_text())
+    only_nan = json.loads(
+        write_summary_json(
+            tmp_path / "nan.json", batch_summary([ImageResult("void", np.zeros((3, 3), np.int64))], CLASSES)
+        ).read_text()
+    )
     assert only_nan["micro"]["mean_iou"] is None and only_nan["objects"] is None
 
 
 def test_plots_are_pngs_of_sensible_size(tmp_path: Path) -> None:
     items, _ = results()
     confusion = np.sum([r.confusion for r in items], axis=0)
-    for path in (plot_confusion(tmp_path / "confusion.png", confusion, CLASSES),
-                 plot_class_scores(tmp_path / "bars.png", scores(confusion), CLASSES)):
+    for path in (
+        plot_confusion(tmp_path / "confusion.png", confusion, CLASSES),
+        plot_class_scores(tmp_path / "bars.png", scores(confusion), CLASSES),
+    ):
         with Image.open(path) as image:
             assert image.format == "PNG" and 400 <= image.width <= 2000 and 300 <= image.height <= 2000
             assert len(set(image.convert("RGB").getdata())) > 20  # drawn, not blank
@@ -163,12 +178,30 @@ def test_column_names() -> None:
 
 def runs() -> list[dict]:
     return [
-        {"run_id": "0123456789abcdef", "name": "baseline", "params": {"model": "builtin"},
-         "metrics": {"mean_iou": 0.90, "mean_dice": 0.95, "dice_background": 0.99, "dice_nucleus": 0.91,
-                     "megapixels_per_second": 0.78}},
-        {"run_id": "fedcba9876543210", "name": "bigger", "params": {"model": "unet_big.pt"},
-         "metrics": {"mean_iou": 0.92, "mean_dice": 0.95, "dice_background": 0.98, "dice_nucleus": 0.93,
-                     "megapixels_per_second": 0.31}},
+        {
+            "run_id": "0123456789abcdef",
+            "name": "baseline",
+            "params": {"model": "builtin"},
+            "metrics": {
+                "mean_iou": 0.90,
+                "mean_dice": 0.95,
+                "dice_background": 0.99,
+                "dice_nucleus": 0.91,
+                "megapixels_per_second": 0.78,
+            },
+        },
+        {
+            "run_id": "fedcba9876543210",
+            "name": "bigger",
+            "params": {"model": "unet_big.pt"},
+            "metrics": {
+                "mean_iou": 0.92,
+                "mean_dice": 0.95,
+                "dice_background": 0.98,
+                "dice_nucleus": 0.93,
+                "megapixels_per_second": 0.31,
+            },
+        },
         {"run_id": "aaaa", "name": "", "params": {}, "metrics": {"mean_iou": math.nan, "dice_nucleus": 0.5}},
     ]
 

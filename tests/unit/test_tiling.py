@@ -106,9 +106,7 @@ def test_read_window_mirrors_only_past_the_border(tmp_path, height, width, regio
     source = write_zarr(tmp_path / "img.zarr", image, chunks=(2, 7, 9))
     window = read_window(source, region, halo)
     padded = np.pad(image, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
-    np.testing.assert_array_equal(
-        window, padded[:, region.y0 : region.y1 + 2 * halo, region.x0 : region.x1 + 2 * halo]
-    )
+    np.testing.assert_array_equal(window, padded[:, region.y0 : region.y1 + 2 * halo, region.x0 : region.x1 + 2 * halo])
     want = region.grow(halo)
     if clip(want, height, width) == want:  # nothing past the border: exactly the image's own pixels
         np.testing.assert_array_equal(window, image[:, want.y0 : want.y1, want.x0 : want.x1])
@@ -121,8 +119,7 @@ def test_strided_sample_is_independent_of_chunking(height: int, width: int, chun
     codes = np.arange(height * width, dtype=np.int64).reshape(1, height, width)  # pixel (y, x) holds y*W + x
     whole = strided_sample(codes, Region(0, height, 0, width), stride).ravel()
     parts = [
-        strided_sample(codes[:, r.y0 : r.y1, r.x0 : r.x1], r, stride).ravel()
-        for r in chunk_grid(height, width, chunk)
+        strided_sample(codes[:, r.y0 : r.y1, r.x0 : r.x1], r, stride).ravel() for r in chunk_grid(height, width, chunk)
     ]
     pieces = np.concatenate(parts)
     assert len(pieces) == len(set(pieces.tolist()))  # no pixel sampled twice

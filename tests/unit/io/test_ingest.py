@@ -28,9 +28,7 @@ def three_band_tiff(tmp_path: Path):
 
 
 @pytest.mark.parametrize("chunk", [7, 16, 32, 1000])
-def test_ingest_copies_pixels_onto_the_requested_chunk_grid(
-    tmp_path: Path, three_band_tiff, chunk: int
-) -> None:
+def test_ingest_copies_pixels_onto_the_requested_chunk_grid(tmp_path: Path, three_band_tiff, chunk: int) -> None:
     source, expected = three_band_tiff
     dest = str(tmp_path / "input.zarr")
     stats = ingest(source, dest, chunk)
@@ -45,9 +43,7 @@ def test_ingest_copies_pixels_onto_the_requested_chunk_grid(
 
 
 @pytest.mark.parametrize("max_samples", [100, 400, 2000])
-def test_band_stats_do_not_depend_on_the_chunking(
-    tmp_path: Path, three_band_tiff, monkeypatch, max_samples
-) -> None:
+def test_band_stats_do_not_depend_on_the_chunking(tmp_path: Path, three_band_tiff, monkeypatch, max_samples) -> None:
     """With a stride > 1, samples are aligned on image coordinates, so every chunking gives the same stats."""
     monkeypatch.setattr(normalize, "MAX_SAMPLES", max_samples)
     source, expected = three_band_tiff
@@ -110,6 +106,4 @@ def test_ingest_with_a_ledger_resumes_without_copying_done_chunks(tmp_path: Path
     assert first == BandStats.from_samples(expected.reshape(3, -1))
     patched = expected.copy()
     patched[:, :16, :16] = 0
-    assert second == BandStats.from_samples(
-        patched.reshape(3, -1)
-    )  # samples of done chunks read back from dest
+    assert second == BandStats.from_samples(patched.reshape(3, -1))  # samples of done chunks read back from dest

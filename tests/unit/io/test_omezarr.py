@@ -24,8 +24,11 @@ GEO_TAGS = [
 
 
 def _run(tmp_path: Path, image: Path, export_tiff: bool = False) -> dict:
-    settings = replace(pipeline.RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=256, tile=128),
-                       export_tiff=export_tiff)
+    settings = replace(
+        pipeline.RunSettings(out=str(tmp_path / "out")),
+        tiling=TilingConfig(chunk=256, tile=128),
+        export_tiff=export_tiff,
+    )
     plan = pipeline.plan_batch([str(image)], None, settings)
     job = plan.jobs[0]
     ingested = pipeline.ingest_step(job, plan.chunk)
@@ -73,22 +76,35 @@ def test_geotiff_keys_come_back_on_export(tmp_path: Path) -> None:
 
 
 def test_ome_physical_pixel_size_sets_the_scale(tmp_path: Path) -> None:
-    tifffile.imwrite(tmp_path / "cells.ome.tif", _pixels(300, 300)[None],
-                     metadata={"axes": "CYX", "PhysicalSizeX": 0.325, "PhysicalSizeY": 0.325,
-                               "PhysicalSizeXUnit": "µm", "PhysicalSizeYUnit": "µm"})
+    tifffile.imwrite(
+        tmp_path / "cells.ome.tif",
+        _pixels(300, 300)[None],
+        metadata={
+            "axes": "CYX",
+            "PhysicalSizeX": 0.325,
+            "PhysicalSizeY": 0.325,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeYUnit": "µm",
+        },
+    )
     result = _run(tmp_path, tmp_path / "cells.ome.tif")
     ome = zarr.open_group(f"{result['store']}/labels/mask", mode="r").attrs["ome"]
     scales = [d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]]
     assert scales == [[0.325, 0.325], [0.65, 0.65]]
     assert ome["multiscales"][0]["axes"][0] == {"name": "y", "type": "space", "unit": "micrometer"}
-    assert ome["image-label"]["properties"] == [{"label-value": 0, "class": "background"},
-                                                {"label-value": 1, "class": "nucleus"}]
+    assert ome["image-label"]["properties"] == [
+        {"label-value": 0, "class": "background"},
+        {"label-value": 1, "class": "nucleus"},
+    ]
 
 
 def test_probabilities_are_stored_as_float16_and_agree_with_the_mask(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "scan.tif", _pixels(200, 300))
-    settings = replace(pipeline.RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=128, tile=64),
-                       save_probabilities=True)
+    settings = replace(
+        pipeline.RunSettings(out=str(tmp_path / "out")),
+        tiling=TilingConfig(chunk=128, tile=64),
+        save_probabilities=True,
+    )
     plan = pipeline.plan_batch([str(tmp_path / "scan.tif")], None, settings)
     job = plan.jobs[0]
     ingested = pipeline.ingest_step(job, plan.chunk)
