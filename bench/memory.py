@@ -11,14 +11,13 @@ Tiling must keep the peak flat: the goal is ratio_largest_to_smallest close to 1
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
+from common import write_result  # bench/common.py, beside this script
 
 from flows.segment_batch import segment_batch
 from segpipe.synthetic import write_sample
@@ -80,13 +79,10 @@ def main() -> None:
     result = {
         "benchmark": "memory",
         "runs": runs,
-        "cpus": os.cpu_count(),
         "pixel_ratio": largest["megapixels"] / smallest["megapixels"],
         "ratio_largest_to_smallest": largest["peak_tree_rss_mib"] / smallest["peak_tree_rss_mib"],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,15 @@ The goal is ratio >= 5. ``objects`` times ``object_metrics`` on a 4096 x 4096 in
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torchmetrics
+from common import write_result  # bench/common.py, beside this script
 from scipy import ndimage
 from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardIndex
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_jaccard_index
@@ -147,16 +144,9 @@ def main() -> None:
         "goal_ratio": GOAL,
         "meets_goal": all(c["ratio"] >= GOAL for c in cases),
         "objects": time_objects(args.object_size, args.objects, args.repeat) if args.object_size else None,
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
         "torchmetrics": torchmetrics.__version__,
-        "python": platform.python_version(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ model's halo equals whole-image inference exactly (tests/unit/test_inference.py)
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
+
+from common import write_result  # bench/common.py, beside this script
 
 from flows.segment_batch import segment_batch
 from segpipe.io.datasets import write_nuclei_mosaic
@@ -73,9 +74,7 @@ def main() -> None:
             "size": 512 * args.repeats,
             "modes": run(images, args.chunk, work),
         }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

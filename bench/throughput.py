@@ -11,15 +11,13 @@ second. The goal (see README) is ratio >= 0.90.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from common import write_result  # bench/common.py, beside this script
 
 from segpipe.models.loader import load_predictor, resolve_model
 
@@ -70,13 +68,8 @@ def main() -> None:
         **pipeline,
         "ratio_infer_to_raw": pipeline["infer_megapixels_per_second"] / raw,
         "ratio_flow_to_raw": pipeline["flow_megapixels_per_second"] / raw,
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

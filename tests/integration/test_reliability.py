@@ -15,7 +15,7 @@ import pytest
 
 from flows.segment_batch import segment_batch
 from segpipe import pipeline
-from segpipe.errors import TrackingError
+from segpipe.errors import SegpipeWarning, TrackingError
 from segpipe.synthetic import write_sample
 
 pytestmark = pytest.mark.integration
@@ -163,7 +163,8 @@ def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, 
     from segpipe.inference import create_mask
 
     create_mask(pipeline.mask_path(pipeline.store_path(job, partial=True)), 1024, 1024, 256, 2)
-    second = pipeline.plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=16)))
+    with pytest.warns(SegpipeWarning, match="smaller than the receptive-field radius"):
+        second = pipeline.plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=16)))
     assert second.jobs[0].infer_key != job.infer_key
     result = pipeline.infer_step(second.jobs[0], ingested["source"], ingested["stats"], second, settings.inference)
     assert result["chunks_computed"] == result["chunks"] == 16
