@@ -142,7 +142,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
     evaluation = EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False))
     return {
         "model": model,
-        "out": out,
+        "out": str(Path(out).resolve()),  # reports and MLflow params name absolute paths
         "tiling": tiling,
         "inference": {"batch_size": args.batch_size, "device": args.device},
         "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
