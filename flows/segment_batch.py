@@ -91,9 +91,7 @@ def evaluate(
 def write_reports(
     plan: pipeline.BatchPlan, settings: pipeline.RunSettings, reports: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    return pipeline.report_step(
-        settings.out, plan.jobs, reports, plan.model.card.class_names, settings.evaluation.truth_instances
-    )
+    return pipeline.report_step(settings.out, plan.jobs, reports, plan.model.card.class_names, settings.evaluation)
 
 
 @task(name="log-batch", retries=2, **RETRY)
@@ -239,12 +237,21 @@ def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
         out=values.get("out", "segpipe-out"),
         tiling=TilingConfig(**values.get("tiling", {})),
         inference=InferenceConfig(**values.get("inference", {})),
-        evaluation=EvalConfig(**values.get("evaluation", {})),
+        evaluation=_eval_config(values.get("evaluation", {})),
         overwrite=bool(values.get("overwrite", False)),
         export_tiff=bool(values.get("export_tiff", False)),
         save_probabilities=bool(values.get("save_probabilities", False)),
         trust_model_pickle=bool(values.get("trust_model_pickle", False)),
     )
+
+
+def _eval_config(values: dict[str, Any]) -> EvalConfig:
+    """EvalConfig from JSON-like values; ``truth_mapping`` may be ``{"17": 1, ...}`` or ``[[17, 1], ...]``."""
+    mapping = values.get("truth_mapping")
+    if isinstance(mapping, dict):
+        mapping = mapping.items()
+    pairs = tuple(sorted((int(i), int(c)) for i, c in mapping)) if mapping is not None else None
+    return EvalConfig(**{**values, "truth_mapping": pairs})
 
 
 def _with_torch_threads(settings: pipeline.RunSettings, workers: int) -> pipeline.RunSettings:

@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--num-classes", type=int, help="default: largest label in either image + 1")
     evaluate.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
     evaluate.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = class 1")
+    evaluate.add_argument("--truth-mapping", metavar="FILE", help="JSON {instance id: class} for instance truth")
     evaluate.add_argument("--chunk", type=int, default=1024, help="pixels per chunk edge read at a time")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_eval)
@@ -121,6 +122,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
             help="allow a fully pickled torch model (runs its code: only for files you made)",
         )
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
+        parser.add_argument("--truth-mapping", metavar="FILE", help="JSON {instance id: class} for instance truth")
         parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
 
 
@@ -139,18 +141,36 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
         from segpipe.errors import ConfigError
 
         raise ConfigError(f"--workers must be a positive integer, got {args.workers}")
-    evaluation = EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False))
+    mapping = _read_mapping(getattr(args, "truth_mapping", None))
+    evaluation = EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False), mapping)
     return {
         "model": model,
         "out": str(Path(out).resolve()),  # reports and MLflow params name absolute paths
         "tiling": tiling,
         "inference": {"batch_size": args.batch_size, "device": args.device},
-        "evaluation": {"ignore_index": evaluation.ignore_index, "truth_instances": evaluation.truth_instances},
+        "evaluation": {
+            "ignore_index": evaluation.ignore_index,
+            "truth_instances": evaluation.truth_instances,
+            "truth_mapping": [list(pair) for pair in mapping] if mapping else None,
+        },
         "overwrite": args.overwrite,
         "export_tiff": args.export_tiff,
         "save_probabilities": args.save_probabilities,
         "trust_model_pickle": getattr(args, "trust_model_pickle", False),
     }
+
+
+def _read_mapping(path: str | None) -> tuple[tuple[int, int], ...] | None:
+    """``--truth-mapping FILE``: a JSON object from instance id to class, e.g. ``{"17": 1, "18": 2}``."""
+    if path is None:
+        return None
+    from segpipe.errors import InputError
+
+    try:
+        raw = json.loads(Path(path).read_text())
+        return tuple(sorted((int(i), int(c)) for i, c in raw.items()))
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise InputError(f"{path}: not a JSON object from instance id to class ({exc})") from None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -223,7 +243,7 @@ def _eval(args: argparse.Namespace) -> int:
             f"{args.truth}: truth is {truth.height} x {truth.width} but prediction "
             f"{args.prediction} is {prediction.height} x {prediction.width}"
         )
-    config = EvalConfig(args.ignore_index, args.truth_instances)
+    config = EvalConfig(args.ignore_index, args.truth_instances, _read_mapping(args.truth_mapping))
     classes = args.num_classes or _largest_label(prediction, truth, args.chunk, config) + 1
     result = finite_or_none(scores(evaluate(prediction, truth, max(classes, 2), config, args.chunk)))
     if args.json:
@@ -244,16 +264,18 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _largest_label(prediction: Any, truth: Any, chunk: int, config: EvalConfig) -> int:
+    """The largest class id in the prediction and the (mapped) truth, read chunk by chunk."""
+    from segpipe.evaluation import truth_classes
     from segpipe.tiling import chunk_grid
 
-    largest = 1 if config.truth_instances else 0
+    largest = 0
     for region in chunk_grid(prediction.height, prediction.width, chunk):
         largest = max(largest, int(prediction.read(*region).max()))
-        if not config.truth_instances:
-            t = truth.read(*region)
-            if config.ignore_index is not None:
-                t = t[t != config.ignore_index]
-            largest = max(largest, int(t.max()) if t.size else 0)
+        labels = truth.read(*region)[0]
+        if config.ignore_index is not None:
+            labels = labels[labels != config.ignore_index]
+        classes = truth_classes(labels, config)
+        largest = max(largest, int(classes.max()) if classes.size else 0)
     return largest
 
 

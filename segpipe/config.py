@@ -81,10 +81,17 @@ class EvalConfig:
     Attributes:
         ignore_index: truth label excluded from every metric (``None``: nothing ignored).
         truth_instances: truth holds instance ids (0 = background); any id > 0 counts as class 1.
+        truth_mapping: truth holds instance ids, each mapped to a class by these (id, class) pairs (0 is
+            background unless mapped); every id in the truth must be mapped.
     """
 
     ignore_index: int | None = None
     truth_instances: bool = False
+    truth_mapping: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.truth_mapping is not None and any(c < 0 or i < 0 for i, c in self.truth_mapping):
+            raise ConfigError("--truth-mapping: instance ids and classes must be >= 0")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

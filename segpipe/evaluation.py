@@ -16,7 +16,7 @@ from segpipe.config import EvalConfig
 from segpipe.errors import InputError
 from segpipe.inference import Executor, local_executor
 from segpipe.io.images import ImageSource
-from segpipe.metrics import confusion_matrix
+from segpipe.metrics import confusion_matrix, instances_to_classes
 from segpipe.tiling import Region, chunk_grid
 
 FAN_IN = 8
@@ -32,6 +32,15 @@ def seam_band_mask(region: Region, height: int, width: int, band: int) -> np.nda
     return near_y[:, None] | near_x[None, :]
 
 
+def truth_classes(labels: np.ndarray, config: EvalConfig) -> np.ndarray:
+    """Truth as class ids: instance ids mapped (``truth_mapping``) or binarised (``truth_instances``)."""
+    if config.truth_mapping is not None:
+        return instances_to_classes(labels, dict(config.truth_mapping))
+    if config.truth_instances:
+        return (labels > 0).astype(np.uint8)
+    return labels
+
+
 def chunk_confusion(
     prediction: ImageSource,
     truth: ImageSource,
@@ -41,9 +50,10 @@ def chunk_confusion(
     seam_band: int = SEAM_BAND,
 ) -> np.ndarray:
     """(2, K, K) confusion matrices of one chunk: [interior, seam band]."""
-    truth_labels = truth.read(*region)[0]
-    if config.truth_instances:
-        truth_labels = (truth_labels > 0).astype(np.uint8)
+    try:
+        truth_labels = truth_classes(truth.read(*region)[0], config)
+    except InputError as exc:
+        raise InputError(f"{truth.path}: {exc}") from None
     predicted = prediction.read(*region)[0]
     band = seam_band_mask(region, prediction.height, prediction.width, seam_band)
     try:

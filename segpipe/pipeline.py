@@ -22,7 +22,7 @@ import zarr
 from segpipe import metrics, normalize
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
 from segpipe.errors import InputError, OutputError, SegpipeWarning
-from segpipe.evaluation import evaluate_split
+from segpipe.evaluation import evaluate_split, truth_classes
 from segpipe.inference import (
     ChunkJob,
     Executor,
@@ -186,13 +186,34 @@ def _scan_contents(job: ImageJob, model: ModelRef, config: EvalConfig, chunk: in
             )
     if job.truth is None or config.truth_instances:
         return
-    scan = scan_image(job.truth, chunk, config.ignore_index)
     classes = model.card.num_classes
+    if config.truth_mapping is not None:
+        _check_mapping(job.truth, dict(config.truth_mapping), classes, chunk)
+        return
+    scan = scan_image(job.truth, chunk, config.ignore_index)
     if scan.pixels and (scan.low < 0 or scan.high >= classes):
         bad = scan.high if scan.high >= classes else scan.low
         raise InputError(
             f"{job.truth.path}: truth label {bad:g} is outside the model's classes 0..{classes - 1} "
             "(instance masks: pass --truth-instances; void label: --ignore-index)"
+        )
+
+
+def _check_mapping(truth: ImageSource, mapping: dict[int, int], classes: int, chunk: int) -> None:
+    """Every instance id in ``truth`` must map to one of the model's classes (read chunk by chunk)."""
+    task = dask.delayed(lambda region: np.unique(truth.read(*region)[0]), pure=True)
+    parts = dask.compute(*[task(r) for r in chunk_grid(truth.height, truth.width, chunk)], scheduler="threads")
+    ids = np.unique(np.concatenate(parts)) if parts else np.array([], np.int64)
+    missing = [int(i) for i in ids if int(i) != 0 and int(i) not in mapping]
+    if missing:
+        raise InputError(
+            f"{truth.path}: instance id {missing[0]} has no class in --truth-mapping ({len(missing)} ids lack one)"
+        )
+    beyond = sorted({c for i, c in mapping.items() if c >= classes and i in set(ids.tolist())})
+    if beyond:
+        raise InputError(
+            f"{truth.path}: --truth-mapping sends instances to class {beyond[0]}, outside the "
+            f"model's classes 0..{classes - 1}"
         )
 
 
@@ -460,7 +481,7 @@ def report_step(
     jobs: tuple[ImageJob, ...],
     reports: list[dict[str, Any]],
     class_names: tuple[str, ...],
-    truth_instances: bool = False,
+    config: EvalConfig | None = None,
     worst: int = 4,
 ) -> dict[str, Any]:
     """Write ``<out>/report/``: per-image CSV, batch summary (CSV, JSON), confusion heatmap, per-class bars
@@ -477,12 +498,12 @@ def report_step(
         os.path.join(out, "report"),
         results,
         class_names,
-        lambda name: _thumbnails(by_name[name], truth_instances),
+        lambda name: _thumbnails(by_name[name], config or EvalConfig()),
         worst,
     )
 
 
-def _thumbnails(job: ImageJob, truth_instances: bool, max_side: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _thumbnails(job: ImageJob, config: EvalConfig, max_side: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Image (0..1), prediction and truth thumbnails of a finished image, read chunk by chunk."""
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth to draw an overlay against")
@@ -491,9 +512,7 @@ def _thumbnails(job: ImageJob, truth_instances: bool, max_side: int = 512) -> tu
     band0 = BandStats((stats["low"][0],), (stats["high"][0],))
     image = thumbnail(ingest_io.open_copy(job.image, f"{store}/0"), max_side)
     image = np.clip(normalize.apply(image[None], band0)[0], 0, 1)
-    truth = thumbnail(job.truth, max_side)
-    if truth_instances:
-        truth = (truth > 0).astype(np.uint8)
+    truth = truth_classes(thumbnail(job.truth, max_side), config)
     return image, thumbnail(open_image(mask_path(store)), max_side), truth
 
 

@@ -41,6 +41,12 @@ def _truth(d: Path, shape: tuple[int, int] = (64, 64), value: int = 1, dtype: st
     return str(d / "truth.tif")
 
 
+def _mapped(d: Path, mapping: dict[str, int]) -> list[str]:
+    truth = _truth(d, value=7)
+    (d / "mapping.json").write_text(json.dumps(mapping))
+    return _run(d, _image(d), "--truth", truth, "--truth-mapping", str(d / "mapping.json"))
+
+
 def _run(d: Path, *args: str) -> list[str]:
     return ["run", *args, "--out", str(d / "out"), "--tracking-uri", f"sqlite:///{d / 'mlflow.db'}"]
 

@@ -161,3 +161,11 @@ def test_report_compares_runs_and_marks_the_best(tmp_path, capsys) -> None:
     assert row.split()[1:] == ["0.8100", "0.9200*"]
     assert main(["report", "--experiment", "cmp", "--tracking-uri", uri]) == 0  # latest runs, no ids
     assert main(["report", "no-such-run", "--tracking-uri", uri]) == 5
+
+
+def test_credentials_never_reach_reports_or_logs() -> None:
+    from segpipe.tracking import public_uri
+
+    assert public_uri("https://alice:s3cret@mlflow.example.org/api") == "https://***@mlflow.example.org/api"
+    assert public_uri("http://token@host:5000") == "http://***@host:5000"
+    assert public_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"

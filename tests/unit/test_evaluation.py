@@ -73,3 +73,23 @@ def test_tree_sum_adds_every_part(parts: int, fan_in: int) -> None:
     arrays = [np.full((2, 2), i, np.int64) for i in range(parts)]
     (total,) = dask.compute(tree_sum([dask.delayed(a) for a in arrays], fan_in))
     np.testing.assert_array_equal(total, np.full((2, 2), sum(range(parts))))
+
+
+def test_instance_truth_maps_to_classes(tmp_path) -> None:
+    """Instance ids map to class ids through truth_mapping, chunk by chunk; 0 stays background."""
+    from segpipe.config import EvalConfig
+    from segpipe.evaluation import evaluate
+    from segpipe.metrics import confusion_matrix
+    from tests.unit.helpers import write_zarr
+
+    instances = np.zeros((30, 40), np.uint16)
+    instances[2:10, 3:12] = 17
+    instances[15:28, 20:35] = 230
+    classes = np.where(instances == 17, 1, np.where(instances == 230, 2, 0)).astype(np.uint8)
+    prediction = classes.copy()
+    prediction[15:20, 20:35] = 1  # part of object 230 predicted as class 1
+    truth = write_zarr(tmp_path / "t.zarr", instances, (11, 13))
+    pred = write_zarr(tmp_path / "p.zarr", prediction, (11, 13))
+    config = EvalConfig(truth_mapping=((17, 1), (230, 2)))
+    got = evaluate(pred, truth, 3, config, chunk=8)
+    np.testing.assert_array_equal(got, confusion_matrix(classes, prediction, 3))

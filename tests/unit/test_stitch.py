@@ -119,3 +119,32 @@ def test_normalize_is_applied_the_same_in_both_modes(tmp_path: Path) -> None:
     stats = normalize.BandStats((0.2,), (0.8,))
     window = read_window(source, Region(0, 40, 0, 40), 8)
     assert np.allclose(normalize.apply(window, stats), (window - 0.2) / 0.6)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    st.integers(1, 80),
+    st.integers(1, 80),
+    st.sampled_from([4, 12, 32, 36]),
+    st.sampled_from([4, 8, 16]),
+    st.sampled_from([28, 32, 40]),
+    st.sampled_from(["symmetric", "reflect", "edge"]),
+)
+def test_trim_output_has_the_input_size_and_equals_whole_image(
+    tmp_path_factory: pytest.TempPathFactory, height: int, width: int, chunk: int, tile: int, halo: int, pad: str
+) -> None:
+    """Any size from 1 x 1, any chunk, tile and halo >= the receptive field, any border padding: the stitched
+    mask has the input's exact shape and equals one pass over the whole (padded) image."""
+    tmp = tmp_path_factory.mktemp("t")
+    source = _source(tmp, height, width)
+    mask = str(tmp / "mask.zarr")
+    create_mask(mask, height, width, chunk, 2)
+    job = ChunkJob(source, mask, MODEL, chunk, min(tile, chunk), halo, InferenceConfig(batch_size=2, device="cpu"),
+                   None, pad_mode=pad)
+    segment_image(job)
+    result = zarr.open_array(mask, mode="r")[:]
+    assert result.shape == (height, width)
+    whole = read_window(source, Region(0, height, 0, width), halo, pad)
+    padded = np.pad(whole, ((0, 0), (0, -whole.shape[1] % 4), (0, -whole.shape[2] % 4)), mode="symmetric")
+    expected = PREDICTOR(padded[None])[0, :, halo : halo + height, halo : halo + width].argmax(axis=0)
+    np.testing.assert_array_equal(result, expected)
