@@ -144,6 +144,7 @@ def _two_same_names(d: Path) -> list[str]:
 
 
 CASES: list[Case] = [
+    Case("truth id missing from --truth-mapping", lambda d: _mapped(d, {"1": 1}), "instance id 7 has no class"),
     Case("missing path", lambda d: _run(d, str(d / "nope.tif")), "nope.tif: no such file"),
     Case(
         "empty file",
