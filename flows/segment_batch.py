@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 import segpipe
 from segpipe import pipeline
 from segpipe.cluster import dask_client, default_workers, distributed_executor, torch_threads_per_worker
-from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
+from segpipe.config import EvalConfig, InferenceConfig, TilingConfig, from_dict
 from segpipe.errors import SegpipeError, TrackingError
 from segpipe.inference import Executor
 from segpipe.io.images import ImageSource
@@ -235,8 +235,8 @@ def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
     return pipeline.RunSettings(
         model=values.get("model", "builtin"),
         out=values.get("out", "segpipe-out"),
-        tiling=TilingConfig(**values.get("tiling", {})),
-        inference=InferenceConfig(**values.get("inference", {})),
+        tiling=from_dict(TilingConfig, values.get("tiling", {})),  # unknown keys are refused, not ignored
+        inference=from_dict(InferenceConfig, values.get("inference", {})),
         evaluation=_eval_config(values.get("evaluation", {})),
         overwrite=bool(values.get("overwrite", False)),
         export_tiff=bool(values.get("export_tiff", False)),
@@ -251,7 +251,7 @@ def _eval_config(values: dict[str, Any]) -> EvalConfig:
     if isinstance(mapping, dict):
         mapping = mapping.items()
     pairs = tuple(sorted((int(i), int(c)) for i, c in mapping)) if mapping is not None else None
-    return EvalConfig(**{**values, "truth_mapping": pairs})
+    return from_dict(EvalConfig, {**values, "truth_mapping": pairs})
 
 
 def _with_torch_threads(settings: pipeline.RunSettings, workers: int) -> pipeline.RunSettings:

@@ -142,12 +142,6 @@ def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int,
     return logits
 
 
-def predict_window(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int) -> np.ndarray:
-    """Labels (argmax of ``trim_windows``) of the centre of ``window``."""
-    logits = trim_windows(predictor, window, halo, tile, batch_size)
-    return logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
-
-
 def _tile_input(window: np.ndarray, tile: Region, halo: int, edge: int) -> np.ndarray:
     """The tile plus its halo, padded at the bottom/right to ``edge`` (beyond the halo, so it cannot
     change the kept pixels when the halo covers the receptive field)."""

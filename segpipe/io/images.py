@@ -11,7 +11,6 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -215,12 +214,6 @@ def _open_stored_array(source: ImageSource) -> tuple[zarr.Array, Callable[[], No
         return zarr.open_array(store, mode="r"), close
     except (tifffile.TiffFileError, OSError) as exc:
         raise InputError(f"{source.path}: cannot read TIFF pixels ({exc})") from None
-
-
-def is_zarr_path(path: str | Path) -> bool:
-    """True for a directory that holds Zarr metadata."""
-    p = Path(path)
-    return p.is_dir() and any((p / name).exists() for name in ("zarr.json", ".zarray"))
 
 
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)  # pixel scale, tiepoints, transform, geokeys, params

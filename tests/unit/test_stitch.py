@@ -139,8 +139,17 @@ def test_trim_output_has_the_input_size_and_equals_whole_image(
     source = _source(tmp, height, width)
     mask = str(tmp / "mask.zarr")
     create_mask(mask, height, width, chunk, 2)
-    job = ChunkJob(source, mask, MODEL, chunk, min(tile, chunk), halo, InferenceConfig(batch_size=2, device="cpu"),
-                   None, pad_mode=pad)
+    job = ChunkJob(
+        source,
+        mask,
+        MODEL,
+        chunk,
+        min(tile, chunk),
+        halo,
+        InferenceConfig(batch_size=2, device="cpu"),
+        None,
+        pad_mode=pad,
+    )
     segment_image(job)
     result = zarr.open_array(mask, mode="r")[:]
     assert result.shape == (height, width)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segpipe.errors import InputError
-from segpipe.io.images import ImageSource, is_zarr_path, open_image
+from segpipe.io.images import ImageSource, open_image
 
 from ..helpers import write_zarr
 
@@ -127,7 +127,6 @@ def test_zarr_arrays_2d_and_3d(tmp_path: Path, shape, chunks, dtype) -> None:
     source = write_zarr(tmp_path / "a.zarr", data, chunks)
     cyx = data if data.ndim == 3 else data[np.newaxis]
     assert source.kind == "zarr" and source.shape == cyx.shape and np.dtype(source.dtype) == data.dtype
-    assert is_zarr_path(source.path)
     np.testing.assert_array_equal(source.read(0, cyx.shape[1], 0, cyx.shape[2]), cyx)
     h, w = cyx.shape[1:]
     np.testing.assert_array_equal(source.read(h // 3, h, w // 2, w), cyx[:, h // 3 :, w // 2 :])
@@ -265,14 +264,6 @@ def test_read_of_a_file_damaged_after_opening_raises_input_error(tmp_path: Path)
     with pytest.raises(InputError) as info:
         source.read(40, 64, 40, 64)
     assert str(info.value).startswith(str(path)) and "y 40..64, x 40..64" in str(info.value)
-
-
-def test_zarr_directory_is_recognised(tmp_path: Path) -> None:
-    write_zarr(tmp_path / "ok.zarr", np.zeros((4, 4), np.uint8))
-    (tmp_path / "plain").mkdir()
-    assert is_zarr_path(tmp_path / "ok.zarr")
-    assert not is_zarr_path(tmp_path / "plain")
-    assert not is_zarr_path(tmp_path / "missing")
 
 
 def test_read_of_a_band_first_zarr_keeps_band_order(tmp_path: Path) -> None:
