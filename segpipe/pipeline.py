@@ -239,7 +239,7 @@ def resolve_tiling(tiling: TilingConfig, model: ModelRef) -> tuple[int, int, int
     """
     divisor = model.card.size_divisor
     chunk = round_up(tiling.chunk, divisor)  # chunks must start on the model's pooling grid
-    halo = round_up(model.card.halo if tiling.halo is None else tiling.halo, divisor)
+    halo = round_up(model.card.default_halo if tiling.halo is None else tiling.halo, divisor)
     tile = tiling.tile if tiling.stitch == "gaussian" else min(tiling.tile, chunk)
     tile = max(divisor, tile - tile % divisor)
     radius = model.card.receptive_field

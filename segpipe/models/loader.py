@@ -32,6 +32,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 BUILTIN_NAME = "builtin"
 BUILTIN_WEIGHTS = WEIGHTS_DIR / "unet_nuclei.pt"
 PROBE_EDGE = 64
+FALLBACK_HALO = 32  # for models that declare neither a halo nor a receptive field
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ModelCard:
         num_classes: logit channels.
         class_names: one name per class.
         size_divisor: tile edges (with halo) are padded to multiples of this.
-        halo: default context per side; at least the receptive-field radius for exact tiling.
+        halo: default context per side; ``None``: the receptive-field radius if declared, else 32.
         receptive_field: radius in pixels of the input a pixel's output depends on (``None``: unknown).
         normalization: ``percentile`` (per-band 1st..99.8th percentile of the image to 0..1) or ``none``.
         architecture: ``unet`` config for state_dict files, empty otherwise.
@@ -55,7 +56,7 @@ class ModelCard:
     num_classes: int
     class_names: tuple[str, ...]
     size_divisor: int = 16
-    halo: int = 32
+    halo: int | None = None
     receptive_field: int | None = None
     normalization: str = "none"
     architecture: dict[str, Any] = field(default_factory=dict)
@@ -68,6 +69,13 @@ class ModelCard:
             return cls(**data)
         except (OSError, ValueError, TypeError) as exc:
             raise ModelError(f"{path}: invalid model card ({exc})") from None
+
+    @property
+    def default_halo(self) -> int:
+        """Context per side when the user gives none: the card's halo, else its receptive field, else 32."""
+        if self.halo is not None:
+            return self.halo
+        return self.receptive_field if self.receptive_field is not None else FALLBACK_HALO
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

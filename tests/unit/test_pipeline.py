@@ -179,3 +179,25 @@ def test_sixteen_band_image_runs_through_a_sixteen_band_model(tmp_path: Path, la
     predictor = load_predictor(plan.model, "cpu")
     expected = whole_image_labels(predictor, bands, plan.halo, None)
     np.testing.assert_array_equal(zarr.open_array(inferred["mask"], mode="r")[:], expected)
+
+
+@pytest.mark.parametrize(
+    ("card", "expected"),
+    [({"halo": 12}, 12), ({"receptive_field": 13}, 14), ({}, 32), ({"halo": 6, "receptive_field": 13}, 6)],
+)
+def test_default_halo_comes_from_the_card_then_the_receptive_field(tmp_path: Path, card: dict, expected: int) -> None:
+    """No --halo: the card's halo, else its receptive field (rounded up to the size divisor 2), else 32."""
+    from segpipe.models.loader import resolve_model
+    from tests.unit.helpers import TinyNet, save_torchscript, tiny_card
+
+    base = tiny_card()
+    base.pop("halo")
+    path = save_torchscript(TinyNet(), tmp_path / "m.pt", {**base, **card})
+    import contextlib
+
+    from segpipe.errors import SegpipeWarning
+
+    too_small = expected < card.get("receptive_field", 0)
+    with pytest.warns(SegpipeWarning) if too_small else contextlib.nullcontext():
+        _, _, halo = resolve_tiling(TilingConfig(chunk=64, tile=16), resolve_model(path))
+    assert halo == expected
