@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,15 @@ def _source(tmp: Path, height: int, width: int, seed: int = 0) -> ImageSource:
     return ImageSource(str(tmp / "in.zarr"), "zarr", "CYX", (1, height, width), "<f4")
 
 
+def _segment(source: ImageSource, chunk: int, tile: int, halo: int, batch_size: int, **mode: Any) -> np.ndarray:
+    """Run segment_image over every chunk of ``source`` (local scheduler) and return the stitched mask."""
+    mask = str(Path(source.path).parent / "mask.zarr")
+    create_mask(mask, source.height, source.width, chunk, 2)
+    inference = InferenceConfig(batch_size=batch_size, device="cpu")
+    segment_image(ChunkJob(source, mask, MODEL, chunk, tile, halo, inference, None, **mode))
+    return np.asarray(zarr.open_array(mask, mode="r")[:])
+
+
 def _whole_image_logits(source: ImageSource, patch: int, stride: int) -> np.ndarray:
     region = Region(0, source.height, 0, source.width)
     return blend_windows(PREDICTOR, read_window(source, region, patch), region, patch, stride, 4)
@@ -47,25 +57,10 @@ def test_chunked_gaussian_equals_whole_image(
     patch_stride: tuple[int, int],
 ) -> None:
     patch, stride = patch_stride
-    tmp = tmp_path_factory.mktemp("g")
-    source = _source(tmp, height, width)
-    mask = str(tmp / "mask.zarr")
-    create_mask(mask, height, width, chunk, 2)
-    job = ChunkJob(
-        source,
-        mask,
-        MODEL,
-        chunk,
-        patch,
-        0,
-        InferenceConfig(batch_size=3, device="cpu"),
-        None,
-        stitch="gaussian",
-        stride=stride,
-    )
-    segment_image(job)
+    source = _source(tmp_path_factory.mktemp("g"), height, width)
+    result = _segment(source, chunk, patch, 0, batch_size=3, stitch="gaussian", stride=stride)
     expected = _whole_image_logits(source, patch, stride).argmax(axis=0)
-    assert np.array_equal(zarr.open_array(mask, mode="r")[:], expected)
+    assert np.array_equal(result, expected)
 
 
 def test_window_grid_is_shared_by_neighbouring_chunks() -> None:
@@ -135,23 +130,8 @@ def test_trim_output_has_the_input_size_and_equals_whole_image(
 ) -> None:
     """Any size from 1 x 1, any chunk, tile and halo >= the receptive field, any border padding: the stitched
     mask has the input's exact shape and equals one pass over the whole (padded) image."""
-    tmp = tmp_path_factory.mktemp("t")
-    source = _source(tmp, height, width)
-    mask = str(tmp / "mask.zarr")
-    create_mask(mask, height, width, chunk, 2)
-    job = ChunkJob(
-        source,
-        mask,
-        MODEL,
-        chunk,
-        min(tile, chunk),
-        halo,
-        InferenceConfig(batch_size=2, device="cpu"),
-        None,
-        pad_mode=pad,
-    )
-    segment_image(job)
-    result = zarr.open_array(mask, mode="r")[:]
+    source = _source(tmp_path_factory.mktemp("t"), height, width)
+    result = _segment(source, chunk, min(tile, chunk), halo, batch_size=2, pad_mode=pad)
     assert result.shape == (height, width)
     whole = read_window(source, Region(0, height, 0, width), halo, pad)
     padded = np.pad(whole, ((0, 0), (0, -whole.shape[1] % 4), (0, -whole.shape[2] % 4)), mode="symmetric")
