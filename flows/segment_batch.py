@@ -179,7 +179,7 @@ def process_image(
     return {**report, "skipped": False}
 
 
-@flow(name="segment-batch", log_prints=True)
+@flow(name="segment-batch")
 def segment_batch(
     images: list[str],
     truths: list[str] | None = None,

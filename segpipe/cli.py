@@ -279,8 +279,13 @@ def _largest_label(prediction: Any, truth: Any, chunk: int, config: EvalConfig) 
     return largest
 
 
+_WARNED: set[str] = set()
+
+
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    if issubclass(category, SegpipeWarning):
+    """Print segpipe's own warnings once each (validation runs in the CLI and again in the flow)."""
+    if issubclass(category, SegpipeWarning) and str(message) not in _WARNED:
+        _WARNED.add(str(message))
         print(f"segpipe: warning: {message}", file=sys.stderr)
 
 
