@@ -8,12 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster
 
 from segpipe.inference import Executor
 
@@ -72,12 +73,20 @@ def distributed_executor(client: Client, show_progress: bool = False) -> Executo
     return run
 
 
-def _progress(futures: list[Any], label: str) -> None:
+def _progress(futures: list[Any], label: str, poll_seconds: float = 0.2) -> None:
+    """A progress bar on stderr until every future is finished (done, failed or cancelled).
+
+    Polls ``Future.done()`` rather than using ``as_completed``, which needs a default client.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
         task = bar.add_task(f"{label:>8} chunks", total=len(futures))
-        for _ in as_completed(futures):
-            bar.advance(task)
+        while True:
+            finished = sum(future.done() for future in futures)
+            bar.update(task, completed=finished)
+            if finished == len(futures):
+                return
+            time.sleep(poll_seconds)
