@@ -31,6 +31,7 @@ from segpipe.metrics import batch_aggregates
 from segpipe.metrics import scores as compute_scores
 from segpipe.normalize import BandStats
 from segpipe.objects import sum_object_metrics
+from segpipe.pipeline import finite_or_none
 from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
 
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
@@ -173,7 +174,7 @@ def process_image(
         report["seconds"]["evaluate"] = evaluated["seconds"]
         report.update(evaluated["scores"])
     pipeline.preview_step(job, final["source"], final["mask"], ingested["stats"])
-    report = _public(report)
+    report = finite_or_none(report)
     pipeline.write_json(job.path("metrics.json"), report)
     write_done(job.out_dir, job.done_key, report)
     return {**report, "skipped": False}
@@ -311,12 +312,12 @@ def _batch_report(reports: list[dict[str, Any]], plan: pipeline.BatchPlan, secon
     }
     scored = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in reports if "confusion_matrix" in r]
     if scored:
-        batch.update(_public(compute_scores(np.sum(scored, axis=0))))  # micro: every pixel weighs the same
+        batch.update(finite_or_none(compute_scores(np.sum(scored, axis=0))))  # micro: every pixel weighs the same
         per_image = batch_aggregates(scored)["per_image"]  # each image weighs the same
-        batch["per_image"] = _public({k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")})
+        batch["per_image"] = finite_or_none({k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")})
     objects = [r["objects"] for r in reports if r.get("objects")]
     if objects:
-        batch["objects"] = _public(sum_object_metrics(objects))
+        batch["objects"] = finite_or_none(sum_object_metrics(objects))
     return batch
 
 
@@ -339,8 +340,3 @@ def _metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, floa
             values[f"{prefix}mean_dice"] = report[part]["mean_dice"]
             values[f"{prefix}mean_iou"] = report[part]["mean_iou"]
     return values
-
-
-def _public(report: Any) -> Any:
-    """JSON-ready copy: NaN (a class absent from truth and prediction) becomes None."""
-    return pipeline.finite_or_none(report)

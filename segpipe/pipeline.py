@@ -19,7 +19,7 @@ import dask
 import numpy as np
 import zarr
 
-from segpipe import metrics, normalize
+from segpipe import metrics
 from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
 from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.evaluation import evaluate_split, truth_classes
@@ -39,7 +39,7 @@ from segpipe.io.progress import ChunkLedger, file_identity, fingerprint
 from segpipe.models.loader import ModelRef, resolve_model, select_device
 from segpipe.normalize import BandStats
 from segpipe.objects import score_objects
-from segpipe.preview import thumbnail, write_preview
+from segpipe.preview import gray_thumbnail, thumbnail, write_preview
 from segpipe.reports import ImageResult, write_report
 from segpipe.tiling import Region, chunk_grid, round_up
 
@@ -309,6 +309,12 @@ def mask_path(store: str) -> str:
     return f"{store}/labels/mask/0"
 
 
+def stored_stats(store: str) -> BandStats:
+    """The band statistics a finished OME-Zarr store was normalised with (written by ``finalize_step``)."""
+    stats = read_segpipe_attrs(store)["stats"]
+    return BandStats(tuple(stats["low"]), tuple(stats["high"]))
+
+
 def finished_store(job: ImageJob) -> str | None:
     """The image's OME-Zarr if it was finished from the same input, model and settings, else None."""
     store = store_path(job)
@@ -321,8 +327,12 @@ def ingest_step(job: ImageJob, chunk: int, executor: Executor = local_executor) 
     start = time.perf_counter()
     done = finished_store(job)
     if done is not None:
-        stats = BandStats(**{k: tuple(v) for k, v in read_segpipe_attrs(done)["stats"].items()})
-        return {"source": ingest_io.open_copy(job.image, f"{done}/0"), "stats": stats, "seconds": 0.0, "reused": True}
+        return {
+            "source": ingest_io.open_copy(job.image, f"{done}/0"),
+            "stats": stored_stats(done),
+            "seconds": 0.0,
+            "reused": True,
+        }
     os.makedirs(store_path(job, partial=True), exist_ok=True)
     dest = f"{store_path(job, partial=True)}/0"
     ledger = ChunkLedger(job.out_dir, "ingest", job.ingest_key)
@@ -508,10 +518,7 @@ def _thumbnails(job: ImageJob, config: EvalConfig, max_side: int = 512) -> tuple
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth to draw an overlay against")
     store = store_path(job)
-    stats = read_segpipe_attrs(store)["stats"]
-    band0 = BandStats((stats["low"][0],), (stats["high"][0],))
-    image = thumbnail(ingest_io.open_copy(job.image, f"{store}/0"), max_side)
-    image = np.clip(normalize.apply(image[None], band0)[0], 0, 1)
+    image = gray_thumbnail(ingest_io.open_copy(job.image, f"{store}/0"), stored_stats(store), max_side)
     truth = truth_classes(thumbnail(job.truth, max_side), config)
     return image, thumbnail(open_image(mask_path(store)), max_side), truth
 

@@ -37,8 +37,8 @@ def write_preview(
     max_side: int = 512,
 ) -> Path:
     """Save image | prediction | truth (if any) as one RGB PNG of height at most ``max_side``."""
-    gray = normalize.apply(thumbnail(image, max_side)[None], _first_band(stats))[0]
-    panels = [np.repeat((np.clip(gray, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2)]
+    gray = gray_thumbnail(image, stats, max_side)
+    panels = [np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)]
     panels.append(_colour(thumbnail(prediction, max_side)))
     if truth is not None:
         panels.append(_colour(thumbnail(truth, max_side)))
@@ -48,8 +48,10 @@ def write_preview(
     return Path(path)
 
 
-def _first_band(stats: normalize.BandStats | None) -> normalize.BandStats | None:
-    return None if stats is None else normalize.BandStats(stats.low[:1], stats.high[:1])
+def gray_thumbnail(image: ImageSource, stats: normalize.BandStats | None, max_side: int) -> np.ndarray:
+    """Band 0 of ``image`` downsampled to fit ``max_side``, scaled by its stats and clipped to 0..1."""
+    first_band = None if stats is None else normalize.BandStats(stats.low[:1], stats.high[:1])
+    return np.clip(normalize.apply(thumbnail(image, max_side)[None], first_band)[0], 0, 1)
 
 
 def _colour(labels: np.ndarray) -> np.ndarray:
