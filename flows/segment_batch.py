@@ -152,7 +152,7 @@ def process_image(
     (done.json with this run's fingerprint) is not recomputed."""
     done = read_done(job.out_dir)
     if done and done.get("fingerprint") == job.done_key and pipeline.finished_store(job):
-        return {**done["report"], "skipped": True}
+        return {**done["report"], "skipped": True, "megapixels_computed": 0.0, "megapixels_per_second": None}
     ingested = ingest(job, plan.chunk, executor)
     inferred = infer(job, ingested["source"], ingested["stats"], plan, settings, executor)
     final = finalize(job, plan, ingested["stats"], settings, executor)
@@ -164,6 +164,7 @@ def process_image(
         **{key: final[key] for key in ("tiff", "probabilities") if key in final},
         "shape_cyx": list(job.image.shape),
         "megapixels": inferred["megapixels"],
+        "megapixels_computed": inferred["pixels"] / 1e6,
         "megapixels_per_second": inferred["megapixels_per_second"],
         "chunks": inferred["chunks"],
         "chunks_computed": inferred["chunks_computed"],
@@ -173,7 +174,7 @@ def process_image(
         evaluated = evaluate(job, final["mask"], plan, settings, executor)
         report["seconds"]["evaluate"] = evaluated["seconds"]
         report.update(evaluated["scores"])
-    pipeline.preview_step(job, final["source"], final["mask"], ingested["stats"])
+    pipeline.preview_step(job, final["source"], final["mask"], ingested["stats"], plan.model.card.class_names)
     report = finite_or_none(report)
     pipeline.write_json(job.path("metrics.json"), report)
     write_done(job.out_dir, job.done_key, report)
@@ -301,12 +302,13 @@ def _lineage_tags(plan: pipeline.BatchPlan) -> dict[str, str]:
 
 
 def _batch_report(reports: list[dict[str, Any]], plan: pipeline.BatchPlan, seconds: float) -> dict[str, Any]:
-    megapixels = sum(r["megapixels"] for r in reports)
+    computed = sum(r["megapixels_computed"] for r in reports)
     batch: dict[str, Any] = {
         "images": len(reports),
-        "megapixels": megapixels,
+        "megapixels": sum(r["megapixels"] for r in reports),
+        "megapixels_computed": computed,  # only pixels this run pushed through the model
         "seconds": seconds,
-        "megapixels_per_second": megapixels / seconds if seconds else 0.0,
+        "megapixels_per_second": computed / seconds if computed and seconds else None,
         "images_skipped": sum(bool(r.get("skipped")) for r in reports),
         "class_names": list(plan.model.card.class_names),
     }
@@ -326,7 +328,9 @@ def _metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, floa
     per_stage = seconds if isinstance(seconds, dict) else {"total": seconds}
     values = {f"seconds_{stage}": value for stage, value in per_stage.items()}
     values["megapixels"] = report["megapixels"]
-    values["megapixels_per_second"] = report["megapixels_per_second"]
+    values["megapixels_computed"] = report["megapixels_computed"]
+    if report["megapixels_per_second"] is not None:  # a run that computed nothing is not ranked on speed
+        values["megapixels_per_second"] = report["megapixels_per_second"]
     if "iou" in report:
         values.update(flatten_scores(report, plan.model.card.class_names))
     if "per_image" in report:

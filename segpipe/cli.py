@@ -19,6 +19,7 @@ from segpipe.config import PAD_MODES, STITCH_MODES, EvalConfig, InferenceConfig,
 from segpipe.errors import SegpipeError, SegpipeWarning
 
 DEMO_SIZE = 4096
+TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $SEGPIPE_HOME)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,18 +37,44 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+RUN_EPILOG = """\
+examples:
+  segpipe run scene.tif --truth scene_labels.tif --out results/
+  segpipe run s3://bucket/in/a.tif s3://bucket/in/b.tif --out s3://bucket/out/ --json > report.json
+
+outputs (under --out, one folder per image):
+  NAME/NAME.ome.zarr            OME-Zarr: the input (0, 1, ...) and the mask (labels/mask/0, 1, ...)
+  NAME/metrics.json             per-class IoU/Dice (with --truth), seconds per stage
+  NAME/preview.png              image | prediction | truth
+  report/, batch.json           batch report and metrics
+The run is logged to MLflow: --tracking-uri, else $MLFLOW_TRACKING_URI, else {home}/mlflow.db.
+
+exit codes:
+  0 done   2 bad input or parameter   3 model   4 output location   5 tracking server   130 interrupted
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
+    from segpipe import __version__
+
     parser = argparse.ArgumentParser(prog="segpipe", description="Batch semantic segmentation of large images.")
+    parser.add_argument("--version", action="version", version=f"segpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="generate a sample image with truth and run the batch flow on it")
     demo.add_argument("--size", type=int, default=DEMO_SIZE, help="edge of the square sample (default 4096)")
     demo.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    demo.add_argument("--workdir", default="segpipe-demo", help="where sample, outputs and mlflow.db go")
+    demo.add_argument("--workdir", default="segpipe-demo", help="where the sample and outputs go")
     _add_run_options(demo, with_io=False)
     demo.set_defaults(handler=_demo)
 
-    run = commands.add_parser("run", help="run the batch flow on your images")
+    run = commands.add_parser(
+        "run",
+        help="run the batch flow on your images",
+        description="Segment IMAGEs with a model, stitch full-size masks, score them against --truth.",
+        epilog=RUN_EPILOG.format(home=_home_hint()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF/BigTIFF files or Zarr arrays")
     run.add_argument("--truth", nargs="+", metavar="TRUTH", help="one label image per IMAGE, in order")
     run.add_argument("--out", default="segpipe-out", help="output directory (default ./segpipe-out)")
@@ -56,8 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     evaluate = commands.add_parser("eval", help="IoU/Dice of a predicted label image against truth")
-    evaluate.add_argument("prediction", metavar="PRED")
-    evaluate.add_argument("truth", metavar="TRUTH")
+    evaluate.add_argument(
+        "prediction", metavar="PRED", help="predicted labels: a segpipe .ome.zarr folder, a Zarr array or a TIFF"
+    )
+    evaluate.add_argument("truth", metavar="TRUTH", help="true labels (TIFF or Zarr), same height and width")
     evaluate.add_argument("--num-classes", type=int, help="default: largest label in either image + 1")
     evaluate.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
     evaluate.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = class 1")
@@ -68,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="compare MLflow batch runs side by side (which model won)")
     report.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="batch runs to compare (default: latest)")
-    report.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    report.add_argument("--tracking-uri", help=TRACKING_HELP)
     report.add_argument("--experiment", default="segpipe", help="with no RUN_ID: its latest batch runs")
     report.add_argument("--last", type=int, default=5, help="with no RUN_ID: how many runs (default 5)")
     report.add_argument("--json", action="store_true", help="print the runs as JSON")
@@ -97,7 +126,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler instead")
-    parser.add_argument("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--tracking-uri", help=TRACKING_HELP)
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
@@ -184,29 +213,29 @@ def _demo(args: argparse.Namespace) -> int:
     settings = _settings(args, "builtin", str(workdir / "out"))
     _log(args, f"generating a {args.size} x {args.size} sample (seed {args.seed}) in {workdir / 'sample'}")
     image, truth = write_sample(workdir / "sample", args.size, args.seed)
-    return _launch(args, [str(image)], [str(truth)], settings, workdir)
+    return _launch(args, [str(image)], [str(truth)], settings)
 
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args, args.model, args.out)
-    return _launch(args, args.images, args.truth, settings, Path.cwd())
+    return _launch(args, args.images, args.truth, settings)
 
 
-def _launch(
-    args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any], tracking_dir: Path
-) -> int:
+def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any]) -> int:
     from segpipe import pipeline
-    from segpipe.tracking import check_tracking_uri, default_tracking_uri
+    from segpipe.tracking import check_tracking_uri, default_tracking_uri, public_uri
 
-    tracking_uri = args.tracking_uri or default_tracking_uri(tracking_dir)
+    tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
     from flows.segment_batch import segment_batch, settings_from_dict
+
+    _quiet_service_logs()  # after Prefect's import, which configures its loggers
 
     plan = pipeline.plan_batch(images, truths, settings_from_dict(settings))  # fail fast, write nothing
     _log(
         args,
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
-        f"halo {plan.halo}; MLflow at {tracking_uri}",
+        f"halo {plan.halo}; MLflow at {public_uri(tracking_uri)}",
     )
     started = time.perf_counter()
     report = segment_batch(
@@ -217,7 +246,6 @@ def _launch(
         scheduler=args.scheduler,
         tracking_uri=tracking_uri,
         experiment=args.experiment,
-        artifact_root=str(tracking_dir / "mlartifacts"),
         show_progress=not args.json and sys.stderr.isatty(),
     )
     report["wall_seconds"] = time.perf_counter() - started
@@ -231,11 +259,13 @@ def _launch(
 def _eval(args: argparse.Namespace) -> int:
     from segpipe.evaluation import evaluate
     from segpipe.io.images import open_image
+    from segpipe.io.labels import resolve_label_image
     from segpipe.metrics import scores
     from segpipe.pipeline import finite_or_none
 
     TilingConfig(chunk=args.chunk)
-    prediction, truth = open_image(args.prediction), open_image(args.truth)
+    labels = resolve_label_image(args.prediction)
+    prediction, truth = open_image(labels.path), open_image(args.truth)
     if (prediction.height, prediction.width) != (truth.height, truth.width):
         from segpipe.errors import InputError
 
@@ -249,7 +279,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _print_scores("eval", result, [f"class_{k}" for k in range(len(result["iou"]))])
+        _print_scores("eval", result, labels.names_for(len(result["iou"])))
     return 0
 
 
@@ -257,7 +287,7 @@ def _report(args: argparse.Namespace) -> int:
     from segpipe.reports import compare_runs
     from segpipe.tracking import default_tracking_uri, fetch_runs
 
-    tracking_uri = args.tracking_uri or default_tracking_uri(Path.cwd())
+    tracking_uri = args.tracking_uri or default_tracking_uri()
     runs = fetch_runs(tracking_uri, args.run_ids, args.experiment, args.last)
     print(json.dumps(runs, indent=2) if args.json else compare_runs(runs))
     return 0
@@ -296,23 +326,62 @@ def _log(args: argparse.Namespace, message: str) -> None:
 
 def _print_table(report: dict[str, Any]) -> None:
     names = report["batch"]["class_names"]
+    blocks = []
     for image in report["images"]:
-        print(f"\n{image['image']}  ({image['megapixels']:.1f} Mpx, {image['megapixels_per_second']:.2f} Mpx/s)")
-        print(f"  mask: {image['mask']}" + ("  (finished earlier: skipped)" if image.get("skipped") else ""))
+        lines = [f"{image['image']}  ({image['megapixels']:.1f} Mpx, {_throughput(image)})"]
+        lines.append(f"  mask: {image['mask']}" + ("  (finished earlier: skipped)" if image.get("skipped") else ""))
         if "iou" in image:
-            _print_scores("  ", image, names)
+            lines += _score_lines(image, names)
+        blocks.append(lines)
     if "iou" in report["batch"]:
-        _print_scores("\nbatch (all pixels)", report["batch"], names)
-    print(f"\nMLflow run: {report['mlflow_run_id']}  ({report['tracking_uri']})")
-    print(f"outputs:    {report['out']}   wall time {report['wall_seconds']:.1f} s")
+        blocks.append(["batch (all pixels)", *_score_lines(report["batch"], names)])
+    blocks.append(
+        [
+            f"MLflow run: {report['mlflow_run_id']}  ({report['tracking_uri']})",
+            f"outputs:    {report['out']}   wall time {report['wall_seconds']:.1f} s",
+        ]
+    )
+    print("\n\n".join("\n".join(block) for block in blocks))
+
+
+def _throughput(image: dict[str, Any]) -> str:
+    rate = image.get("megapixels_per_second")
+    return "nothing computed" if rate is None else f"{rate:.2f} Mpx/s"
+
+
+def _score_lines(scores: dict[str, Any], names: list[str]) -> list[str]:
+    lines = [f"  {'class':<14}{'IoU':>8}{'Dice':>8}"]
+    for name, iou, dice in zip(names, scores["iou"], scores["dice"], strict=True):
+        lines.append(f"  {name:<14}{_fmt(iou):>8}{_fmt(dice):>8}")
+    lines.append(f"  {'mean':<14}{_fmt(scores['mean_iou']):>8}{_fmt(scores['mean_dice']):>8}")
+    return lines
 
 
 def _print_scores(title: str, scores: dict[str, Any], names: list[str]) -> None:
-    print(title)
-    print(f"  {'class':<14}{'IoU':>8}{'Dice':>8}")
-    for name, iou, dice in zip(names, scores["iou"], scores["dice"], strict=True):
-        print(f"  {name:<14}{_fmt(iou):>8}{_fmt(dice):>8}")
-    print(f"  {'mean':<14}{_fmt(scores['mean_iou']):>8}{_fmt(scores['mean_dice']):>8}")
+    print("\n".join([title, *_score_lines(scores, names)]))
+
+
+def _quiet_service_logs() -> None:
+    """Keep the terminal for segpipe's own lines: no INFO chatter from Prefect's temporary server or MLflow's
+    database set-up (warnings and errors still show)."""
+    import logging
+
+    for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("prefect").addFilter(_DropTemporaryServerLines())
+
+
+class _DropTemporaryServerLines:
+    """A logging filter for Prefect's 'Starting/Stopping temporary server' lines."""
+
+    def filter(self, record: Any) -> bool:
+        return "temporary server" not in str(record.msg)
+
+
+def _home_hint() -> str:
+    from segpipe.tracking import segpipe_home
+
+    return str(segpipe_home())
 
 
 def _fmt(value: float | None) -> str:

@@ -363,7 +363,7 @@ def infer_step(
             "mask": mask_path(done),
             "seconds": 0.0,
             "megapixels": megapixels,
-            "megapixels_per_second": 0.0,
+            "megapixels_per_second": None,
             "chunks": chunks,
             "chunks_computed": 0.0,
             "pixels": 0.0,
@@ -399,7 +399,7 @@ def infer_step(
         "mask": partial,
         "seconds": seconds,
         "megapixels": megapixels,
-        "megapixels_per_second": megapixels / seconds,
+        "megapixels_per_second": summary["pixels"] / 1e6 / seconds if summary["pixels"] else None,
         **summary,
     }
 
@@ -527,9 +527,10 @@ def _brief(scores: dict[str, Any]) -> dict[str, Any]:
     return {key: scores[key] for key in ("iou", "dice", "mean_iou", "mean_dice", "pixels")}
 
 
-def preview_step(job: ImageJob, tiled: ImageSource, mask: str, stats: BandStats) -> str:
-    """Write ``preview.png``: image | prediction | truth."""
-    return str(write_preview(job.path("preview.png"), tiled, open_image(mask), job.truth, stats))
+def preview_step(job: ImageJob, tiled: ImageSource, mask: str, stats: BandStats, class_names: tuple[str, ...]) -> str:
+    """Write ``preview.png``: image | prediction | truth, titled, with a legend of the classes."""
+    path = job.path("preview.png")
+    return str(write_preview(path, tiled, open_image(mask), job.truth, stats, class_names=class_names))
 
 
 def write_json(path: str, payload: dict[str, Any]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from segpipe import normalize
 from segpipe.io.images import ImageSource
@@ -35,17 +36,46 @@ def write_preview(
     truth: ImageSource | None,
     stats: normalize.BandStats | None,
     max_side: int = 512,
+    class_names: Sequence[str] = (),
 ) -> Path:
-    """Save image | prediction | truth (if any) as one RGB PNG of height at most ``max_side``."""
+    """Save image | prediction | truth (if any) as one RGB PNG, panels of height at most ``max_side``, each
+    titled, with a legend of the class colours below."""
     gray = gray_thumbnail(image, stats, max_side)
     panels = [np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)]
     panels.append(_colour(thumbnail(prediction, max_side)))
+    titles = ["image", "prediction"]
     if truth is not None:
         panels.append(_colour(thumbnail(truth, max_side)))
-    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+        titles.append("truth")
+    gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
-    Image.fromarray(row).save(path)
+    framed = _with_titles_and_legend(row, [p.shape[1] for p in panels], titles, class_names)
+    framed.save(path)
     return Path(path)
+
+
+GAP = 4
+BAND = 18  # height of the title strip and of each legend row, in pixels
+
+
+def _with_titles_and_legend(
+    row: np.ndarray, widths: list[int], titles: list[str], class_names: Sequence[str]
+) -> Image.Image:
+    """``row`` on a white canvas: a title above each panel, a colour swatch and name per class below."""
+    per_line = max(1, row.shape[1] // 110)
+    legend_rows = -(-len(class_names) // per_line)
+    canvas = Image.new("RGB", (row.shape[1], BAND + row.shape[0] + BAND * legend_rows + 2), "white")
+    canvas.paste(Image.fromarray(row), (0, BAND))
+    draw = ImageDraw.Draw(canvas)
+    left = 0
+    for title, width in zip(titles, widths, strict=True):
+        draw.text((left + 2, 3), title, fill="black")
+        left += width + GAP
+    for k, name in enumerate(class_names):
+        x, y = (k % per_line) * 110 + 2, BAND + row.shape[0] + (k // per_line) * BAND + 3
+        draw.rectangle((x, y, x + 11, y + 11), fill=tuple(int(c) for c in PALETTE[k % len(PALETTE)]), outline="gray")
+        draw.text((x + 16, y), f"{k} {name}", fill="black")
+    return canvas
 
 
 def gray_thumbnail(image: ImageSource, stats: normalize.BandStats | None, max_side: int) -> np.ndarray:

@@ -18,12 +18,31 @@ DEFAULT_EXPERIMENT = "segpipe"
 _SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
 
 
-def default_tracking_uri(workdir: str | os.PathLike[str]) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a sqlite store in ``workdir``."""
+def segpipe_home() -> Path:
+    """Where segpipe keeps its per-user state: ``$SEGPIPE_HOME``, else ``$XDG_DATA_HOME/segpipe``, else
+    ``~/.local/share/segpipe``."""
+    if os.environ.get("SEGPIPE_HOME"):
+        return Path(os.environ["SEGPIPE_HOME"]).expanduser().resolve()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser().resolve() / "segpipe"
+
+
+def default_tracking_uri() -> str:
+    """The one store every command uses unless told otherwise: ``MLFLOW_TRACKING_URI`` if set, else the
+    per-user sqlite store ``segpipe_home()/mlflow.db``."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{segpipe_home() / 'mlflow.db'}"
+
+
+def default_artifact_root(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a sqlite store (``<its folder>/mlartifacts``), never
+    the current directory; for a server or any other store, the store's own choice (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0])
+    return str(database.absolute().parent / "mlartifacts")
 
 
 def public_uri(uri: str) -> str:
@@ -73,13 +92,15 @@ class NullTracker:
 
 
 class MlflowTracker:
-    """Logs to MLflow at ``tracking_uri``; artifacts of a new experiment go to ``artifact_root``."""
+    """Logs to MLflow at ``tracking_uri``; artifacts of a new experiment go to ``artifact_root`` (default:
+    ``default_artifact_root``)."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         check_tracking_uri(tracking_uri)
         self.tracking_uri = public_uri(tracking_uri)
+        self._raw_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._call("open experiment", self._experiment_id, experiment, artifact_root)
         self.batch_run_id = ""
@@ -88,6 +109,7 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return str(found.experiment_id)
+        artifact_root = artifact_root or default_artifact_root(self._raw_uri)
         location = Path(artifact_root).resolve().as_uri() if artifact_root else None
         return str(self.client.create_experiment(name, artifact_location=location))
 

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_json(tmp_path: Path, prefect_server: str) -> None:
-    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "SEGPIPE_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [
         sys.executable,
@@ -26,14 +28,14 @@ def test_demo_json(tmp_path: Path, prefect_server: str) -> None:
         "--size",
         "640",
         "--workdir",
-        str(tmp_path),
+        str(tmp_path / "demo"),
         "--chunk",
         "256",
         "--workers",
         "2",
         "--json",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)  # stdout holds exactly one JSON object
     (entry,) = report["images"]
@@ -41,7 +43,9 @@ def test_demo_json(tmp_path: Path, prefect_server: str) -> None:
     assert zarr.open_array(entry["mask"], mode="r").shape == (640, 640)
     assert entry["mean_dice"] > 0.95
     assert report["batch"]["mean_dice"] == pytest.approx(entry["mean_dice"])
-    assert report["tracking_uri"] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert report["tracking_uri"] == f"sqlite:///{home.resolve() / 'mlflow.db'}"  # the one per-user store
+    assert (home / "mlartifacts").is_dir() and not list(cwd.iterdir())  # artifacts beside it, none in cwd
+    assert "temporary server" not in done.stderr and "Creating initial MLflow database" not in done.stderr
 
     from mlflow.tracking import MlflowClient
 

@@ -139,3 +139,23 @@ def test_without_truth_no_metrics_are_computed(tmp_path: Path, dask_cluster: str
     assert "iou" not in entry and "iou" not in report["batch"]
     assert zarr.open_array(entry["mask"], mode="r").shape == (300, 200)
     assert os.path.exists(os.path.join(tmp_path, "out", "no_truth", "metrics.json"))
+
+
+def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_cluster: str) -> None:
+    from segpipe.reports import compare_runs
+    from segpipe.tracking import fetch_runs
+
+    image, truth = write_image_pair(tmp_path, "again", 256, 256, seed=8)
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = [
+        segment_batch([image], [truth], _settings(tmp_path / "out"), scheduler=dask_cluster, tracking_uri=tracking_uri)
+        for _ in range(2)
+    ]
+    first, again = (run["batch"] for run in runs)
+    assert first["megapixels_computed"] == pytest.approx(256 * 256 / 1e6) and first["megapixels_per_second"] > 0
+    assert runs[1]["images"][0]["skipped"] and again["megapixels_computed"] == 0
+    assert again["megapixels_per_second"] is None and runs[1]["images"][0]["megapixels_per_second"] is None
+    logged = fetch_runs(tracking_uri, [runs[1]["mlflow_run_id"], runs[0]["mlflow_run_id"]])
+    assert "megapixels_per_second" not in logged[0]["metrics"] and logged[0]["metrics"]["megapixels_computed"] == 0
+    speed_row = next(line for line in compare_runs(logged).splitlines() if line.startswith("megapixels_per_second"))
+    assert speed_row.split()[1] == "-" and "*" not in speed_row  # the re-run shows no speed; nothing to rank

@@ -169,3 +169,64 @@ def test_credentials_never_reach_reports_or_logs() -> None:
     assert public_uri("https://alice:s3cret@mlflow.example.org/api") == "https://***@mlflow.example.org/api"
     assert public_uri("http://token@host:5000") == "http://***@host:5000"
     assert public_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+
+
+def test_version_and_help_say_what_a_user_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    from segpipe import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"segpipe {__version__}"
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "segpipe run scene.tif" in text
+    assert "preview.png" in text and "exit codes:" in text and "4 output location" in text
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    assert "PRED" in text and ".ome.zarr" in text and "same height and width" in text
+
+
+def test_table_has_no_blank_first_or_whitespace_only_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from segpipe.cli import _print_table
+
+    image = {
+        "image": "a.tif",
+        "mask": "out/a/a.ome.zarr/labels/mask/0",
+        "megapixels": 1.0,
+        "megapixels_per_second": None,
+        "skipped": True,
+        "iou": [0.9, 0.8],
+        "dice": [0.95, 0.9],
+        "mean_iou": 0.85,
+        "mean_dice": 0.925,
+    }
+    batch = {"class_names": ["background", "nucleus"], "iou": [0.9, 0.8], "dice": [0.95, 0.9]}
+    report = {"images": [image], "batch": {**batch, "mean_iou": 0.85, "mean_dice": 0.925}}
+    _print_table({**report, "mlflow_run_id": "abc", "tracking_uri": "sqlite:///x.db", "out": "out", "wall_seconds": 1})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("a.tif") and "nothing computed" in lines[0]
+    assert all(line == "" or line.strip() for line in lines)  # blank separators only, never spaces alone
+    assert "  nucleus" in "\n".join(lines)
+
+
+def test_eval_takes_an_ome_zarr_folder_and_names_its_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zarr
+
+    from segpipe.io.omezarr import write_metadata
+
+    store = tmp_path / "scene.ome.zarr"
+    labels = np.zeros((32, 32), np.uint8)
+    labels[8:24, 8:24] = 1
+    zarr.create_array(store / "0", data=labels[None].astype(np.uint16))
+    zarr.create_array(store / "labels" / "mask" / "0", data=labels)
+    write_metadata(str(store), "scene", 1, 1, ("background", "field"))
+    tifffile.imwrite(tmp_path / "truth.tif", labels)
+    assert main(["eval", str(store), str(tmp_path / "truth.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "field" in out and "class_1" not in out and "1.0000" in out
+    assert main(["eval", str(store / "labels"), str(tmp_path / "truth.tif")]) == 2
+    assert "without labels/mask/0" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+"""Where runs and artifacts go by default: one per-user store, artifacts beside it, never the current folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segpipe.tracking import MlflowTracker, default_artifact_root, default_tracking_uri, public_uri, segpipe_home
+
+
+def test_default_store_is_per_user_unless_mlflow_tracking_uri_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEGPIPE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert segpipe_home() == (tmp_path / "home").resolve()
+    assert default_tracking_uri() == f"sqlite:///{(tmp_path / 'home').resolve()}/mlflow.db"
+    monkeypatch.delenv("SEGPIPE_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert segpipe_home() == (tmp_path / "xdg" / "segpipe").resolve()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert default_tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_artifacts_sit_beside_a_sqlite_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_artifact_root(f"sqlite:///{tmp_path}/runs/mlflow.db") == str(tmp_path / "runs" / "mlartifacts")
+    monkeypatch.chdir(tmp_path)
+    assert default_artifact_root("sqlite:///relative.db") == str(tmp_path / "mlartifacts")
+    assert default_artifact_root("http://127.0.0.1:5000") is None
+
+
+def test_tracker_writes_nothing_in_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd, store = tmp_path / "cwd", tmp_path / "store"
+    cwd.mkdir()
+    store.mkdir()
+    monkeypatch.chdir(cwd)
+    (tmp_path / "note.txt").write_text("an artifact\n")
+    tracker = MlflowTracker(f"sqlite:///{store}/mlflow.db", "isolation")
+    run = tracker.start_batch({"model": "m", "images": ["a"]}, {})
+    tracker.log_artifact(run, str(tmp_path / "note.txt"))
+    tracker.end(run)
+    assert list(cwd.iterdir()) == []
+    assert [p.name for p in (store / "mlartifacts").rglob("note.txt")] == ["note.txt"]
+
+
+def test_public_uri_hides_credentials() -> None:
+    assert public_uri("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
