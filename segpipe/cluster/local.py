@@ -1,0 +1,63 @@
+"""``local``: a LocalCluster of single-threaded worker processes on this machine (the CPU default)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dask
+from distributed import Client, LocalCluster
+
+from segpipe.cluster.settings import backend_settings, keywords
+from segpipe.cluster.spec import ClusterHandle, ClusterSpec
+from segpipe.errors import SegpipeWarning
+
+DEFAULTS: dict[str, Any] = {
+    "threads-per-worker": 1,
+    "processes": True,
+    "dashboard-address": None,
+    "memory-limit": "auto",
+}
+LEGACY_KEY = "segpipe.local-cluster"
+
+
+def default_workers() -> int:
+    """One worker process per core (2 here); each runs one task at a time."""
+    return max(1, os.cpu_count() or 1)
+
+
+def torch_threads_per_worker(workers: int) -> int:
+    """Share the cores between worker processes so torch does not oversubscribe them."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def thread_env(workers: int) -> dict[str, str]:
+    """OpenMP/MKL thread counts for each of ``workers`` processes on this machine."""
+    threads = str(torch_threads_per_worker(workers))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def local_cluster_options() -> dict[str, Any]:
+    """LocalCluster keywords: built-in defaults, overridden by Dask config ``segpipe.cluster.local``."""
+    legacy = dask.config.get(LEGACY_KEY, default=None) or {}
+    if legacy:
+        message = f"Dask config {LEGACY_KEY} is now segpipe.cluster.local (infra/dask/segpipe.yaml); using it"
+        warnings.warn(message, SegpipeWarning, stacklevel=2)
+    return keywords(backend_settings("local", dask.config.merge(DEFAULTS, legacy), strict=False))
+
+
+@contextmanager
+def open_local(spec: ClusterSpec) -> Iterator[ClusterHandle]:
+    """Start a LocalCluster of ``spec.workers`` (default: one per core) single-threaded processes."""
+    workers = spec.workers or default_workers()
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    options = {**local_cluster_options(), "n_workers": workers, "env": thread_env(workers)}
+    with dask.config.set({"distributed.worker.daemon": False}):
+        with LocalCluster(**options, silence_logs=logging.WARNING) as cluster:
+            with Client(cluster, set_as_default=False) as client:
+                description = f"LocalCluster of {workers} worker processes"
+                yield ClusterHandle(client, "local", workers, False, description)

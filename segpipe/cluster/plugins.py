@@ -1,0 +1,42 @@
+"""Workers own their models: a WorkerPlugin hands one model to every worker once, including workers that join later."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from distributed import Client, Worker, WorkerPlugin
+
+
+class ModelIdentity(Protocol):
+    """What the cluster needs of a model reference: its content hash (``segpipe.models`` ModelRef has it)."""
+
+    @property
+    def sha256(self) -> str: ...
+
+
+class ModelPlugin(WorkerPlugin):
+    """Installs ``model_ref`` (its file's bytes in ``payload``) on each worker it is attached to."""
+
+    idempotent = True  # registered again under the same name (same sha256): workers keep the installed model
+
+    def __init__(self, model_ref: Any, payload: bytes) -> None:
+        self.model_ref = model_ref
+        self.payload = payload
+
+    def setup(self, worker: Worker) -> None:
+        """Call ``segpipe.models.loader.install_model`` on this worker (imported here, where the model is used)."""
+        from segpipe.models.loader import install_model  # type: ignore[attr-defined,unused-ignore]
+
+        install_model(self.model_ref, self.payload)
+
+
+def plugin_name(ref: ModelIdentity) -> str:
+    """The plugin's name: one per model content, so registering the same model twice is a no-op."""
+    return f"segpipe-model-{ref.sha256[:16]}"
+
+
+def register_model(client: Client, ref: ModelIdentity, payload: bytes) -> str:
+    """Install ``ref`` on every worker of ``client``'s cluster, now and on workers started later; returns the name."""
+    name = plugin_name(ref)
+    client.register_plugin(ModelPlugin(ref, payload), name=name)
+    return name
