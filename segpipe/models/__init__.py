@@ -1,5 +1,33 @@
-"""Architectures (plain torch) and loaders that return a ``Predictor``: ``predict(batch) -> logits``."""
+"""Models: a card, a ``Predictor`` (``predict(batch) -> logits``) and one backend per format, found through a
+registry (``segpipe.models.backends``). Workers own their models: ``install_model`` hands them the bytes once,
+``load_predictor`` builds each model once per process and device.
 
-from segpipe.models.loader import ModelCard, ModelRef, Predictor, load_predictor, resolve_model
+``segpipe.models.mlflow_registry`` (``register_model``, ``models:/NAME@ALIAS``) is imported on demand.
+"""
 
-__all__ = ["ModelCard", "ModelRef", "Predictor", "load_predictor", "resolve_model"]
+from segpipe.models.backends import Backend, register_backend, registered_backends, unregister_backend
+from segpipe.models.backends.builtin import BUILTIN_NAME
+from segpipe.models.cache import install_model, load_predictor, loaded_models, model_payload, uninstall_model
+from segpipe.models.card import ModelCard
+from segpipe.models.predictor import Predictor, select_device
+from segpipe.models.ref import ModelRef, RegistryEntry
+from segpipe.models.resolve import resolve_model
+
+__all__ = [
+    "BUILTIN_NAME",
+    "Backend",
+    "ModelCard",
+    "ModelRef",
+    "Predictor",
+    "RegistryEntry",
+    "install_model",
+    "load_predictor",
+    "loaded_models",
+    "model_payload",
+    "register_backend",
+    "registered_backends",
+    "resolve_model",
+    "select_device",
+    "uninstall_model",
+    "unregister_backend",
+]

@@ -1,4 +1,4 @@
-"""Safe model loading, probing and caching (segpipe/models/loader.py)."""
+"""Resolving a model spec: format detection through the backend registry, cards, probing, refusals."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from segpipe.errors import ModelError
-from segpipe.models import loader
-from segpipe.models.loader import ModelCard, load_predictor, resolve_model
+from segpipe.models import BUILTIN_NAME, ModelCard, load_predictor, resolve_model
 from segpipe.models.unet import UNet
 
 from ..helpers import TinyNet, save_torchscript, tiny_card
@@ -66,30 +65,51 @@ class Touch:
 
 def test_builtin_model_resolves_with_two_classes(builtin_ref) -> None:
     card = builtin_ref.card
-    assert builtin_ref.format == "builtin"
+    assert builtin_ref.format == "builtin" and builtin_ref.uri == BUILTIN_NAME
+    assert Path(builtin_ref.path).name == "unet_nuclei.pt"
     assert card.num_classes == 2 and len(card.class_names) == 2
     assert card.in_channels == 1
     architecture = {k: v for k, v in card.architecture.items() if k != "name"}
     assert card.halo >= UNet(**architecture).receptive_field_radius
     assert card.size_divisor == 2 ** (card.architecture["depth"] - 1)
     assert len(builtin_ref.sha256) == 64
+    assert builtin_ref.assumptions == ()
 
 
 def test_torchscript_model_without_card_has_its_classes_probed(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = save_torchscript(TinyNet(in_channels=1, num_classes=4), tmp_path / "scripted.pt")
     ref = resolve_model(path)
-    assert ref.format == "torchscript"
+    assert ref.format == "torchscript" and ref.uri == str(path)
     assert ref.card.num_classes == 4
     assert ref.card.class_names == ("class_0", "class_1", "class_2", "class_3")
     assert ref.card.in_channels is None and ref.card.name == "scripted"
+    assert ref.assumptions == (
+        "no model card: assumed 1 input band (a guess: pass the image's band count), 4 classes (from a probe), "
+        "normalization none, receptive field unknown (halo 32)",
+    )
     logits = load_predictor(ref, "cpu")(np.zeros((2, 1, 8, 6), np.float32))
     assert logits.shape == (2, 4, 8, 6) and logits.dtype == np.float32
+
+
+def test_torchscript_model_without_card_is_probed_with_the_images_bands(tmp_path: Path) -> None:
+    """An RGB model with no card: 1 band fails; the image's 3 bands are what the probe must use."""
+    torch.manual_seed(5)
+    path = save_torchscript(TinyNet(in_channels=3, num_classes=2), tmp_path / "rgb.pt")
+    ref = resolve_model(path, channels=3)
+    assert (ref.card.in_channels, ref.card.num_classes) == (3, 2)
+    assert ref.assumptions == (
+        "no model card: assumed 3 input bands (from the image), 2 classes (from a probe), normalization none, "
+        "receptive field unknown (halo 32)",
+    )
+    rgb = np.random.default_rng(0).random((1, 3, 16, 16), np.float32)
+    assert load_predictor(ref, "cpu").predict(rgb).shape == (1, 2, 16, 16)
 
 
 def test_torchscript_model_with_card(tiny_ref) -> None:
     assert tiny_ref.format == "torchscript"
     assert tiny_ref.card == ModelCard(**{**tiny_card(), "class_names": ("a", "b", "c")})
+    assert tiny_ref.assumptions == ()
 
 
 def test_state_dict_with_card_loads_a_unet(tmp_path: Path) -> None:
@@ -110,7 +130,16 @@ def test_state_dict_that_does_not_match_its_card_is_refused(tmp_path: Path) -> N
     path = tmp_path / "weights.pt"
     torch.save(UNet(1, 2, base=8, depth=2).state_dict(), path)
     path.with_suffix(".json").write_text(json.dumps(UNET_CARD))  # card says base 4
-    with pytest.raises(ModelError, match="do not match"):
+    with pytest.raises(ModelError, match="do not match") as caught:
+        resolve_model(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_state_dict_with_an_unknown_architecture_names_the_known_ones(tmp_path: Path) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(UNet(1, 2, base=4, depth=2).state_dict(), path)
+    path.with_suffix(".json").write_text(json.dumps({**UNET_CARD, "architecture": {"name": "resnet"}}))
+    with pytest.raises(ModelError, match="'unet'.*'resnet'"):
         resolve_model(path)
 
 
@@ -166,19 +195,31 @@ def test_missing_model_file_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("module", "fragment"),
-    [(Flatten(), "output is"), (Downsample(), "output is"), (OneClass(), "classes")],
+    ("module", "got"),
+    [(Flatten(), r"\(1, 4096\)"), (Downsample(), r"\(1, 2, 32, 32\)"), (OneClass(), r"\(1, 1, 64, 64\)")],
     ids=["2-d-output", "downsampling", "one-class"],
 )
-def test_model_with_wrong_output_is_refused(tmp_path: Path, module: nn.Module, fragment: str) -> None:
+def test_model_with_wrong_output_names_the_shapes(tmp_path: Path, module: nn.Module, got: str) -> None:
     path = save_torchscript(module, tmp_path / "bad.pt")
-    with pytest.raises(ModelError, match=fragment):
+    expected = rf"{path}: probe input \(1, 1, 64, 64\) gave output {got}; expected \(1, classes >= 2, 64, 64\)$"
+    with pytest.raises(ModelError, match=expected):
         resolve_model(path)
 
 
+def test_model_that_fails_its_probe_gives_one_line_naming_file_and_shapes(tmp_path: Path) -> None:
+    """A 2-band TorchScript model given a 3-band image: TorchScript's multi-line traceback becomes one line."""
+    path = save_torchscript(TinyNet(in_channels=2), tmp_path / "two_bands.pt")
+    with pytest.raises(ModelError) as caught:
+        resolve_model(path, channels=3)
+    message = str(caught.value)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert message.startswith(f"{path}: model failed on probe input (1, 3, 64, 64) (expected output (1, classes")
+    assert "expected input[1, 3, 64, 64] to have 2 channels" in message
+
+
 def test_card_class_count_must_match_the_model(tmp_path: Path) -> None:
-    path = save_torchscript(TinyNet(), tmp_path / "tiny.pt", tiny_card(num_classes=5))
-    with pytest.raises(ModelError, match="5"):
+    path = save_torchscript(TinyNet(), tmp_path / "tiny.pt", tiny_card(num_classes=5, class_names=list("abcde")))
+    with pytest.raises(ModelError, match=r"gave output \(1, 3, 64, 64\); expected \(1, 5, 64, 64\) \(its card says 5"):
         resolve_model(path)
 
 
@@ -187,17 +228,6 @@ def test_invalid_card_is_refused(tmp_path: Path) -> None:
     path.with_suffix(".json").write_text('{"name": "x", "no_such_field": 1}')
     with pytest.raises(ModelError, match="invalid model card"):
         resolve_model(path)
-
-
-def test_load_predictor_loads_once_per_process(tmp_path: Path) -> None:
-    torch.manual_seed(99)  # fresh weights: a sha256 no other test has loaded
-    ref = resolve_model(save_torchscript(TinyNet(), tmp_path / "cached.pt", tiny_card()))
-    before = loader.LOAD_COUNTS.get(ref.sha256, 0)
-    first = load_predictor(ref, "cpu")
-    second = load_predictor(ref, "cpu")
-    assert first is second
-    assert loader.LOAD_COUNTS[ref.sha256] == before + 1
-    assert first.card == ref.card
 
 
 def test_fully_pickled_module_loads_only_when_trusted(tmp_path: Path) -> None:
@@ -231,3 +261,12 @@ def test_trusted_pickle_that_is_not_a_module_is_refused(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(2), "module": Flatten()}, path)  # a dict holding a module
     with pytest.raises(ModelError, match="not a torch.nn.Module"):
         resolve_model(path, trust_pickle=True)
+
+
+def test_model_is_read_from_a_url(tmp_path: Path) -> None:
+    """A ``file://`` URL goes through segpipe.storage (or fsspec); its card is found beside it the same way."""
+    torch.manual_seed(8)
+    path = save_torchscript(TinyNet(), tmp_path / "remote.pt", tiny_card(name="remote"))
+    ref = resolve_model(path.as_uri())
+    assert ref.uri == ref.path == path.as_uri()
+    assert ref.card.name == "remote" and ref.sha256 == resolve_model(path).sha256

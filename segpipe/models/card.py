@@ -1,0 +1,137 @@
+"""The model card: what the pipeline must know about a model, read from JSON or YAML beside the weights.
+
+``model.pt`` or ``model.onnx`` looks for ``model.json``, then ``model.yaml``, then ``model.yml`` in the same
+place (a local folder or the same bucket prefix). A card may also be given inline as a mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from segpipe.errors import ModelError
+
+FALLBACK_HALO = 32  # for models that declare neither a halo nor a receptive field
+CARD_SUFFIXES = (".json", ".yaml", ".yml")
+NORMALIZATIONS = ("percentile", "none")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the pipeline must know about a model.
+
+    Attributes:
+        name: shown in logs and MLflow.
+        in_channels: bands the model expects (``None``: unknown, e.g. a TorchScript model with no card).
+        num_classes: logit channels (0 until a probe has counted them).
+        class_names: one name per class.
+        size_divisor: tile edges (with halo) are padded to multiples of this.
+        halo: default context per side; ``None``: the receptive-field radius if declared, else 32.
+        receptive_field: radius in pixels of the input a pixel's output depends on (``None``: unknown).
+        normalization: ``percentile`` (per-band 1st..99.8th percentile of the image to 0..1) or ``none``.
+        architecture: ``{"name": "unet", ...}`` for state_dict files, backend options otherwise; may be empty.
+    """
+
+    name: str
+    in_channels: int | None
+    num_classes: int
+    class_names: tuple[str, ...]
+    size_divisor: int = 16
+    halo: int | None = None
+    receptive_field: int | None = None
+    normalization: str = "none"
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "inline card") -> ModelCard:
+        """A validated card from a mapping; ``source`` names it in errors."""
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ModelError(f"{source}: invalid model card (unknown field {unknown[0]!r})")
+        values = dict(data)
+        values["class_names"] = tuple(str(n) for n in values.get("class_names") or ())
+        values["architecture"] = dict(values.get("architecture") or {})
+        try:
+            card = cls(**values)
+        except TypeError as exc:
+            raise ModelError(f"{source}: invalid model card ({exc})") from None
+        problem = card._problem()
+        if problem:
+            raise ModelError(f"{source}: invalid model card ({problem})")
+        return card
+
+    @classmethod
+    def from_text(cls, text: str | bytes, source: str) -> ModelCard:
+        """Parse a JSON card, or a YAML one when ``source`` ends in ``.yaml``/``.yml``."""
+        try:
+            if source.lower().endswith((".yaml", ".yml")):
+                data = _yaml_load(text, source)
+            else:
+                data = json.loads(text)
+        except ValueError as exc:
+            raise ModelError(f"{source}: invalid model card ({_first_line(exc)})") from None
+        if not isinstance(data, Mapping):
+            raise ModelError(f"{source}: invalid model card (expected a mapping, found {type(data).__name__})")
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_json(cls, path: Any) -> ModelCard:
+        """Read a card file (JSON, or YAML by suffix) from a local path."""
+        try:
+            with open(path, "rb") as handle:
+                return cls.from_text(handle.read(), str(path))
+        except OSError as exc:
+            raise ModelError(f"{path}: invalid model card ({exc.strerror or exc})") from None
+
+    @property
+    def default_halo(self) -> int:
+        """Context per side when the user gives none: the card's halo, else its receptive field, else 32."""
+        if self.halo is not None:
+            return self.halo
+        return self.receptive_field if self.receptive_field is not None else FALLBACK_HALO
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as plain JSON-ready data (class names as a list)."""
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        return data
+
+    def _problem(self) -> str | None:
+        """What is wrong with the field values, or None."""
+        counts = {"in_channels": self.in_channels, "halo": self.halo, "receptive_field": self.receptive_field}
+        for key, value in counts.items():
+            if value is not None and (not isinstance(value, int) or value < 0):
+                return f"{key} must be a non-negative integer, got {value!r}"
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            return f"num_classes must be an integer, got {self.num_classes!r}"
+        if not isinstance(self.size_divisor, int) or self.size_divisor < 1:
+            return f"size_divisor must be a positive integer, got {self.size_divisor!r}"
+        if self.normalization not in NORMALIZATIONS:
+            return f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
+        if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:
+            return f"{len(self.class_names)} class_names for {self.num_classes} classes"
+        return None
+
+
+def card_locations(uri: str) -> list[str]:
+    """Where a card for the weights at ``uri`` may lie: the same stem with each card suffix."""
+    stem, _ = posixpath.splitext(uri)
+    return [stem + suffix for suffix in CARD_SUFFIXES]
+
+
+def _yaml_load(text: str | bytes, source: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ModelError(f"{source}: YAML model cards need PyYAML (pip install pyyaml), or write JSON") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
