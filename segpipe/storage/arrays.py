@@ -1,0 +1,29 @@
+"""Zarr arrays and groups at any location: what io/ and inference.py use instead of ``zarr.open_array(path)``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import zarr
+
+from segpipe.storage.location import Location, location
+
+Where = str | os.PathLike[str] | Location
+
+
+def open_array(url: Where, mode: str = "r") -> zarr.Array:
+    """Open the Zarr array at ``url`` (``mode``: ``r`` read-only, ``r+`` read-write, ``a``, ``w``)."""
+    store = location(url).zarr_store(read_only=mode == "r")
+    return zarr.open_array(store, mode=mode)  # type: ignore[arg-type]
+
+
+def create_array(url: Where, **kwargs: Any) -> zarr.Array:
+    """Create a Zarr array at ``url``; ``kwargs`` are ``zarr.create_array``'s (shape, chunks, dtype, ...)."""
+    return zarr.create_array(location(url).zarr_store(), **kwargs)
+
+
+def open_group(url: Where, mode: str = "r") -> zarr.Group:
+    """Open (``a``, ``w``: or create) the Zarr group at ``url``."""
+    store = location(url).zarr_store(read_only=mode == "r")
+    return zarr.open_group(store, mode=mode)  # type: ignore[arg-type]
