@@ -1,36 +1,46 @@
-"""Lazy, region-by-region access to TIFF/BigTIFF and Zarr images.
+"""Lazy, region-by-region access to TIFF/BigTIFF and Zarr images, wherever they are stored.
 
-``open_image`` validates a path and returns an ``ImageSource``: a small, picklable description (path, axes,
-shape, dtype) that any Dask worker can use to read one region without loading the whole image. Every image is
-seen as (C, Y, X): single-band images get C = 1; YXS (interleaved) and CYX/SYX (planar) bands are moved first.
+``open_image`` validates a URL (a local path, ``s3://``, ``gs://``, ``memory://``, ...) and returns an
+``ImageSource``: a small, picklable description (URL, axes, shape, dtype) that any Dask worker can use to read
+one region without loading the whole image. A TIFF is read through a file handle, tile by tile (range requests
+on an object store); a Zarr array through its zarr store. Every image is seen as (C, Y, X): single-band images
+get C = 1; YXS (interleaved) and CYX/SYX (planar) bands are moved first.
+
+Each thread keeps its last few TIFFs open (``MAX_OPEN_TIFFS``): a worker parses a file's header once, not once
+per chunk. ``close_images`` closes them all (at worker teardown). Transient I/O errors (connection resets,
+timeouts) are raised as they are, so callers may retry; missing, forbidden or undecodable data is an InputError.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import tifffile
 import zarr
 
 from segpipe.errors import InputError
+from segpipe.storage import Location, is_transient, location, open_array
 
 SUPPORTED_KINDS = ("u", "i", "f", "b")
 CHANNEL_AXES = "SCQI"  # tifffile's names for bands/samples; Q and I are "unknown"/"image sequence"
 PLANE_AXES = "ZT"  # a stack of 2-D planes, segmented plane by plane
 MAX_CHANNELS = 64
+MAX_OPEN_TIFFS = 4  # per thread
 
 
 @dataclass(frozen=True)
 class ImageSource:
-    """A validated image on disk, readable one region at a time.
+    """A validated image, readable one region at a time.
 
     Attributes:
-        path: file (TIFF) or directory (Zarr array) path.
+        path: URL of the file (TIFF) or directory (Zarr array); local paths are absolute. Never credentials.
         kind: ``"tiff"`` or ``"zarr"``.
         stored_axes: one letter per stored axis: ``Y``, ``X``, ``C``, ``P`` (the plane axis of a Z or T
             stack) or ``1`` (a singleton that is dropped).
@@ -39,6 +49,7 @@ class ImageSource:
         planes: planes in the stack (1 for a 2-D image).
         plane_axis: ``z`` or ``t`` for a stack, else empty.
         plane: the plane this source reads (``None``: not chosen yet, for a stack).
+        version: the TIFF's version (etag or mtime) when opened; a replaced file is not read from a stale handle.
     """
 
     path: str
@@ -49,6 +60,7 @@ class ImageSource:
     planes: int = 1
     plane_axis: str = ""
     plane: int | None = None
+    version: str = ""
 
     def plane_sources(self) -> list[ImageSource]:
         """One source per plane of a stack (``[self]`` for a 2-D image)."""
@@ -70,58 +82,62 @@ class ImageSource:
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array."""
-        array, closer = _open_stored_array(self)
         if "P" in self.stored_axes and self.plane is None:
             raise InputError(f"{self.path}: a {self.planes}-plane stack is read one plane at a time")
         fixed: dict[str, int | slice] = {"Y": slice(y0, y1), "X": slice(x0, x1), "C": slice(None), "1": 0}
         fixed["P"] = self.plane or 0
         index = tuple(fixed[a] for a in self.stored_axes)
         try:
-            data = np.asarray(array[index])
-        except Exception as exc:  # codecs and stores raise many types; all mean "this region is unreadable"
+            data = np.asarray(_stored_array(self)[index])
+        except InputError:
+            raise
+        except Exception as exc:  # codecs and stores raise many types; all but transient I/O mean "unreadable"
+            _forget_tiff(self)
+            if is_transient(exc):
+                raise
             raise InputError(
                 f"{self.path}: pixels at y {y0}..{y1}, x {x0}..{x1} cannot be read ({type(exc).__name__}: {exc})"
             ) from None
-        finally:
-            closer()
         kept = [a for a in self.stored_axes if a not in "1P"]
         if "C" not in kept:
             return data[np.newaxis]
         return np.moveaxis(data, kept.index("C"), 0)
 
 
-def open_image(path: str | os.PathLike[str]) -> ImageSource:
-    """Validate ``path`` as a TIFF or Zarr image and describe it; reads headers only.
+def open_image(path: str | os.PathLike[str] | Location) -> ImageSource:
+    """Validate ``path`` (a path or URL) as a TIFF or Zarr image and describe it; reads headers only.
 
     Raises:
         InputError: missing path, not an image, unsupported axes or dtype, zero-size dimension.
     """
-    path = str(path)
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file or directory")
-    if os.path.isdir(path):
-        axes, shape, dtype = _describe_zarr(path)
+    where = location(path)
+    url = where.url
+    if not where.exists():
+        raise InputError(f"{url}: no such file or directory")
+    version = ""
+    if where.is_dir():
+        axes, shape, dtype = _describe_zarr(where)
         kind = "zarr"
     else:
-        axes, shape, dtype = _describe_tiff(path)
+        axes, shape, dtype, version = _describe_tiff(where)
         kind = "tiff"
-    stored_axes = _classify_axes(path, axes, shape)
+    stored_axes = _classify_axes(url, axes, shape)
     dims = dict(zip(stored_axes, shape, strict=True))
-    channels = dims.get("C", 1)
     plane_axis = axes[stored_axes.index("P")].lower() if "P" in stored_axes else ""
     source = ImageSource(
-        path,
+        url,
         kind,
         stored_axes,
-        (channels, dims["Y"], dims["X"]),
+        (dims.get("C", 1), dims["Y"], dims["X"]),
         np.dtype(dtype).str,
         dims.get("P", 1),
         plane_axis,
         0 if plane_axis else None,
+        version,
     )
-    _check_dtype(path, np.dtype(dtype))
+    _check_dtype(url, np.dtype(dtype))
     if min(source.shape) <= 0:
-        raise InputError(f"{path}: image has a zero-size dimension {source.shape} (C, Y, X)")
+        raise InputError(f"{url}: image has a zero-size dimension {source.shape} (C, Y, X)")
     _probe_pixels(source)
     return replace(source, plane=None) if plane_axis else source
 
@@ -133,19 +149,25 @@ def _probe_pixels(source: ImageSource) -> None:
     except InputError:
         raise
     except Exception as exc:  # codec and I/O errors come in many types
+        if is_transient(exc):
+            raise
         raise InputError(f"{source.path}: pixels cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
-def _describe_tiff(path: str) -> tuple[str, tuple[int, ...], np.dtype]:
-    if os.path.getsize(path) == 0:
-        raise InputError(f"{path}: file is empty")
+def _describe_tiff(where: Location) -> tuple[str, tuple[int, ...], np.dtype, str]:
+    """Axes, shape and dtype of the first series, and the file's version; the file must be complete."""
+    identity = where.identity()
+    if identity.size == 0:
+        raise InputError(f"{where.url}: file is empty")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with where.open("rb") as handle, tifffile.TiffFile(handle, name=where.name) as tif:
             series = tif.series[0]
-            _check_complete(path, series.pages, os.path.getsize(path))
-            return series.axes, tuple(series.shape), series.dtype
+            _check_complete(where.url, series.pages, identity.size)
+            return series.axes, tuple(series.shape), series.dtype, identity.version
+    except InputError:
+        raise
     except (tifffile.TiffFileError, ValueError, IndexError, KeyError, struct.error) as exc:
-        raise InputError(f"{path}: not a readable TIFF image ({exc})") from None
+        raise InputError(f"{where.url}: not a readable TIFF image ({exc})") from None
 
 
 def _check_complete(path: str, pages: Any, size: int) -> None:
@@ -158,14 +180,16 @@ def _check_complete(path: str, pages: Any, size: int) -> None:
             raise InputError(f"{path}: file is truncated: pixel data runs to byte {max(ends)} of a {size}-byte file")
 
 
-def _describe_zarr(path: str) -> tuple[str, tuple[int, ...], np.dtype]:
+def _describe_zarr(where: Location) -> tuple[str, tuple[int, ...], np.dtype]:
     try:
-        array = zarr.open_array(path, mode="r")
-    except Exception as exc:  # zarr raises many types for a bad store; all mean "not an array"
-        raise InputError(f"{path}: not a readable Zarr array ({type(exc).__name__}: {exc})") from None
+        array = open_array(where, mode="r")
+    except Exception as exc:  # zarr raises many types for a bad store; all but transient I/O mean "not an array"
+        if is_transient(exc):
+            raise
+        raise InputError(f"{where.url}: not a readable Zarr array ({type(exc).__name__}: {exc})") from None
     axes = {2: "YX", 3: "CYX"}.get(array.ndim)
     if axes is None:
-        raise InputError(f"{path}: Zarr array has {array.ndim} dimensions; expected 2 (Y, X) or 3 (C, Y, X)")
+        raise InputError(f"{where.url}: Zarr array has {array.ndim} dimensions; expected 2 (Y, X) or 3 (C, Y, X)")
     return axes, tuple(array.shape), np.dtype(array.dtype)
 
 
@@ -199,20 +223,86 @@ def _check_dtype(path: str, dtype: np.dtype) -> None:
         raise InputError(f"{path}: pixel type {dtype} is not supported (use integer or float pixels)")
 
 
-def _open_stored_array(source: ImageSource) -> tuple[zarr.Array, Callable[[], None]]:
-    """The stored array, and a function that closes what opening it opened."""
-    if source.kind == "zarr":
-        return zarr.open_array(source.path, mode="r"), lambda: None
+class _OpenTiff:
+    """One TIFF opened for reading: its file handle, ``TiffFile`` and level-0 zarr view (used by one thread)."""
+
+    def __init__(self, where: Location) -> None:
+        self.closed = False
+        self.file: IO[bytes] = where.open("rb")
+        try:
+            self.tif = tifffile.TiffFile(self.file, name=where.name)
+            self.store = self.tif.series[0].aszarr(level=0, read_only=True)
+            self.array = zarr.open_array(self.store, mode="r")
+        except BaseException:
+            self.file.close()
+            raise
+
+    def close(self) -> None:
+        """Close the zarr view, the TiffFile and the file (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.store.close()
+            self.tif.close()
+            self.file.close()
+
+
+_THREAD = threading.local()
+_ALL_OPEN: weakref.WeakSet[_OpenTiff] = weakref.WeakSet()
+_ALL_LOCK = threading.Lock()
+
+
+def _thread_tiffs() -> OrderedDict[tuple[str, str], _OpenTiff]:
+    """This thread's open TIFFs, most recently used last (a forked child starts with none)."""
+    if getattr(_THREAD, "pid", None) != os.getpid():
+        _THREAD.pid = os.getpid()
+        _THREAD.tiffs = OrderedDict()
+    tiffs: OrderedDict[tuple[str, str], _OpenTiff] = _THREAD.tiffs
+    return tiffs
+
+
+def _open_tiff(source: ImageSource) -> _OpenTiff:
+    """This thread's open handle on ``source``'s TIFF, opened on first use; the least recently used beyond
+    ``MAX_OPEN_TIFFS`` is closed."""
+    tiffs = _thread_tiffs()
+    key = (source.path, source.version)
+    handle = tiffs.get(key)
+    if handle is not None and not handle.closed:
+        tiffs.move_to_end(key)
+        return handle
+    handle = _OpenTiff(location(source.path))
+    tiffs[key] = handle
+    with _ALL_LOCK:
+        _ALL_OPEN.add(handle)
+    while len(tiffs) > MAX_OPEN_TIFFS:
+        tiffs.popitem(last=False)[1].close()
+    return handle
+
+
+def _forget_tiff(source: ImageSource) -> None:
+    """Close this thread's handle on ``source`` after a failed read, so a retry starts from a fresh one."""
+    handle = _thread_tiffs().pop((source.path, source.version), None)
+    if handle is not None:
+        handle.close()
+
+
+def close_images() -> int:
+    """Close every TIFF this process holds open, in all threads (later reads reopen them); return how many."""
+    with _ALL_LOCK:
+        handles = [h for h in _ALL_OPEN if not h.closed]
+    for handle in handles:
+        handle.close()
+    return len(handles)
+
+
+def _stored_array(source: ImageSource) -> Any:
+    """The stored array (a zarr array over the TIFF's tiles, or the Zarr input itself)."""
     try:
-        tif = tifffile.TiffFile(source.path)
-        store = tif.series[0].aszarr(level=0)
-
-        def close() -> None:
-            store.close()
-            tif.close()
-
-        return zarr.open_array(store, mode="r"), close
-    except (tifffile.TiffFileError, OSError) as exc:
+        if source.kind == "zarr":
+            return open_array(source.path, mode="r")
+        return _open_tiff(source).array
+    except FileNotFoundError:
+        raise InputError(f"{source.path}: no such file or directory") from None
+    except (tifffile.TiffFileError, PermissionError) as exc:
         raise InputError(f"{source.path}: cannot read TIFF pixels ({exc})") from None
 
 
@@ -228,7 +318,8 @@ def read_metadata(source: ImageSource) -> dict[str, Any]:
     meta: dict[str, Any] = {"pixel_size": [1.0, 1.0], "unit": None, "geotiff_tags": []}
     if source.kind != "tiff":
         return meta
-    with tifffile.TiffFile(source.path) as tif:
+    where = location(source.path)
+    with where.open("rb") as handle, tifffile.TiffFile(handle, name=where.name) as tif:
         if tif.is_ome and tif.ome_metadata:
             meta.update(_ome_pixel_size(tif.ome_metadata))
         tags = tif.pages.first.tags
