@@ -1,5 +1,6 @@
 """Ingest: copy an image, one chunk per task, into a Zarr v3 (C, Y, X) array on the chunk grid, collecting a
-strided pixel sample for normalization on the way. Peak memory is one chunk per worker, whatever the size."""
+strided pixel sample for normalization on the way. Peak memory is one chunk per worker, whatever the size.
+Source and destination are URLs on any store (``segpipe.storage``)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,23 @@ import os
 
 import dask
 import numpy as np
-import zarr
 
 from segpipe.inference import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.normalize import BandStats, sample_stride
+from segpipe.storage import Location, create_array, location, open_array
 from segpipe.tiling import Region, chunk_grid, strided_sample
+
+Where = str | os.PathLike[str] | Location
 
 
 def ingest_chunk(
     source: ImageSource, dest: str, region: Region, stride: int, ledger: ChunkLedger | None = None
 ) -> np.ndarray:
-    """Copy one chunk into ``dest``, mark it done; return its strided (C, n) sample."""
+    """Copy one chunk into the array at URL ``dest``, mark it done; return its strided (C, n) sample."""
     data = source.read(*region)
-    zarr.open_array(dest, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = data
+    open_array(dest, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = data
     if ledger is not None:
         ledger.mark_done(region)
     return strided_sample(data, region, stride).reshape(data.shape[0], -1)
@@ -34,23 +37,26 @@ def sample_chunk(source: ImageSource, region: Region, stride: int) -> np.ndarray
 
 
 def ingest(
-    source: ImageSource, dest: str, chunk: int, executor: Executor = local_executor, ledger: ChunkLedger | None = None
+    source: ImageSource, dest: Where, chunk: int, executor: Executor = local_executor, ledger: ChunkLedger | None = None
 ) -> BandStats:
-    """Write ``source`` to a Zarr array at ``dest``; return its band statistics.
+    """Write ``source`` to a Zarr array at URL ``dest``; return its band statistics.
 
     With a ``ledger``, chunks already marked done are not copied again (their sample is read back from
     ``dest``), so an interrupted ingest resumes where it stopped.
     """
-    if ledger is None or ledger.is_fresh() or not os.path.isdir(dest):
+    url = location(dest).url
+    done = ledger.done_regions() if ledger is not None else set()  # one listing
+    if not done or not location(url).child("zarr.json").exists():
         if ledger is not None:
             ledger.reset()
-        _create_input_array(source, dest, chunk)
+        _create_input_array(source, url, chunk)
+        done = set()
     stride = sample_stride(source.height, source.width)
     copy = dask.delayed(ingest_chunk, pure=False)
     reread = dask.delayed(sample_chunk, pure=True)
-    copied = open_copy(source, dest)
+    copied = open_copy(source, url)
     tasks = [
-        reread(copied, r, stride) if ledger is not None and ledger.is_done(r) else copy(source, dest, r, stride, ledger)
+        reread(copied, r, stride) if (r.y0, r.x0) in done else copy(source, url, r, stride, ledger)
         for r in chunk_grid(source.height, source.width, chunk)
     ]
     samples = executor(tasks, "ingest")
@@ -58,7 +64,7 @@ def ingest(
 
 
 def _create_input_array(source: ImageSource, dest: str, chunk: int) -> None:
-    zarr.create_array(
+    create_array(
         dest,
         shape=source.shape,
         chunks=(source.channels, min(chunk, source.height), min(chunk, source.width)),
@@ -69,9 +75,9 @@ def _create_input_array(source: ImageSource, dest: str, chunk: int) -> None:
     )
 
 
-def open_copy(source: ImageSource, dest: str) -> ImageSource:
-    """The ingested (C, Y, X) Zarr copy of ``source`` as an ImageSource (no validation read)."""
-    return ImageSource(dest, "zarr", "CYX", source.shape, source.dtype)
+def open_copy(source: ImageSource, dest: Where) -> ImageSource:
+    """The ingested (C, Y, X) Zarr copy of ``source`` at URL ``dest`` as an ImageSource (no validation read)."""
+    return ImageSource(location(dest).url, "zarr", "CYX", source.shape, source.dtype)
 
 
 def measure(source: ImageSource, chunk: int, executor: Executor = local_executor) -> BandStats:

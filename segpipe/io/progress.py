@@ -1,9 +1,12 @@
-"""Crash-safe progress: which output chunks are finished, keyed by a fingerprint of everything they depend on.
+"""Crash-safe progress: which output chunks are finished, keyed by a fingerprint of everything they depend on,
+and the commit record that says an image is finished.
 
-A chunk is marked done (an empty marker file) only after its Zarr write has returned, so a process killed at
-any moment leaves at worst a chunk that is rewritten on the next run. Markers live under
-``<image out>/.segpipe/<fingerprint>/``; a different fingerprint (another model, input or setting) never sees
-them. An image whose ``done.json`` carries the current fingerprint is finished and skipped whole.
+A chunk is marked done (an empty marker object) only after its Zarr write has returned, so a process killed at
+any moment leaves at worst a chunk that is rewritten on the next run. Markers live inside the output store,
+``<store>/.segpipe/<stage>-<fingerprint>/<y0>_<x0>``, on any backend; a different fingerprint (another model,
+input or setting) never sees them, and one listing reads them all (no request per chunk on an object store).
+The commit record ``<location>/done.json`` is written last and atomically; an image whose record carries the
+current fingerprint is finished and skipped whole.
 """
 
 from __future__ import annotations
@@ -11,26 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-from pathlib import Path
+import re
+from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
+from segpipe.storage import Location, location
 from segpipe.tiling import Region
 
 STATE_DIR = ".segpipe"
+COMMIT_NAME = "done.json"
+MARKER = re.compile(r"^(\d+)_(\d+)$")
 
 
-def file_identity(path: str) -> dict[str, Any]:
-    """Cheap identity of a file or Zarr directory: resolved path, size and modification time of its files."""
-    target = Path(path).resolve()
-    files = [target] if target.is_file() else sorted(p for p in target.rglob("*") if p.is_file())
-    stats = [p.stat() for p in files]
-    return {
-        "path": str(target),
-        "bytes": sum(s.st_size for s in stats),
-        "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
-        "files": len(files),
-    }
+def file_identity(url: str | os.PathLike[str]) -> dict[str, Any]:
+    """``Location.identity()`` as a dict: ``{"url", "size", "version"}`` (kept for fingerprints built from dicts)."""
+    return asdict(location(url).identity())
 
 
 def fingerprint(parts: dict[str, Any]) -> str:
@@ -40,50 +39,75 @@ def fingerprint(parts: dict[str, Any]) -> str:
 
 
 class ChunkLedger:
-    """Done-markers of one stage of one image (``stage`` = ``ingest`` or ``infer``)."""
+    """Done-markers of one stage (``ingest`` or ``infer``) of one image, kept inside its output store.
 
-    def __init__(self, image_dir: str, stage: str, key: str) -> None:
-        self.root = Path(image_dir) / STATE_DIR / f"{stage}-{key}"
-        self.stage_dir = Path(image_dir) / STATE_DIR
+    Small and picklable (a URL and two strings): chunk tasks carry it and mark their chunk done themselves.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | Location, stage: str, key: str) -> None:
+        self.state = location(store).child(STATE_DIR)
+        self.root = self.state.child(f"{stage}-{key}")
         self.stage = stage
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"ChunkLedger({self.root.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChunkLedger) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
 
     def reset(self) -> None:
-        """Start this stage afresh: drop every ledger of the stage (other fingerprints' and this one's),
-        for when its output is being created anew."""
-        if self.stage_dir.exists():
-            for ledger in self.stage_dir.glob(f"{self.stage}-*"):
-                shutil.rmtree(ledger, ignore_errors=True)
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Start this stage afresh: drop every ledger of the stage (other fingerprints' and this one's), for
+        when its output is being created anew."""
+        for name in self.state.listdir():
+            if name.startswith(f"{self.stage}-"):
+                self.state.child(name).remove()
 
     def is_fresh(self) -> bool:
-        """True when no ledger of this fingerprint exists yet (outputs must be created anew)."""
-        return not self.root.exists()
+        """True when no chunk is marked done under this fingerprint (its outputs may be created anew)."""
+        return not self.done_regions()
 
-    def _marker(self, region: Region) -> Path:
-        return self.root / f"{region.y0}_{region.x0}"
+    def done_regions(self) -> set[tuple[int, int]]:
+        """Origins ``(y0, x0)`` of the chunks marked done, from one listing."""
+        found = (MARKER.match(name) for name in self.root.listdir())
+        return {(int(m.group(1)), int(m.group(2))) for m in found if m}
+
+    def todo(self, regions: Iterable[Region]) -> list[Region]:
+        """The ``regions`` not yet marked done, in order (one listing)."""
+        done = self.done_regions()
+        return [r for r in regions if (r.y0, r.x0) not in done]
+
+    def _marker(self, region: Region) -> Location:
+        return self.root.child(f"{region.y0}_{region.x0}")
 
     def is_done(self, region: Region) -> bool:
+        """Whether ``region`` is marked done: one request; for many regions use ``todo``/``done_regions``."""
         return self._marker(region).exists()
 
     def mark_done(self, region: Region) -> None:
-        self._marker(region).touch()
+        self._marker(region).write_bytes(b"")
 
     def done_count(self) -> int:
-        return sum(1 for _ in self.root.iterdir()) if self.root.exists() else 0
+        return len(self.done_regions())
 
 
-def read_done(image_dir: str) -> dict[str, Any] | None:
-    """The ``done.json`` of a finished image, or None."""
-    path = Path(image_dir) / "done.json"
+def read_commit(where: str | os.PathLike[str] | Location) -> dict[str, Any] | None:
+    """The commit record (``done.json``) at ``where``, or None when there is none or it is not JSON."""
     try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
+        record = location(where).child(COMMIT_NAME).read_json()
+    except (FileNotFoundError, ValueError):
         return None
+    return dict(record) if isinstance(record, dict) else None
 
 
-def write_done(image_dir: str, key: str, report: dict[str, Any]) -> None:
-    """Mark an image finished (atomically), recording the fingerprint it was finished under."""
-    path = Path(image_dir) / "done.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"fingerprint": key, "report": report}, default=str))
-    os.replace(tmp, path)
+def write_commit(where: str | os.PathLike[str] | Location, key: str, report: dict[str, Any]) -> None:
+    """Write the commit record last, atomically (local: temp file and rename; object store: one PUT),
+    recording the fingerprint the image was finished under."""
+    location(where).child(COMMIT_NAME).write_json({"fingerprint": key, "report": report})
+
+
+read_done = read_commit  # the names flows/ used before
+write_done = write_commit
