@@ -13,13 +13,13 @@ from typing import Any
 
 import dask
 import numpy as np
-import zarr
 
 from segpipe import normalize
 from segpipe.config import InferenceConfig
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
+from segpipe.storage import create_array, open_array
 from segpipe.tiling import (
     Region,
     chunk_grid,
@@ -82,12 +82,10 @@ def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
     logits = chunk_logits(job, predictor, region)
     labels = logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
-    zarr.open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
+    open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
     if job.probabilities_path:
         probabilities = softmax(logits).astype(np.float16)
-        zarr.open_array(job.probabilities_path, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = (
-            probabilities
-        )
+        open_array(job.probabilities_path, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities
     if job.ledger is not None:
         job.ledger.mark_done(region)
     return {"pixels": float(region.height * region.width), "seconds": time.perf_counter() - start}
@@ -155,7 +153,7 @@ def label_dtype(num_classes: int) -> np.dtype:
 
 def create_probabilities(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:
     """An empty (K, Y, X) float16 Zarr v3 array on the chunk grid for class probabilities."""
-    zarr.create_array(
+    create_array(
         path,
         shape=(num_classes, height, width),
         dtype=np.float16,
@@ -168,7 +166,7 @@ def create_probabilities(path: str, height: int, width: int, chunk: int, num_cla
 
 def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:
     """An empty Zarr v3 label array on the chunk grid (overwrites what was there)."""
-    zarr.create_array(
+    create_array(
         path,
         shape=(height, width),
         chunks=(min(chunk, height), min(chunk, width)),

@@ -1,31 +1,34 @@
 """Export a finished mask as a tiled, compressed (Geo)TIFF, streamed tile by tile from its Zarr array.
 
 GeoTIFF tags of the input (pixel scale, tiepoints or transformation, geokeys) are written unchanged: the mask
-has the input's pixel grid, so it lands where the scene was.
+has the input's pixel grid, so it lands where the scene was. The TIFF is written to a local file first (TIFF
+writing seeks back), then moved or uploaded to its URL atomically.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 import zarr
 
+from segpipe.storage import Location, location, open_array
+
 TILE = 256
 
 
 def export_tiff(
-    mask_path: str,
-    out_path: str | Path,
+    mask_path: str | os.PathLike[str] | Location,
+    out_path: str | os.PathLike[str] | Location,
     geotiff_tags: list[list[Any]] | None = None,
     pixel_size: tuple[float, float] | None = None,
-) -> Path:
-    """Write the (Y, X) label array at ``mask_path`` to ``out_path`` as a tiled, deflate-compressed TIFF."""
-    mask = zarr.open_array(mask_path, mode="r")
-    height, width = mask.shape
+) -> str:
+    """Write the (Y, X) label array at URL ``mask_path`` to URL ``out_path`` as a tiled, deflate-compressed TIFF;
+    return the output URL."""
+    mask = open_array(mask_path, mode="r")
     extratags = [
         (code, dtype, count, tuple(value) if isinstance(value, list) else value, True)
         for code, dtype, count, value in geotiff_tags or []
@@ -33,8 +36,16 @@ def export_tiff(
     resolution = None
     if pixel_size and pixel_size != (1.0, 1.0):
         resolution = (1.0 / pixel_size[1], 1.0 / pixel_size[0])
+    target = location(out_path)
+    with target.staged_write() as local_file:
+        _write(local_file, mask, extratags, resolution)
+    return target.url
+
+
+def _write(path: str, mask: zarr.Array, extratags: list[Any], resolution: tuple[float, float] | None) -> None:
+    height, width = mask.shape
     tifffile.imwrite(
-        out_path,
+        path,
         _tiles(mask, height, width),
         shape=(height, width),
         dtype=mask.dtype,
@@ -45,7 +56,6 @@ def export_tiff(
         bigtiff=height * width * mask.dtype.itemsize > 2**31,
         photometric="minisblack",
     )
-    return Path(out_path)
 
 
 def _tiles(mask: zarr.Array, height: int, width: int) -> Iterator[np.ndarray]:

@@ -9,6 +9,7 @@ Layout of ``<name>.ome.zarr`` (opens in napari, neuroglancer and the ``ome-zarr`
                          not be interpolated); ome.image-label has one colour and class name per label value
 
 Pyramid levels are written chunk by chunk, one Dask task per output chunk, so memory stays at one chunk.
+Stores are URLs on any backend (``segpipe.storage``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 
 import dask
 import numpy as np
-import zarr
+from zarr.errors import ContainsArrayError
 
 from segpipe.inference import Executor, local_executor
+from segpipe.storage import create_array, location, open_array, open_group
 from segpipe.tiling import Region, chunk_grid
 
 NGFF_VERSION = "0.5"
@@ -47,7 +49,7 @@ def level_count(height: int, width: int) -> int:
 
 def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
     """Write ``region`` of level ``dst`` from the 2x larger block of level ``src``."""
-    source = zarr.open_array(src, mode="r")
+    source = open_array(src, mode="r")
     block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
     if labels:
         out = block[..., ::2, ::2]
@@ -56,18 +58,19 @@ def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
         padded = np.pad(block.astype(np.float64), [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)], "edge")
         out = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
         out = np.rint(out) if source.dtype.kind in "iub" else out
-    zarr.open_array(dst, mode="r+")[..., region.y0 : region.y1, region.x0 : region.x1] = out.astype(source.dtype)
+    open_array(dst, mode="r+")[..., region.y0 : region.y1, region.x0 : region.x1] = out.astype(source.dtype)
 
 
 def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:
-    """Create levels 1..levels-1 under ``group`` from level ``0``, chunk by chunk."""
+    """Create levels 1..levels-1 under the group at URL ``group`` from level ``0``, chunk by chunk."""
     task = dask.delayed(_downsample_chunk, pure=False)
+    root = location(group)
     for level in range(1, levels):
-        src, dst = f"{group}/{level - 1}", f"{group}/{level}"
-        source = zarr.open_array(src, mode="r")
+        src, dst = root.child(str(level - 1)).url, root.child(str(level)).url
+        source = open_array(src, mode="r")
         height, width = (-(-s // 2) for s in source.shape[-2:])
         lead = tuple(source.shape[:-2])
-        zarr.create_array(
+        create_array(
             dst,
             shape=(*lead, height, width),
             dtype=source.dtype,
@@ -116,16 +119,17 @@ def write_metadata(
 ) -> None:
     """Write the NGFF group metadata of the image, the labels group and the mask; ``extra`` goes under
     the image group's ``segpipe`` attribute (provenance, fingerprints, GeoTIFF tags)."""
-    image = zarr.open_group(store, mode="a")
+    root = location(store)
+    image = open_group(root, mode="a")
     image.attrs.update(
         {
             "ome": {"version": NGFF_VERSION, "multiscales": multiscales(name, "cyx", image_levels, pixel_size, unit)},
             "segpipe": extra or {},
         }
     )
-    labels = zarr.open_group(f"{store}/labels", mode="a")
+    labels = open_group(root.child("labels"), mode="a")
     labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["mask"]}
-    mask = zarr.open_group(f"{store}/labels/mask", mode="a")
+    mask = open_group(root.child("labels", "mask"), mode="a")
     colours: list[Any] = [
         {"label-value": k, "rgba": list(LABEL_COLOURS[k % len(LABEL_COLOURS)])} for k in range(len(class_names))
     ]
@@ -143,9 +147,10 @@ def write_metadata(
 
 
 def read_segpipe_attrs(store: str) -> dict[str, Any]:
-    """The ``segpipe`` attribute of an OME-Zarr written by segpipe ({} if absent or unreadable)."""
+    """The ``segpipe`` attribute of the OME-Zarr at URL ``store``: {} when there is no store, no group there
+    (e.g. an array) or no such attribute. Any other failure (unreadable metadata, a network fault) propagates."""
     try:
-        found = zarr.open_group(store, mode="r").attrs.get("segpipe", {})
-        return dict(found) if isinstance(found, dict) else {}
-    except Exception:  # a missing or foreign store has no segpipe attributes
+        found = open_group(store, mode="r").attrs.get("segpipe", {})
+    except (FileNotFoundError, ContainsArrayError):  # zarr's GroupNotFoundError is a FileNotFoundError
         return {}
+    return dict(found) if isinstance(found, dict) else {}
