@@ -70,7 +70,8 @@ def gpu_spec_cluster(devices: list[str], settings: Mapping[str, Any]) -> SpecClu
         }
         for device in devices
     }
-    scheduler = {"cls": Scheduler, "options": {"host": settings["host"], "port": 0, "dashboard_address": None}}
+    http = {"dashboard": False, "dashboard_address": f"{settings['host']}:0"}  # health/metrics routes only
+    scheduler = {"cls": Scheduler, "options": {"host": settings["host"], "port": 0, **http}}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING, name="segpipe-cuda")
 
 

@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
         "threads": 1,
         "dask-resources": {"GPU": 1},
         "requests": {"cpu": "4", "memory": "16Gi"},
-        "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": 1},
+        "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
     },
     "scheduler": {
         "service-type": "ClusterIP",
@@ -69,8 +69,13 @@ def cluster_spec(config: Mapping[str, Any], workers: int, name: str) -> dict[str
     )
     for role in ("worker", "scheduler"):
         container = resource["spec"][role]["spec"]["containers"][0]
-        container["resources"] = {part: dict(config[role][part]) for part in ("requests", "limits")}
+        container["resources"] = {part: _quantities(config[role][part]) for part in ("requests", "limits")}
     return resource
+
+
+def _quantities(values: Mapping[str, Any]) -> dict[str, str]:
+    """Kubernetes quantities as the operator's CRD types them: strings (``1`` -> ``"1"``)."""
+    return {name: str(value) for name, value in values.items()}
 
 
 @contextmanager

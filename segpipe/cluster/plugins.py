@@ -25,7 +25,7 @@ class ModelPlugin(WorkerPlugin):
 
     def setup(self, worker: Worker) -> None:
         """Call ``segpipe.models.loader.install_model`` on this worker (imported here, where the model is used)."""
-        from segpipe.models.loader import install_model  # type: ignore[attr-defined,unused-ignore]
+        from segpipe.models.loader import install_model
 
         install_model(self.model_ref, self.payload)
 

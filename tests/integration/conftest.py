@@ -1,8 +1,16 @@
-"""Real servers and clusters: one Prefect test server per session, one Dask LocalCluster per module."""
+"""Real servers and clusters: one Prefect test server per session, one Dask LocalCluster per module, and a Dask
+cluster of separate OS processes (scheduler + workers from the `dask` command line) per test that asks for one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,3 +62,80 @@ def real_nuclei() -> tuple[str, str]:
     except datasets.DataUnavailable as exc:
         pytest.skip(f"no package registry reachable: {exc}")
     return str(image), str(mask)
+
+
+@dataclass(frozen=True)
+class ProcessCluster:
+    """A scheduler and workers started as separate OS processes with the ``dask`` command line."""
+
+    address: str
+    worker_pids: tuple[int, ...]  # each ``dask worker`` (its nanny) leads a process group holding its worker process
+
+
+@pytest.fixture
+def process_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
+    """``dask scheduler`` and three ``dask worker`` processes (one thread each) on loopback; all killed after."""
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+    worker = ["worker", "--nworkers", "1", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
+    worker += ["--local-directory", str(tmp_path / "dask-workers")]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(_dask([*scheduler, "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log"))
+        address = _scheduler_address(scheduler_file, processes[0], timeout=60)
+        for number in range(3):
+            processes.append(_dask([*worker, "--scheduler-file", str(scheduler_file)], tmp_path / f"w{number}.log"))
+        _wait_for_workers(address, 3, timeout=120)
+        yield ProcessCluster(address, tuple(process.pid for process in processes[1:]))
+    finally:
+        for process in reversed(processes):
+            _kill_group(process)
+
+
+def _dask(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """``dask ARGS`` from this virtualenv in a new session (its own process group), output into ``log``."""
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}  # as infra/dask: workers may fork
+    with log.open("wb") as output:
+        command = [str(Path(sys.executable).with_name("dask")), *args]
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def _scheduler_address(scheduler_file: Path, process: subprocess.Popen[bytes], timeout: float) -> str:
+    """The address the scheduler wrote to its scheduler file."""
+
+    found: dict[str, str] = {}
+
+    def written() -> bool:
+        assert process.poll() is None, f"dask scheduler exited with {process.returncode}"
+        try:
+            found.update(json.loads(scheduler_file.read_text()))
+        except (FileNotFoundError, json.JSONDecodeError):  # not yet, or half written
+            return False
+        return "address" in found
+
+    wait_until(written, timeout, "the scheduler file")
+    return found["address"]
+
+
+def _wait_for_workers(address: str, count: int, timeout: float) -> None:
+    from distributed import Client
+
+    with Client(address, set_as_default=False, timeout=timeout) as client:
+        client.wait_for_workers(count, timeout=timeout)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group ``process`` leads (no-op once gone) and reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.02) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(poll)

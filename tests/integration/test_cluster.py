@@ -1,12 +1,14 @@
-"""The distributed executor the flows use, against a real scheduler."""
+"""The distributed executor the flows use, and the local and address backends, against real schedulers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import dask
 import pytest
-from distributed import Client
+from distributed import Client, Scheduler, SpecCluster, Worker, get_worker
 
-from segpipe.cluster import distributed_executor
+from segpipe.cluster import ClusterSpec, dask_client, distributed_executor, open_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -21,3 +23,51 @@ def test_executor_returns_results_in_order_with_or_without_a_progress_bar(
         run = distributed_executor(client, show_progress=show_progress)
         square = dask.delayed(lambda x: x * x, pure=True)
         assert run([square(i) for i in range(12)], "test") == [i * i for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def mixed_cluster() -> Iterator[str]:
+    """In-process: one worker declaring GPU=1 and one plain worker; yields the scheduler address."""
+    workers = {
+        "gpu": {"cls": Worker, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "cpu": {"cls": Worker, "options": {"nthreads": 1}},
+    }
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard": False, "dashboard_address": ":0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
+        yield cluster.scheduler_address
+
+
+def _worker_name() -> str:
+    return str(get_worker().name)
+
+
+def test_executor_asks_for_resources_only_for_the_labels_given(mixed_cluster: str) -> None:
+    with Client(mixed_cluster, set_as_default=False) as client:
+        run = distributed_executor(client, resources={"infer": {"GPU": 1}})
+        inferred = run([dask.delayed(_worker_name, pure=False)() for _ in range(16)], "infer")
+        ingested = run([dask.delayed(_worker_name, pure=False)() for _ in range(64)], "ingest")
+    assert set(inferred) == {"gpu"}
+    assert ingested.count("cpu") > 0, "tasks of a label without resources must run anywhere"
+
+
+def test_joining_an_address_reports_its_workers_and_whether_they_have_gpus(
+    dask_cluster: str, mixed_cluster: str
+) -> None:
+    with open_cluster(ClusterSpec.parse(dask_cluster)) as plain:
+        assert (plain.kind, plain.workers, plain.gpu) == ("address", 2, False)
+        assert plain.description.startswith(f"scheduler {dask_cluster}")
+    with open_cluster(ClusterSpec.parse(mixed_cluster)) as mixed:
+        assert (mixed.workers, mixed.gpu, mixed.task_resources) == (2, True, {"infer": {"GPU": 1}})
+
+
+def test_dask_client_still_joins_host_port_without_a_scheme(dask_cluster: str) -> None:
+    with dask_client(1, dask_cluster.removeprefix("tcp://")) as client:
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+
+
+def test_local_backend_starts_single_threaded_worker_processes() -> None:
+    with open_cluster(ClusterSpec.parse("local", 1)) as handle:
+        workers = handle.client.scheduler_info(n_workers=-1)["workers"]
+        assert (handle.kind, handle.workers, handle.gpu) == ("local", 1, False)
+        assert [info["nthreads"] for info in workers.values()] == [1]
+        assert handle.client.submit(_worker_name).result(timeout=60)
