@@ -1,39 +1,53 @@
-"""The batch flow: for each image, ingest -> infer -> evaluate (on a Dask cluster), then log the batch to MLflow.
+"""The batch flow: every image goes ingest -> infer -> finalize -> evaluate on a Dask cluster, several images at
+once, then the batch is reported and logged to MLflow.
 
-Each task body is one call into ``segpipe``. Masks are written before anything is logged, so a tracking outage
-loses no work: the run fails with a TrackingError, and re-running the same command skips the finished images
-(their ``done.json`` fingerprint matches) and only logs. Chunk writes are idempotent and marked done only once
-written, so a retried task, a rescheduled task (dead worker) or a re-run after ``kill -9`` redoes only the
-chunks that were not finished.
+Prefect sees a task per image and stage, never per chunk: chunks go straight to Dask through the executor.
+Masks are committed before anything is logged, so a tracking outage loses no work: the run fails with a
+TrackingError, and re-running the same command skips the finished images (their ``done.json`` fingerprint
+matches) and only logs. An image that fails (a corrupt tile, a vanished object) fails alone: the others finish
+and the batch report names its error.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import tempfile
 import time
 from dataclasses import asdict, replace
 from typing import Any
 
-import numpy as np
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
 
 import segpipe
-from segpipe import pipeline
-from segpipe.cluster import dask_client, default_workers, distributed_executor, torch_threads_per_worker
-from segpipe.config import EvalConfig, InferenceConfig, TilingConfig, from_dict
+from segpipe.cluster import ClusterHandle, ClusterSpec, distributed_executor, open_cluster, register_model
+from segpipe.config import InferenceConfig
 from segpipe.errors import SegpipeError, TrackingError
 from segpipe.inference import Executor
-from segpipe.io.images import ImageSource
-from segpipe.io.progress import read_done, write_done
-from segpipe.metrics import batch_aggregates
-from segpipe.metrics import scores as compute_scores
-from segpipe.normalize import BandStats
-from segpipe.objects import sum_object_metrics
-from segpipe.pipeline import finite_or_none
+from segpipe.models import model_payload
+from segpipe.stages.evaluate import Evaluated, evaluate_image
+from segpipe.stages.finalize import Finalized, finalize_image
+from segpipe.stages.infer import Inferred, infer_image
+from segpipe.stages.ingest import Ingested, ingest_image
+from segpipe.stages.plan import BatchPlan, ImageJob, RunSettings, plan_batch, settings_from_dict
+from segpipe.stages.report import (
+    ImageFailure,
+    ImageReport,
+    batch_summary,
+    commit_image,
+    finished_report,
+    image_report,
+    write_batch_report,
+    write_json,
+)
+from segpipe.storage import location, public_url
 from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
 
+IMAGES_IN_FLIGHT = 4  # images whose chunks are on the cluster together; each image's tasks are small
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
 
 
@@ -54,86 +68,183 @@ RETRY = {**TASK_OPTIONS, "retry_condition_fn": _retry_unless_bad_input}
 
 
 @task(name="ingest", retries=2, **RETRY)
-def ingest(job: pipeline.ImageJob, chunk: int, executor: Executor) -> dict[str, Any]:
-    return pipeline.ingest_step(job, chunk, executor)
+def ingest(job: ImageJob, plan: BatchPlan, executor: Executor) -> Ingested:
+    return ingest_image(job, plan, executor)
 
 
 @task(name="infer", retries=1, **RETRY)
-def infer(
-    job: pipeline.ImageJob,
-    tiled: ImageSource,
-    stats: BandStats,
-    plan: pipeline.BatchPlan,
-    settings: pipeline.RunSettings,
-    executor: Executor,
-) -> dict[str, Any]:
-    return pipeline.infer_step(job, tiled, stats, plan, settings.inference, executor)
+def infer(job: ImageJob, ingested: Ingested, plan: BatchPlan, config: InferenceConfig, executor: Executor) -> Inferred:
+    return infer_image(job, ingested, plan, config, executor)
 
 
 @task(name="finalize", retries=1, **RETRY)
-def finalize(
-    job: pipeline.ImageJob,
-    plan: pipeline.BatchPlan,
-    stats: BandStats,
-    settings: pipeline.RunSettings,
-    executor: Executor,
-) -> dict[str, Any]:
-    return pipeline.finalize_step(job, plan, stats, settings.export_tiff, executor)
+def finalize(job: ImageJob, plan: BatchPlan, ingested: Ingested, export: bool, executor: Executor) -> Finalized:
+    return finalize_image(job, plan, ingested.stats, export, executor)
 
 
 @task(name="evaluate", retries=2, **RETRY)
-def evaluate(
-    job: pipeline.ImageJob, mask: str, plan: pipeline.BatchPlan, settings: pipeline.RunSettings, executor: Executor
-) -> dict[str, Any]:
-    return pipeline.evaluate_step(job, mask, plan, settings.evaluation, executor)
+def evaluate(job: ImageJob, mask: str, plan: BatchPlan, settings: RunSettings, executor: Executor) -> Evaluated:
+    return evaluate_image(job, mask, plan, settings.evaluation, executor)
+
+
+@task(name="image", **TASK_OPTIONS)
+def segment_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, executor: Executor) -> ImageReport:
+    """Every stage of one image, then its preview, metrics.json and, last, done.json. A finished image (done.json
+    with this run's fingerprint) is not recomputed."""
+    earlier = finished_report(job)
+    if earlier is not None:
+        return earlier
+    ingested = ingest(job, plan, executor)
+    inferred = infer(job, ingested, plan, settings.inference, executor)
+    final = finalize(job, plan, ingested, settings.export_tiff, executor)
+    evaluated = evaluate(job, final.mask, plan, settings, executor) if job.truth is not None else None
+    report = image_report(job, ingested, inferred, final, evaluated)
+    commit_image(job, report, final.source, ingested.stats, plan.model.card.class_names)
+    return report
 
 
 @task(name="report", retries=1, **RETRY)
-def write_reports(
-    plan: pipeline.BatchPlan, settings: pipeline.RunSettings, reports: list[dict[str, Any]]
+def write_reports(plan: BatchPlan, settings: RunSettings, reports: list[ImageReport]) -> list[str]:
+    return write_batch_report(plan, settings.out, reports, settings.evaluation)
+
+
+@flow(
+    name="segment-batch",
+    validate_parameters=False,
+    task_runner=ThreadPoolTaskRunner(max_workers=IMAGES_IN_FLIGHT),  # type: ignore[arg-type]
+)
+def segment_batch(
+    images: list[str],
+    truths: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
+    cluster: str = "local",
+    workers: int | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "segpipe",
+    show_progress: bool = False,
+    plan: BatchPlan | None = None,
 ) -> dict[str, Any]:
-    return pipeline.report_step(settings.out, plan.jobs, reports, plan.model.card.class_names, settings.evaluation)
+    """Segment a batch of images; returns the batch report (also written to ``OUT/batch.json``).
+
+    Args:
+        images: TIFF/BigTIFF files or Zarr arrays, as paths or URLs (``s3://...``).
+        truths: one label image per input, or None to skip metrics.
+        settings: ``RunSettings`` fields as a dict (see ``segpipe.stages.plan.settings_from_dict``).
+        cluster: ``local``, ``cuda``, ``slurm``, ``kubernetes`` or a scheduler address (``tcp://HOST:PORT``).
+        workers: worker processes (local and cuda: per machine; slurm/kubernetes: jobs or pods).
+        tracking_uri: MLflow tracking URI; None disables tracking.
+        experiment: MLflow experiment name.
+        show_progress: draw progress bars on stderr.
+        plan: a plan the caller already made from the same arguments (the CLI plans before Prefect starts).
+    """
+    run_settings = settings_from_dict(settings or {})
+    plan = plan or plan_batch(images, truths, run_settings, tracking_uri)
+    started = time.perf_counter()
+    with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
+        run_settings = _with_torch_threads(run_settings, handle)
+        register_model(handle.client, plan.model, model_payload(plan.model))
+        executor = distributed_executor(handle.client, show_progress, handle.task_resources)
+        futures = [
+            segment_image.with_options(task_run_name=f"image-{job.name}").submit(job, plan, run_settings, executor)
+            for job in plan.jobs
+        ]
+        outcomes = [_outcome(job, future) for job, future in zip(plan.jobs, futures, strict=True)]
+        description = handle.description
+    reports = [o for o in outcomes if isinstance(o, ImageReport)]
+    failures = [o for o in outcomes if isinstance(o, ImageFailure)]
+    batch = batch_summary(reports, failures, plan.model.card.class_names, time.perf_counter() - started)
+    report_files = write_reports(plan, run_settings, reports)
+    entries = [o.to_json() for o in outcomes]
+    write_json(location(run_settings.out).child("batch.json").url, {**batch, "images": entries})
+    run_ids: dict[str, Any] = {"batch": "", "images": {}}
+    if tracking_uri:
+        params = _batch_params(plan, run_settings, description)
+        run_ids = log_batch(tracking_uri, experiment, plan, params, batch, reports, report_files)
+    for entry in entries:
+        entry["mlflow_run_id"] = run_ids["images"].get(entry["name"], "")
+    return {
+        "images": entries,
+        "batch": batch,
+        "failures": [f.to_json() for f in failures],
+        "mlflow_run_id": run_ids["batch"],
+        "tracking_uri": public_uri(tracking_uri or ""),
+        "out": public_url(run_settings.out),
+    }
+
+
+def _outcome(job: ImageJob, future: PrefectFuture[ImageReport]) -> ImageReport | ImageFailure:
+    """The image's report, or its failure as one line (the batch goes on)."""
+    future.wait()
+    result = future.state.result(raise_on_failure=False)
+    if isinstance(result, ImageReport):
+        return result
+    code = result.exit_code if isinstance(result, SegpipeError) else 1
+    message = (
+        str(result) if isinstance(result, SegpipeError) else f"{job.image.path}: {type(result).__name__}: {result}"
+    )
+    return ImageFailure(job.name, job.image.path, message.replace("\n", " "), code)
+
+
+def _with_torch_threads(settings: RunSettings, handle: ClusterHandle) -> RunSettings:
+    """On a local cluster, share the cores between worker processes so torch does not oversubscribe them."""
+    if settings.inference.torch_threads is not None or handle.kind != "local":
+        return settings
+    threads = max(1, (os.cpu_count() or 1) // max(1, handle.workers))
+    return replace(settings, inference=replace(settings.inference, torch_threads=threads))
 
 
 @task(name="log-batch", retries=2, **RETRY)
 def log_batch(
     tracking_uri: str,
     experiment: str,
-    artifact_root: str | None,
-    plan: pipeline.BatchPlan,
+    plan: BatchPlan,
     params: dict[str, Any],
     batch: dict[str, Any],
-    reports: list[dict[str, Any]],
+    reports: list[ImageReport],
+    report_files: list[str],
 ) -> dict[str, Any]:
     """One parent run for the batch, a nested run per image; returns the run ids."""
-    tracker: Tracker = MlflowTracker(tracking_uri, experiment, artifact_root)
-    batch_run = tracker.start_batch(params, _lineage_tags(plan))
+    tracker: Tracker = MlflowTracker(tracking_uri, experiment)
+    batch_run = tracker.start_batch(params, lineage_tags(plan, params))
     try:
-        image_runs = [_log_image(tracker, plan, job, report) for job, report in zip(plan.jobs, reports, strict=True)]
-        tracker.log_metrics(batch_run, _metrics(batch, plan))
-        tracker.log_artifact(batch_run, os.path.join(params["out"], "batch.json"))
-        report_dir = os.path.join(params["out"], "report")
-        if os.path.isdir(report_dir):
-            tracker.log_artifacts(batch_run, report_dir, "report")
+        with tempfile.TemporaryDirectory(prefix="segpipe-mlflow-") as staging:
+            images = {r.name: _log_image(tracker, plan, r, staging) for r in reports}
+            tracker.log_metrics(batch_run, _metrics(batch, plan))
+            tracker.log_artifact(batch_run, _local(location(params["out"]).child("batch.json").url, staging))
+            for url in report_files:
+                tracker.log_artifact(batch_run, _local(url, staging), "report")
     except BaseException:
         _end_quietly(tracker, batch_run)
         raise
     tracker.end(batch_run)
-    return {"batch": batch_run, "images": image_runs}
+    return {"batch": batch_run, "images": images}
 
 
-def _log_image(tracker: Tracker, plan: pipeline.BatchPlan, job: pipeline.ImageJob, report: dict[str, Any]) -> str:
+def _local(url: str, staging: str) -> str:
+    """A local path holding the bytes of ``url`` (the file itself when it is local)."""
+    found = location(url)
+    if found.is_local:
+        return found.path
+    folder = tempfile.mkdtemp(dir=staging)
+    path = os.path.join(folder, url.rstrip("/").rsplit("/", 1)[-1])
+    with open(path, "wb") as handle:
+        handle.write(found.read_bytes())
+    return path
+
+
+def _log_image(tracker: Tracker, plan: BatchPlan, report: ImageReport, staging: str) -> str:
+    job = next(j for j in plan.jobs if j.name == report.name)
     params = {
-        "image": job.image.path,
-        "truth": job.truth.path if job.truth else "",
-        "shape_cyx": job.image.shape,
+        "image": public_url(report.image),
+        "truth": public_url(report.truth) if report.truth else "",
+        "shape_cyx": report.shape_cyx,
         "dtype": job.image.dtype,
-        "resumed_from_done": report.get("skipped", False),
+        "resumed_from_done": report.skipped,
     }
-    run_id = tracker.start_image(job.name, params)
-    tracker.log_metrics(run_id, _metrics(report, plan))
+    run_id = tracker.start_image(report.name, params)
+    tracker.log_metrics(run_id, _metrics(report.to_json(), plan))
     for leaf in ("metrics.json", "preview.png"):
-        tracker.log_artifact(run_id, job.path(leaf))
+        tracker.log_artifact(run_id, _local(job.path(leaf), staging))
     tracker.end(run_id)
     return run_id
 
@@ -145,131 +256,11 @@ def _end_quietly(tracker: Tracker, run_id: str) -> None:
         pass
 
 
-def process_image(
-    job: pipeline.ImageJob, plan: pipeline.BatchPlan, settings: pipeline.RunSettings, executor: Executor
-) -> dict[str, Any]:
-    """Every stage of one image; writes metrics.json, preview.png and, last, done.json. A finished image
-    (done.json with this run's fingerprint) is not recomputed."""
-    done = read_done(job.out_dir)
-    if done and done.get("fingerprint") == job.done_key and pipeline.finished_store(job):
-        return {**done["report"], "skipped": True, "megapixels_computed": 0.0, "megapixels_per_second": None}
-    ingested = ingest(job, plan.chunk, executor)
-    inferred = infer(job, ingested["source"], ingested["stats"], plan, settings, executor)
-    final = finalize(job, plan, ingested["stats"], settings, executor)
-    report: dict[str, Any] = {
-        "image": job.image.path,
-        "truth": job.truth.path if job.truth else None,
-        "mask": final["mask"],
-        "ome_zarr": final["store"],
-        **{key: final[key] for key in ("tiff", "probabilities") if key in final},
-        "shape_cyx": list(job.image.shape),
-        "megapixels": inferred["megapixels"],
-        "megapixels_computed": inferred["pixels"] / 1e6,
-        "megapixels_per_second": inferred["megapixels_per_second"],
-        "chunks": inferred["chunks"],
-        "chunks_computed": inferred["chunks_computed"],
-        "seconds": {"ingest": ingested["seconds"], "infer": inferred["seconds"], "finalize": final["seconds"]},
-    }
-    if job.truth is not None:
-        evaluated = evaluate(job, final["mask"], plan, settings, executor)
-        report["seconds"]["evaluate"] = evaluated["seconds"]
-        report.update(evaluated["scores"])
-    pipeline.preview_step(job, final["source"], final["mask"], ingested["stats"], plan.model.card.class_names)
-    report = finite_or_none(report)
-    pipeline.write_json(job.path("metrics.json"), report)
-    write_done(job.out_dir, job.done_key, report)
-    return {**report, "skipped": False}
-
-
-@flow(name="segment-batch")
-def segment_batch(
-    images: list[str],
-    truths: list[str] | None = None,
-    settings: dict[str, Any] | None = None,
-    workers: int | None = None,
-    scheduler: str | None = None,
-    tracking_uri: str | None = None,
-    experiment: str = "segpipe",
-    artifact_root: str | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Segment a batch of images; returns the batch report (also written to ``OUT/batch.json``).
-
-    Args:
-        images: TIFF/BigTIFF files or Zarr arrays.
-        truths: one label image per input, or None to skip metrics.
-        settings: ``RunSettings`` fields as a dict (see ``settings_from_dict``).
-        workers: LocalCluster worker processes (ignored with ``scheduler``).
-        scheduler: address of a running Dask scheduler to use instead of a LocalCluster.
-        tracking_uri: MLflow tracking URI; None disables tracking.
-        experiment: MLflow experiment name.
-        artifact_root: where a new experiment stores artifacts (default: the tracking server's choice).
-        show_progress: draw progress bars on stderr.
-    """
-    run_settings = settings_from_dict(settings or {})
-    plan = pipeline.plan_batch(images, truths, run_settings)
-    n_workers = workers or default_workers()
-    run_settings = _with_torch_threads(run_settings, n_workers)
-    started = time.perf_counter()
-    with dask_client(n_workers, scheduler) as client:
-        executor = distributed_executor(client, show_progress)
-        reports = [process_image(job, plan, run_settings, executor) for job in plan.jobs]
-    batch = _batch_report(reports, plan, time.perf_counter() - started)
-    write_reports(plan, run_settings, reports)
-    pipeline.write_json(os.path.join(run_settings.out, "batch.json"), {**batch, "images": reports})
-    run_ids = {"batch": "", "images": [""] * len(reports)}
-    if tracking_uri:
-        params = _batch_params(plan, run_settings, n_workers, scheduler)
-        run_ids = log_batch(tracking_uri, experiment, artifact_root, plan, params, batch, reports)
-    for report, run_id in zip(reports, run_ids["images"], strict=True):
-        report["mlflow_run_id"] = run_id
-    return {
-        "images": reports,
-        "batch": batch,
-        "mlflow_run_id": run_ids["batch"],
-        "tracking_uri": public_uri(tracking_uri or ""),
-        "out": run_settings.out,
-    }
-
-
-def settings_from_dict(values: dict[str, Any]) -> pipeline.RunSettings:
-    """``RunSettings`` from plain values (Prefect deployments pass parameters as JSON)."""
-    return pipeline.RunSettings(
-        model=values.get("model", "builtin"),
-        out=values.get("out", "segpipe-out"),
-        tiling=from_dict(TilingConfig, values.get("tiling", {})),  # unknown keys are refused, not ignored
-        inference=from_dict(InferenceConfig, values.get("inference", {})),
-        evaluation=_eval_config(values.get("evaluation", {})),
-        overwrite=bool(values.get("overwrite", False)),
-        export_tiff=bool(values.get("export_tiff", False)),
-        save_probabilities=bool(values.get("save_probabilities", False)),
-        trust_model_pickle=bool(values.get("trust_model_pickle", False)),
-    )
-
-
-def _eval_config(values: dict[str, Any]) -> EvalConfig:
-    """EvalConfig from JSON-like values; ``truth_mapping`` may be ``{"17": 1, ...}`` or ``[[17, 1], ...]``."""
-    mapping = values.get("truth_mapping")
-    if isinstance(mapping, dict):
-        mapping = mapping.items()
-    pairs = tuple(sorted((int(i), int(c)) for i, c in mapping)) if mapping is not None else None
-    return from_dict(EvalConfig, {**values, "truth_mapping": pairs})
-
-
-def _with_torch_threads(settings: pipeline.RunSettings, workers: int) -> pipeline.RunSettings:
-    if settings.inference.torch_threads is not None:
-        return settings
-    threads = torch_threads_per_worker(workers)
-    return replace(settings, inference=replace(settings.inference, torch_threads=threads))
-
-
-def _batch_params(
-    plan: pipeline.BatchPlan, settings: pipeline.RunSettings, workers: int, scheduler: str | None
-) -> dict[str, Any]:
+def _batch_params(plan: BatchPlan, settings: RunSettings, cluster: str) -> dict[str, Any]:
     return {
         "model": plan.model.card.name,
-        "model_path": plan.model.path,
-        "model_format": plan.model.format,
+        **plan.model.lineage(),
+        "model_uri": public_url(plan.model.uri),
         "chunk": plan.chunk,
         "tile": plan.tile,
         "halo": plan.halo,
@@ -279,51 +270,56 @@ def _batch_params(
         "batch_size": settings.inference.batch_size,
         "device": settings.inference.device,
         "torch_threads": settings.inference.torch_threads,
-        "workers": workers,
-        "scheduler": public_uri(scheduler) if scheduler else "LocalCluster",
-        "images": [j.image.path for j in plan.jobs],
-        "truths": [j.truth.path if j.truth else "" for j in plan.jobs],
-        "out": settings.out,
+        "cluster": cluster,
+        "images": [public_url(j.image.path) for j in plan.jobs],
+        "truths": [public_url(j.truth.path) if j.truth else "" for j in plan.jobs],
+        "out": public_url(settings.out),
         "ignore_index": settings.evaluation.ignore_index,
         "truth_instances": settings.evaluation.truth_instances,
     }
 
 
-def _lineage_tags(plan: pipeline.BatchPlan) -> dict[str, str]:
+def lineage_tags(plan: BatchPlan, params: dict[str, Any]) -> dict[str, str]:
+    """Where every input, the model and the code came from, and where the run ran."""
     tags = {
         "segpipe.version": segpipe.__version__,
-        "segpipe.model_sha256": plan.model.sha256,
+        "segpipe.git_commit": _git_commit(),
+        **{f"segpipe.{key}": value for key, value in plan.model.lineage().items()},
+        "segpipe.model_uri": str(params["model_uri"]),
         "segpipe.model_card": str(asdict(plan.model.card)),
+        "segpipe.cluster": str(params["cluster"]),
         "python": platform.python_version(),
+        **_prefect_tags(),
     }
     for i, job in enumerate(plan.jobs):
+        tags[f"segpipe.input.{i}.url"] = public_url(job.image.path)
         tags[f"segpipe.input.{i}.fingerprint"] = job.done_key
     return tags
 
 
-def _batch_report(reports: list[dict[str, Any]], plan: pipeline.BatchPlan, seconds: float) -> dict[str, Any]:
-    computed = sum(r["megapixels_computed"] for r in reports)
-    batch: dict[str, Any] = {
-        "images": len(reports),
-        "megapixels": sum(r["megapixels"] for r in reports),
-        "megapixels_computed": computed,  # only pixels this run pushed through the model
-        "seconds": seconds,
-        "megapixels_per_second": computed / seconds if computed and seconds else None,
-        "images_skipped": sum(bool(r.get("skipped")) for r in reports),
-        "class_names": list(plan.model.card.class_names),
-    }
-    scored = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in reports if "confusion_matrix" in r]
-    if scored:
-        batch.update(finite_or_none(compute_scores(np.sum(scored, axis=0))))  # micro: every pixel weighs the same
-        per_image = batch_aggregates(scored)["per_image"]  # each image weighs the same
-        batch["per_image"] = finite_or_none({k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")})
-    objects = [r["objects"] for r in reports if r.get("objects")]
-    if objects:
-        batch["objects"] = finite_or_none(sum_object_metrics(objects))
-    return batch
+def _git_commit() -> str:
+    """The commit of the segpipe checkout this runs from, or '' when it is not one."""
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(segpipe.__file__),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return found.stdout.strip() if found.returncode == 0 else ""
 
 
-def _metrics(report: dict[str, Any], plan: pipeline.BatchPlan) -> dict[str, float]:
+def _prefect_tags() -> dict[str, str]:
+    from prefect.runtime import deployment, flow_run
+
+    return {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.deployment": str(deployment.name or "")}
+
+
+def _metrics(report: dict[str, Any], plan: BatchPlan) -> dict[str, float]:
     seconds = report["seconds"]  # per stage for an image, a total for the batch
     per_stage = seconds if isinstance(seconds, dict) else {"total": seconds}
     values = {f"seconds_{stage}": value for stage, value in per_stage.items()}

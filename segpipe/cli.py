@@ -78,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF/BigTIFF files or Zarr arrays")
     run.add_argument("--truth", nargs="+", metavar="TRUTH", help="one label image per IMAGE, in order")
     run.add_argument("--out", default="segpipe-out", help="output directory (default ./segpipe-out)")
-    run.add_argument("--model", default="builtin", help="'builtin', a TorchScript file, or a U-Net state_dict")
+    run.add_argument(
+        "--model",
+        default="builtin",
+        help="builtin, baseline[:otsu|:T], a TorchScript/ONNX/state_dict file or URL, or models:/NAME@ALIAS",
+    )
     _add_run_options(run, with_io=True)
     run.set_defaults(handler=_run)
 
@@ -124,8 +128,13 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
-    parser.add_argument("--workers", type=int, help="LocalCluster worker processes (default: one per core)")
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="join this Dask scheduler instead")
+    parser.add_argument(
+        "--cluster",
+        default="local",
+        metavar="KIND",
+        help="local (default), cuda (a worker per GPU), slurm, kubernetes, or a scheduler address tcp://HOST:PORT",
+    )
+    parser.add_argument("--workers", type=int, help="worker processes, jobs or pods (local default: one per core)")
     parser.add_argument("--tracking-uri", help=TRACKING_HELP)
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -174,7 +183,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
     evaluation = EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False), mapping)
     return {
         "model": model,
-        "out": str(Path(out).resolve()),  # reports and MLflow params name absolute paths
+        "out": _absolute(out),  # reports and MLflow params name absolute paths
         "tiling": tiling,
         "inference": {"batch_size": args.batch_size, "device": args.device},
         "evaluation": {
@@ -222,38 +231,49 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any]) -> int:
-    from segpipe import pipeline
+    from segpipe.cluster import ClusterSpec
+    from segpipe.stages.plan import plan_batch, settings_from_dict
     from segpipe.tracking import check_tracking_uri, default_tracking_uri, public_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
-    from flows.segment_batch import segment_batch, settings_from_dict
-
-    _quiet_service_logs()  # after Prefect's import, which configures its loggers
-
-    plan = pipeline.plan_batch(images, truths, settings_from_dict(settings))  # fail fast, write nothing
+    ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
+    plan = plan_batch(images, truths, settings_from_dict(settings), tracking_uri)  # fail fast, write nothing
     _log(
         args,
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
-        f"halo {plan.halo}; MLflow at {public_uri(tracking_uri)}",
+        f"halo {plan.halo}, cluster {args.cluster}; MLflow at {public_uri(tracking_uri)}",
     )
+    from flows.segment_batch import segment_batch
+
+    _quiet_service_logs()  # after Prefect's import, which configures its loggers
     started = time.perf_counter()
     report = segment_batch(
         images,
         truths,
         settings,
+        cluster=args.cluster,
         workers=args.workers,
-        scheduler=args.scheduler,
         tracking_uri=tracking_uri,
         experiment=args.experiment,
         show_progress=not args.json and sys.stderr.isatty(),
+        plan=plan,
     )
     report["wall_seconds"] = time.perf_counter() - started
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         _print_table(report)
-    return 0
+    for failure in report["failures"]:
+        print(f"segpipe: error: {failure['error']}", file=sys.stderr)
+    return int(report["failures"][0]["exit_code"]) if report["failures"] else 0
+
+
+def _absolute(url: str) -> str:
+    """A local path made absolute; a URL (``s3://...``) as given."""
+    from segpipe.storage import location
+
+    return location(url).url
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -261,7 +281,7 @@ def _eval(args: argparse.Namespace) -> int:
     from segpipe.io.images import open_image
     from segpipe.io.labels import resolve_label_image
     from segpipe.metrics import scores
-    from segpipe.pipeline import finite_or_none
+    from segpipe.stages.report import finite_or_none
 
     TilingConfig(chunk=args.chunk)
     labels = resolve_label_image(args.prediction)
@@ -328,6 +348,9 @@ def _print_table(report: dict[str, Any]) -> None:
     names = report["batch"]["class_names"]
     blocks = []
     for image in report["images"]:
+        if image.get("failed"):
+            blocks.append([f"{image['image']}  FAILED: {image['error']}"])
+            continue
         lines = [f"{image['image']}  ({image['megapixels']:.1f} Mpx, {_throughput(image)})"]
         lines.append(f"  mask: {image['mask']}" + ("  (finished earlier: skipped)" if image.get("skipped") else ""))
         if "iou" in image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,8 +39,21 @@ def write_preview(
     max_side: int = 512,
     class_names: Sequence[str] = (),
 ) -> Path:
-    """Save image | prediction | truth (if any) as one RGB PNG, panels of height at most ``max_side``, each
-    titled, with a legend of the class colours below."""
+    """Save ``render_preview`` to a local ``path``."""
+    Path(path).write_bytes(render_preview(image, prediction, truth, stats, max_side, class_names))
+    return Path(path)
+
+
+def render_preview(
+    image: ImageSource,
+    prediction: ImageSource,
+    truth: ImageSource | None,
+    stats: normalize.BandStats | None,
+    max_side: int = 512,
+    class_names: Sequence[str] = (),
+) -> bytes:
+    """Image | prediction | truth (if any) as one RGB PNG, panels of height at most ``max_side``, each titled,
+    with a legend of the class colours below."""
     gray = gray_thumbnail(image, stats, max_side)
     panels = [np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)]
     panels.append(_colour(thumbnail(prediction, max_side)))
@@ -50,8 +64,9 @@ def write_preview(
     gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
     framed = _with_titles_and_legend(row, [p.shape[1] for p in panels], titles, class_names)
-    framed.save(path)
-    return Path(path)
+    buffer = io.BytesIO()
+    framed.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 GAP = 4

@@ -62,7 +62,7 @@ class Tracker(Protocol):
     def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str: ...
     def start_image(self, name: str, params: dict[str, Any]) -> str: ...
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None: ...
-    def log_artifact(self, run_id: str, path: str) -> None: ...
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None: ...
     def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None: ...
     def end(self, run_id: str, status: str = "FINISHED") -> None: ...
 
@@ -81,7 +81,7 @@ class NullTracker:
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
         return None
 
-    def log_artifact(self, run_id: str, path: str) -> None:
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         return None
 
     def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
@@ -145,8 +145,8 @@ class MlflowTracker:
         items = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and math.isfinite(v)]
         self._call("log metrics", self.client.log_batch, run_id, items)
 
-    def log_artifact(self, run_id: str, path: str) -> None:
-        self._call("log artifact", self.client.log_artifact, run_id, path)
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        self._call("log artifact", self.client.log_artifact, run_id, path, artifact_path)
 
     def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
         self._call("log artifacts", self.client.log_artifacts, run_id, directory, artifact_path)

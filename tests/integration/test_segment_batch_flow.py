@@ -40,10 +40,9 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
         [first[0], zarr_input],
         [first[1], second[1]],
         _settings(tmp_path / "out"),
-        scheduler=dask_cluster,
+        cluster=dask_cluster,
         tracking_uri=tracking_uri,
         experiment="integration",
-        artifact_root=str(tmp_path / "artifacts"),
     )
 
     confusions = []
@@ -95,10 +94,10 @@ def test_model_is_loaded_once_per_worker(tmp_path: Path, dask_cluster: str) -> N
     from distributed import Client
 
     image, truth = write_image_pair(tmp_path, "many_chunks", 512, 512, seed=3)
-    segment_batch([image], [truth], _settings(tmp_path / "out", chunk=64, tile=64), scheduler=dask_cluster)
+    segment_batch([image], [truth], _settings(tmp_path / "out", chunk=64, tile=64), cluster=dask_cluster)
     with Client(dask_cluster) as client:
-        loads = client.run(lambda: dict(__import__("segpipe.models.loader").models.loader.LOAD_COUNTS))
-    per_worker = [sum(counts.values()) for counts in loads.values()]
+        loads = client.run(lambda: __import__("segpipe.models").models.loaded_models())
+    per_worker = [len(models) for models in loads.values()]
     assert all(n <= 1 for n in per_worker), loads  # 64 chunk tasks, at most one load per worker process
     assert sum(per_worker) >= 1
 
@@ -109,7 +108,7 @@ def test_real_nuclei_are_segmented(tmp_path: Path, real_nuclei: tuple[str, str],
     image, truth = real_nuclei
     settings = _settings(tmp_path / "out")
     settings["evaluation"] = {"truth_instances": True}
-    report = segment_batch([image], [truth], settings, scheduler=dask_cluster)
+    report = segment_batch([image], [truth], settings, cluster=dask_cluster)
     (entry,) = report["images"]
     assert entry["dice"][1] > 0.85, entry
     thresholds = [row["threshold"] for row in entry["objects"]]
@@ -128,13 +127,13 @@ def test_bad_truth_fails_before_anything_is_written(tmp_path: Path, dask_cluster
     _, wrong_truth = write_image_pair(tmp_path, "other", 64, 128, seed=5)
     out = tmp_path / "out"
     with pytest.raises(InputError, match="other_truth.tif: truth is 64 x 128"):
-        segment_batch([image], [wrong_truth], _settings(out), scheduler=dask_cluster)
+        segment_batch([image], [wrong_truth], _settings(out), cluster=dask_cluster)
     assert not out.exists()
 
 
 def test_without_truth_no_metrics_are_computed(tmp_path: Path, dask_cluster: str) -> None:
     image, _ = write_image_pair(tmp_path, "no_truth", 300, 200, seed=6)
-    report = segment_batch([image], None, _settings(tmp_path / "out"), scheduler=dask_cluster)
+    report = segment_batch([image], None, _settings(tmp_path / "out"), cluster=dask_cluster)
     (entry,) = report["images"]
     assert "iou" not in entry and "iou" not in report["batch"]
     assert zarr.open_array(entry["mask"], mode="r").shape == (300, 200)
@@ -148,7 +147,7 @@ def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_
     image, truth = write_image_pair(tmp_path, "again", 256, 256, seed=8)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = [
-        segment_batch([image], [truth], _settings(tmp_path / "out"), scheduler=dask_cluster, tracking_uri=tracking_uri)
+        segment_batch([image], [truth], _settings(tmp_path / "out"), cluster=dask_cluster, tracking_uri=tracking_uri)
         for _ in range(2)
     ]
     first, again = (run["batch"] for run in runs)

@@ -13,7 +13,7 @@ import tifffile
 from segpipe.cli import main
 from segpipe.errors import InputError, ModelError
 from segpipe.metrics import confusion_matrix, scores
-from segpipe.pipeline import finite_or_none
+from segpipe.stages.report import finite_or_none
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from segpipe.inference import ChunkJob, create_mask, label_dtype, segment_image,
 from segpipe.io.ingest import measure
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, load_predictor
-from segpipe.pipeline import resolve_tiling
+from segpipe.stages.plan import resolve_tiling
 from segpipe.synthetic import render
 from segpipe.tiling import chunk_grid
 

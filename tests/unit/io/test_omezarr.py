@@ -11,9 +11,12 @@ import pytest
 import tifffile
 import zarr
 
-from segpipe import pipeline
 from segpipe.config import TilingConfig
 from segpipe.io.omezarr import level_count
+from segpipe.stages.finalize import finalize_image
+from segpipe.stages.infer import infer_image
+from segpipe.stages.ingest import ingest_image
+from segpipe.stages.plan import RunSettings, plan_batch
 from segpipe.synthetic import render
 
 GEO_TAGS = [
@@ -25,15 +28,15 @@ GEO_TAGS = [
 
 def _run(tmp_path: Path, image: Path, export_tiff: bool = False) -> dict:
     settings = replace(
-        pipeline.RunSettings(out=str(tmp_path / "out")),
+        RunSettings(out=str(tmp_path / "out")),
         tiling=TilingConfig(chunk=256, tile=128),
         export_tiff=export_tiff,
     )
-    plan = pipeline.plan_batch([str(image)], None, settings)
+    plan = plan_batch([str(image)], None, settings)
     job = plan.jobs[0]
-    ingested = pipeline.ingest_step(job, plan.chunk)
-    pipeline.infer_step(job, ingested["source"], ingested["stats"], plan, settings.inference)
-    return pipeline.finalize_step(job, plan, ingested["stats"], export_tiff)
+    ingested = ingest_image(job, plan)
+    infer_image(job, ingested, plan, settings.inference)
+    return finalize_image(job, plan, ingested.stats, export_tiff)
 
 
 def _pixels(height: int, width: int) -> np.ndarray:
@@ -47,12 +50,12 @@ def test_ome_zarr_opens_with_the_reference_reader(tmp_path: Path) -> None:
 
     tifffile.imwrite(tmp_path / "scan.tif", _pixels(700, 530))
     result = _run(tmp_path, tmp_path / "scan.tif")
-    nodes = list(reader.Reader(parse_url(result["store"]))())
+    nodes = list(reader.Reader(parse_url(result.store))())
     image, labels = nodes[0], [n for n in nodes if n.load(reader.Label)]
     assert len(image.data) == level_count(700, 530) == 3
     assert [tuple(level.shape) for level in image.data] == [(1, 700, 530), (1, 350, 265), (1, 175, 133)]
     assert labels and [tuple(level.shape) for level in labels[0].data] == [(700, 530), (350, 265), (175, 133)]
-    mask = zarr.open_array(result["mask"], mode="r")
+    mask = zarr.open_array(result.mask, mode="r")
     np.testing.assert_array_equal(np.asarray(labels[0].data[1]), mask[::2, ::2])  # labels: nearest, not mean
     assert np.asarray(labels[0].data[0]).max() == 1
 
@@ -60,8 +63,8 @@ def test_ome_zarr_opens_with_the_reference_reader(tmp_path: Path) -> None:
 def test_image_pyramid_is_a_2x2_mean(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "scan.tif", _pixels(600, 300))
     result = _run(tmp_path, tmp_path / "scan.tif")
-    level0 = zarr.open_array(f"{result['store']}/0", mode="r")[:].astype(np.float64)
-    level1 = zarr.open_array(f"{result['store']}/1", mode="r")[:]
+    level0 = zarr.open_array(f"{result.store}/0", mode="r")[:].astype(np.float64)
+    level1 = zarr.open_array(f"{result.store}/1", mode="r")[:]
     expected = level0.reshape(1, 300, 2, 150, 2).mean(axis=(2, 4))
     np.testing.assert_array_equal(level1, np.rint(expected).astype(np.uint16))
 
@@ -69,10 +72,10 @@ def test_image_pyramid_is_a_2x2_mean(tmp_path: Path) -> None:
 def test_geotiff_keys_come_back_on_export(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "scene.tif", _pixels(300, 400), extratags=GEO_TAGS)
     result = _run(tmp_path, tmp_path / "scene.tif", export_tiff=True)
-    with tifffile.TiffFile(result["tiff"]) as exported, tifffile.TiffFile(tmp_path / "scene.tif") as original:
+    with tifffile.TiffFile(result.tiff) as exported, tifffile.TiffFile(tmp_path / "scene.tif") as original:
         assert exported.geotiff_metadata == original.geotiff_metadata
         assert exported.geotiff_metadata["ProjectedCSTypeGeoKey"] == 32633
-        np.testing.assert_array_equal(exported.asarray(), zarr.open_array(result["mask"], mode="r")[:])
+        np.testing.assert_array_equal(exported.asarray(), zarr.open_array(result.mask, mode="r")[:])
 
 
 def test_ome_physical_pixel_size_sets_the_scale(tmp_path: Path) -> None:
@@ -88,7 +91,7 @@ def test_ome_physical_pixel_size_sets_the_scale(tmp_path: Path) -> None:
         },
     )
     result = _run(tmp_path, tmp_path / "cells.ome.tif")
-    ome = zarr.open_group(f"{result['store']}/labels/mask", mode="r").attrs["ome"]
+    ome = zarr.open_group(f"{result.store}/labels/mask", mode="r").attrs["ome"]
     scales = [d["coordinateTransformations"][0]["scale"] for d in ome["multiscales"][0]["datasets"]]
     assert scales == [[0.325, 0.325], [0.65, 0.65]]
     assert ome["multiscales"][0]["axes"][0] == {"name": "y", "type": "space", "unit": "micrometer"}
@@ -101,19 +104,19 @@ def test_ome_physical_pixel_size_sets_the_scale(tmp_path: Path) -> None:
 def test_probabilities_are_stored_as_float16_and_agree_with_the_mask(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "scan.tif", _pixels(200, 300))
     settings = replace(
-        pipeline.RunSettings(out=str(tmp_path / "out")),
+        RunSettings(out=str(tmp_path / "out")),
         tiling=TilingConfig(chunk=128, tile=64),
         save_probabilities=True,
     )
-    plan = pipeline.plan_batch([str(tmp_path / "scan.tif")], None, settings)
+    plan = plan_batch([str(tmp_path / "scan.tif")], None, settings)
     job = plan.jobs[0]
-    ingested = pipeline.ingest_step(job, plan.chunk)
-    pipeline.infer_step(job, ingested["source"], ingested["stats"], plan, settings.inference)
-    result = pipeline.finalize_step(job, plan, ingested["stats"])
-    probabilities = zarr.open_array(result["probabilities"], mode="r")
+    ingested = ingest_image(job, plan)
+    infer_image(job, ingested, plan, settings.inference)
+    result = finalize_image(job, plan, ingested.stats)
+    probabilities = zarr.open_array(result.probabilities, mode="r")
     assert probabilities.dtype == np.float16 and probabilities.shape == (2, 200, 300)
     values = probabilities[:].astype(np.float32)
     np.testing.assert_allclose(values.sum(axis=0), 1.0, atol=2e-3)
-    mask = zarr.open_array(result["mask"], mode="r")[:]
+    mask = zarr.open_array(result.mask, mode="r")[:]
     confident = np.abs(values[1] - values[0]) > 0.01  # float16 rounding can flip near-ties only
     np.testing.assert_array_equal(values.argmax(axis=0)[confident], mask[confident])

@@ -1,4 +1,4 @@
-"""Planning a batch: validation that writes nothing; tiling resolved for the model (segpipe/pipeline.py)."""
+"""Planning a batch: validation that writes nothing; tiling resolved for the model (segpipe/stages/plan.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import zarr
 
 from segpipe.config import EvalConfig, TilingConfig
 from segpipe.errors import InputError, OutputError
-from segpipe.pipeline import RunSettings, finite_or_none, plan_batch, resolve_tiling, write_json
+from segpipe.stages.infer import infer_image
+from segpipe.stages.ingest import ingest_image
+from segpipe.stages.plan import RunSettings, plan_batch, resolve_tiling
+from segpipe.stages.report import finite_or_none, write_json
 
 
 @pytest.mark.parametrize(
@@ -99,27 +102,25 @@ def test_plan_batch_refuses_a_foreign_mask_unless_overwrite(tmp_path: Path) -> N
 def test_rerun_with_another_truth_reuses_the_finished_mask(tmp_path: Path) -> None:
     """Regression: the infer ledger said 'all done' after the partial mask had been renamed away, so a re-run
     with a different truth (same model and settings) replaced the finished mask by an empty one."""
-    from segpipe import pipeline
     from segpipe.synthetic import write_sample
 
     image, truth = write_sample(tmp_path, 256, seed=1)
     other_truth = tmp_path / "other_truth.tif"
     tifffile.imwrite(other_truth, tifffile.imread(truth))
-    settings = replace(pipeline.RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=128))
+    settings = replace(RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=128))
     masks = []
     for truth_path in (str(truth), str(other_truth)):
-        plan = pipeline.plan_batch([str(image)], [truth_path], settings)
-        ingested = pipeline.ingest_step(plan.jobs[0], plan.chunk)
-        inferred = pipeline.infer_step(plan.jobs[0], ingested["source"], ingested["stats"], plan, settings.inference)
-        masks.append(zarr.open_array(inferred["mask"], mode="r")[:])
-    assert inferred["chunks_computed"] == 0
+        plan = plan_batch([str(image)], [truth_path], settings)
+        ingested = ingest_image(plan.jobs[0], plan)
+        inferred = infer_image(plan.jobs[0], ingested, plan, settings.inference)
+        masks.append(zarr.open_array(inferred.mask, mode="r")[:])
+    assert inferred.chunks_computed == 0
     assert (masks[0] == 1).mean() > 0.1
     np.testing.assert_array_equal(masks[1], masks[0])
 
 
 def test_a_z_stack_is_segmented_plane_by_plane(tmp_path: Path) -> None:
     """Each plane of a ZYX stack (with a ZYX truth) gives the same mask as that plane saved as a 2-D image."""
-    from segpipe import pipeline
     from segpipe.synthetic import render
 
     planes = [render(0, 96, 40 * z, 40 * z + 80, seed=5) for z in range(3)]
@@ -134,9 +135,9 @@ def test_a_z_stack_is_segmented_plane_by_plane(tmp_path: Path) -> None:
         plan = plan_batch(paths, truths, settings)
         out = {}
         for job in plan.jobs:
-            ingested = pipeline.ingest_step(job, plan.chunk)
-            inferred = pipeline.infer_step(job, ingested["source"], ingested["stats"], plan, settings.inference)
-            out[job.name] = zarr.open_array(inferred["mask"], mode="r")[:]
+            ingested = ingest_image(job, plan)
+            inferred = infer_image(job, ingested, plan, settings.inference)
+            out[job.name] = zarr.open_array(inferred.mask, mode="r")[:]
             if job.truth is not None:
                 np.testing.assert_array_equal(job.truth.read(0, 96, 0, 80)[0], truth[int(job.name[-4:])])
         return out
@@ -152,7 +153,6 @@ def test_a_z_stack_is_segmented_plane_by_plane(tmp_path: Path) -> None:
 @pytest.mark.parametrize("layout", ["planar CYX", "interleaved YXS"])
 def test_sixteen_band_image_runs_through_a_sixteen_band_model(tmp_path: Path, layout: str) -> None:
     """Multispectral input: 16 bands reach the model as (16, h, w), and tiled == whole-image inference."""
-    from segpipe import pipeline
     from segpipe.models.loader import load_predictor
     from tests.unit.helpers import TinyNet, save_torchscript, tiny_card, whole_image_labels
 
@@ -174,11 +174,11 @@ def test_sixteen_band_image_runs_through_a_sixteen_band_model(tmp_path: Path, la
     plan = plan_batch([str(tmp_path / "scene.tif")], None, settings)
     job = plan.jobs[0]
     assert job.image.shape == (16, 70, 90)
-    ingested = pipeline.ingest_step(job, plan.chunk)
-    inferred = pipeline.infer_step(job, ingested["source"], ingested["stats"], plan, settings.inference)
+    ingested = ingest_image(job, plan)
+    inferred = infer_image(job, ingested, plan, settings.inference)
     predictor = load_predictor(plan.model, "cpu")
     expected = whole_image_labels(predictor, bands, plan.halo, None)
-    np.testing.assert_array_equal(zarr.open_array(inferred["mask"], mode="r")[:], expected)
+    np.testing.assert_array_equal(zarr.open_array(inferred.mask, mode="r")[:], expected)
 
 
 @pytest.mark.parametrize(

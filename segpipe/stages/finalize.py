@@ -1,0 +1,78 @@
+"""Finalize: image and mask pyramids, NGFF metadata with the input's pixel size and GeoTIFF tags, and last the
+store's commit (its ``infer_key``); optionally the mask as a (Geo)TIFF. No rename: the store is built in place
+and trusted only once committed, on any store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from segpipe.inference import Executor, local_executor
+from segpipe.io import ingest as ingest_io
+from segpipe.io.export import export_tiff
+from segpipe.io.images import ImageSource, read_metadata
+from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, write_metadata
+from segpipe.normalize import BandStats
+from segpipe.stages.infer import probabilities_path
+from segpipe.stages.ingest import is_committed, level0
+from segpipe.stages.plan import BatchPlan, ImageJob
+from segpipe.storage import location
+
+
+@dataclass(frozen=True)
+class Finalized:
+    """A committed OME-Zarr store and where its parts are."""
+
+    store: str
+    mask: str
+    source: ImageSource
+    seconds: float
+    probabilities: str | None = None
+    tiff: str | None = None
+
+
+def finalize_image(
+    job: ImageJob, plan: BatchPlan, stats: BandStats, export: bool = False, executor: Executor = local_executor
+) -> Finalized:
+    """Build the pyramids and write the metadata (committing the store) unless already committed."""
+    start = time.perf_counter()
+    if not is_committed(job):
+        levels = level_count(job.image.height, job.image.width)
+        build_pyramid(job.store, levels, plan.chunk, labels=False, executor=executor)
+        build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor)
+        _commit(job, plan, stats, levels)
+    tiff = _export(job) if export else None
+    return Finalized(
+        job.store,
+        job.mask,
+        ingest_io.open_copy(job.image, level0(job)),
+        time.perf_counter() - start,
+        probabilities_path(job) if plan.save_probabilities else None,
+        tiff,
+    )
+
+
+def _commit(job: ImageJob, plan: BatchPlan, stats: BandStats, levels: int) -> None:
+    """Write the NGFF metadata; the image group's ``segpipe.infer_key`` is the store's commit, written last."""
+    meta = read_metadata(job.image)
+    extra = {
+        "infer_key": job.infer_key,
+        "model": plan.model.card.name,
+        "model_sha256": plan.model.sha256,
+        "source": job.image.path,
+        "stats": asdict(stats),
+        "geotiff_tags": meta["geotiff_tags"],
+        "pixel_size": meta["pixel_size"],
+        "unit": meta["unit"],
+    }
+    card = plan.model.card
+    write_metadata(
+        job.store, job.name, levels, levels, card.class_names, tuple(meta["pixel_size"]), meta["unit"], extra
+    )
+
+
+def _export(job: ImageJob) -> str:
+    attrs = read_segpipe_attrs(job.store)
+    tiff = job.path(f"{job.name}_mask.tif")
+    export_tiff(job.mask, tiff, attrs.get("geotiff_tags"), tuple(attrs.get("pixel_size", (1, 1))))
+    return tiff

@@ -1,0 +1,86 @@
+"""Infer: one Dask task per output chunk predicts the chunk (plus its halo) into ``<store>/labels/mask/0`` and
+marks it done in the store's ledger; a resumed run computes only the chunks not marked."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from segpipe.config import InferenceConfig
+from segpipe.inference import ChunkJob, Executor, create_mask, create_probabilities, local_executor, segment_image
+from segpipe.io.progress import ChunkLedger
+from segpipe.stages.ingest import Ingested, is_committed
+from segpipe.stages.plan import BatchPlan, ImageJob
+from segpipe.storage import location
+from segpipe.tiling import chunk_grid
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What inference did for one image: only the chunks it computed count towards its throughput."""
+
+    mask: str
+    seconds: float
+    megapixels: float
+    megapixels_computed: float
+    chunks: int
+    chunks_computed: int
+    task_seconds: float
+
+    @property
+    def megapixels_per_second(self) -> float | None:
+        """Computed megapixels per second of the stage; None when nothing was computed."""
+        return self.megapixels_computed / self.seconds if self.megapixels_computed and self.seconds else None
+
+
+def probabilities_path(job: ImageJob) -> str:
+    return location(job.store).child("probabilities").url
+
+
+def infer_image(
+    job: ImageJob,
+    ingested: Ingested,
+    plan: BatchPlan,
+    inference: InferenceConfig,
+    executor: Executor = local_executor,
+) -> Inferred:
+    """Predict every chunk not yet marked done into the image's mask."""
+    start = time.perf_counter()
+    tiled = ingested.source
+    megapixels = tiled.height * tiled.width / 1e6
+    chunks = len(chunk_grid(tiled.height, tiled.width, plan.chunk))
+    if is_committed(job):
+        return Inferred(job.mask, 0.0, megapixels, 0.0, chunks, 0, 0.0)
+    ledger = ChunkLedger(location(job.store), "infer", job.infer_key)
+    probabilities = probabilities_path(job) if plan.save_probabilities else None
+    if ledger.is_fresh() or not location(job.mask).exists():
+        ledger.reset()
+        create_mask(job.mask, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
+        if probabilities:
+            create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
+    use_stats = ingested.stats if plan.model.card.normalization == "percentile" else None
+    chunk_job = ChunkJob(
+        tiled,
+        job.mask,
+        plan.model,
+        plan.chunk,
+        plan.tile,
+        plan.halo,
+        inference,
+        use_stats,
+        ledger,
+        plan.tiling.stitch,
+        plan.stride,
+        plan.tiling.pad_mode,
+        probabilities,
+    )
+    summary = segment_image(chunk_job, executor)
+    return Inferred(
+        job.mask,
+        time.perf_counter() - start,
+        megapixels,
+        summary["pixels"] / 1e6,
+        chunks,
+        int(summary["chunks_computed"]),
+        summary["task_seconds"],
+    )

@@ -1,0 +1,67 @@
+"""Ingest: the input, read tile by tile from wherever it lives, becomes level 0 of the image's OME-Zarr on the
+chunk grid; a strided pixel sample gives the band statistics. Resumes from the chunk ledger in the store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from segpipe.inference import Executor, local_executor
+from segpipe.io import ingest as ingest_io
+from segpipe.io.images import ImageSource
+from segpipe.io.omezarr import read_segpipe_attrs
+from segpipe.io.progress import ChunkLedger
+from segpipe.normalize import BandStats
+from segpipe.stages.plan import BatchPlan, ImageJob, mask_fingerprint
+from segpipe.storage import location
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """The tiled copy of an image and its band statistics."""
+
+    source: ImageSource
+    stats: BandStats
+    seconds: float
+    reused: bool
+
+    def stats_dict(self) -> dict[str, list[float]]:
+        return {key: list(value) for key, value in asdict(self.stats).items()}
+
+
+def is_committed(job: ImageJob) -> bool:
+    """Whether the image's OME-Zarr was finished under this job's ``infer_key``."""
+    return mask_fingerprint(job.store) == job.infer_key
+
+
+def level0(job: ImageJob) -> str:
+    """The tiled input inside the store."""
+    return location(job.store).child("0").url
+
+
+def stored_stats(store: str) -> BandStats:
+    """The band statistics a finished OME-Zarr store was normalised with (written by finalize)."""
+    stats = read_segpipe_attrs(store)["stats"]
+    return BandStats(tuple(stats["low"]), tuple(stats["high"]))
+
+
+def prepare_build(job: ImageJob) -> None:
+    """Before building a store in place: a mask committed under another fingerprint (``--overwrite``) is removed
+    whole, so no stale commit survives; in an unfinished build of ours, partial writes a kill left are removed."""
+    store = location(job.store)
+    committed = mask_fingerprint(job.store)
+    if committed is not None and committed != job.infer_key:
+        store.remove()
+    elif store.exists():
+        store.remove_partial_writes()
+
+
+def ingest_image(job: ImageJob, plan: BatchPlan, executor: Executor = local_executor) -> Ingested:
+    """Tile the input into ``<store>/0``, resuming an interrupted copy; a finished store is reused as it is."""
+    start = time.perf_counter()
+    if is_committed(job):
+        return Ingested(ingest_io.open_copy(job.image, level0(job)), stored_stats(job.store), 0.0, True)
+    prepare_build(job)
+    ledger = ChunkLedger(location(job.store), "ingest", job.ingest_key)
+    stats = ingest_io.ingest(job.image, level0(job), plan.chunk, executor, ledger)
+    return Ingested(ingest_io.open_copy(job.image, level0(job)), stats, time.perf_counter() - start, False)

@@ -1,0 +1,220 @@
+"""Report: one typed report per image (written as ``metrics.json`` with a ``preview.png``, then the image's
+``done.json`` commit record, written last), a failure record for an image that failed alone, and the batch
+summary and report files (``batch.json``, ``report/``) in the output location."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segpipe.config import EvalConfig
+from segpipe.errors import InputError, OutputError
+from segpipe.evaluation import truth_classes
+from segpipe.io.images import ImageSource, open_image
+from segpipe.io.progress import read_commit, write_commit
+from segpipe.metrics import batch_aggregates
+from segpipe.metrics import scores as compute_scores
+from segpipe.normalize import BandStats
+from segpipe.objects import sum_object_metrics
+from segpipe.preview import gray_thumbnail, render_preview, thumbnail
+from segpipe.reports import ImageResult, write_report
+from segpipe.stages.evaluate import Evaluated
+from segpipe.stages.finalize import Finalized
+from segpipe.stages.infer import Inferred
+from segpipe.stages.ingest import Ingested, is_committed, stored_stats
+from segpipe.stages.plan import BatchPlan, ImageJob
+from segpipe.storage import location
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    """What happened to one image. ``scores`` holds ``metrics.scores`` (and seam band, interior, objects) when
+    a truth was given; ``megapixels_per_second`` counts only pixels this run computed (None if none)."""
+
+    name: str
+    image: str
+    truth: str | None
+    mask: str
+    ome_zarr: str
+    shape_cyx: tuple[int, ...]
+    megapixels: float
+    megapixels_computed: float
+    megapixels_per_second: float | None
+    chunks: int
+    chunks_computed: int
+    seconds: dict[str, float]
+    scores: dict[str, Any] = field(default_factory=dict)
+    tiff: str | None = None
+    probabilities: str | None = None
+    skipped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: the fields, with the scores at the top level (``iou``, ``dice``, ...)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scores"}
+        data["shape_cyx"] = list(self.shape_cyx)
+        return finite_or_none({**data, **self.scores})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageReport:
+        names = {f.name for f in fields(cls)} - {"scores"}
+        scores = {k: v for k, v in data.items() if k not in names and k not in ("failed", "mlflow_run_id")}
+        known = {k: v for k, v in data.items() if k in names}
+        return cls(**{**known, "shape_cyx": tuple(known["shape_cyx"]), "scores": scores})
+
+    @property
+    def confusion(self) -> np.ndarray | None:
+        matrix = self.scores.get("confusion_matrix")
+        return None if matrix is None else np.asarray(matrix, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image that failed alone: its error line; the rest of the batch finished."""
+
+    name: str
+    image: str
+    error: str
+    exit_code: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "failed": True}
+
+
+def image_report(
+    job: ImageJob,
+    ingested: Ingested,
+    inferred: Inferred,
+    finalized: Finalized,
+    evaluated: Evaluated | None,
+) -> ImageReport:
+    """The report of an image that went through the stages in this run."""
+    seconds = {"ingest": ingested.seconds, "infer": inferred.seconds, "finalize": finalized.seconds}
+    if evaluated is not None:
+        seconds["evaluate"] = evaluated.seconds
+    return ImageReport(
+        name=job.name,
+        image=job.image.path,
+        truth=job.truth.path if job.truth else None,
+        mask=finalized.mask,
+        ome_zarr=finalized.store,
+        shape_cyx=job.image.shape,
+        megapixels=inferred.megapixels,
+        megapixels_computed=inferred.megapixels_computed,
+        megapixels_per_second=inferred.megapixels_per_second,
+        chunks=inferred.chunks,
+        chunks_computed=inferred.chunks_computed,
+        seconds=seconds,
+        scores=evaluated.scores if evaluated is not None else {},
+        tiff=finalized.tiff,
+        probabilities=finalized.probabilities,
+    )
+
+
+def finished_report(job: ImageJob) -> ImageReport | None:
+    """The report of an image finished earlier under this job's ``done_key`` (skipped now: nothing computed),
+    or None."""
+    record = read_commit(location(job.out_dir))
+    if not record or record.get("fingerprint") != job.done_key or not is_committed(job):
+        return None
+    earlier = ImageReport.from_json(record["report"])
+    return replace(earlier, skipped=True, megapixels_computed=0.0, megapixels_per_second=None, chunks_computed=0)
+
+
+def commit_image(
+    job: ImageJob, report: ImageReport, source: ImageSource, stats: BandStats, class_names: tuple[str, ...]
+) -> None:
+    """Write ``preview.png`` and ``metrics.json``, then, last, the image's ``done.json`` commit record."""
+    png = render_preview(source, open_image(report.mask), job.truth, stats, class_names=class_names)
+    location(job.path("preview.png")).write_bytes(png)
+    write_json(job.path("metrics.json"), report.to_json())
+    write_commit(location(job.out_dir), job.done_key, report.to_json())
+
+
+def batch_summary(
+    reports: list[ImageReport], failures: list[ImageFailure], class_names: tuple[str, ...], seconds: float
+) -> dict[str, Any]:
+    """Batch figures: micro scores (all pixels weigh the same) at the top level, ``per_image`` means (every image
+    weighs the same), summed object metrics, and throughput over the pixels this run computed."""
+    computed = sum(r.megapixels_computed for r in reports)
+    batch: dict[str, Any] = {
+        "images": len(reports) + len(failures),
+        "images_failed": len(failures),
+        "images_skipped": sum(r.skipped for r in reports),
+        "megapixels": sum(r.megapixels for r in reports),
+        "megapixels_computed": computed,
+        "seconds": seconds,
+        "megapixels_per_second": computed / seconds if computed and seconds else None,
+        "class_names": list(class_names),
+    }
+    scored = [r.confusion for r in reports if r.confusion is not None]
+    if scored:
+        batch.update(finite_or_none(compute_scores(np.sum(scored, axis=0))))
+        per_image = batch_aggregates(scored)["per_image"]
+        batch["per_image"] = finite_or_none({k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")})
+    objects = [r.scores["objects"] for r in reports if r.scores.get("objects")]
+    if objects:
+        batch["objects"] = finite_or_none(sum_object_metrics(objects))
+    return batch
+
+
+def write_batch_report(
+    plan: BatchPlan, out: str, reports: list[ImageReport], config: EvalConfig, worst: int = 4
+) -> list[str]:
+    """Write ``<out>/report/`` (per-image CSV, batch summary, confusion heatmap, per-class bars, overlays of the
+    ``worst`` images by mean Dice) through a local staging folder; returns the URLs written (none without
+    truths)."""
+    scored = [r for r in reports if r.confusion is not None]
+    if not scored:
+        return []
+    results = [ImageResult(r.name, r.confusion, None, r.scores.get("objects")) for r in scored]  # type: ignore[arg-type]
+    jobs = {job.name: job for job in plan.jobs}
+    target = location(out).child("report")
+    with tempfile.TemporaryDirectory(prefix="segpipe-report-") as staging:
+        write_report(staging, results, plan.model.card.class_names, lambda name: _thumbnails(jobs[name], config), worst)
+        written = []
+        for path in sorted(Path(staging).iterdir()):
+            written.append(target.child(path.name).url)
+            target.child(path.name).write_bytes(path.read_bytes())
+    return written
+
+
+def _thumbnails(job: ImageJob, config: EvalConfig, max_side: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (0..1), prediction and truth thumbnails of a finished image, read chunk by chunk."""
+    if job.truth is None:
+        raise InputError(f"{job.image.path}: no truth to draw an overlay against")
+    tiled = open_image(location(job.store).child("0").url)
+    image = gray_thumbnail(tiled, stored_stats(job.store), max_side)
+    truth = truth_classes(thumbnail(job.truth, max_side), config)
+    return image, thumbnail(open_image(job.mask), max_side), truth
+
+
+def write_json(url: str, payload: dict[str, Any]) -> str:
+    """Write JSON atomically on any store (a crash never leaves half a file); returns ``url``."""
+    try:
+        text = json.dumps(payload, indent=2, allow_nan=False, default=_json_default)
+        location(url).write_bytes(text.encode())
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot write ({exc})") from None
+    return url
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finite_or_none(value: Any) -> Any:
+    """Replace NaN and infinities by None, recursively, for JSON."""
+    if isinstance(value, float):
+        return None if not np.isfinite(value) else value
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    return value
