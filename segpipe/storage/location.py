@@ -192,15 +192,17 @@ class Location:
                 shutil.rmtree(os.path.dirname(temporary), ignore_errors=True)
 
     def remove(self) -> None:
-        """Delete this file or directory tree; nothing there is fine."""
+        """Delete this file or directory tree; nothing there is fine. A whole bucket is never removed."""
+        if self.protocol in OBJECT_STORES and "/" not in self.path.strip("/"):
+            raise ValueError(f"{self.url}: refusing to remove a whole bucket")
         if not self.is_local:
             with contextlib.suppress(FileNotFoundError):
                 self._fs().rm(self.path, recursive=True)
             return
-        if os.path.isdir(self.url) and not os.path.islink(self.url):
-            shutil.rmtree(self.url, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):  # other failures (permissions) propagate
+            if os.path.isdir(self.url) and not os.path.islink(self.url):
+                shutil.rmtree(self.url)
+            else:
                 os.unlink(self.url)
 
     def listdir(self) -> list[str]:

@@ -51,6 +51,13 @@ def test_listdir_exists_is_dir_and_remove(store_url: str) -> None:
     assert root.listdir() == []
 
 
+def test_a_bucket_is_never_removed_whole(s3_bucket: str) -> None:
+    location(f"{s3_bucket}/keep").write_bytes(b"x")
+    with pytest.raises(ValueError, match="whole bucket"):
+        location(s3_bucket).remove()
+    assert location(f"{s3_bucket}/keep").read_bytes() == b"x"
+
+
 def test_missing_objects_raise_file_not_found(store_url: str) -> None:
     missing = location(store_url).child("nope.bin")
     with pytest.raises(FileNotFoundError):
