@@ -40,31 +40,79 @@ def local_executor(tasks: Sequence[Any], label: str = "") -> list[Any]:
 
 
 @dataclass(frozen=True)
-class ChunkJob:
-    """Everything one chunk task needs; small and picklable."""
+class Windowing:
+    """How chunks are cut into model inputs and put back together.
 
-    source: ImageSource
-    mask_path: str
-    model: ModelRef
+    Attributes:
+        chunk: edge of the output chunk one task owns.
+        tile: ``trim``: edge of a tile before its halo is added; ``gaussian``: the sliding window's edge.
+        halo: ``trim``: context added on every side of a tile, then trimmed.
+        stitch: ``trim`` or ``gaussian``.
+        stride: ``gaussian``: step of the global window grid.
+        pad_mode: how the image is extended past its border.
+    """
+
     chunk: int
     tile: int
     halo: int
-    inference: InferenceConfig
-    stats: normalize.BandStats | None
-    ledger: ChunkLedger | None = None
     stitch: str = "trim"
-    stride: int = 0  # gaussian: step of the global window grid
+    stride: int = 0
     pad_mode: str = "symmetric"
-    probabilities_path: str | None = None  # also write softmax probabilities (K, Y, X) float16 here
+
+
+@dataclass(frozen=True)
+class ChunkOutputs:
+    """Where a chunk's results go: the label mask, optionally float16 probabilities (K, Y, X), and the ledger
+    a finished chunk is marked in."""
+
+    mask: str
+    probabilities: str | None = None
+    ledger: ChunkLedger | None = None
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """Everything one chunk task needs; small and picklable (URLs and settings, never pixels or weights)."""
+
+    source: ImageSource
+    model: ModelRef
+    windowing: Windowing
+    inference: InferenceConfig
+    outputs: ChunkOutputs
+    stats: normalize.BandStats | None = None
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk task did: its pixels, seconds, predicted pixels per class and summed confidence (the
+    softmax probability of the chosen class, summed over the chunk's pixels)."""
+
+    pixels: int
+    seconds: float
+    class_pixels: tuple[int, ...]
+    confidence_sum: float
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    """The chunks of one image: how many, how many computed now, and what the computed ones predicted."""
+
+    chunks: int
+    chunks_computed: int
+    pixels: int
+    task_seconds: float
+    class_pixels: tuple[int, ...]
+    confidence_sum: float
 
 
 def chunk_logits(job: ChunkJob, predictor: Predictor, region: Region) -> np.ndarray:
     """(K, h, w) float32 logits of one chunk, by the job's stitch mode."""
-    if job.stitch == "gaussian":
-        window = normalize.apply(read_window(job.source, region, job.tile, job.pad_mode), job.stats)
-        return blend_windows(predictor, window, region, job.tile, job.stride, job.inference.batch_size)
-    window = normalize.apply(read_window(job.source, region, job.halo, job.pad_mode), job.stats)
-    return trim_windows(predictor, window, job.halo, job.tile, job.inference.batch_size)
+    win, batch_size = job.windowing, job.inference.batch_size
+    if win.stitch == "gaussian":
+        window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode), job.stats)
+        return blend_windows(predictor, window, region, win.tile, win.stride, batch_size)
+    window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode), job.stats)
+    return trim_windows(predictor, window, win.halo, win.tile, batch_size)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -73,22 +121,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=0, keepdims=True)
 
 
-def segment_chunk(job: ChunkJob, region: Region) -> dict[str, float]:
-    """Predict ``region`` (one chunk), write it to the mask, then mark it done. Returns pixels and seconds.
+def segment_chunk(job: ChunkJob, region: Region) -> ChunkResult:
+    """Predict ``region`` (one chunk), write it to the mask, then mark it done.
 
     Idempotent: a retried or rescheduled task (worker death) rewrites the same bytes.
     """
     start = time.perf_counter()
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
     logits = chunk_logits(job, predictor, region)
-    labels = logits.argmax(axis=0).astype(label_dtype(predictor.card.num_classes))
-    open_array(job.mask_path, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
-    if job.probabilities_path:
-        probabilities = softmax(logits).astype(np.float16)
-        open_array(job.probabilities_path, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities
-    if job.ledger is not None:
-        job.ledger.mark_done(region)
-    return {"pixels": float(region.height * region.width), "seconds": time.perf_counter() - start}
+    num_classes = predictor.card.num_classes
+    labels = logits.argmax(axis=0).astype(label_dtype(num_classes))
+    probabilities = softmax(logits)
+    open_array(job.outputs.mask, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
+    if job.outputs.probabilities:
+        stored = open_array(job.outputs.probabilities, mode="r+")
+        stored[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities.astype(np.float16)
+    if job.outputs.ledger is not None:
+        job.outputs.ledger.mark_done(region)
+    return ChunkResult(
+        pixels=region.height * region.width,
+        seconds=time.perf_counter() - start,
+        class_pixels=tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes)),
+        confidence_sum=float(probabilities.max(axis=0).sum(dtype=np.float64)),
+    )
 
 
 def read_window(source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric") -> np.ndarray:
@@ -177,15 +232,18 @@ def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int
     )
 
 
-def segment_image(job: ChunkJob, executor: Executor = local_executor) -> dict[str, float]:
-    """Predict every chunk of ``job.source`` not yet marked done into ``job.mask_path`` (which must exist)."""
-    regions = chunk_grid(job.source.height, job.source.width, job.chunk)
-    todo = [r for r in regions if job.ledger is None or not job.ledger.is_done(r)]
+def segment_image(job: ChunkJob, executor: Executor = local_executor) -> SegmentSummary:
+    """Predict every chunk of ``job.source`` not yet marked done into ``job.outputs.mask`` (which must exist)."""
+    regions = chunk_grid(job.source.height, job.source.width, job.windowing.chunk)
+    todo = job.outputs.ledger.todo(regions) if job.outputs.ledger is not None else regions
     run = dask.delayed(segment_chunk, pure=False)
-    results = executor([run(job, region) for region in todo], "infer")
-    return {
-        "chunks": float(len(regions)),
-        "chunks_computed": float(len(todo)),
-        "pixels": float(sum(r["pixels"] for r in results)),
-        "task_seconds": float(sum(r["seconds"] for r in results)),
-    }
+    results: list[ChunkResult] = executor([run(job, region) for region in todo], "infer")
+    counts = np.sum([r.class_pixels for r in results], axis=0, dtype=np.int64) if results else np.zeros(0, np.int64)
+    return SegmentSummary(
+        chunks=len(regions),
+        chunks_computed=len(todo),
+        pixels=sum(r.pixels for r in results),
+        task_seconds=sum(r.seconds for r in results),
+        class_pixels=tuple(int(n) for n in np.atleast_1d(counts)),
+        confidence_sum=sum(r.confidence_sum for r in results),
+    )

@@ -7,7 +7,16 @@ import time
 from dataclasses import dataclass
 
 from segpipe.config import InferenceConfig
-from segpipe.inference import ChunkJob, Executor, create_mask, create_probabilities, local_executor, segment_image
+from segpipe.inference import (
+    ChunkJob,
+    ChunkOutputs,
+    Executor,
+    Windowing,
+    create_mask,
+    create_probabilities,
+    local_executor,
+    segment_image,
+)
 from segpipe.io.progress import ChunkLedger
 from segpipe.stages.ingest import Ingested, is_committed
 from segpipe.stages.plan import BatchPlan, ImageJob
@@ -26,6 +35,8 @@ class Inferred:
     chunks: int
     chunks_computed: int
     task_seconds: float
+    class_pixels: tuple[int, ...] = ()
+    mean_confidence: float | None = None
 
     @property
     def megapixels_per_second(self) -> float | None:
@@ -59,28 +70,17 @@ def infer_image(
         if probabilities:
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     use_stats = ingested.stats if plan.model.card.normalization == "percentile" else None
-    chunk_job = ChunkJob(
-        tiled,
-        job.mask,
-        plan.model,
-        plan.chunk,
-        plan.tile,
-        plan.halo,
-        inference,
-        use_stats,
-        ledger,
-        plan.tiling.stitch,
-        plan.stride,
-        plan.tiling.pad_mode,
-        probabilities,
-    )
-    summary = segment_image(chunk_job, executor)
+    windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
+    outputs = ChunkOutputs(job.mask, probabilities, ledger)
+    summary = segment_image(ChunkJob(tiled, plan.model, windowing, inference, outputs, use_stats), executor)
     return Inferred(
         job.mask,
         time.perf_counter() - start,
         megapixels,
-        summary["pixels"] / 1e6,
+        summary.pixels / 1e6,
         chunks,
-        int(summary["chunks_computed"]),
-        summary["task_seconds"],
+        summary.chunks_computed,
+        summary.task_seconds,
+        summary.class_pixels,
+        summary.confidence_sum / summary.pixels if summary.pixels else None,
     )

@@ -13,7 +13,7 @@ import pytest
 import zarr
 
 from segpipe.config import InferenceConfig, TilingConfig
-from segpipe.inference import ChunkJob, create_mask, label_dtype, segment_image, trim_windows
+from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, create_mask, label_dtype, segment_image, trim_windows
 from segpipe.io.ingest import measure
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, load_predictor
@@ -40,9 +40,8 @@ def _segment(tmp_path: Path, ref: ModelRef, image: np.ndarray, tiling: TilingCon
     stats = measure(source, chunk) if ref.card.normalization == "percentile" else None
     mask_path = str(tmp_path / "mask.zarr")
     create_mask(mask_path, source.height, source.width, chunk, ref.card.num_classes)
-    job = ChunkJob(
-        source, mask_path, ref, chunk, tile, halo, InferenceConfig(batch_size=batch_size, device="cpu"), stats
-    )
+    inference = InferenceConfig(batch_size=batch_size, device="cpu")
+    job = ChunkJob(source, ref, Windowing(chunk, tile, halo), inference, ChunkOutputs(mask_path), stats)
     summary = segment_image(job)
     mask = zarr.open_array(mask_path, mode="r")
     assert mask.chunks == (min(chunk, source.height), min(chunk, source.width))
@@ -69,8 +68,8 @@ def test_builtin_tiled_equals_whole_image(tmp_path, builtin_ref, height, width, 
     mask, expected, summary, _ = _segment(tmp_path, builtin_ref, image, TilingConfig(chunk, tile, halo), batch)
     assert mask.dtype == label_dtype(2)
     np.testing.assert_array_equal(mask, expected)
-    assert summary["pixels"] == height * width
-    assert summary["chunks"] == -(-height // chunk) * -(-width // chunk)
+    assert summary.pixels == height * width
+    assert summary.chunks == -(-height // chunk) * -(-width // chunk)
     if height * width > 1000:
         assert 0 < mask.mean() < 1  # both classes occur, so the comparison means something
 
@@ -86,7 +85,7 @@ def test_random_torchscript_tiled_equals_whole_image(tmp_path, tiny_ref, height,
     image = _tiny_image(height, width)
     mask, expected, summary, _ = _segment(tmp_path, tiny_ref, image, TilingConfig(chunk, tile, halo), batch)
     np.testing.assert_array_equal(mask, expected)
-    assert summary["pixels"] == height * width
+    assert summary.pixels == height * width
     if height * width > 1000:
         assert len(np.unique(mask)) >= 2
 
@@ -129,20 +128,11 @@ def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) ->
     skipped = regions[::3]
     for r in skipped:
         ledger.mark_done(r)
-    job = ChunkJob(
-        source,
-        mask_path,
-        tiny_ref,
-        chunk,
-        tile,
-        halo,
-        InferenceConfig(batch_size=2, device="cpu"),
-        None,
-        ledger,
-    )
+    inference = InferenceConfig(batch_size=2, device="cpu")
+    job = ChunkJob(source, tiny_ref, Windowing(chunk, tile, halo), inference, ChunkOutputs(mask_path, None, ledger))
     summary = segment_image(job)
-    assert summary["chunks"] == len(regions) and summary["chunks_computed"] == len(regions) - len(skipped)
-    assert summary["pixels"] == 40 * 50 - sum(r.height * r.width for r in skipped)
+    assert summary.chunks == len(regions) and summary.chunks_computed == len(regions) - len(skipped)
+    assert summary.pixels == 40 * 50 - sum(r.height * r.width for r in skipped)
     assert all(ledger.is_done(r) for r in regions)
     mask = zarr.open_array(mask_path, mode="r")[:]
     expected = whole_image_labels(load_predictor(tiny_ref, "cpu"), image, halo, None)
@@ -152,4 +142,7 @@ def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) ->
             assert (got == 0).all()  # never written: still the fill value
         else:
             np.testing.assert_array_equal(got, want)
-    assert segment_image(job)["chunks_computed"] == 0  # everything done: nothing recomputed
+    computed = np.concatenate([mask[r.y0 : r.y1, r.x0 : r.x1].ravel() for r in regions if r not in skipped])
+    assert summary.class_pixels == tuple(np.bincount(computed, minlength=3))  # what the computed chunks predicted
+    assert 1 / 3 <= summary.confidence_sum / summary.pixels <= 1
+    assert segment_image(job).chunks_computed == 0  # everything done: nothing recomputed

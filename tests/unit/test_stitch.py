@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from segpipe import normalize
 from segpipe.config import InferenceConfig
-from segpipe.inference import ChunkJob, blend_windows, create_mask, read_window, segment_image
+from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, blend_windows, create_mask, read_window, segment_image
 from segpipe.io.images import ImageSource
 from segpipe.models.loader import load_predictor, resolve_model
 from segpipe.tiling import Region, gaussian_weight, window_origins
@@ -33,7 +33,7 @@ def _segment(source: ImageSource, chunk: int, tile: int, halo: int, batch_size: 
     mask = str(Path(source.path).parent / "mask.zarr")
     create_mask(mask, source.height, source.width, chunk, 2)
     inference = InferenceConfig(batch_size=batch_size, device="cpu")
-    segment_image(ChunkJob(source, mask, MODEL, chunk, tile, halo, inference, None, **mode))
+    segment_image(ChunkJob(source, MODEL, Windowing(chunk, tile, halo, **mode), inference, ChunkOutputs(mask)))
     return np.asarray(zarr.open_array(mask, mode="r")[:])
 
 
