@@ -15,7 +15,9 @@ import platform
 import subprocess
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, task
@@ -33,7 +35,7 @@ from segpipe.stages.evaluate import Evaluated, evaluate_image
 from segpipe.stages.finalize import Finalized, finalize_image
 from segpipe.stages.infer import Inferred, infer_image
 from segpipe.stages.ingest import Ingested, ingest_image
-from segpipe.stages.plan import BatchPlan, ImageJob, RunSettings, plan_batch, settings_from_dict
+from segpipe.stages.plan import BatchPlan, CanarySet, ImageJob, RunSettings, plan_batch, settings_from_dict
 from segpipe.stages.report import (
     ImageFailure,
     ImageReport,
@@ -44,6 +46,7 @@ from segpipe.stages.report import (
     write_batch_report,
     write_json,
 )
+from segpipe.stages.results import RunInfo, append_results, check_canary, read_results, result_rows
 from segpipe.storage import location, public_url
 from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
 
@@ -123,6 +126,7 @@ def segment_batch(
     experiment: str = "segpipe",
     show_progress: bool = False,
     plan: BatchPlan | None = None,
+    canary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Segment a batch of images; returns the batch report (also written to ``OUT/batch.json``).
 
@@ -136,9 +140,13 @@ def segment_batch(
         experiment: MLflow experiment name.
         show_progress: draw progress bars on stderr.
         plan: a plan the caller already made from the same arguments (the CLI plans before Prefect starts).
+        canary: a fixed labelled set scored every run, ``{"images": [...], "truths": [...], "tolerance": 0.02,
+            "nights": 7}``; its figures are compared with recent runs' in the results table.
     """
     run_settings = settings_from_dict(settings or {})
-    plan = plan or plan_batch(images, truths, run_settings, tracking_uri)
+    canary_set = CanarySet.from_dict(canary) if canary else None
+    plan = plan or plan_batch(images, truths, run_settings, tracking_uri, canary_set)
+    run = RunInfo(_run_id(), datetime.now(UTC), plan.model)
     started = time.perf_counter()
     with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
         run_settings = _with_torch_threads(run_settings, handle)
@@ -151,14 +159,20 @@ def segment_batch(
         outcomes = [_outcome(job, future) for job, future in zip(plan.jobs, futures, strict=True)]
         description = handle.description
     reports = [o for o in outcomes if isinstance(o, ImageReport)]
+    inputs = [r for r in reports if r.role == "input"]
     failures = [o for o in outcomes if isinstance(o, ImageFailure)]
-    batch = batch_summary(reports, failures, plan.model.card.class_names, time.perf_counter() - started)
-    report_files = write_reports(plan, run_settings, reports)
+    class_names = plan.model.card.class_names
+    batch = batch_summary(inputs, failures, class_names, time.perf_counter() - started)
+    batch["run_id"] = run.run_id
+    batch["results_table"] = public_url(append_results(run_settings.out, run, reports, class_names))
+    if canary_set is not None:
+        batch["canary"] = canary_summary(run_settings.out, run, reports, class_names, canary_set)
+    report_files = write_reports(plan, run_settings, inputs)
     entries = [o.to_json() for o in outcomes]
     write_json(location(run_settings.out).child("batch.json").url, {**batch, "images": entries})
     run_ids: dict[str, Any] = {"batch": "", "images": {}}
     if tracking_uri:
-        params = _batch_params(plan, run_settings, description)
+        params = {**_batch_params(plan, run_settings, description), "run_id": run.run_id}
         run_ids = log_batch(tracking_uri, experiment, plan, params, batch, reports, report_files)
     for entry in entries:
         entry["mlflow_run_id"] = run_ids["images"].get(entry["name"], "")
@@ -169,6 +183,25 @@ def segment_batch(
         "mlflow_run_id": run_ids["batch"],
         "tracking_uri": public_uri(tracking_uri or ""),
         "out": public_url(run_settings.out),
+    }
+
+
+def _run_id() -> str:
+    """The Prefect flow run's id (one id for the run in Prefect, MLflow and the results table), else a new one."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or uuid.uuid4())
+
+
+def canary_summary(
+    out: str, run: RunInfo, reports: list[ImageReport], class_names: tuple[str, ...], canary: CanarySet
+) -> dict[str, Any]:
+    """Tonight's canary figures against recent runs', with an ``alert`` when one moved beyond tolerance."""
+    tonight = result_rows(run, [r for r in reports if r.role == "canary"], class_names)
+    checks = check_canary(read_results(out), tonight, class_names, canary.tolerance, canary.nights)
+    return {
+        "alert": any(check.alert for check in checks),
+        "checks": [{**asdict(check), "alert": check.alert} for check in checks],
     }
 
 
@@ -288,6 +321,7 @@ def lineage_tags(plan: BatchPlan, params: dict[str, Any]) -> dict[str, str]:
         "segpipe.model_uri": str(params["model_uri"]),
         "segpipe.model_card": str(asdict(plan.model.card)),
         "segpipe.cluster": str(params["cluster"]),
+        "segpipe.run_id": str(params["run_id"]),
         "python": platform.python_version(),
         **_prefect_tags(),
     }
@@ -335,6 +369,10 @@ def _metrics(report: dict[str, Any], plan: BatchPlan) -> dict[str, float]:
     for row in report.get("objects") or []:
         if row["threshold"] in (0.5, 0.75, 0.9):
             values[f"object_f1_at_{row['threshold']:.2f}"] = row["f1"]
+    for check in (report.get("canary") or {}).get("checks", []):
+        values[f"canary_{check['metric']}"] = check["tonight"]
+    if "canary" in report:
+        values["canary_alert"] = float(report["canary"]["alert"])
     for part, prefix in (("seam_band", "seam_"), ("interior", "interior_")):
         if part in report and report[part]["pixels"]:
             values[f"{prefix}mean_dice"] = report[part]["mean_dice"]

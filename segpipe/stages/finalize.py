@@ -29,6 +29,8 @@ class Finalized:
     seconds: float
     probabilities: str | None = None
     tiff: str | None = None
+    pixel_size: tuple[float, float] = (1.0, 1.0)
+    unit: str | None = None  # of pixel_size; None: pixels
 
 
 def finalize_image(
@@ -42,6 +44,7 @@ def finalize_image(
         build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor)
         _commit(job, plan, stats, levels)
     tiff = _export(job) if export else None
+    attrs = read_segpipe_attrs(job.store)
     return Finalized(
         job.store,
         job.mask,
@@ -49,6 +52,8 @@ def finalize_image(
         time.perf_counter() - start,
         probabilities_path(job) if plan.save_probabilities else None,
         tiff,
+        tuple(attrs.get("pixel_size") or (1.0, 1.0)),  # type: ignore[arg-type]
+        attrs.get("unit"),
     )
 
 

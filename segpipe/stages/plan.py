@@ -52,6 +52,7 @@ class ImageJob:
     ingest_key: str = ""
     infer_key: str = ""
     done_key: str = ""
+    role: str = "input"  # or "canary": a fixed labelled image scored every run to track the model's quality
 
     def path(self, leaf: str) -> str:
         """URL of ``leaf`` in the image's output folder."""
@@ -87,46 +88,86 @@ class BatchPlan:
     save_probabilities: bool = False
 
 
+@dataclass(frozen=True)
+class CanarySet:
+    """A fixed labelled validation set scored every run (outputs under ``<out>/canary/``); tonight's canary
+    mean Dice and class fractions are compared with the last ``nights`` run dates, within ``tolerance``."""
+
+    images: tuple[str, ...]
+    truths: tuple[str, ...]
+    tolerance: float = 0.02
+    nights: int = 7
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CanarySet:
+        """From JSON-like values: ``{"images": [...], "truths": [...], "tolerance": 0.02, "nights": 7}``."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown or not values.get("images") or len(values.get("truths") or ()) != len(values["images"]):
+            raise InputError(
+                f"canary: give images and one truth per image (and optionally tolerance, nights): {values}"
+            )
+        return cls(
+            tuple(values["images"]),
+            tuple(values["truths"]),
+            float(values.get("tolerance", 0.02)),
+            int(values.get("nights", 7)),
+        )
+
+
 def plan_batch(
-    images: list[str], truths: list[str] | None, settings: RunSettings, tracking_uri: str | None = None
+    images: list[str],
+    truths: list[str] | None,
+    settings: RunSettings,
+    tracking_uri: str | None = None,
+    canary: CanarySet | None = None,
 ) -> BatchPlan:
     """Validate inputs, truths, model and output location; nothing is written. ``tracking_uri`` is where
-    ``models:/NAME@ALIAS`` models are looked up (default: ``MLFLOW_TRACKING_URI``).
+    ``models:/NAME@ALIAS`` models are looked up (default: ``MLFLOW_TRACKING_URI``); ``canary`` adds its images
+    as jobs of role ``canary``.
 
     Raises:
         InputError, ModelError, OutputError, ConfigError: one line naming the file and the fault.
     """
     if not images:
         raise InputError("no input images given")
-    if truths and len(truths) != len(images):
-        raise InputError(f"{len(images)} images but {len(truths)} truths: give one truth per image, in order")
     stacks = [open_image(p) for p in images]
     model = resolve_model(
         settings.model, settings.trust_model_pickle, channels=stacks[0].channels, tracking_uri=tracking_uri
     )
     for assumption in model.assumptions:
         warnings.warn(assumption, SegpipeWarning, stacklevel=2)
-    for source in stacks:
-        _check_channels(source, model)
-    truth_stacks = [_open_truth(t, s) for t, s in zip(truths, stacks, strict=True)] if truths else None
-    sources, truth_sources, names = _planes(stacks, truth_stacks)
-    _check_unique(sources, names)
     location(settings.out).check_writable()
     chunk, tile, halo = resolve_tiling(settings.tiling, model)
     stride = window_stride(tile, settings.tiling.overlap, model.card.size_divisor)
     plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride, settings.save_probabilities)
     out = location(settings.out)
-    jobs = tuple(
-        _keyed_job(
-            ImageJob(name, source, truth_sources[i] if truth_sources else None, out.child(name).url), plan, settings
-        )
-        for i, (name, source) in enumerate(zip(names, sources, strict=True))
-    )
+    jobs = _jobs(stacks, truths, out.url, "input", plan, settings)
+    if canary is not None:
+        canary_stacks = [open_image(p) for p in canary.images]
+        jobs += _jobs(canary_stacks, list(canary.truths), out.child("canary").url, "canary", plan, settings)
     for job in jobs:
         _scan_contents(job, model, settings.evaluation, chunk)
         if not settings.overwrite:
             _check_existing_mask(job)
     return replace(plan, jobs=jobs)
+
+
+def _jobs(
+    stacks: list[ImageSource], truths: list[str] | None, out: str, role: str, plan: BatchPlan, settings: RunSettings
+) -> tuple[ImageJob, ...]:
+    """The validated, fingerprinted jobs of ``stacks`` (one per plane), their outputs under ``out``."""
+    if truths and len(truths) != len(stacks):
+        raise InputError(f"{len(stacks)} images but {len(truths)} truths: give one truth per image, in order")
+    for source in stacks:
+        _check_channels(source, plan.model)
+    truth_stacks = [_open_truth(t, s) for t, s in zip(truths, stacks, strict=True)] if truths else None
+    sources, truth_sources, names = _planes(stacks, truth_stacks)
+    _check_unique(sources, names)
+    truth_of: list[ImageSource | None] = list(truth_sources) if truth_sources else [None] * len(sources)
+    return tuple(
+        _keyed_job(ImageJob(name, source, truth, location(out).child(name).url, role=role), plan, settings)
+        for name, source, truth in zip(names, sources, truth_of, strict=True)
+    )
 
 
 def settings_from_dict(values: dict[str, Any]) -> RunSettings:

@@ -52,11 +52,17 @@ class ImageReport:
     tiff: str | None = None
     probabilities: str | None = None
     skipped: bool = False
+    class_pixels: tuple[int, ...] = ()  # predicted pixels per class
+    mean_confidence: float | None = None  # mean softmax probability of the predicted class
+    pixel_size: tuple[float, float] = (1.0, 1.0)
+    unit: str | None = None  # of pixel_size (None: pixels)
+    role: str = "input"
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the scores at the top level (``iou``, ``dice``, ...)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scores"}
-        data["shape_cyx"] = list(self.shape_cyx)
+        data.update(shape_cyx=list(self.shape_cyx), class_pixels=list(self.class_pixels))
+        data["pixel_size"] = list(self.pixel_size)
         return finite_or_none({**data, **self.scores})
 
     @classmethod
@@ -64,7 +70,11 @@ class ImageReport:
         names = {f.name for f in fields(cls)} - {"scores"}
         scores = {k: v for k, v in data.items() if k not in names and k not in ("failed", "mlflow_run_id")}
         known = {k: v for k, v in data.items() if k in names}
-        return cls(**{**known, "shape_cyx": tuple(known["shape_cyx"]), "scores": scores})
+        values: dict[str, Any] = {**known, "scores": scores}
+        for key in ("shape_cyx", "class_pixels", "pixel_size"):
+            if key in known:
+                values[key] = tuple(known[key])
+        return cls(**values)
 
     @property
     def confusion(self) -> np.ndarray | None:
@@ -112,7 +122,17 @@ def image_report(
         scores=evaluated.scores if evaluated is not None else {},
         tiff=finalized.tiff,
         probabilities=finalized.probabilities,
+        class_pixels=inferred.class_pixels or _predicted_pixels(evaluated),
+        mean_confidence=inferred.mean_confidence,
+        pixel_size=finalized.pixel_size,
+        unit=finalized.unit,
+        role=job.role,
     )
+
+
+def _predicted_pixels(evaluated: Evaluated | None) -> tuple[int, ...]:
+    """Predicted pixels per class from the confusion matrix, for a mask reused from an earlier run."""
+    return () if evaluated is None else tuple(int(n) for n in evaluated.confusion.sum(axis=0))
 
 
 def finished_report(job: ImageJob) -> ImageReport | None:
