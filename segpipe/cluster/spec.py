@@ -39,7 +39,9 @@ class ClusterSpec:
             return cls(value.lower(), None, workers)
         if "://" in value:
             return cls("address", _checked_address(value), workers)
-        raise ConfigError(f"--cluster {public_address(value)!r}: expected {CHOICES}")
+        shown = public_address(value)
+        hint = f" (did you mean tcp://{shown}?)" if ":" in shown else ""
+        raise ConfigError(f"--cluster {shown!r}: expected {CHOICES}{hint}")
 
     def describe(self) -> str:
         """The spec as a user wrote it, without credentials (for logs)."""
@@ -48,8 +50,9 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class ClusterHandle:
-    """An open cluster: its client, backend kind, workers at start, whether inference should ask for a GPU, and a
-    description without credentials (for logs and MLflow lineage)."""
+    """An open cluster: its client, backend kind, workers at start (started, or requested from SLURM/Kubernetes,
+    or found at the address), whether inference should ask for a GPU, and a description without credentials (for
+    logs and MLflow lineage)."""
 
     client: Client
     kind: str

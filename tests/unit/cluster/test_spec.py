@@ -24,7 +24,7 @@ def test_scheduler_addresses_parse_as_kind_address(address: str) -> None:
     ("text", "message"),
     [
         ("sge", "expected local, cuda, slurm, kubernetes, tcp://HOST:PORT or tls://HOST:PORT"),
-        ("127.0.0.1:8786", "expected local, cuda"),
+        ("127.0.0.1:8786", r"expected local, cuda.* \(did you mean tcp://127.0.0.1:8786\?\)"),
         ("http://127.0.0.1:8786", "starts with tcp:// or tls://"),
         ("ucx://10.0.0.1:8786", "starts with tcp:// or tls://"),
         ("tcp://127.0.0.1:port", "port is not a number"),
