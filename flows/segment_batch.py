@@ -29,7 +29,7 @@ import segpipe
 from segpipe.cluster import ClusterHandle, ClusterSpec, distributed_executor, open_cluster, register_model
 from segpipe.config import InferenceConfig
 from segpipe.errors import SegpipeError, TrackingError
-from segpipe.inference import Executor
+from segpipe.executor import Executor
 from segpipe.models import model_payload
 from segpipe.stages.evaluate import Evaluated, evaluate_image
 from segpipe.stages.finalize import Finalized, finalize_image

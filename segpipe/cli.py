@@ -7,6 +7,7 @@ Inputs are validated before Prefect, Dask or MLflow start, so bad input costs on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -106,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--last", type=int, default=5, help="with no RUN_ID: how many runs (default 5)")
     report.add_argument("--json", action="store_true", help="print the runs as JSON")
     report.set_defaults(handler=_report)
+    _add_model_commands(commands)
+    _add_runs_commands(commands)
     return parser
 
 
@@ -231,14 +234,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any]) -> int:
-    from segpipe.cluster import ClusterSpec
     from segpipe.stages.plan import plan_batch, settings_from_dict
     from segpipe.tracking import check_tracking_uri, default_tracking_uri, public_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
-    ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
     plan = plan_batch(images, truths, settings_from_dict(settings), tracking_uri)  # fail fast, write nothing
+    from segpipe.cluster import ClusterSpec
+
+    ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
     _log(
         args,
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
@@ -409,6 +413,89 @@ def _home_hint() -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def _add_model_commands(commands: Any) -> None:
+    """``segpipe model register FILE --name NAME [--alias A]``."""
+    model = commands.add_parser("model", help="the MLflow model registry: register a model file")
+    actions = model.add_subparsers(dest="model_command", required=True)
+    register = actions.add_parser(
+        "register",
+        help="register a model file (with its card beside it) as a new version",
+        description="Validate FILE like `segpipe run --model FILE` would, then register it as a new version of "
+        "NAME in the MLflow model registry; run it later with --model models:/NAME@ALIAS or models:/NAME/VERSION.",
+        epilog="exit codes: 0 registered   2 bad parameter   3 bad model file   5 tracking server unreachable",
+    )
+    register.add_argument("file", metavar="FILE", help="a TorchScript, ONNX or state_dict file (card beside it)")
+    register.add_argument("--name", required=True, help="registered model name")
+    register.add_argument("--alias", help="point this alias (e.g. champion) at the new version")
+    register.add_argument("--channels", type=int, help="band count to probe a model that has no card with")
+    register.add_argument("--tracking-uri", help=TRACKING_HELP)
+    register.add_argument("--json", action="store_true", help="print one JSON object")
+    register.set_defaults(handler=_model_register)
+
+
+def _model_register(args: argparse.Namespace) -> int:
+    from segpipe.models import resolve_model
+    from segpipe.models.mlflow_registry import EXPERIMENT
+    from segpipe.runs import check_reachable
+    from segpipe.tracking import MlflowTracker, check_tracking_uri, default_tracking_uri, public_uri
+
+    tracking_uri = args.tracking_uri or default_tracking_uri()
+    check_tracking_uri(tracking_uri)
+    _quiet_service_logs()
+    ref = resolve_model(args.file, channels=args.channels)  # a bad file fails here (exit 3), before any server
+    check_reachable(tracking_uri)
+    MlflowTracker(tracking_uri, EXPERIMENT)  # opens the experiment (artifacts beside a sqlite store); exit 5 if down
+    model = _register(args, tracking_uri)
+    if args.json:
+        values = {**dataclasses.asdict(model), "alias": args.alias, "format": ref.format, "sha256": ref.sha256}
+        print(json.dumps({**values, "tracking_uri": public_uri(tracking_uri)}, indent=2))
+    else:
+        alias = f", alias {args.alias}" if args.alias else ""
+        print(f"registered {model.name} version {model.version} ({model.uri}){alias}")
+    return 0
+
+
+def _register(args: argparse.Namespace, tracking_uri: str) -> Any:
+    """``register_model`` for ``model register``; MLflow's own failures become one line and exit 5."""
+    from mlflow.exceptions import MlflowException
+
+    from segpipe.errors import TrackingError
+    from segpipe.models.mlflow_registry import register_model
+    from segpipe.tracking import public_uri
+
+    try:
+        return register_model(args.file, args.name, args.alias, tracking_uri, channels=args.channels)
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot register {args.name} ({first})") from None
+
+
+def _add_runs_commands(commands: Any) -> None:
+    """``segpipe runs show RUN_ID``."""
+    runs = commands.add_parser("runs", help="read batch runs back from MLflow")
+    actions = runs.add_subparsers(dest="runs_command", required=True)
+    show = actions.add_parser(
+        "show",
+        help="a run's lineage: inputs, model version and bytes, code, Prefect flow run, cluster",
+        description="Print where batch run RUN_ID's result came from (an image run's id shows its batch).",
+        epilog="exit codes: 0 shown   2 no such run   5 tracking server unreachable",
+    )
+    show.add_argument("run_id", metavar="RUN_ID", help="an MLflow batch (or image) run id")
+    show.add_argument("--tracking-uri", help=TRACKING_HELP)
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.set_defaults(handler=_runs_show)
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    from segpipe.runs import read_lineage, render_lineage
+    from segpipe.tracking import default_tracking_uri
+
+    _quiet_service_logs()
+    lineage = read_lineage(args.run_id, args.tracking_uri or default_tracking_uri())
+    print(json.dumps(lineage.to_json(), indent=2) if args.json else render_lineage(lineage))
+    return 0
 
 
 if __name__ == "__main__":

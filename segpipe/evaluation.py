@@ -14,7 +14,7 @@ import numpy as np
 
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
-from segpipe.inference import Executor, local_executor
+from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.metrics import confusion_matrix, instances_to_classes
 from segpipe.tiling import Region, chunk_grid

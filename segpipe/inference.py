@@ -7,15 +7,15 @@ Knows nothing of Prefect or distributed: it builds ``dask.delayed`` tasks and ha
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import dask
 import numpy as np
 
 from segpipe import normalize
 from segpipe.config import InferenceConfig
+from segpipe.executor import Executor as Executor  # re-exported: the executor seam lives in segpipe.executor
+from segpipe.executor import local_executor as local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
@@ -30,13 +30,6 @@ from segpipe.tiling import (
     tiles_in,
     window_origins,
 )
-
-Executor = Callable[[Sequence[Any], str], list[Any]]
-
-
-def local_executor(tasks: Sequence[Any], label: str = "") -> list[Any]:
-    """Run delayed tasks on whatever Dask scheduler is active."""
-    return list(dask.compute(*tasks))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import os
 import dask
 import numpy as np
 
-from segpipe.inference import Executor, local_executor
+from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.normalize import BandStats, sample_stride

@@ -20,7 +20,7 @@ import dask
 import numpy as np
 from zarr.errors import ContainsArrayError
 
-from segpipe.inference import Executor, local_executor
+from segpipe.executor import Executor, local_executor
 from segpipe.storage import create_array, location, open_array, open_group
 from segpipe.tiling import Region, chunk_grid
 

@@ -13,7 +13,7 @@ from segpipe import metrics
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
 from segpipe.evaluation import evaluate_split
-from segpipe.inference import Executor, local_executor
+from segpipe.executor import Executor, local_executor
 from segpipe.io.images import open_image
 from segpipe.objects import score_objects
 from segpipe.stages.plan import BatchPlan, ImageJob

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from segpipe.inference import Executor, local_executor
+from segpipe.executor import Executor, local_executor
 from segpipe.io import ingest as ingest_io
 from segpipe.io.export import export_tiff
 from segpipe.io.images import ImageSource, read_metadata

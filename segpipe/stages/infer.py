@@ -7,14 +7,13 @@ import time
 from dataclasses import dataclass
 
 from segpipe.config import InferenceConfig
+from segpipe.executor import Executor, local_executor
 from segpipe.inference import (
     ChunkJob,
     ChunkOutputs,
-    Executor,
     Windowing,
     create_mask,
     create_probabilities,
-    local_executor,
     segment_image,
 )
 from segpipe.io.progress import ChunkLedger

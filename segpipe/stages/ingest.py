@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from segpipe.inference import Executor, local_executor
+from segpipe.executor import Executor, local_executor
 from segpipe.io import ingest as ingest_io
 from segpipe.io.images import ImageSource
 from segpipe.io.omezarr import read_segpipe_attrs

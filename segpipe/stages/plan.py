@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask
 import numpy as np
@@ -15,9 +15,11 @@ from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.io.images import ImageSource, open_image
 from segpipe.io.omezarr import read_segpipe_attrs
 from segpipe.io.progress import STATE_DIR, fingerprint
-from segpipe.models import ModelRef, resolve_model, select_device
 from segpipe.storage import location
 from segpipe.tiling import Region, chunk_grid, round_up
+
+if TYPE_CHECKING:
+    from segpipe.models import ModelRef
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr")
 
@@ -131,6 +133,8 @@ def plan_batch(
     if not images:
         raise InputError("no input images given")
     stacks = [open_image(p) for p in images]
+    from segpipe.models import resolve_model  # torch loads only once the inputs are known to be readable
+
     model = resolve_model(
         settings.model, settings.trust_model_pickle, channels=stacks[0].channels, tracking_uri=tracking_uri
     )
@@ -224,6 +228,8 @@ def _planes(
 
 
 def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJob:
+    from segpipe.models import select_device
+
     identity = asdict(location(job.image.path).identity())
     ingest_key = fingerprint({"input": identity, "plane": job.image.plane, "chunk": plan.chunk, "version": 2})
     infer_key = fingerprint(

@@ -1,0 +1,17 @@
+"""The seam between the stages and whatever runs their chunk tasks: an ``Executor`` takes ``dask.delayed`` tasks
+and a label (``ingest``, ``infer``, ``pyramid``, ``evaluate``) and returns their results in order. The flows pass
+one that runs on a distributed cluster; without one, tasks run on Dask's local scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+
+Executor = Callable[[Sequence[Any], str], list[Any]]
+
+
+def local_executor(tasks: Sequence[Any], label: str = "") -> list[Any]:
+    """Run delayed tasks on whatever Dask scheduler is active."""
+    return list(dask.compute(*tasks))
