@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from common import write_result  # bench/common.py, beside this script
 
@@ -23,7 +24,7 @@ from flows.segment_batch import segment_batch
 from segpipe.io.datasets import write_nuclei_mosaic
 from segpipe.synthetic import write_sample
 
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "trim_model_halo": {"stitch": "trim"},
     "trim_halo_0": {"stitch": "trim", "halo": 0},
     "gaussian": {"stitch": "gaussian", "overlap": 0.5, "tile": 128},
