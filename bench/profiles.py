@@ -1,0 +1,71 @@
+"""Image sizes per benchmark: the full run (the issue's sizes) and ``--quick`` (minutes on a laptop)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchPair:
+    """``count`` images of ``small``^2 against one image of ``single``^2 (the same pixels when
+    ``count * small**2 == single**2``)."""
+
+    count: int
+    small: int
+    single: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Edges (pixels) of the square images each benchmark uses.
+
+    Attributes:
+        name: ``full`` or ``quick`` (or a test's own).
+        floor: sizes of the bare forward pass.
+        end_to_end: sizes of the whole command, each against the floor of the same image.
+        monai: sizes of the MONAI comparison.
+        memory: sizes of the memory-scaling runs with the near-free model, smallest first.
+        memory_reference: the size the largest memory run is compared with.
+        overhead: the small image of the start-up benchmark.
+        batch: batch-vs-single pairs.
+        s3: the size of the S3-vs-local comparison.
+        goal_size: the size the issue sets the end-to-end goal at (goals are still checked at the largest
+            measured size; the table says when that is not this one).
+    """
+
+    name: str
+    floor: tuple[int, ...]
+    end_to_end: tuple[int, ...]
+    monai: tuple[int, ...]
+    memory: tuple[int, ...]
+    memory_reference: int
+    overhead: int
+    batch: tuple[BatchPair, ...]
+    s3: int
+    goal_size: int = 8192
+    memory_goal_size: int = 32768
+
+
+FULL = Profile(
+    name="full",
+    floor=(2048, 8192),
+    end_to_end=(2048, 8192),
+    monai=(2048, 8192),
+    memory=(4096, 8192, 16384, 32768),
+    memory_reference=8192,
+    overhead=512,
+    batch=(BatchPair(16, 512, 2048), BatchPair(4, 4096, 8192)),
+    s3=2048,
+)
+
+QUICK = Profile(
+    name="quick",
+    floor=(512, 1024),
+    end_to_end=(512, 1024),
+    monai=(512,),
+    memory=(1024, 4096),
+    memory_reference=1024,
+    overhead=512,
+    batch=(BatchPair(4, 256, 512),),
+    s3=512,
+)
