@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,12 +80,14 @@ def process_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
     scheduler = ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
     worker = ["worker", "--nworkers", "1", "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"]
     worker += ["--local-directory", str(tmp_path / "dask-workers")]
+    env = _dask_env(tmp_path / "dask-config")
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        processes.append(_dask([*scheduler, "--scheduler-file", str(scheduler_file)], tmp_path / "scheduler.log"))
+        processes.append(_dask([*scheduler, "--scheduler-file", str(scheduler_file)], env, tmp_path / "scheduler.log"))
         address = _scheduler_address(scheduler_file, processes[0], timeout=60)
         for number in range(3):
-            processes.append(_dask([*worker, "--scheduler-file", str(scheduler_file)], tmp_path / f"w{number}.log"))
+            command = [*worker, "--scheduler-file", str(scheduler_file)]
+            processes.append(_dask(command, env, tmp_path / f"worker{number}.log"))
         _wait_for_workers(address, 3, timeout=120)
         yield ProcessCluster(address, tuple(process.pid for process in processes[1:]))
     finally:
@@ -92,9 +95,18 @@ def process_cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
             _kill_group(process)
 
 
-def _dask(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _dask_env(config: Path) -> dict[str, str]:
+    """This environment, with a copy of its Dask config directory: the ``dask`` command loads its plugins, and
+    dask-kubernetes then writes its default YAML into that directory (infra/dask under scripts/test.sh)."""
+    source = os.environ.get("DASK_CONFIG")
+    if source and Path(source).is_dir():
+        shutil.copytree(source, config)
+    config.mkdir(exist_ok=True)
+    return {**os.environ, "DASK_CONFIG": str(config), "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+
+
+def _dask(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``dask ARGS`` from this virtualenv in a new session (its own process group), output into ``log``."""
-    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}  # as infra/dask: workers may fork
     with log.open("wb") as output:
         command = [str(Path(sys.executable).with_name("dask")), *args]
         return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -139,3 +151,13 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: f
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
         time.sleep(poll)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` (sqlite store, artifacts served by the server) on a free 127.0.0.1 port, started
+    once; yields its URL. Its whole process group is stopped when the session ends."""
+    from tests.integration.mlflow_server import start_mlflow_server
+
+    with start_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server.url
