@@ -238,7 +238,8 @@ def nightly(
         model: ``builtin``, a model file or ``models:/NAME@ALIAS``.
         cluster: ``local``, ``cuda``, ``slurm``, ``kubernetes`` or a scheduler address.
         workers: worker processes, GPUs, jobs or pods (None: the backend's default).
-        chunk: Zarr chunk edge; halo: ``trim`` halo (None: the model's).
+        chunk: Zarr chunk edge.
+        halo: ``trim`` halo (None: the model's).
         tracking_uri: MLflow tracking URI (None: no tracking).
         experiment: MLflow experiment.
         settings: other ``RunSettings`` fields (``tiling``, ``inference``, ``evaluation``, ``export_tiff``...).

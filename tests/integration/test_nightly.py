@@ -50,7 +50,7 @@ def _why(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def _mask(out: Path, name: str) -> np.ndarray:
-    return zarr.open_array(str(out / name / f"{name}.ome.zarr" / "labels" / "mask" / "0"), mode="r")[:]
+    return np.asarray(zarr.open_array(str(out / name / f"{name}.ome.zarr" / "labels" / "mask" / "0"), mode="r")[:])
 
 
 def _corrupt_last_tile(path: Path) -> None:
