@@ -9,7 +9,7 @@ from typing import Any
 
 from distributed import Client
 
-from segpipe.inference import Executor
+from segpipe.executor import Executor
 
 Resources = Mapping[str, Mapping[str, float]]
 
