@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed, State
 
-from flows.segment_batch import segment_batch
+from flows.segment_batch import RETRY, segment_batch
 from segpipe.errors import InputError
 from segpipe.io.omezarr import read_segpipe_attrs
 from segpipe.io.progress import read_commit
@@ -40,7 +40,8 @@ from segpipe.storage.listing import expand_inputs, pair_truths
 Pair = tuple[str, str | None]
 REASONS = ("new", "changed", "unchanged", "retry")
 STATUSES = ("processed", "skipped", "failed", "rejected")
-TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retries": 2, "retry_delay_seconds": 10}
+LISTING_THREADS = 8  # commit records read at once (object stores: one request each)
+TASK_OPTIONS: dict[str, Any] = {**RETRY, "retries": 2, "retry_delay_seconds": 10}  # transient faults only
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,13 @@ def classify(job: ImageJob, model_sha256: str) -> NightlyImage:
     return image("changed", "input content or settings changed")
 
 
+@task(name="classify", **TASK_OPTIONS)
+def classify_all(plan: BatchPlan) -> list[NightlyImage]:
+    """``classify`` for every job of the plan, a few at a time."""
+    with ThreadPoolExecutor(LISTING_THREADS) as pool:
+        return list(pool.map(lambda job: classify(job, plan.model.sha256), plan.jobs))
+
+
 def night_date() -> str:
     """The date (UTC) this run was scheduled for: its night, even when it starts late or is retried."""
     from prefect.runtime import flow_run
@@ -246,7 +254,7 @@ def nightly(
     """
     values = nightly_settings(out, model, chunk, halo, settings)
     plan, rejected = plan_night(discover(input, out, truth_pattern), values, tracking_uri)
-    planned = [classify(job, plan.model.sha256) for job in plan.jobs] if plan else []
+    planned = classify_all(plan) if plan else []
     todo = [job for job, image in zip(plan.jobs if plan else (), planned, strict=True) if image.reason != "unchanged"]
     batch: dict[str, Any] | None = None
     if plan is not None and todo:
