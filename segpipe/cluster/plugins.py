@@ -29,6 +29,16 @@ class ModelPlugin(WorkerPlugin):
 
         install_model(self.model_ref, self.payload)
 
+    def teardown(self, worker: Worker) -> None:
+        """Forget the model and close what this worker's tasks opened (TIFF handles, object-store clients)."""
+        from segpipe.io.images import close_images
+        from segpipe.models import uninstall_model
+        from segpipe.storage import close_filesystems
+
+        uninstall_model(self.model_ref)
+        close_images()
+        close_filesystems()
+
 
 def plugin_name(ref: ModelIdentity) -> str:
     """The plugin's name: one per model content, so registering the same model twice is a no-op."""
