@@ -1,6 +1,7 @@
 """Run a command as a user would and measure it: wall time, exit code, output, and the peak resident memory of
-its whole process tree (the command, and every process it starts: Dask scheduler, nannies, workers, Prefect's
-temporary server), sampled by a background thread."""
+its whole process tree (the command, and every process it starts: for ``segpipe run`` the Dask worker processes,
+multiprocessing's resource tracker and Prefect's temporary API server; the scheduler and nannies live in the
+command's own process), sampled by a background thread."""
 
 from __future__ import annotations
 

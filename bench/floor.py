@@ -1,0 +1,133 @@
+"""floor: the built-in model's forward pass over the image's own pixels, once: the compute no pipeline can avoid.
+
+The image is read and normalised before the clock starts (no I/O is timed), cut into windows of the edge the
+pipeline feeds the model (tile + 2 halo, rounded up to the size divisor: 320 for tile 256, halo 32), without
+overlap, ``ceil(H * W / window^2)`` of them, ``BATCH`` per forward pass, in ``torch.inference_mode`` on all
+cores (``--device cuda``: on a GPU, inputs already on it). Only the forward calls are timed; a small image is
+passed over again (up to 3 s, 5 passes) and the fastest pass counts. ``floor_seconds`` scales that pass to
+exactly ``H * W`` pixels.
+
+The pipeline computes every pixel of a tile's halo too, so its inference reads ``(window / tile)^2`` times the
+floor's pixels: ``halo_ceiling = (tile / window)^2`` is the best floor/infer ratio it can reach.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+
+from bench.harness import Context
+from segpipe import normalize
+from segpipe.models import load_predictor, resolve_model
+from segpipe.tiling import round_up
+
+NAME = "floor"
+TILE = 256  # segpipe run's default --tile
+BATCH = 8  # segpipe run's default --batch-size
+MIN_SECONDS = 3.0
+MAX_PASSES = 5
+
+
+def window_edge(tile: int = TILE) -> tuple[int, int]:
+    """(window, halo) of the built-in model as the pipeline uses it: round_up(tile + 2 halo, size_divisor)."""
+    card = resolve_model("builtin").card
+    return round_up(tile + 2 * card.default_halo, card.size_divisor), card.default_halo
+
+
+def normalized_image(path: Path) -> np.ndarray:
+    """The whole (H, W) image as float32, scaled with segpipe's percentile statistics."""
+    pixels = tifffile.imread(path)
+    stride = normalize.sample_stride(*pixels.shape)
+    stats = normalize.BandStats.from_samples(pixels[None, ::stride, ::stride])
+    return normalize.apply(pixels[None], stats)[0]
+
+
+def windows(image: np.ndarray, edge: int) -> list[np.ndarray]:
+    """``ceil(H * W / edge^2)`` non-overlapping ``edge``^2 windows, row by row, from the image mirrored up to a
+    multiple of ``edge``."""
+    height, width = image.shape
+    padded = np.pad(image, ((0, -height % edge), (0, -width % edge)), mode="symmetric")
+    count = -(-height * width // (edge * edge))
+    origins = [(y, x) for y in range(0, padded.shape[0], edge) for x in range(0, padded.shape[1], edge)]
+    return [padded[y : y + edge, x : x + edge] for y, x in origins[:count]]
+
+
+def forward_seconds(module: torch.nn.Module, batches: list[torch.Tensor]) -> float:
+    """Seconds spent inside ``module(batch)`` over all ``batches`` (waiting for a GPU to finish each)."""
+    seconds, device = 0.0, batches[0].device
+    with torch.inference_mode():
+        for inputs in batches:
+            started = time.perf_counter()
+            module(inputs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds += time.perf_counter() - started
+    return seconds
+
+
+def best_pass(module: torch.nn.Module, tiles: list[np.ndarray], batch_size: int, device: str) -> list[float]:
+    """Seconds of each pass over ``tiles`` (after one untimed warm-up batch): passes are repeated while they
+    add up to less than ``MIN_SECONDS`` (small images), at most ``MAX_PASSES``; the fastest is the floor."""
+    stacks = [np.stack(tiles[i : i + batch_size])[:, None] for i in range(0, len(tiles), batch_size)]
+    batches = [torch.from_numpy(stack).to(device) for stack in stacks]  # on the device before the clock
+    forward_seconds(module, batches[:1])
+    passes = [forward_seconds(module, batches)]
+    while sum(passes) < MIN_SECONDS and len(passes) < MAX_PASSES:
+        passes.append(forward_seconds(module, batches))
+    return passes
+
+
+def measure(image_path: Path, batch_size: int = BATCH, device: str = "cpu") -> dict[str, Any]:
+    """The floor of one image on ``device`` (see the module docstring)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    module = load_predictor(resolve_model("builtin"), device).module
+    assert module is not None
+    edge, halo = window_edge()
+    image = normalized_image(image_path)
+    tiles = windows(image, edge)
+    passes = best_pass(module, tiles, batch_size, device)
+    seconds = min(passes)
+    pixels = image.size
+    floor_seconds = seconds * pixels / (len(tiles) * edge * edge)
+    return {
+        "size": image.shape[0],
+        "device": device,
+        "megapixels": pixels / 1e6,
+        "window": edge,
+        "tile": TILE,
+        "halo": halo,
+        "windows": len(tiles),
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "forward_seconds": seconds,
+        "passes_seconds": passes,
+        "floor_seconds": floor_seconds,
+        "megapixels_per_second": pixels / 1e6 / floor_seconds,
+        "halo_ceiling": (TILE / edge) ** 2,
+    }
+
+
+def floor_of(ctx: Context, size: int) -> dict[str, Any]:
+    """The floor of the session's ``size``^2 sample, measured once per session."""
+    key = (NAME, size)
+    if key not in ctx.memo:
+        ctx.log(f"floor: forward pass over {size}^2")
+        ctx.memo[key] = measure(ctx.sample(size)[0], device=ctx.device)
+    return dict(ctx.memo[key])
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Mpx/s of the bare forward pass at each of the profile's floor sizes."""
+    runs = {str(size): floor_of(ctx, size) for size in ctx.profile.floor}
+    return {
+        "sizes": list(ctx.profile.floor),
+        "runs": runs,
+        "ratios": {f"Mpx/s {size}^2": entry["megapixels_per_second"] for size, entry in runs.items()},
+        "goals": [],
+    }
