@@ -1,0 +1,179 @@
+"""Smoke test of the benchmark harness (``python -m bench``) at tiny sizes: every benchmark runs and writes the
+JSON schema the summary and the README rely on. Commands are answered by a fake runner that writes what
+``segpipe run --json`` and ``bench.monai_infer`` would (the real ones take a minute each); the floor, the inputs,
+the near-free model, the S3 upload to moto and the process-tree sampler are real. No time is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from bench.cli import BENCHMARKS, run_benchmarks
+from bench.data import STREAM_TILE, tile_pool, write_pointwise_model, write_streamed_tiff
+from bench.goals import table
+from bench.harness import Context
+from bench.procs import CommandRun, measure_command
+from bench.profiles import QUICK, BatchPair
+from bench.s3_vs_local import request_fit, request_kind
+from segpipe.models import load_predictor, resolve_model
+from segpipe.storage import create_array
+
+TINY = replace(
+    QUICK,
+    name="tiny",
+    floor=(64,),
+    end_to_end=(64,),
+    monai=(64,),
+    memory=(64, 128),
+    memory_reference=64,
+    overhead=64,
+    batch=(BatchPair(4, 32, 64),),
+    s3=64,
+)
+RESULT_KEYS = {"benchmark", "profile", "quick", "command", "started", "machine", "ratios", "goals", "seconds"}
+GOAL_KEYS = {"benchmark", "name", "measured", "goal", "op", "target", "status", "note"}
+RUN_KEYS = {"command", "seconds", "returncode", "peak_tree_rss_mib", "peak_processes"}
+
+
+def _done(argv: Sequence[str], returncode: int = 0, stdout: str = "", stderr: str = "") -> CommandRun:
+    return CommandRun(tuple(argv), 1.5, returncode, 200 * 2**20, 3, stdout, stderr)
+
+
+def _fake_monai(argv: list[str]) -> CommandRun:
+    """Write an all-background mask of the image's shape, print step seconds."""
+    image, mask = argv[argv.index("bench.monai_infer") + 1 : argv.index("bench.monai_infer") + 3]
+    tifffile.imwrite(mask, np.zeros(tifffile.imread(image).shape, np.uint8))
+    return _done(argv, stdout=json.dumps({"seconds": {"read": 0.1, "infer": 1.0, "write": 0.1}}) + "\n")
+
+
+def _fake_segpipe_run(argv: list[str]) -> CommandRun:
+    """What ``segpipe run --json`` prints: a report whose masks (local inputs only) exist and are empty."""
+    rest = argv[argv.index("run") + 1 :]
+    images = rest[: next((i for i, arg in enumerate(rest) if arg.startswith("--")), len(rest))]
+    if any("://" not in image and not Path(image).exists() for image in images):
+        return _done(argv, 2, stderr=f"segpipe: error: {images[0]}: no such file or directory\n")
+    out = rest[rest.index("--out") + 1]
+    entries = []
+    for image in images:
+        name, store, mask = Path(image).stem, "", ""
+        if "://" not in image and "://" not in out:
+            store = str(Path(out) / name / f"{name}.ome.zarr")
+            mask = f"{store}/labels/mask/0"
+            shape = tifffile.imread(image).shape
+            create_array(mask, shape=shape, chunks=shape, dtype=np.uint8, fill_value=1)[:] = 0
+        stages = {"ingest": 0.1, "infer": 1.0, "finalize": 0.1, "evaluate": 0.1}
+        entries.append({"name": name, "ome_zarr": store, "mask": mask, "seconds": stages, "mean_dice": 0.9})
+    report = {"images": entries, "batch": {"seconds": 1.2}, "failures": [], "wall_seconds": 1.3}
+    return _done(argv, stdout=json.dumps(report))
+
+
+def fake_runner(argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None) -> CommandRun:
+    args = list(argv)
+    if "bench.monai_infer" in args:
+        return _fake_monai(args)
+    if "--help" in args:
+        return _done(args, stdout="usage: segpipe\n")
+    return _fake_segpipe_run(args)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    """Every benchmark at tiny sizes with the fake runner: (summary, results folder)."""
+    root = tmp_path_factory.mktemp("bench")
+    ctx = Context(TINY, root / "work", runner=fake_runner, log=lambda message: None)
+    return run_benchmarks(ctx, list(BENCHMARKS), root / "results", "python -m bench --test"), root / "results"
+
+
+def test_every_benchmark_writes_its_json(session: tuple[dict[str, Any], Path]) -> None:
+    summary, results = session
+    assert {path.stem for path in results.glob("*.json")} == {*BENCHMARKS, "summary"}
+    for name in BENCHMARKS:
+        result = json.loads((results / f"{name}.json").read_text())
+        assert RESULT_KEYS <= set(result), name
+        assert "error" not in result, result.get("error")
+        assert result["benchmark"] == name and result["quick"] is True
+        assert {"cpus", "cpu_model", "torch", "load_average_1m"} <= set(result["machine"])
+        assert all(value is None or isinstance(value, float) for value in result["ratios"].values()), name
+        assert all(set(goal) == GOAL_KEYS for goal in result["goals"]), name
+
+
+def test_summary_lists_every_goal_with_pass_or_miss(session: tuple[dict[str, Any], Path]) -> None:
+    summary, results = session
+    assert json.loads((results / "summary.json").read_text()) == summary
+    assert set(summary["benchmarks"]) == set(BENCHMARKS)
+    assert all(entry["error"] is None for entry in summary["benchmarks"].values())
+    names = {goal["name"] for goal in summary["goals"]}
+    assert names == {
+        "floor/command 64^2",
+        "peak RSS MiB 128^2",
+        "peak RSS 128^2/64^2",
+        "seconds run 64^2",
+        "seconds missing file",
+        "batch/single 4x32^2 vs 64^2",
+    }
+    assert {goal["status"] for goal in summary["goals"]} <= {"pass", "miss", "n/a"}
+    sized = [g for g in summary["goals"] if g["benchmark"] in ("end_to_end", "memory_scaling")]
+    assert all("the issue sets it at" in goal["note"] for goal in sized)  # tiny sizes say so
+    assert RUN_KEYS <= set(summary["warm_up"])
+    printed = table(summary)
+    assert all(name in printed for name in BENCHMARKS)
+
+
+def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
+    _, results = session
+    load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
+    floor = load("floor")["runs"]["64"]
+    assert floor["window"] == 320 and floor["windows"] == 1 and floor["halo_ceiling"] == pytest.approx(0.64)
+    end_to_end = load("end_to_end")["runs"]["64"]
+    assert RUN_KEYS <= set(end_to_end) and set(end_to_end["floor_over_stage"]) >= {"ingest", "infer"}
+    assert end_to_end["floor_over_command"] == pytest.approx(floor["floor_seconds"] / end_to_end["seconds"])
+    assert end_to_end["output"]["parts"]["mask_level0"]["objects"] == 2  # zarr.json and the one chunk
+    monai = load("monai")["runs"]["64"]
+    assert monai["agreement"] == 1.0 and monai["overlap"] == pytest.approx(0.2) and monai["rss_ratio"] == 1.0
+    assert load("overhead")["missing_file"]["returncode"] == 2
+    s3 = load("s3_vs_local")
+    assert "s3://" in s3["s3"]["command"] and set(s3["requests"]["by_size"]) == {"64", "128"}
+    assert s3["requests"]["by_size"]["64"] == {}  # the uploads are not counted, and the fake command sent none
+    assert load("memory_scaling")["runs"]["128"]["input_bytes"] > 0
+
+
+def test_request_fit_splits_fixed_and_per_chunk_requests() -> None:
+    fit = request_fit({"2048": {"GET": 10 + 4 * 9, "PUT": 5}, "4096": {"GET": 10 + 16 * 9, "PUT": 5}})
+    assert fit is not None
+    assert fit["GET"] == {"per_image": 10, "per_chunk": 9, "gigapixel": 10 + 9 * 1024}
+    assert fit["PUT"]["per_chunk"] == 0
+    assert request_fit({"512": {"GET": 3}, "1024": {"GET": 4}}) is None  # one chunk each: no split
+    assert [request_kind("GET", t) for t in ("/b?list-type=2&prefix=x", "/b/k", "/b")] == ["LIST", "GET", "LIST"]
+
+
+def test_measure_command_samples_the_whole_process_tree() -> None:
+    child = "b = bytearray(96 << 20); import time; time.sleep(0.6)"
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}]); print('done')"
+    done = measure_command([sys.executable, "-c", parent])
+    assert done.returncode == 0 and done.stdout.strip() == "done"
+    assert done.peak_processes >= 2
+    assert done.peak_rss_bytes >= 96 << 20
+
+
+def test_streamed_tiff_is_tiled_and_cycles_the_pool(tmp_path: Path) -> None:
+    path = write_streamed_tiff(tmp_path / "streamed.tif", 1000)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        assert page.shape == (1000, 1000) and (page.tilelength, page.tilewidth) == (STREAM_TILE, STREAM_TILE)
+        pixels = page.asarray()
+    assert np.array_equal(pixels[:STREAM_TILE, :STREAM_TILE], tile_pool(0)[0])
+
+
+def test_pointwise_model_is_valid_and_near_free(tmp_path: Path) -> None:
+    ref = resolve_model(str(write_pointwise_model(tmp_path)))
+    assert ref.format == "torchscript" and ref.card.default_halo == 0 and ref.card.size_divisor == 1
+    batch = np.array([[[[500.0, 1500.0]]]], np.float32)
+    assert load_predictor(ref, "cpu")(batch).argmax(axis=1).tolist() == [[[0, 1]]]
