@@ -148,19 +148,21 @@ def segment_batch(
     plan = plan or plan_batch(images, truths, run_settings, tracking_uri, canary_set)
     run = RunInfo(_run_id(), datetime.now(UTC), plan.model)
     started = time.perf_counter()
-    with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
-        run_settings = _with_torch_threads(run_settings, handle)
-        register_model(handle.client, plan.model, model_payload(plan.model))
-        executor = distributed_executor(handle.client, show_progress, handle.task_resources)
-        futures = [
-            segment_image.with_options(task_run_name=f"image-{job.name}").submit(job, plan, run_settings, executor)
-            for job in plan.jobs
-        ]
-        outcomes = [_outcome(job, future) for job, future in zip(plan.jobs, futures, strict=True)]
-        description = handle.description
-    reports = [o for o in outcomes if isinstance(o, ImageReport)]
+    outcomes: dict[str, ImageReport | ImageFailure] = {}
+    for job in plan.jobs:
+        earlier = finished_report(job)
+        if earlier is not None:
+            outcomes[job.name] = earlier
+    pending = [job for job in plan.jobs if job.name not in outcomes]
+    description = "none started: every image was finished earlier"
+    if pending:  # a re-run over finished images starts no cluster at all
+        with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
+            outcomes.update(_segment_on(handle, pending, plan, run_settings, show_progress))
+            description = handle.description
+    ordered = [outcomes[job.name] for job in plan.jobs]
+    reports = [o for o in ordered if isinstance(o, ImageReport)]
     inputs = [r for r in reports if r.role == "input"]
-    failures = [o for o in outcomes if isinstance(o, ImageFailure)]
+    failures = [o for o in ordered if isinstance(o, ImageFailure)]
     class_names = plan.model.card.class_names
     batch = batch_summary(inputs, failures, class_names, time.perf_counter() - started)
     batch["run_id"] = run.run_id
@@ -168,7 +170,7 @@ def segment_batch(
     if canary_set is not None:
         batch["canary"] = canary_summary(run_settings.out, run, reports, class_names, canary_set)
     report_files = write_reports(plan, run_settings, inputs)
-    entries = [o.to_json() for o in outcomes]
+    entries = [o.to_json() for o in ordered]
     write_json(location(run_settings.out).child("batch.json").url, {**batch, "images": entries})
     run_ids: dict[str, Any] = {"batch": "", "images": {}}
     if tracking_uri:
@@ -184,6 +186,20 @@ def segment_batch(
         "tracking_uri": public_uri(tracking_uri or ""),
         "out": public_url(run_settings.out),
     }
+
+
+def _segment_on(
+    handle: ClusterHandle, jobs: list[ImageJob], plan: BatchPlan, settings: RunSettings, show_progress: bool
+) -> dict[str, ImageReport | ImageFailure]:
+    """Every job on the cluster, several images at once (the flow's task runner bounds how many)."""
+    settings = _with_torch_threads(settings, handle)
+    register_model(handle.client, plan.model, model_payload(plan.model))
+    executor = distributed_executor(handle.client, show_progress, handle.task_resources)
+    futures = [
+        segment_image.with_options(task_run_name=f"image-{job.name}").submit(job, plan, settings, executor)
+        for job in jobs
+    ]
+    return {job.name: _outcome(job, future) for job, future in zip(jobs, futures, strict=True)}
 
 
 def _run_id() -> str:

@@ -156,5 +156,6 @@ def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_
     assert again["megapixels_per_second"] is None and runs[1]["images"][0]["megapixels_per_second"] is None
     logged = fetch_runs(tracking_uri, [runs[1]["mlflow_run_id"], runs[0]["mlflow_run_id"]])
     assert "megapixels_per_second" not in logged[0]["metrics"] and logged[0]["metrics"]["megapixels_computed"] == 0
+    assert logged[0]["params"]["cluster"].startswith("none started")  # nothing to compute: no cluster either
     speed_row = next(line for line in compare_runs(logged).splitlines() if line.startswith("megapixels_per_second"))
     assert speed_row.split()[1] == "-" and "*" not in speed_row  # the re-run shows no speed; nothing to rank
