@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF/BigTIFF files or Zarr arrays")
     run.add_argument("--truth", nargs="+", metavar="TRUTH", help="one label image per IMAGE, in order")
+    run.add_argument(
+        "--truth-pattern",
+        metavar="PATTERN",
+        help="find each image's truth by name instead, e.g. '{dir}/{stem}_truth.tif' ({dir}, {stem}, {name})",
+    )
     run.add_argument("--out", default="segpipe-out", help="output directory (default ./segpipe-out)")
     run.add_argument(
         "--model",
@@ -232,7 +237,27 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args, args.model, args.out)
-    return _launch(args, args.images, args.truth, settings)
+    images, truths = _inputs(args)
+    return _launch(args, images, truths, settings)
+
+
+def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """IMAGE arguments with globs expanded (``s3://bucket/in/*.tif``), and truths from --truth or --truth-pattern."""
+    from segpipe.errors import ConfigError, InputError
+    from segpipe.storage.listing import expand_inputs, is_glob, pair_truths
+
+    images: list[str] = []
+    for item in args.images:
+        found = expand_inputs(item) if is_glob(item) else [item]
+        if not found:
+            raise InputError(f"{item}: matches no image")
+        images += found
+    if args.truth_pattern is None:
+        return images, args.truth
+    if args.truth:
+        raise ConfigError("give --truth or --truth-pattern, not both")
+    pairs = pair_truths(images, args.truth_pattern, require=True)
+    return [image for image, _ in pairs], [str(truth) for _, truth in pairs]
 
 
 def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any]) -> int:

@@ -230,3 +230,20 @@ def test_eval_takes_an_ome_zarr_folder_and_names_its_classes(
     assert "field" in out and "class_1" not in out and "1.0000" in out
     assert main(["eval", str(store / "labels"), str(tmp_path / "truth.tif")]) == 2
     assert "without labels/mask/0" in capsys.readouterr().err
+
+
+def test_run_expands_globs_and_finds_truths_by_pattern(tmp_path: Path) -> None:
+    import argparse
+
+    from segpipe.cli import _inputs
+
+    for name in ("b.tif", "a.tif", "a_truth.tif", "b_truth.tif"):
+        tifffile.imwrite(tmp_path / name, np.zeros((8, 8), np.uint8))
+    args = argparse.Namespace(images=[f"{tmp_path}/*.tif"], truth=None, truth_pattern="{dir}/{stem}_truth.tif")
+    images, truths = _inputs(args)
+    assert images == [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]  # the truths the glob matched are left out
+    assert truths == [str(tmp_path / "a_truth.tif"), str(tmp_path / "b_truth.tif")]
+    plain = argparse.Namespace(images=[str(tmp_path / "a.tif")], truth=None, truth_pattern=None)
+    assert _inputs(plain) == ([str(tmp_path / "a.tif")], None)
+    with pytest.raises(InputError, match="matches no image"):
+        _inputs(argparse.Namespace(images=[f"{tmp_path}/*.png"], truth=None, truth_pattern=None))
