@@ -62,6 +62,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "goals": goal_list([goal]),
         "note": (
             f"with the default tile and the model's halo the pipeline computes 1/{ceiling:.3f} times the floor's "
-            f"pixels, so floor/infer cannot exceed {ceiling:.2f}"
+            f"pixels, so floor/infer stays near or below {ceiling:.2f} (exactly, if its workers run the model as "
+            "fast per pixel as the floor's single process)"
         ),
     }

@@ -8,7 +8,8 @@ passed over again (up to 3 s, 5 passes) and the fastest pass counts. ``floor_sec
 exactly ``H * W`` pixels.
 
 The pipeline computes every pixel of a tile's halo too, so its inference reads ``(window / tile)^2`` times the
-floor's pixels: ``halo_ceiling = (tile / window)^2`` is the best floor/infer ratio it can reach.
+floor's pixels: ``halo_ceiling = (tile / window)^2`` is the best floor/infer ratio it can reach (if its workers
+run the model as fast per pixel as this one process with every core does).
 """
 
 from __future__ import annotations
