@@ -9,15 +9,20 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 import zarr
 
 import segpipe
@@ -27,13 +32,23 @@ from segpipe.models import resolve_model
 from segpipe.models.backends.builtin import BUILTIN_CARD
 from segpipe.models.unet import UNet
 from segpipe.synthetic import write_sample
-from tests.integration.mlflow_server import group_alive, start_mlflow_server
+from tests.integration.mlflow_server import (
+    MLFLOW,
+    group_alive,
+    listening_addresses,
+    local_postgres,
+    postgres_binaries,
+    serve,
+)
 
 pytestmark = pytest.mark.integration
 
 NAME = "segpipe-nuclei"
 PASSWORD = "s3cret-Pa55"
 EXPERIMENT = "registry-integration"
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra" / "mlflow"
+COMPOSE = INFRA / "docker-compose.yaml"
 
 
 def _cli(*argv: str) -> tuple[int, str]:
@@ -224,11 +239,179 @@ def test_a_newer_version_leaves_the_alias_where_it_was(
     assert second.format == "torchscript" and second.card.normalization == "percentile"
 
 
-def test_the_server_stops_with_its_whole_process_group(tmp_path: Path) -> None:
-    with start_mlflow_server(tmp_path / "server") as server:
+def test_server_sh_serves_on_loopback_and_stops_with_its_whole_process_group(tmp_path: Path) -> None:
+    """infra/mlflow/server.sh for real: it listens on 127.0.0.1 only, and nothing of it outlives stop()."""
+
+    def launcher(port: int) -> tuple[list[str], dict[str, str]]:
+        return ["bash", str(INFRA / "server.sh"), str(tmp_path / "store")], {
+            "MLFLOW_PORT": str(port),
+            "MLFLOW_WORKERS": "1",
+        }
+
+    with serve(launcher, tmp_path / "logs") as server:
         pgid = server.process.pid
-        assert group_alive(pgid)
+        port = int(server.url.rsplit(":", 1)[1])
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert (tmp_path / "store" / "mlflow.db").is_file() and group_alive(pgid)
     deadline = time.monotonic() + 10
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not group_alive(pgid)
+
+
+# The team server spec (infra/mlflow/docker-compose.yaml), read as Docker Compose reads it.
+_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+SECRETS = ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``, ``${VAR:?error}``, ``$$`` substitution."""
+
+    def value(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, op, arg = match["name"], match["op"] or "", match["arg"] or ""
+        given = env.get(name)
+        unset = given is None or (op.startswith(":") and given == "")
+        if unset and op.endswith("?"):
+            raise KeyError(f"{name}: {arg}")
+        return arg if unset and op.endswith("-") else (given or "")
+
+    return _VARIABLE.sub(value, text)
+
+
+def _resolved(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [_resolved(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: _resolved(item, env) for key, item in node.items()}
+    return node
+
+
+def compose(env: dict[str, str]) -> dict[str, Any]:
+    """The compose file with ``env`` substituted into it (as ``docker compose config`` would)."""
+    return dict(_resolved(yaml.safe_load(COMPOSE.read_text()), env))
+
+
+def _example_env() -> dict[str, str]:
+    rows = [line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines()]
+    return {row[0].strip(): row[1].strip() for row in rows if len(row) == 2 and not row[0].startswith("#")}
+
+
+def _flags(command: list[str]) -> dict[str, str]:
+    return dict(item.removeprefix("--").split("=", 1) for item in command if item.startswith("--") and "=" in item)
+
+
+def test_compose_file_parses_and_needs_its_secrets() -> None:
+    spec = compose({name: "x" * 12 for name in SECRETS})
+    assert set(spec["services"]) == {"postgres", "minio", "bucket", "mlflow"}
+    assert set(spec["volumes"]) == {"postgres-data", "minio-data"}
+    assert spec["services"]["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for secret in SECRETS:  # no default: compose refuses to start without .env
+        with pytest.raises(KeyError, match=secret):
+            compose({name: "x" * 12 for name in SECRETS if name != secret})
+
+
+@pytest.mark.parametrize("source", ["defaults", ".env.example"])
+def test_every_published_port_binds_to_loopback(source: str) -> None:
+    env = {name: "x" * 12 for name in SECRETS} if source == "defaults" else _example_env()
+    published = {}
+    for name, service in compose(env)["services"].items():
+        for port in service.get("ports", []):
+            host_ip, host_port, container_port = str(port).rsplit(":", 2)
+            published[(name, container_port)] = (host_ip, int(host_port))
+    assert set(published) == {("minio", "9000"), ("minio", "9001"), ("mlflow", "5000")}  # PostgreSQL: none
+    assert {ip for ip, _ in published.values()} == {"127.0.0.1"}
+    assert published[("mlflow", "5000")][1] == 5000
+
+
+def test_mlflow_command_uses_postgres_and_served_s3_artifacts_with_no_password_in_it() -> None:
+    env = {**_example_env(), "POSTGRES_PASSWORD": "pw-in-env-only"}
+    mlflow = compose(env)["services"]["mlflow"]
+    flags = _flags(mlflow["command"])
+    assert mlflow["command"][:2] == ["mlflow", "server"]
+    assert flags["backend-store-uri"] == "postgresql://mlflow@postgres:5432/mlflow"
+    assert flags["artifacts-destination"] == "s3://mlflow/artifacts"
+    assert "default-artifact-root" not in flags and "no-serve-artifacts" not in mlflow["command"]
+    assert mlflow["environment"]["PGPASSWORD"] == "pw-in-env-only"  # libpq reads it; ps and logs never show it
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_no_literal_secret_and_the_env_file_is_never_committed() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    for name, service in raw["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|TOKEN", key):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", str(value)), (name, key, value)  # required, no default
+    assert not re.search(r"://[^/\s@$]+:[^/\s@$]+@", COMPOSE.read_text())  # no user:password@ in any URL
+    example = _example_env()
+    assert {example[name] for name in SECRETS} <= {"change-me", "change-me-too"}
+    referenced = {m["name"] for m in _VARIABLE.finditer(COMPOSE.read_text()) if m["name"]}
+    assert referenced <= set(example)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(INFRA / ".env")], cwd=INFRA, check=False)
+    assert ignored.returncode == 0
+
+
+def test_server_image_pins_the_project_versions() -> None:
+    pins = dict(re.findall(r"^([\w-]+)==(\S+)$", (REPO / "constraints.txt").read_text(), re.MULTILINE))
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    for package in ("mlflow", "SQLAlchemy", "boto3"):
+        assert f"{package}=={pins[package]}" in dockerfile
+    assert "psycopg[binary]" in dockerfile  # SQLAlchemy 2.1's default driver for postgresql:// URIs
+    images = {service.get("image") for service in compose(_example_env())["services"].values()}
+    assert f"segpipe/mlflow-server:{pins['mlflow']}" in images
+
+
+def _on_loopback(node: Any, services: dict[str, str]) -> Any:
+    """``node`` with the compose network's service addresses replaced by the test's loopback services."""
+    if isinstance(node, str):
+        for address, replacement in services.items():
+            node = node.replace(address, replacement)
+        return node
+    if isinstance(node, list):
+        return [_on_loopback(item, services) for item in node]
+    if isinstance(node, dict):
+        return {key: _on_loopback(item, services) for key, item in node.items()}
+    return node
+
+
+def test_team_server_spec_runs_on_postgresql_with_s3_artifacts(s3_server: str, weights: Path, tmp_path: Path) -> None:
+    """The compose file's own bucket and mlflow commands and environments, run for real on this machine: a
+    PostgreSQL cluster and an S3 API (moto, standing in for MinIO) on loopback. A model registered through the
+    server lands in the database and the bucket, and resolves back; the password shows in no command or log."""
+    if postgres_binaries() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    psycopg = pytest.importorskip("psycopg", reason="SQLAlchemy's PostgreSQL driver: pip install 'psycopg[binary]'")
+    import boto3
+
+    password, bucket = f"pg-{uuid.uuid4().hex}", f"segpipe-team-{uuid.uuid4().hex[:12]}"
+    services = compose({**_example_env(), "POSTGRES_PASSWORD": password, "MLFLOW_BUCKET": bucket})["services"]
+    with local_postgres("mlflow", password, "mlflow") as pg_port:
+        loopback = {"postgres:5432": f"127.0.0.1:{pg_port}", "http://minio:9000": s3_server}
+        script = _on_loopback(services["bucket"], loopback)
+        subprocess.run(
+            [sys.executable, *script["command"][1:]], env={**os.environ, **script["environment"]}, check=True
+        )
+        mlflow = _on_loopback(services["mlflow"], loopback)
+        assert password not in json.dumps(mlflow["command"])
+
+        def launcher(port: int) -> tuple[list[str], dict[str, str]]:
+            local = {"host": "127.0.0.1", "port": str(port), "workers": "1"}  # this test stays on loopback
+            flags = {**_flags(mlflow["command"]), **local}
+            return [str(MLFLOW), "server", *(f"--{key}={value}" for key, value in flags.items())], mlflow["environment"]
+
+        with serve(launcher, tmp_path / "server") as server:
+            argv = ["model", "register", str(weights), "--name", "team-unet", "--alias", "champion", "--json"]
+            rc, out = _cli(*argv, "--tracking-uri", server.url)
+            assert rc == 0, out
+            ref = resolve_model("models:/team-unet@champion", tracking_uri=server.url)
+            assert ref.sha256 == json.loads(out)["sha256"] and ref.registry is not None
+        keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+        assert any(key.startswith("artifacts/") and key.endswith("/model/unet.pt") for key in keys), keys
+        with psycopg.connect(host="127.0.0.1", port=pg_port, user="mlflow", password=password, dbname="mlflow") as db:
+            with db.cursor() as cursor:
+                cursor.execute("SELECT name, version FROM model_versions")
+                assert cursor.fetchall() == [("team-unet", 1)]
+        assert password not in server.log.read_text(errors="replace")
