@@ -10,3 +10,7 @@ export PREFECT_API_URL="${PREFECT_API_URL:-http://$PREFECT_SERVER_HOST:$PREFECT_
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export DASK_CONFIG="${DASK_CONFIG:-$SEGPIPE_REPO/infra/dask}"
 export SEGPIPE_WORK_POOL="${SEGPIPE_WORK_POOL:-segpipe-process}"
+# The repository's virtualenv (scripts/install.sh) when `prefect` is not on PATH already.
+if ! command -v prefect >/dev/null 2>&1 && [ -x "$SEGPIPE_REPO/.venv/bin/prefect" ]; then
+  export PATH="$SEGPIPE_REPO/.venv/bin:$PATH"
+fi
