@@ -19,7 +19,7 @@ from segpipe.errors import SegpipeWarning
 DEFAULTS: dict[str, Any] = {
     "threads-per-worker": 1,
     "processes": True,
-    "dashboard-address": None,
+    "dashboard-address": "127.0.0.1:0",  # None still serves HTTP on :8787, clashing between clusters
     "memory-limit": "auto",
 }
 LEGACY_KEY = "segpipe.local-cluster"
