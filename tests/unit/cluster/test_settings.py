@@ -17,7 +17,7 @@ def test_without_config_the_built_in_defaults_apply() -> None:
         assert local_cluster_options() == {
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": None,
+            "dashboard_address": "127.0.0.1:0",
             "memory_limit": "auto",
         }
         assert kubernetes.settings() == kubernetes.DEFAULTS
