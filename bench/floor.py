@@ -85,8 +85,17 @@ def best_pass(module: torch.nn.Module, tiles: list[np.ndarray], batch_size: int,
 
 
 def measure(image_path: Path, batch_size: int = BATCH, device: str = "cpu") -> dict[str, Any]:
-    """The floor of one image on ``device`` (see the module docstring)."""
+    """The floor of one image on ``device`` with every core (see the module docstring); the process's torch
+    thread count is restored afterwards."""
+    saved = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        return _measure(image_path, batch_size, device)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _measure(image_path: Path, batch_size: int, device: str) -> dict[str, Any]:
     module = load_predictor(resolve_model("builtin"), device).module
     assert module is not None
     edge, halo = window_edge()
