@@ -11,6 +11,7 @@ retries for about four minutes).
 from __future__ import annotations
 
 import ast
+import os
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -101,11 +102,18 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     import requests
 
     try:
-        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout)
+        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout, verify=_tls_verify())
     except requests.RequestException as exc:
         reason = type(exc).__name__
         message = f"MLflow at {public_uri(tracking_uri)}: unreachable ({reason}; is the server running?)"
         raise TrackingError(message) from None
+
+
+def _tls_verify() -> bool | str:
+    """Verify TLS as MLflow's client does: ``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH``."""
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        return False
+    return os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
 
 
 def read_lineage(run_id: str, tracking_uri: str) -> RunLineage:
@@ -141,6 +149,8 @@ def _get_run(client: Any, run_id: str, tracking_uri: str) -> Any:
     except MlflowException as exc:
         if exc.error_code in _MISSING_RUN:
             raise ConfigError(f"{run_id}: no such run in MLflow at {public_uri(tracking_uri)}") from None
+        raise _tracking_error(tracking_uri, "read the run", exc) from None
+    except Exception as exc:  # requests errors, OSError, a store that cannot be opened...
         raise _tracking_error(tracking_uri, "read the run", exc) from None
 
 

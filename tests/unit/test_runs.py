@@ -176,3 +176,15 @@ def test_an_unreachable_server_fails_fast_without_its_password(capsys: pytest.Ca
 
 def test_a_non_http_store_needs_no_reachability_check() -> None:
     check_reachable("sqlite:////nonexistent/mlflow.db")  # nothing to connect to: no error here
+
+
+def test_the_reachability_check_verifies_tls_as_mlflow_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segpipe.runs import _tls_verify
+
+    monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
+    assert _tls_verify() is True
+    monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", "/etc/ssl/team-ca.pem")
+    assert _tls_verify() == "/etc/ssl/team-ca.pem"
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    assert _tls_verify() is False
