@@ -1,4 +1,4 @@
-"""The ``segpipe`` command: ``demo``, ``run`` and ``eval``.
+"""The ``segpipe`` command: ``demo``, ``run``, ``eval``, ``report``, ``model register`` and ``runs show``.
 
 Inputs are validated before Prefect, Dask or MLflow start, so bad input costs one line and writes nothing:
 ``segpipe: error: <file>: <fault>`` on stderr, and the exit code of the error's class (see segpipe.errors).
@@ -27,6 +27,7 @@ TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $S
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from the ephemeral server
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its run URLs carry user:password@
     parser = _parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
@@ -121,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="Zarr chunk / task edge in pixels (default 1024)")
-    parser.add_argument("--tile", type=int, default=256, help="model input edge inside a chunk (default 256)")
+    parser.add_argument("--tile", type=int, default=512, help="model input edge inside a chunk (default 512)")
     parser.add_argument("--halo", type=int, help="trim: context pixels per side, trimmed after (default: model's)")
     parser.add_argument(
         "--stitch",
@@ -136,7 +137,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         default="symmetric",
         help="how the image is extended past its border (default symmetric mirror)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default 2)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument(
         "--cluster",
@@ -266,6 +267,9 @@ def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | Non
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
+    from segpipe.runs import check_reachable
+
+    check_reachable(tracking_uri)  # a down server: exit 5 now, not after MLflow's minutes of retries
     plan = plan_batch(images, truths, settings_from_dict(settings), tracking_uri)  # fail fast, write nothing
     from segpipe.cluster import ClusterSpec
 

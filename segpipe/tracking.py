@@ -99,6 +99,7 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         check_tracking_uri(tracking_uri)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its run URLs carry credentials
         self.tracking_uri = public_uri(tracking_uri)
         self._raw_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)

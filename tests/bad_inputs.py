@@ -212,7 +212,12 @@ CASES: list[Case] = [
     Case("model file is text", _text_model, "model.pt: not a TorchScript, torch.save or ONNX file", 3),
     Case("model is a plain pickle", _plain_pickle_model, "never unpickles plain pickle files", 3),
     Case("model is a pickled nn.Module", _torch_pickled_module, "refused to load", 3),
-    Case("model output shape wrong", _wrong_output_model, "down.pt: probe input (1, 1, 64, 64) gave output (1, 2, 32, 32)", 3),
+    Case(
+        "model output shape wrong",
+        _wrong_output_model,
+        "down.pt: probe input (1, 1, 64, 64) gave output (1, 2, 32, 32)",
+        3,
+    ),
     Case(
         "malformed tracking URI",
         lambda d: ["run", _image(d), "--out", str(d / "out"), "--tracking-uri", "foo"],

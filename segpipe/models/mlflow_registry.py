@@ -68,9 +68,10 @@ def register_model(
     ref = resolve_model(path, trust_pickle=trust_pickle, channels=channels)
     if ref.format == "baseline" or ref.registry is not None:
         raise ModelError(f"{ref.uri}: only a model file can be registered")
-    client = _client(tracking_uri_or_env(tracking_uri))
+    uri = tracking_uri_or_env(tracking_uri)
+    client = _client(uri)
     filename = Path(ref.path).name
-    run_id = _log_model_run(client, experiment, ref, filename)
+    run_id = _log_model_run(client, _experiment_id(client, experiment, uri), ref, filename)
     _ensure_registered(client, name)
     tags = {FILE_TAG: filename, SHA_TAG: ref.sha256, FORMAT_TAG: ref.format}
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_DIR}"
@@ -80,10 +81,20 @@ def register_model(
     return RegisteredModel(name, int(version.version), f"{REGISTRY_PREFIX}{name}/{version.version}")
 
 
-def _log_model_run(client: Any, experiment: str, ref: ModelRef, filename: str) -> str:
-    """A finished run holding ``model/<file>`` and ``model/<stem>.json`` (the resolved card); returns its id."""
+def _experiment_id(client: Any, experiment: str, tracking_uri: str) -> str:
+    """The experiment's id; a new one keeps its artifacts where segpipe's runs keep theirs (beside a sqlite
+    store, never the current folder)."""
+    from segpipe.tracking import default_artifact_root
+
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    root = default_artifact_root(tracking_uri)
+    return str(client.create_experiment(experiment, artifact_location=Path(root).as_uri() if root else None))
+
+
+def _log_model_run(client: Any, experiment_id: str, ref: ModelRef, filename: str) -> str:
+    """A finished run holding ``model/<file>`` and ``model/<stem>.json`` (the resolved card); returns its id."""
     run = client.create_run(experiment_id, tags={SHA_TAG: ref.sha256, FORMAT_TAG: ref.format})
     with tempfile.TemporaryDirectory(prefix="segpipe-register-") as folder:
         (Path(folder) / filename).write_bytes(model_payload(ref))
