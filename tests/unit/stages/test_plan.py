@@ -201,3 +201,26 @@ def test_default_halo_comes_from_the_card_then_the_receptive_field(tmp_path: Pat
     with pytest.warns(SegpipeWarning) if too_small else contextlib.nullcontext():
         _, _, halo = resolve_tiling(TilingConfig(chunk=64, tile=16), resolve_model(path))
     assert halo == expected
+
+
+def test_a_resumed_build_removes_partial_writes_a_kill_left(tmp_path: Path) -> None:
+    """Regression (kill -9 during zarr's write-then-rename): the empty ``<chunk>.<hex>.partial`` file left in the
+    store must not survive the re-run, so the finished tree equals an uninterrupted run's."""
+    import uuid
+
+    from segpipe.io.progress import ChunkLedger
+    from segpipe.storage import location
+    from segpipe.synthetic import write_sample
+    from segpipe.tiling import Region
+
+    image, _ = write_sample(tmp_path, 128, seed=2)
+    plan = plan_batch([str(image)], None, RunSettings(out=str(tmp_path / "out"), tiling=TilingConfig(chunk=64)))
+    job = plan.jobs[0]
+    ledger = ChunkLedger(location(job.store), "ingest", job.ingest_key)
+    ledger.mark_done(Region(0, 64, 0, 64))  # a build of ours was under way
+    debris = Path(job.store) / "labels" / "mask" / "0" / "c" / "1" / f"0.{uuid.uuid4().hex}.partial"
+    debris.parent.mkdir(parents=True)
+    debris.write_bytes(b"")
+    ingest_image(job, plan)
+    assert not debris.exists()
+    assert [p for p in Path(job.store).rglob("*.partial")] == []
