@@ -318,6 +318,7 @@ def _batch_params(plan: BatchPlan, settings: RunSettings, cluster: str) -> dict[
         "pad_mode": plan.tiling.pad_mode,
         "batch_size": settings.inference.batch_size,
         "device": settings.inference.device,
+        "precision": settings.inference.precision,
         "torch_threads": settings.inference.torch_threads,
         "cluster": cluster,
         "images": [public_url(j.image.path) for j in plan.jobs],

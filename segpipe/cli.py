@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from segpipe.config import PAD_MODES, STITCH_MODES, EvalConfig, InferenceConfig, TilingConfig
+from segpipe.config import PAD_MODES, PRECISIONS, STITCH_MODES, EvalConfig, InferenceConfig, TilingConfig
 from segpipe.errors import SegpipeError, SegpipeWarning
 
 DEMO_SIZE = 4096
@@ -140,6 +140,9 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default 2)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), or bf16/fp16 autocast (GPUs)"
+    )
+    parser.add_argument(
         "--cluster",
         default="local",
         metavar="KIND",
@@ -185,7 +188,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
         "pad_mode": args.pad_mode,
     }
     TilingConfig(**tiling)  # validate now, before anything starts
-    InferenceConfig(batch_size=args.batch_size, device=args.device)
+    InferenceConfig(batch_size=args.batch_size, device=args.device, precision=args.precision)
     if args.workers is not None and args.workers <= 0:
         from segpipe.errors import ConfigError
 
@@ -196,7 +199,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
         "model": model,
         "out": _absolute(out),  # reports and MLflow params name absolute paths
         "tiling": tiling,
-        "inference": {"batch_size": args.batch_size, "device": args.device},
+        "inference": {"batch_size": args.batch_size, "device": args.device, "precision": args.precision},
         "evaluation": {
             "ignore_index": evaluation.ignore_index,
             "truth_instances": evaluation.truth_instances,

@@ -15,6 +15,7 @@ def _require_positive(name: str, value: int) -> None:
 
 STITCH_MODES = ("trim", "gaussian")
 PAD_MODES = ("symmetric", "reflect", "edge", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,14 @@ class InferenceConfig:
         batch_size: tiles per forward pass.
         device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
         torch_threads: intra-op threads per worker; ``None`` lets the cluster size it.
+        precision: ``fp32``, or ``bf16``/``fp16`` autocast (faster on GPUs with tensor cores; masks may differ
+            slightly from fp32: compare before switching).
     """
 
     batch_size: int = 2  # tiles per forward pass: 2 x 576^2 pixels, about as many as 8 x 320^2
     device: str = "auto"
     torch_threads: int | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         _require_positive("batch_size", self.batch_size)
@@ -75,6 +79,8 @@ class InferenceConfig:
             _require_positive("torch_threads", self.torch_threads)
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
             raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)

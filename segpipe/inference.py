@@ -121,6 +121,7 @@ def segment_chunk(job: ChunkJob, region: Region) -> ChunkResult:
     """
     start = time.perf_counter()
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
+    predictor = predictor.at_precision(job.inference.precision)
     logits = chunk_logits(job, predictor, region)
     num_classes = predictor.card.num_classes
     labels = logits.argmax(axis=0).astype(label_dtype(num_classes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -20,14 +21,16 @@ class BatchModel(Protocol):
 
 
 LoadedModel = torch.nn.Module | BatchModel
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision
 
 
 class Predictor:
     """A loaded model on one device: ``predictor.predict(batch)`` (or ``predictor(batch)``) -> logits."""
 
-    def __init__(self, model: LoadedModel, card: ModelCard, device: torch.device) -> None:
+    def __init__(self, model: LoadedModel, card: ModelCard, device: torch.device, precision: str = "fp32") -> None:
         self.card = card
         self.device = device
+        self.precision = precision
         self.module: torch.nn.Module | None = None
         self._model: BatchModel | None = None
         if isinstance(model, torch.nn.Module):
@@ -41,11 +44,26 @@ class Predictor:
         if self._model is not None:
             return np.asarray(self._model.predict(inputs), dtype=np.float32)
         assert self.module is not None
-        with torch.inference_mode():
-            output = self.module(torch.from_numpy(inputs).to(self.device))
+        tensor = torch.from_numpy(inputs)
+        if self.device.type == "cuda":  # page-locked host memory: the copy to the GPU runs asynchronously
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            output = self.module(tensor)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"model returned a {type(output).__name__}, not a tensor")
         return output.float().cpu().numpy()
+
+    def at_precision(self, precision: str) -> Predictor:
+        """This predictor (the same loaded model, nothing reloaded) running under ``precision``: ``fp32``, or
+        ``bf16``/``fp16`` autocast (torch modules only; other models run as they are)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == self.precision:
+            return self
+        view = copy.copy(self)
+        view.precision = precision
+        return view
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Alias of :meth:`predict`."""

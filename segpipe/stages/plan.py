@@ -245,6 +245,7 @@ def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJo
             "probabilities": plan.save_probabilities,
             "batch_size": settings.inference.batch_size,
             "device": select_device(settings.inference.device).type,
+            "precision": settings.inference.precision,
         }
     )
     truth = None
