@@ -1,7 +1,7 @@
 """floor: the built-in model's forward pass over the image's own pixels, once: the compute no pipeline can avoid.
 
 The image is read and normalised before the clock starts (no I/O is timed), cut into windows of the edge the
-pipeline feeds the model (tile + 2 halo, rounded up to the size divisor: 320 for tile 256, halo 32), without
+pipeline feeds the model (tile + 2 halo, rounded up to the size divisor: 576 for tile 512, halo 32), without
 overlap, ``ceil(H * W / window^2)`` of them, ``BATCH`` per forward pass, in ``torch.inference_mode`` on all
 cores (``--device cuda``: on a GPU, inputs already on it). Only the forward calls are timed; a small image is
 passed over again (up to 3 s, 5 passes) and the fastest pass counts. ``floor_seconds`` scales that pass to
@@ -29,8 +29,8 @@ from segpipe.models import load_predictor, resolve_model
 from segpipe.tiling import round_up
 
 NAME = "floor"
-TILE = 256  # segpipe run's default --tile
-BATCH = 8  # segpipe run's default --batch-size
+TILE = 512  # segpipe run's default --tile
+BATCH = 2  # segpipe run's default --batch-size
 MIN_SECONDS = 3.0
 MAX_PASSES = 5
 
