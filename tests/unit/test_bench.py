@@ -131,7 +131,8 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     _, results = session
     load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
     floor = load("floor")["runs"]["64"]
-    assert floor["window"] == 320 and floor["windows"] == 1 and floor["halo_ceiling"] == pytest.approx(0.64)
+    ceiling = (512 / 576) ** 2  # tile 512 and its 32-pixel halo on each side
+    assert floor["window"] == 576 and floor["windows"] == 1 and floor["halo_ceiling"] == pytest.approx(ceiling)
     end_to_end = load("end_to_end")["runs"]["64"]
     assert RUN_KEYS <= set(end_to_end) and set(end_to_end["floor_over_stage"]) >= {"ingest", "infer"}
     assert end_to_end["floor_over_command"] == pytest.approx(floor["floor_seconds"] / end_to_end["seconds"])
