@@ -138,7 +138,7 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     assert end_to_end["floor_over_command"] == pytest.approx(floor["floor_seconds"] / end_to_end["seconds"])
     assert end_to_end["output"]["parts"]["mask_level0"]["objects"] == 2  # zarr.json and the one chunk
     monai = load("monai")["runs"]["64"]
-    assert monai["agreement"] == 1.0 and monai["overlap"] == pytest.approx(0.2) and monai["rss_ratio"] == 1.0
+    assert monai["agreement"] == 1.0 and monai["overlap"] == pytest.approx(64 / 576) and monai["rss_ratio"] == 1.0
     assert load("overhead")["missing_file"]["returncode"] == 2
     s3 = load("s3_vs_local")
     assert "s3://" in s3["s3"]["command"] and set(s3["requests"]["by_size"]) == {"64", "128"}
