@@ -92,11 +92,8 @@ def evaluate(job: ImageJob, mask: str, plan: BatchPlan, settings: RunSettings, e
 
 @task(name="image", **TASK_OPTIONS)
 def segment_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, executor: Executor) -> ImageReport:
-    """Every stage of one image, then its preview, metrics.json and, last, done.json. A finished image (done.json
-    with this run's fingerprint) is not recomputed."""
-    earlier = finished_report(job)
-    if earlier is not None:
-        return earlier
+    """Every stage of one image, then its preview, metrics.json and, last, done.json (the flow sends only images
+    not finished earlier)."""
     ingested = ingest(job, plan, executor)
     inferred = infer(job, ingested, plan, settings.inference, executor)
     final = finalize(job, plan, ingested, settings.export_tiff, executor)
