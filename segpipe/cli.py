@@ -7,14 +7,12 @@ Inputs are validated before Prefect, Dask or MLflow start, so bad input costs on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $S
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from the ephemeral server
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its run URLs carry user:password@
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # MLflow's run URLs would show user:password@
     parser = _parser()
     args = parser.parse_args(argv)
     warnings.showwarning = _show_warning
@@ -499,28 +497,11 @@ def _register(args: argparse.Namespace, tracking_uri: str) -> Any:
     from segpipe.models.mlflow_registry import register_model
     from segpipe.tracking import public_uri
 
-    quiet = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}  # MLflow prints run URLs, user:password@ too
     try:
-        with _environment(quiet):
-            return register_model(args.file, args.name, args.alias, tracking_uri, channels=args.channels)
+        return register_model(args.file, args.name, args.alias, tracking_uri, channels=args.channels)
     except (MlflowException, OSError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot register {args.name} ({first})") from None
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _add_runs_commands(commands: Any) -> None:
