@@ -77,14 +77,16 @@ def _parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG.format(home=_home_hint()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("images", nargs="+", metavar="IMAGE", help="TIFF/BigTIFF files or Zarr arrays")
+    run.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="TIFF/BigTIFF files or Zarr arrays: paths, URLs (s3://...) or globs"
+    )
     run.add_argument("--truth", nargs="+", metavar="TRUTH", help="one label image per IMAGE, in order")
     run.add_argument(
         "--truth-pattern",
         metavar="PATTERN",
         help="find each image's truth by name instead, e.g. '{dir}/{stem}_truth.tif' ({dir}, {stem}, {name})",
     )
-    run.add_argument("--out", default="segpipe-out", help="output directory (default ./segpipe-out)")
+    run.add_argument("--out", default="segpipe-out", help="output folder or URL (default ./segpipe-out)")
     run.add_argument(
         "--model",
         default="builtin",
