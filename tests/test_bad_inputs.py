@@ -7,22 +7,19 @@ from pathlib import Path
 import pytest
 
 from tests.bad_inputs import CASES, Case, invoke
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+from tests.outputs import file_tree
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path) -> None:
     args = case.build(tmp_path)
-    before = _tree(tmp_path)
+    before = file_tree(tmp_path)
     code, err = invoke(args)
     lines = err.strip().splitlines()
     assert code == case.exit_code, err
     assert len(lines) == 1 and lines[0].startswith("segpipe: error: "), err
     assert case.expect in lines[0], lines[0]
-    assert _tree(tmp_path) == before  # nothing written or marked done
+    assert file_tree(tmp_path) == before  # nothing written or marked done
     assert not (tmp_path / "out").exists() or case.name == "output holds another model's mask"
     assert not (tmp_path / "mlflow.db").exists()
 

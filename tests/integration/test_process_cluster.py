@@ -14,6 +14,7 @@ from distributed import Client
 
 from flows.segment_batch import segment_batch
 from segpipe.synthetic import write_sample
+from tests.outputs import file_tree
 
 from .conftest import ProcessCluster, wait_until
 
@@ -38,10 +39,6 @@ def _segment(sample: tuple[str, str], out: Path, cluster: str | None) -> dict[st
     image, truth = sample
     settings = {"out": str(out), "tiling": {"chunk": CHUNK, "tile": CHUNK}, "inference": {"batch_size": 4}}
     return segment_batch([image], [truth], settings, cluster=cluster or "local", workers=2)
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _infer_done(image_dir: Path) -> int:
@@ -77,5 +74,5 @@ def test_worker_killed_mid_run_on_a_process_cluster_gives_the_local_mask(
     with Client(process_cluster.address, set_as_default=False) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2, "the killed worker is gone for good"
     labels = Path("scene") / "scene.ome.zarr" / "labels"
-    assert _tree(out / labels) == _tree(tmp_path / "local" / labels)
+    assert file_tree(out / labels) == file_tree(tmp_path / "local" / labels)
     assert result["images"][0]["iou"] == reference["images"][0]["iou"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,14 +17,11 @@ from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.plan import RunSettings, plan_batch
 from segpipe.synthetic import write_sample
+from tests.outputs import file_tree, start_segpipe_run
 
 pytestmark = pytest.mark.integration
 
 RUN_ARGS = ["--chunk", "128", "--tile", "128", "--workers", "2", "--batch-size", "4"]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _markers(image_dir: Path, stage: str) -> int:
@@ -43,17 +38,6 @@ def _committed(image_dir: Path) -> bool:
     return (image_dir / "done.json").exists() or mask_fingerprint(str(store)) is not None
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "segpipe.cli", "run", *args],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     image, truth = write_sample(tmp_path_factory.mktemp("sample"), 1024, seed=7, name="scene")
@@ -67,9 +51,9 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
     image, truth = sample
     common = [image, "--truth", truth, *RUN_ARGS, "--json"]
     reference = tmp_path / "reference"
-    done = _cli([*common, "--out", str(reference), "--tracking-uri", f"sqlite:///{tmp_path}/ref.db"], env)
+    done = start_segpipe_run([*common, "--out", str(reference), "--tracking-uri", f"sqlite:///{tmp_path}/ref.db"], env)
     assert done.wait(timeout=300) == 0, done.stderr.read()
-    expected = _tree(reference / "scene" / "scene.ome.zarr" / "labels")
+    expected = file_tree(reference / "scene" / "scene.ome.zarr" / "labels")
 
     seed = int(os.environ.get("SEGPIPE_KILL_SEED") or random.SystemRandom().randrange(2**31))
     print(f"kill points from seed {seed}: replay with SEGPIPE_KILL_SEED={seed}")
@@ -78,7 +62,7 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
     for number, (stage, after) in enumerate(kill_points):
         out = tmp_path / f"killed{number}"
         args = [*common, "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path}/k{number}.db"]
-        process = _cli(args, env)
+        process = start_segpipe_run(args, env)
         deadline = time.monotonic() + 240
         while _markers(out / "scene", stage) < after and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -87,10 +71,10 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
         process.wait()
         assert not _committed(out / "scene")  # nothing a reader would trust
 
-        resumed = _cli(args, env)
+        resumed = start_segpipe_run(args, env)
         stdout, stderr = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, stderr[-3000:]
-        assert _tree(out / "scene" / "scene.ome.zarr" / "labels") == expected, f"{stage}:{after}, seed {seed}"
+        assert file_tree(out / "scene" / "scene.ome.zarr" / "labels") == expected, f"{stage}:{after}, seed {seed}"
         if stage == "infer":
             import json
 
@@ -122,7 +106,7 @@ def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple
         os.kill(pids[0], signal.SIGKILL)
         runner.join(timeout=300)
     assert result, "flow did not finish after a worker was killed"
-    assert _tree(out / "scene" / "scene.ome.zarr" / "labels") == _tree(
+    assert file_tree(out / "scene" / "scene.ome.zarr" / "labels") == file_tree(
         tmp_path / "ref" / "scene" / "scene.ome.zarr" / "labels"
     )
     assert result["images"][0]["iou"] == reference["images"][0]["iou"]
@@ -139,12 +123,12 @@ def test_tracking_outage_keeps_masks_and_resume_only_logs(
         segment_batch([image], [truth], settings, workers=2, tracking_uri="http://127.0.0.1:9")
     mask = tmp_path / "out" / "scene" / "scene.ome.zarr" / "labels"
     assert mask.is_dir() and (tmp_path / "out" / "scene" / "done.json").exists()
-    written = _tree(mask)
+    written = file_tree(mask)
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = segment_batch([image], [truth], settings, workers=2, tracking_uri=tracking_uri)
     assert report["images"][0]["skipped"] is True and report["batch"]["images_skipped"] == 1
-    assert _tree(mask) == written
+    assert file_tree(mask) == written
     from mlflow.tracking import MlflowClient
 
     run = MlflowClient(tracking_uri).get_run(report["mlflow_run_id"])

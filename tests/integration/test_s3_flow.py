@@ -7,14 +7,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from segpipe.synthetic import write_sample
+from tests.outputs import file_tree, start_segpipe_run
 
 pytestmark = pytest.mark.integration
 
@@ -34,23 +33,8 @@ def _s3_tree(prefix: str) -> dict[str, bytes]:
     return {key[len(root) + 1 :]: fs.cat_file(key) for key in sorted(fs.find(root))}
 
 
-def _local_tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "segpipe.cli", "run", *args],
-        env=env,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-
-
 def _run(args: list[str], env: dict[str, str]) -> dict:
-    process = _cli(args, env)
+    process = start_segpipe_run(args, env)
     stdout, stderr = process.communicate(timeout=400)
     assert process.returncode == 0, stderr[-3000:]
     return json.loads(stdout)
@@ -77,7 +61,7 @@ def test_s3_run_equals_local_run_and_resumes_after_kill(
         [s3_image, "--truth", s3_truth, "--out", f"{s3_bucket}/out", *_tracking(tmp_path, "r"), *RUN_ARGS], env
     )
 
-    local_labels = _local_tree(tmp_path / "local" / "scene" / "scene.ome.zarr" / "labels")
+    local_labels = file_tree(tmp_path / "local" / "scene" / "scene.ome.zarr" / "labels")
     assert _s3_tree(f"{s3_bucket}/out/scene/scene.ome.zarr/labels") == local_labels  # byte-identical chunks
     assert remote["images"][0]["iou"] == local["images"][0]["iou"]
     assert remote["images"][0]["mask"] == f"{s3_bucket}/out/scene/scene.ome.zarr/labels/mask/0"
@@ -88,7 +72,7 @@ def test_s3_run_equals_local_run_and_resumes_after_kill(
     out = f"{s3_bucket}/killed"
     args = [s3_image, "--truth", s3_truth, "--out", out, *_tracking(tmp_path, "k"), *RUN_ARGS]
     after = random.Random(int(os.environ.get("SEGPIPE_KILL_SEED") or time.time_ns() % 2**31)).randint(3, 25)
-    process = _cli(args, env)
+    process = start_segpipe_run(args, env)
     deadline = time.monotonic() + 300
     while _marked(f"{out}/scene/scene.ome.zarr") < after and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,0 +1,24 @@
+"""Helpers tests share to run segpipe as a user does and to compare what it wrote."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def file_tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root``, by relative path, with its bytes (two runs' outputs compare equal or not)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def start_segpipe_run(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """``segpipe run ARGS`` as a subprocess in its own session, so a test can kill its whole process tree."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "segpipe.cli", "run", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
