@@ -15,7 +15,7 @@ from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.io.images import ImageSource, open_image
 from segpipe.io.omezarr import read_segpipe_attrs
 from segpipe.io.progress import STATE_DIR, fingerprint
-from segpipe.storage import location
+from segpipe.storage import InputIdentity, location
 from segpipe.tiling import Region, chunk_grid, round_up
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class ImageJob:
     infer_key: str = ""
     done_key: str = ""
     role: str = "input"  # or "canary": a fixed labelled image scored every run to track the model's quality
+    identity: InputIdentity | None = None  # what the store reported of the input when planned (size, etag/mtime)
 
     def path(self, leaf: str) -> str:
         """URL of ``leaf`` in the image's output folder."""
@@ -230,8 +231,8 @@ def _planes(
 def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJob:
     from segpipe.models import select_device
 
-    identity = asdict(location(job.image.path).identity())
-    ingest_key = fingerprint({"input": identity, "plane": job.image.plane, "chunk": plan.chunk, "version": 2})
+    identity = location(job.image.path).identity()
+    ingest_key = fingerprint({"input": asdict(identity), "plane": job.image.plane, "chunk": plan.chunk, "version": 2})
     infer_key = fingerprint(
         {
             "ingest": ingest_key,
@@ -252,7 +253,7 @@ def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJo
     if job.truth is not None:
         truth = {"input": asdict(location(job.truth.path).identity()), "plane": job.truth.plane}
     done_key = fingerprint({"infer": infer_key, "truth": truth, "evaluation": asdict(settings.evaluation)})
-    return replace(job, ingest_key=ingest_key, infer_key=infer_key, done_key=done_key)
+    return replace(job, ingest_key=ingest_key, infer_key=infer_key, done_key=done_key, identity=identity)
 
 
 def _scan_contents(job: ImageJob, model: ModelRef, config: EvalConfig, chunk: int) -> None:

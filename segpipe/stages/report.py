@@ -57,6 +57,8 @@ class ImageReport:
     pixel_size: tuple[float, float] = (1.0, 1.0)
     unit: str | None = None  # of pixel_size (None: pixels)
     role: str = "input"
+    image_size: int = 0  # bytes, and the store's version of the input (etag/checksum or mtime) when planned
+    image_version: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the scores at the top level (``iou``, ``dice``, ...)."""
@@ -127,6 +129,8 @@ def image_report(
         pixel_size=finalized.pixel_size,
         unit=finalized.unit,
         role=job.role,
+        image_size=job.identity.size if job.identity else 0,
+        image_version=job.identity.version if job.identity else "",
     )
 
 

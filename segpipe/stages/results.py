@@ -64,7 +64,6 @@ def result_rows(run: RunInfo, reports: list[ImageReport], class_names: tuple[str
 
 def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dict[str, Any]:
     registry = run.model.registry
-    identity = location(report.image).identity()
     pixel_area = report.pixel_size[0] * report.pixel_size[1]
     total = max(1, sum(report.class_pixels))
     row: dict[str, Any] = {
@@ -76,8 +75,8 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         "model_sha256": run.model.sha256,
         "image_name": report.name,
         "image_url": public_url(report.image),
-        "image_size": identity.size,
-        "image_version": identity.version,
+        "image_size": report.image_size,
+        "image_version": report.image_version,
         "role": report.role,
         "skipped": report.skipped,
         "height": report.shape_cyx[1],

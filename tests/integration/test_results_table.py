@@ -76,6 +76,9 @@ def test_two_runs_append_to_one_table_and_the_canary_flags_a_worse_model(tmp_pat
     assert inputs["dice_nucleus"].isna().all()  # nightly data has no truth: no scores, but counts and areas
     mask = np.asarray(tifffile.imread(night[0]))  # same height and width as the mask
     assert (inputs["pixels_background"] + inputs["pixels_nucleus"]).eq(mask.size).all()
+    scene1 = inputs[inputs["image_name"] == "scene1"]
+    assert scene1["image_size"].eq(Path(night[0]).stat().st_size).all()  # what the store reported when planned
+    assert scene1["image_version"].str.startswith("mtime_ns:").all()
     assert inputs["area_unit"].eq("pixel").all() and inputs["mean_confidence"].between(0.5, 1).all()
     canary_rows = table[table["role"] == "canary"].sort_values("run_started_at")
     assert canary_rows["dice_nucleus"].iloc[0] > 0.9
