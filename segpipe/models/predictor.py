@@ -24,17 +24,39 @@ LoadedModel = torch.nn.Module | BatchModel
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision
 
 
+def to_channels_last(module: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
+    """The module with its 4-D weights in channels-last (NHWC) layout, and whether that worked.
+
+    Convolutions run faster on it: bench/tile_sizes.py measured the built-in U-Net at 1.9x the windows per
+    second on this CPU (oneDNN's NHWC kernels), and tensor cores want it on a GPU. Logits differ from the
+    NCHW ones by rounding only (about 1e-6). A module that cannot convert keeps its layout."""
+    try:
+        return module.to(memory_format=torch.channels_last), True  # type: ignore[call-overload]
+    except (RuntimeError, TypeError):
+        return module, False
+
+
 class Predictor:
     """A loaded model on one device: ``predictor.predict(batch)`` (or ``predictor(batch)``) -> logits."""
 
-    def __init__(self, model: LoadedModel, card: ModelCard, device: torch.device, precision: str = "fp32") -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        card: ModelCard,
+        device: torch.device,
+        precision: str = "fp32",
+        channels_last: bool = True,
+    ) -> None:
         self.card = card
         self.device = device
         self.precision = precision
         self.module: torch.nn.Module | None = None
+        self.channels_last = False
         self._model: BatchModel | None = None
         if isinstance(model, torch.nn.Module):
             self.module = model.to(device).eval()
+            if channels_last:
+                self.module, self.channels_last = to_channels_last(self.module)
         else:
             self._model = model
 
@@ -45,6 +67,8 @@ class Predictor:
             return np.asarray(self._model.predict(inputs), dtype=np.float32)
         assert self.module is not None
         tensor = torch.from_numpy(inputs)
+        if self.channels_last and tensor.ndim == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":  # page-locked host memory: the copy to the GPU runs asynchronously
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
         dtype = PRECISIONS[self.precision]
@@ -52,7 +76,7 @@ class Predictor:
             output = self.module(tensor)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"model returned a {type(output).__name__}, not a tensor")
-        return output.float().cpu().numpy()
+        return np.ascontiguousarray(output.float().cpu().numpy())
 
     def at_precision(self, precision: str) -> Predictor:
         """This predictor (the same loaded model, nothing reloaded) running under ``precision``: ``fp32``, or
