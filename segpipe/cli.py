@@ -121,8 +121,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
-    parser.add_argument("--chunk", type=int, default=1024, help="Zarr chunk / task edge in pixels (default 1024)")
-    parser.add_argument("--tile", type=int, default=512, help="model input edge inside a chunk (default 512)")
+    tiling, inference = TilingConfig(), InferenceConfig()
+    parser.add_argument("--chunk", type=int, default=tiling.chunk, help=f"Zarr chunk / task edge ({tiling.chunk})")
+    parser.add_argument("--tile", type=int, default=tiling.tile, help=f"model input edge in a chunk ({tiling.tile})")
     parser.add_argument("--halo", type=int, help="trim: context pixels per side, trimmed after (default: model's)")
     parser.add_argument(
         "--stitch",
@@ -137,7 +138,9 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         default="symmetric",
         help="how the image is extended past its border (default symmetric mirror)",
     )
-    parser.add_argument("--batch-size", type=int, default=2, help="tiles per forward pass (default 2)")
+    parser.add_argument(
+        "--batch-size", type=int, default=inference.batch_size, help=f"tiles per pass ({inference.batch_size})"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), or bf16/fp16 autocast (GPUs)"
@@ -265,6 +268,22 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
 
 
 def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any]) -> int:
+    from flows.prefect_api import early_prefect
+
+    with early_prefect() as prefect:  # its server starts once the inputs open, while the model loads
+        report = _plan_and_segment(args, images, truths, settings, prefect)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    for failure in report["failures"]:
+        print(f"segpipe: error: {failure['error']}", file=sys.stderr)
+    return int(report["failures"][0]["exit_code"]) if report["failures"] else 0
+
+
+def _plan_and_segment(
+    args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any], prefect: Any
+) -> dict[str, Any]:
     from segpipe.stages.plan import plan_batch, settings_from_dict
     from segpipe.tracking import check_tracking_uri, default_tracking_uri, public_uri
 
@@ -273,7 +292,8 @@ def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | Non
     from segpipe.runs import check_reachable
 
     check_reachable(tracking_uri)  # a down server: exit 5 now, not after MLflow's minutes of retries
-    plan = plan_batch(images, truths, settings_from_dict(settings), tracking_uri)  # fail fast, write nothing
+    run_settings = settings_from_dict(settings)
+    plan = plan_batch(images, truths, run_settings, tracking_uri, inputs_readable=prefect.start)  # writes nothing
     from segpipe.cluster import ClusterSpec
 
     ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
@@ -286,25 +306,20 @@ def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | Non
 
     _quiet_service_logs()  # after Prefect's import, which configures its loggers
     started = time.perf_counter()
-    report = segment_batch(
-        images,
-        truths,
-        settings,
-        cluster=args.cluster,
-        workers=args.workers,
-        tracking_uri=tracking_uri,
-        experiment=args.experiment,
-        show_progress=not args.json and sys.stderr.isatty(),
-        plan=plan,
-    )
+    with prefect.api():
+        report = segment_batch(
+            images,
+            truths,
+            settings,
+            cluster=args.cluster,
+            workers=args.workers,
+            tracking_uri=tracking_uri,
+            experiment=args.experiment,
+            show_progress=not args.json and sys.stderr.isatty(),
+            plan=plan,
+        )
     report["wall_seconds"] = time.perf_counter() - started
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        _print_table(report)
-    for failure in report["failures"]:
-        print(f"segpipe: error: {failure['error']}", file=sys.stderr)
-    return int(report["failures"][0]["exit_code"]) if report["failures"] else 0
+    return dict(report)
 
 
 def _absolute(url: str) -> str:

@@ -34,10 +34,12 @@ class TilingConfig:
     """
 
     chunk: int = 1024
-    # Each tile is computed with its halo h on every side: redundant work (t + 2h)^2 / t^2 - 1, 56 % at t = 256 and
-    # h = 32, 27 % at t = 512. Tile 512 in batches of 2 ran the built-in U-Net 1.32x faster per kept pixel than
-    # tile 256 in batches of 8 on a 2-core CPU, with about as many pixels per forward pass (bench/tile_sizes.py).
-    tile: int = 512
+    # Each tile is computed with its halo h on every side: redundant work (t + 2h)^2 / t^2 - 1, 49 % at t = 256 and
+    # h = 28, 23 % at t = 512. Yet on a 2-core CPU the built-in U-Net kept more pixels per second at tile 256 (4.9
+    # Mpx/s) than at 512 (4.5), one tile per pass: a 312^2 window's activations stay in the CPU's caches and a
+    # 568^2 one's do not (bench/tile_sizes.py). On a GPU, raise --tile (and --batch-size) until the rate stops
+    # growing: there the halo is the cost that remains.
+    tile: int = 256
     halo: int | None = None
     stitch: str = "trim"
     overlap: float = 0.5
@@ -68,7 +70,7 @@ class InferenceConfig:
             slightly from fp32: compare before switching).
     """
 
-    batch_size: int = 2  # tiles per forward pass: 2 x 576^2 pixels, about as many as 8 x 320^2
+    batch_size: int = 1  # CPU: one tile per pass kept the activations in cache (bench/tile_sizes.py: 1.3x batch 2)
     device: str = "auto"
     torch_threads: int | None = None
     precision: str = "fp32"

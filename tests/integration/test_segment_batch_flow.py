@@ -60,7 +60,7 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
     client = _mlflow(tracking_uri)
     parent = client.get_run(report["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["chunk"] == "256" and parent.data.params["halo"] == "32"
+    assert parent.data.params["chunk"] == "256" and parent.data.params["halo"] == "28"
     assert parent.data.metrics["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2

@@ -118,6 +118,8 @@ def test_summary_lists_every_goal_with_pass_or_miss(session: tuple[dict[str, Any
         "seconds run 64^2",
         "seconds missing file",
         "batch/single 4x32^2 vs 64^2",
+        "segpipe/MONAI seconds 64^2",
+        "segpipe/MONAI peak RSS 64^2",
     }
     assert {goal["status"] for goal in summary["goals"]} <= {"pass", "miss", "n/a"}
     sized = [g for g in summary["goals"] if g["benchmark"] in ("end_to_end", "memory_scaling")]
@@ -131,14 +133,16 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     _, results = session
     load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
     floor = load("floor")["runs"]["64"]
-    ceiling = (512 / 576) ** 2  # tile 512 and its 32-pixel halo on each side
-    assert floor["window"] == 576 and floor["windows"] == 1 and floor["halo_ceiling"] == pytest.approx(ceiling)
+    ceiling = (256 / 312) ** 2  # the default tile 256 and the U-Net's 28-pixel halo on each side
+    assert floor["window"] == 312 and floor["windows"] == 1 and floor["halo_ceiling"] == pytest.approx(ceiling)
+    assert floor["layout"] == "channels_last" and floor["fastest_way"] in floor["passes_seconds"]
     end_to_end = load("end_to_end")["runs"]["64"]
     assert RUN_KEYS <= set(end_to_end) and set(end_to_end["floor_over_stage"]) >= {"ingest", "infer"}
     assert end_to_end["floor_over_command"] == pytest.approx(floor["floor_seconds"] / end_to_end["seconds"])
     assert end_to_end["output"]["parts"]["mask_level0"]["objects"] == 2  # zarr.json and the one chunk
     monai = load("monai")["runs"]["64"]
-    assert monai["agreement"] == 1.0 and monai["overlap"] == pytest.approx(64 / 576) and monai["rss_ratio"] == 1.0
+    assert monai["agreement"] == 1.0 and monai["overlap"] == pytest.approx(56 / 312) and monai["rss_ratio"] == 1.0
+    assert monai["seconds_ratio_channels_last"] == 1.0 and "--channels-last" in monai["monai_channels_last"]["command"]
     assert load("overhead")["missing_file"]["returncode"] == 2
     s3 = load("s3_vs_local")
     assert "s3://" in s3["s3"]["command"] and set(s3["requests"]["by_size"]) == {"64", "128"}
