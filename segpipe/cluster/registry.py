@@ -34,7 +34,7 @@ def open_cluster(spec: ClusterSpec) -> Iterator[ClusterHandle]:
 
 @contextmanager
 def dask_client(workers: int, scheduler: str | None = None) -> Iterator[Client]:
-    """Join ``scheduler`` if given, else start a LocalCluster of ``workers`` single-threaded processes.
+    """Join ``scheduler`` if given, else start a LocalCluster of ``workers`` single-threaded workers.
 
     ``scheduler`` may also be a cluster kind (``cuda``, ``slurm``, ...); ``HOST:PORT`` means ``tcp://HOST:PORT``.
     """

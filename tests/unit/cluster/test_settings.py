@@ -16,7 +16,7 @@ def test_without_config_the_built_in_defaults_apply() -> None:
     with dask.config.set(segpipe={}):
         assert local_cluster_options() == {
             "threads_per_worker": 1,
-            "processes": True,
+            "processes": False,
             "dashboard_address": "127.0.0.1:0",
             "memory_limit": "auto",
         }
@@ -64,3 +64,14 @@ def test_resources_render_and_parse_back() -> None:
     assert parse_resources(["--nthreads", "1", "--resources", "GPU=1 MEM=1e+09"]) == {"GPU": 1.0, "MEM": 1e9}
     assert parse_resources(["--resources", "GPU=2,FPGA=1"]) == {"GPU": 2.0, "FPGA": 1.0}
     assert parse_resources(["--nthreads", "8"]) == {}
+
+
+def test_the_local_cluster_runs_its_workers_in_this_process() -> None:
+    import os
+
+    from segpipe.cluster import ClusterSpec, open_cluster
+
+    with dask.config.set(segpipe={}), open_cluster(ClusterSpec.parse("local", 2)) as handle:
+        pids = handle.client.run(os.getpid)
+        assert len(pids) == 2 and set(pids.values()) == {os.getpid()}
+        assert "threads in this process" in handle.description
