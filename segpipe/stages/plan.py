@@ -4,6 +4,7 @@ outputs go and the fingerprints they are valid under. Writes nothing; planned on
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -123,10 +124,12 @@ def plan_batch(
     settings: RunSettings,
     tracking_uri: str | None = None,
     canary: CanarySet | None = None,
+    inputs_readable: Callable[[], None] | None = None,
 ) -> BatchPlan:
     """Validate inputs, truths, model and output location; nothing is written. ``tracking_uri`` is where
     ``models:/NAME@ALIAS`` models are looked up (default: ``MLFLOW_TRACKING_URI``); ``canary`` adds its images
-    as jobs of role ``canary``.
+    as jobs of role ``canary``; ``inputs_readable`` is called once every input opened, before the model loads
+    (the CLI starts Prefect's server there, so its start-up overlaps the model's).
 
     Raises:
         InputError, ModelError, OutputError, ConfigError: one line naming the file and the fault.
@@ -134,6 +137,8 @@ def plan_batch(
     if not images:
         raise InputError("no input images given")
     stacks = [open_image(p) for p in images]
+    if inputs_readable is not None:
+        inputs_readable()
     from segpipe.models import resolve_model  # torch loads only once the inputs are known to be readable
 
     model = resolve_model(

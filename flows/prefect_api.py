@@ -1,0 +1,180 @@
+"""A temporary Prefect API server started early, so its start-up overlaps the run's own.
+
+With no ``PREFECT_API_URL`` configured, Prefect starts a temporary server the moment a flow begins and waits for
+it (importing the whole server into the client first): 3-5 s on every ``segpipe run`` before the first pixel. The
+CLI instead starts the same server (Prefect's ``create_app`` under uvicorn, on a free loopback port, as Prefect
+does) as soon as the inputs are known to be readable, plans the run (loading torch and the model) while it comes
+up, and points the flow at it. A configured API (a team server, a deployment's worker) is used as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+from segpipe.errors import SegpipeError
+
+START_ATTEMPTS = 3  # a free port taken by someone else before uvicorn binds it: try another
+
+
+class PrefectStartError(SegpipeError):
+    """The temporary Prefect server did not come up."""
+
+
+@dataclass
+class TemporaryServer:
+    """A Prefect API server process on ``127.0.0.1:port``, owned by this process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: IO[bytes]  # the server's stderr (a pipe could fill and block it)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def last_error_line(self) -> str:
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s) and reap it."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API this process would use (environment, profile or settings file), or None."""
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch_server() -> TemporaryServer:
+    """Start the server process without waiting for it (Prefect's own temporary-server command)."""
+    import prefect
+    from prefect.settings import get_current_settings
+
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+        "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+        "--log-level", "error", "--lifespan", "on",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+    }
+    log = tempfile.TemporaryFile(prefix="segpipe-prefect-")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    return TemporaryServer(process, port, log)
+
+
+def wait_until_healthy(server: TemporaryServer, timeout: float) -> TemporaryServer:
+    """``server`` once its health endpoint answers, or a new one if it lost its port; raises if none comes up."""
+    for _ in range(START_ATTEMPTS):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server.healthy():
+                return server
+            if server.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        else:
+            server.stop()
+            raise PrefectStartError(f"the temporary Prefect server did not answer within {timeout:.0f} s")
+        error = server.last_error_line()
+        server.stop()
+        if "address already in use" not in error.lower():
+            raise PrefectStartError(f"the temporary Prefect server exited: {error}")
+        server = launch_server()
+    raise PrefectStartError("the temporary Prefect server found no free port")
+
+
+class EarlyPrefect:
+    """``start()`` launches a temporary server when no API is configured; ``api()`` waits for it and points
+    Prefect at it for the flow call; ``stop()`` ends it."""
+
+    def __init__(self) -> None:
+        self.server: TemporaryServer | None = None
+
+    def start(self) -> None:
+        if self.server is None and configured_api_url() is None:
+            self.server = launch_server()
+
+    @contextmanager
+    def api(self) -> Iterator[str | None]:
+        """Within: Prefect talks to the temporary server (if one was started). Yields its URL or None."""
+        if self.server is None:
+            yield None
+            return
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+            temporary_settings,
+        )
+
+        self.server = wait_until_healthy(self.server, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        with temporary_settings(updates={PREFECT_API_URL: self.server.api_url}):
+            try:
+                yield self.server.api_url
+            finally:
+                drain_prefect_workers()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def drain_prefect_workers(timeout: float = 5.0) -> None:
+    """Send the logs and events Prefect still queues while the server is up (its workers would otherwise retry
+    a stopped server for over a minute at exit, as Prefect's own test harness also avoids)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=timeout)
+    EventsWorker.drain_all(timeout=timeout)
+
+
+@contextmanager
+def early_prefect() -> Iterator[EarlyPrefect]:
+    """An ``EarlyPrefect`` whose server, if it started one, is stopped on the way out (errors included)."""
+    early = EarlyPrefect()
+    try:
+        yield early
+    finally:
+        early.stop()

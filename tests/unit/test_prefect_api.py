@@ -1,0 +1,47 @@
+"""The temporary Prefect server the CLI starts early: it comes up on loopback, Prefect is pointed at it only
+inside ``api()``, it is stopped on the way out, and a configured API starts nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+import pytest
+
+from flows import prefect_api
+from flows.prefect_api import PrefectStartError, TemporaryServer, early_prefect, wait_until_healthy
+
+
+def test_no_configured_api_starts_a_loopback_server_for_the_flow_and_stops_it() -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    with early_prefect() as early:
+        early.start()
+        server = early.server
+        assert server is not None and server.process.poll() is None
+        with early.api() as url:
+            assert url == server.api_url and url.startswith("http://127.0.0.1:")
+            assert PREFECT_API_URL.value() == url
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                assert response.status == 200
+        assert PREFECT_API_URL.value() is None  # only the flow call sees it
+    assert server.process.poll() is not None and early.server is None
+
+
+def test_a_configured_api_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefect_api, "configured_api_url", lambda: "http://127.0.0.1:4200/api")
+    with early_prefect() as early:
+        early.start()
+        assert early.server is None
+        with early.api() as url:
+            assert url is None
+
+
+def test_a_server_that_exits_is_one_line_with_its_last_error() -> None:
+    log = tempfile.TemporaryFile()
+    script = "import sys; sys.stderr.write('starting\\nboom: bad database\\n'); sys.exit(1)"
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=log)
+    with pytest.raises(PrefectStartError, match="exited: boom: bad database"):
+        wait_until_healthy(TemporaryServer(process, 9, log), timeout=30)
