@@ -5,7 +5,9 @@ Both run as commands, one after the other, each with its process tree's peak RSS
 copy and pyramids, the preview and the MLflow run), MONAI as ``python -m bench.monai_infer`` (whole image in
 memory, window = tile + 2 halo, overlap = 2 halo / window so both feed the model the same windows, argmax
 written as a TIFF). Ratios: segpipe/MONAI wall time and peak RSS (below 1: segpipe is faster or smaller), and
-the fraction of pixels where the two masks agree.
+the fraction of pixels where the two masks agree. MONAI runs the model as its users load it (NCHW), and once more
+with the model in channels-last layout as segpipe runs it (``seconds_ratio_channels_last``), so the figures show
+how much of the difference is layout and how much is the pipeline.
 """
 
 from __future__ import annotations
@@ -18,19 +20,22 @@ import numpy as np
 import tifffile
 
 from bench.floor import BATCH, TILE, window_edge
+from bench.goals import Goal, goal_list
 from bench.harness import BenchError, Context, SegpipeRun, python_module, ratio
 from bench.procs import CommandRun
 from segpipe.storage import open_array
 
 NAME = "monai"
+RSS_GOAL = 0.5  # peak RSS of segpipe's whole process tree <= half MONAI's, at the largest size
 
 
-def run_monai(ctx: Context, image: Path, size: int) -> tuple[CommandRun, Path]:
+def run_monai(ctx: Context, image: Path, size: int, channels_last: bool = False) -> tuple[CommandRun, Path]:
     """The MONAI command on ``image``; returns the run and the mask it wrote."""
     edge, halo = window_edge()
-    mask = ctx.output(f"monai-{size}").with_suffix(".tif")
+    mask = ctx.output(f"monai-{size}" + ("-nhwc" if channels_last else "")).with_suffix(".tif")
     mask.parent.mkdir(parents=True, exist_ok=True)
     options = ["--window", str(edge), "--overlap", f"{2 * halo / edge:g}", "--batch-size", str(BATCH)]
+    options += ["--channels-last"] if channels_last else []
     done = ctx.run(python_module("bench.monai_infer", str(image), str(mask), *options))
     if done.returncode != 0:
         raise BenchError(f"exit {done.returncode}: {done.command}\n{done.stderr[-2000:]}")
@@ -54,6 +59,8 @@ def measure(ctx: Context, size: int) -> dict[str, Any]:
     ours: SegpipeRun = ctx.segpipe([image], None, f"vs-monai-{size}")
     ctx.log(f"monai: sliding_window_inference {size}^2")
     theirs, mask = run_monai(ctx, image, size)
+    ctx.log(f"monai: sliding_window_inference {size}^2, model in channels-last layout")
+    theirs_nhwc, _ = run_monai(ctx, image, size, channels_last=True)
     edge, halo = window_edge()
     return {
         "size": size,
@@ -65,7 +72,9 @@ def measure(ctx: Context, size: int) -> dict[str, Any]:
         "batch_size": BATCH,
         "segpipe": {**ours.summary(), "infer_seconds": ours.stage_seconds().get("infer")},
         "monai": {**theirs.summary(), "steps": _steps(theirs)},
+        "monai_channels_last": {**theirs_nhwc.summary(), "steps": _steps(theirs_nhwc)},
         "seconds_ratio": ratio(ours.seconds, theirs.seconds),
+        "seconds_ratio_channels_last": ratio(ours.seconds, theirs_nhwc.seconds),
         "rss_ratio": ratio(ours.run.peak_rss_bytes, theirs.peak_rss_bytes),
         "agreement": agreement(ours.report["images"][0]["mask"], mask),
     }
@@ -81,6 +90,18 @@ def run(ctx: Context) -> dict[str, Any]:
     ratios: dict[str, float | None] = {}
     for size, entry in runs.items():
         ratios[f"segpipe/MONAI seconds {size}^2"] = entry["seconds_ratio"]
+        ratios[f"segpipe/MONAI-NHWC seconds {size}^2"] = entry["seconds_ratio_channels_last"]
         ratios[f"segpipe/MONAI peak RSS {size}^2"] = entry["rss_ratio"]
         ratios[f"mask agreement {size}^2"] = entry["agreement"]
-    return {"sizes": list(ctx.profile.monai), "runs": runs, "ratios": ratios, "goals": []}
+    return {"sizes": list(ctx.profile.monai), "runs": runs, "ratios": ratios, "goals": goal_list(goals(ratios))}
+
+
+def goals(ratios: dict[str, float | None]) -> list[Goal]:
+    """The issue's: the whole command faster than MONAI at every size; half its memory at the largest."""
+    sizes = sorted(int(name.split()[-1].rstrip("^2")) for name in ratios if name.startswith("segpipe/MONAI seconds"))
+    faster = [
+        Goal(NAME, f"segpipe/MONAI seconds {size}^2", ratios[f"segpipe/MONAI seconds {size}^2"], "<", 1.0)
+        for size in sizes
+    ]
+    name = f"segpipe/MONAI peak RSS {sizes[-1]}^2"
+    return [*faster, Goal(NAME, name, ratios[name], "<=", RSS_GOAL)]

@@ -1,11 +1,12 @@
 """Segment one TIFF with MONAI's ``sliding_window_inference`` as a user would; run alone so its memory is its own.
 
-    python -m bench.monai_infer IMAGE MASK [--window 320] [--overlap 0.2] [--batch-size 8]
+    python -m bench.monai_infer IMAGE MASK [--window 320] [--overlap 0.2] [--batch-size 8] [--channels-last]
 
 Reads the whole image (``tifffile.imread``: MONAI needs the array in memory), normalises it as segpipe does
 (1st..99.8th percentile of a strided sample), runs the built-in U-Net over ``window``^2 windows with
 ``overlap`` (MONAI's default uniform blending) on all cores, and writes the argmax as a deflate-compressed
-TIFF. Prints the seconds of each step as JSON.
+TIFF. Prints the seconds of each step as JSON. The model is loaded as a MONAI user loads it, in PyTorch's default
+NCHW layout; ``--channels-last`` converts it to NHWC as segpipe's predictor does (one line a user could add).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from segpipe import normalize
-from segpipe.models import load_predictor, resolve_model
+from segpipe.models import resolve_model
+from segpipe.models.cache import build_model, model_payload
 
 T = TypeVar("T")
 
@@ -43,11 +45,13 @@ def normalised(pixels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(normalize.apply(pixels[None], stats)[None])
 
 
-def builtin_module() -> torch.nn.Module:
-    """The built-in U-Net as segpipe loads it, on the CPU."""
-    module = load_predictor(resolve_model("builtin"), "cpu").module
-    assert module is not None
-    return module
+def builtin_module(channels_last: bool) -> torch.nn.Module:
+    """The built-in U-Net's weights on the CPU, in NCHW (PyTorch's default) or NHWC layout."""
+    ref = resolve_model("builtin")
+    module = build_model(ref, model_payload(ref), torch.device("cpu"))
+    assert isinstance(module, torch.nn.Module)
+    module = module.eval()
+    return module.to(memory_format=torch.channels_last) if channels_last else module  # type: ignore[call-overload]
 
 
 def segment(module: torch.nn.Module, inputs: torch.Tensor, window: int, overlap: float, batch_size: int) -> np.ndarray:
@@ -65,15 +69,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--window", type=int, default=320)
     parser.add_argument("--overlap", type=float, default=0.2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--channels-last", action="store_true", help="the model in NHWC layout, as segpipe runs it")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
     seconds: dict[str, float] = {}
     pixels = timed(seconds, "read", lambda: tifffile.imread(args.image))
     inputs = timed(seconds, "normalize", lambda: normalised(pixels))
-    module = timed(seconds, "load_model", builtin_module)
+    module = timed(seconds, "load_model", lambda: builtin_module(args.channels_last))
     mask = timed(seconds, "infer", lambda: segment(module, inputs, args.window, args.overlap, args.batch_size))
     timed(seconds, "write", lambda: tifffile.imwrite(args.mask, mask, compression="zlib"))
-    result = {"seconds": seconds, "shape": list(mask.shape), "torch_threads": torch.get_num_threads()}
+    layout = "channels_last" if args.channels_last else "contiguous"
+    result = {"seconds": seconds, "shape": list(mask.shape), "torch_threads": torch.get_num_threads(), "layout": layout}
     print(json.dumps(result))
     return result
 
