@@ -48,7 +48,7 @@ from segpipe.stages.report import (
 )
 from segpipe.stages.results import RunInfo, append_results, check_canary, read_results, result_rows
 from segpipe.storage import location, public_url
-from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri
+from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri, warm_up
 
 IMAGES_IN_FLIGHT = 4  # images whose chunks are on the cluster together; each image's tasks are small
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
@@ -140,6 +140,8 @@ def segment_batch(
         canary: a fixed labelled set scored every run, ``{"images": [...], "truths": [...], "tolerance": 0.02,
             "nights": 7}``; its figures are compared with recent runs' in the results table.
     """
+    if tracking_uri:
+        warm_up(tracking_uri, experiment)  # MLflow's import and store open while the images compute
     run_settings = settings_from_dict(settings or {})
     canary_set = CanarySet.from_dict(canary) if canary else None
     plan = plan or plan_batch(images, truths, run_settings, tracking_uri, canary_set)

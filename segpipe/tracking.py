@@ -6,9 +6,11 @@ safe from any thread a Prefect task runs in. One parent run per batch, one neste
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,6 +91,21 @@ class NullTracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         return None
+
+
+def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
+    """Import MLflow and open its store for ``tracking_uri`` in a background thread, while the images compute
+    (about 1 s of a small run's wall time otherwise); errors are left for the real call to report."""
+
+    def open_store() -> None:
+        with contextlib.suppress(Exception):
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+
+    thread = threading.Thread(target=open_store, name="segpipe-mlflow-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 class MlflowTracker:
