@@ -547,6 +547,23 @@ def _runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_and_exit() -> None:
+    """The ``segpipe`` command: ``main``, then exit without tearing the interpreter down.
+
+    Every output is committed before ``main`` returns, and the atexit handlers still run (Prefect drains its
+    queues, temporary folders go); what is skipped is Python's module-by-module finalisation of torch, MLflow,
+    Prefect and Dask, which took 1.1-1.6 s after every run on the bench machine."""
+    code = main()
+    import atexit
+    import logging
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    run_and_exit()

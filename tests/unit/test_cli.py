@@ -247,3 +247,21 @@ def test_run_expands_globs_and_finds_truths_by_pattern(tmp_path: Path) -> None:
     assert _inputs(plain) == ([str(tmp_path / "a.tif")], None)
     with pytest.raises(InputError, match="matches no image"):
         _inputs(argparse.Namespace(images=[f"{tmp_path}/*.png"], truth=None, truth_pattern=None))
+
+
+def test_the_command_exits_with_the_error_code_and_its_one_line(tmp_path: Path) -> None:
+    """``python -m segpipe.cli`` ends through ``run_and_exit`` (os._exit after the atexit handlers): the exit code
+    and the flushed stderr line must survive it."""
+    import subprocess
+    import sys
+
+    missing = tmp_path / "missing.tif"
+    done = subprocess.run(
+        [sys.executable, "-m", "segpipe.cli", "run", str(missing), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"segpipe: error: {missing}: no such file or directory"]
+    assert not (tmp_path / "out").exists()
