@@ -9,6 +9,7 @@ up, and points the flow at it. A configured API (a team server, a deployment's w
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -148,16 +149,31 @@ class EarlyPrefect:
         )
 
         self.server = wait_until_healthy(self.server, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        no_links = DropLinksTo(self.server.api_url.removesuffix("/api"))
+        flow_runs = logging.getLogger("prefect.flow_runs")
+        flow_runs.addFilter(no_links)
         with temporary_settings(updates={PREFECT_API_URL: self.server.api_url}):
             try:
                 yield self.server.api_url
             finally:
                 drain_prefect_workers()
+                flow_runs.removeFilter(no_links)
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+class DropLinksTo(logging.Filter):
+    """Drops Prefect's 'View at <url>' lines for a server that serves no UI (the temporary one)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(f"View at {self.address}")
 
 
 def drain_prefect_workers(timeout: float = 5.0) -> None:

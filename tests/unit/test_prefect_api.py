@@ -45,3 +45,17 @@ def test_a_server_that_exits_is_one_line_with_its_last_error() -> None:
     process = subprocess.Popen([sys.executable, "-c", script], stderr=log)
     with pytest.raises(PrefectStartError, match="exited: boom: bad database"):
         wait_until_healthy(TemporaryServer(process, 9, log), timeout=30)
+
+
+def test_links_to_the_temporary_server_are_dropped_and_others_kept() -> None:
+    import logging
+
+    from flows.prefect_api import DropLinksTo
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("prefect.flow_runs", logging.INFO, __file__, 1, message, None, None)
+
+    drop = DropLinksTo("http://127.0.0.1:5123")
+    assert not drop.filter(record("View at http://127.0.0.1:5123/runs/flow-run/abc"))
+    assert drop.filter(record("View at https://prefect.example.org/runs/flow-run/abc"))
+    assert drop.filter(record("Beginning flow run 'x' for flow 'segment-batch'"))
