@@ -98,7 +98,9 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def goals(ratios: dict[str, float | None]) -> list[Goal]:
     """The issue's: the whole command faster than MONAI at every size; half its memory at the largest."""
-    sizes = sorted(int(name.split()[-1].rstrip("^2")) for name in ratios if name.startswith("segpipe/MONAI seconds"))
+    sizes = sorted(
+        int(name.split()[-1].removesuffix("^2")) for name in ratios if name.startswith("segpipe/MONAI seconds")
+    )
     faster = [
         Goal(NAME, f"segpipe/MONAI seconds {size}^2", ratios[f"segpipe/MONAI seconds {size}^2"], "<", 1.0)
         for size in sizes

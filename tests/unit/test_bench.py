@@ -182,3 +182,20 @@ def test_pointwise_model_is_valid_and_near_free(tmp_path: Path) -> None:
     assert ref.format == "torchscript" and ref.card.default_halo == 0 and ref.card.size_divisor == 1
     batch = np.array([[[[500.0, 1500.0]]]], np.float32)
     assert load_predictor(ref, "cpu")(batch).argmax(axis=1).tolist() == [[[0, 1]]]
+
+
+def test_monai_goals_name_every_size_even_those_ending_in_2() -> None:
+    from bench.monai_compare import goals
+
+    ratios = {
+        "segpipe/MONAI seconds 2048^2": 1.2,
+        "segpipe/MONAI seconds 8192^2": 0.7,
+        "segpipe/MONAI-NHWC seconds 8192^2": 1.1,
+        "segpipe/MONAI peak RSS 8192^2": 0.45,
+    }
+    checked = {goal.name: goal.status for goal in goals(ratios)}
+    assert checked == {
+        "segpipe/MONAI seconds 2048^2": "miss",
+        "segpipe/MONAI seconds 8192^2": "pass",
+        "segpipe/MONAI peak RSS 8192^2": "pass",
+    }
