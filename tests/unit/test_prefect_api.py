@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,7 @@ def test_no_configured_api_starts_a_loopback_server_for_the_flow_and_stops_it() 
 
 
 def test_a_configured_api_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
     monkeypatch.setattr(prefect_api, "configured_api_url", lambda: "http://127.0.0.1:4200/api")
     with early_prefect() as early:
         early.start()
@@ -59,3 +61,35 @@ def test_links_to_the_temporary_server_are_dropped_and_others_kept() -> None:
     assert not drop.filter(record("View at http://127.0.0.1:5123/runs/flow-run/abc"))
     assert drop.filter(record("View at https://prefect.example.org/runs/flow-run/abc"))
     assert drop.filter(record("Beginning flow run 'x' for flow 'segment-batch'"))
+
+
+def test_the_hint_reads_the_environment_and_the_active_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.prefect_api import api_url_hint
+
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(
+        'active = "local"\n[profiles.local]\nPREFECT_LOGGING_LEVEL = "INFO"\n'
+        '[profiles.team]\nPREFECT_API_URL = "http://127.0.0.1:4200/api"\n'
+    )
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_PROFILE", raising=False)
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(profiles))
+    assert api_url_hint() is None
+    monkeypatch.setenv("PREFECT_PROFILE", "team")
+    assert api_url_hint() == "http://127.0.0.1:4200/api"
+    monkeypatch.setenv("PREFECT_API_URL", "http://10.0.0.5:4200/api")
+    assert api_url_hint() == "http://10.0.0.5:4200/api"
+
+
+def test_a_server_started_on_a_wrong_hint_is_stopped_for_the_configured_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefect_api, "api_url_hint", lambda: None)
+    monkeypatch.setattr(prefect_api, "configured_api_url", lambda: "http://127.0.0.1:4200/api")
+    with early_prefect() as early:
+        early.start()
+        server = early.server
+        assert server is not None
+        with early.api() as url:
+            assert url is None and early.server is None
+        assert server.process.poll() is not None
