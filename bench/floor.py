@@ -2,7 +2,8 @@
 
 The image is read and normalised before the clock starts (no I/O is timed), cut into windows of the edge the
 pipeline feeds the model (tile + 2 halo, rounded up to the size divisor: 312 for the default tile 256 and the
-U-Net's halo 28), without overlap, ``ceil(H * W / window^2)`` of them, ``BATCH`` per forward pass, in
+U-Net's halo 28), without overlap, ``ceil(H * W / window^2)`` of them, as many per forward pass as the pipeline
+puts there (``pipeline_batch``), in
 ``torch.inference_mode``, in the model's fastest memory layout (channels-last, as segpipe's predictor runs it). On
 a CPU it is timed two ways, and the faster counts: one stream of passes using every core, and one stream per core
 with one torch thread each (how a local cluster runs it); ``--device cuda``: one stream on the GPU, inputs
@@ -27,13 +28,12 @@ import torch
 
 from bench.harness import Context
 from segpipe import normalize
-from segpipe.config import InferenceConfig, TilingConfig
+from segpipe.config import AUTO, InferenceConfig, TilingConfig
 from segpipe.models import load_predictor, resolve_model
 from segpipe.tiling import round_up
 
 NAME = "floor"
 TILE = TilingConfig().tile  # segpipe run's default --tile
-BATCH = InferenceConfig().batch_size  # segpipe run's default --batch-size
 MIN_SECONDS = 3.0
 MAX_PASSES = 5
 
@@ -42,6 +42,17 @@ def window_edge(tile: int = TILE) -> tuple[int, int]:
     """(window, halo) of the built-in model as the pipeline uses it: round_up(tile + 2 halo, size_divisor)."""
     card = resolve_model("builtin").card
     return round_up(tile + 2 * card.default_halo, card.size_divisor), card.default_halo
+
+
+def pipeline_batch(device: str = "cpu", tile: int = TILE) -> int:
+    """Windows per forward pass that segpipe run's default ``--batch-size`` gives on ``device`` (``auto``: 1 on a
+    CPU; on a GPU what its free memory holds, up to the tiles of one chunk)."""
+    configured = InferenceConfig().batch_size
+    if configured != AUTO:
+        return int(configured)
+    edge, _ = window_edge(tile)
+    per_chunk = (TilingConfig().chunk // tile) ** 2
+    return load_predictor(resolve_model("builtin"), device).batch_size_for(edge, per_chunk)
 
 
 def normalized_image(path: Path) -> np.ndarray:
@@ -104,12 +115,12 @@ def ways_to_run(device: str) -> dict[str, tuple[int, int]]:
     return {"one stream, every core": (1, cores), "one stream per core": (cores, 1)}
 
 
-def measure(image_path: Path, batch_size: int = BATCH, device: str = "cpu") -> dict[str, Any]:
-    """The floor of one image on ``device`` (see the module docstring); the process's torch thread count is
-    restored afterwards."""
+def measure(image_path: Path, batch_size: int | None = None, device: str = "cpu") -> dict[str, Any]:
+    """The floor of one image on ``device`` (see the module docstring), ``batch_size`` windows per pass (default:
+    the pipeline's); the process's torch thread count is restored afterwards."""
     saved = torch.get_num_threads()
     try:
-        return _measure(image_path, batch_size, device)
+        return _measure(image_path, batch_size or pipeline_batch(device), device)
     finally:
         torch.set_num_threads(saved)
 

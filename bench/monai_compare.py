@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from bench.floor import BATCH, TILE, window_edge
+from bench.floor import TILE, pipeline_batch, window_edge
 from bench.goals import Goal, goal_list
 from bench.harness import BenchError, Context, SegpipeRun, python_module, ratio
 from bench.procs import CommandRun
@@ -34,7 +34,7 @@ def run_monai(ctx: Context, image: Path, size: int, channels_last: bool = False)
     edge, halo = window_edge()
     mask = ctx.output(f"monai-{size}" + ("-nhwc" if channels_last else "")).with_suffix(".tif")
     mask.parent.mkdir(parents=True, exist_ok=True)
-    options = ["--window", str(edge), "--overlap", f"{2 * halo / edge:g}", "--batch-size", str(BATCH)]
+    options = ["--window", str(edge), "--overlap", f"{2 * halo / edge:g}", "--batch-size", str(pipeline_batch())]
     options += ["--channels-last"] if channels_last else []
     done = ctx.run(python_module("bench.monai_infer", str(image), str(mask), *options))
     if done.returncode != 0:
@@ -69,7 +69,7 @@ def measure(ctx: Context, size: int) -> dict[str, Any]:
         "overlap": 2 * halo / edge,
         "tile": TILE,
         "halo": halo,
-        "batch_size": BATCH,
+        "batch_size": pipeline_batch(),
         "segpipe": {**ours.summary(), "infer_seconds": ours.stage_seconds().get("infer")},
         "monai": {**theirs.summary(), "steps": _steps(theirs)},
         "monai_channels_last": {**theirs_nhwc.summary(), "steps": _steps(theirs_nhwc)},

@@ -158,7 +158,10 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         help="how the image is extended past its border (default symmetric mirror)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=inference.batch_size, help=f"tiles per pass ({inference.batch_size})"
+        "--batch-size",
+        type=_batch_size,
+        default=inference.batch_size,
+        help="tiles per forward pass, or auto: 1 on a CPU, on a GPU what its free memory holds (default auto)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument(
@@ -198,6 +201,16 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
         parser.add_argument("--truth-mapping", metavar="FILE", help="JSON {instance id: class} for instance truth")
         parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: ``auto`` or a number (InferenceConfig checks that it is positive)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {text!r}") from None
 
 
 def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:

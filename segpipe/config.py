@@ -16,6 +16,7 @@ def _require_positive(name: str, value: int) -> None:
 STITCH_MODES = ("trim", "gaussian")
 PAD_MODES = ("symmetric", "reflect", "edge", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -63,20 +64,23 @@ class InferenceConfig:
     """How the model runs on a worker.
 
     Attributes:
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass, or ``auto``: one on a CPU (its caches favour small passes:
+            bench/tile_sizes.py), on a GPU as many as its free memory holds (up to the tiles in one chunk).
         device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
         torch_threads: intra-op threads per worker; ``None`` lets the cluster size it.
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (faster on GPUs with tensor cores; masks may differ
             slightly from fp32: compare before switching).
     """
 
-    batch_size: int = 1  # CPU: one tile per pass kept the activations in cache (bench/tile_sizes.py: 1.3x batch 2)
+    batch_size: int | str = "auto"
     device: str = "auto"
     torch_threads: int | None = None
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        _require_positive("batch_size", self.batch_size)
+        size = self.batch_size
+        if size != AUTO and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+            raise ConfigError(f"--batch-size must be a positive integer or {AUTO}, got {size!r}")
         if self.torch_threads is not None:
             _require_positive("torch_threads", self.torch_threads)
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
