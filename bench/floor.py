@@ -52,7 +52,7 @@ def pipeline_batch(device: str = "cpu", tile: int = TILE) -> int:
         return int(configured)
     edge, _ = window_edge(tile)
     per_chunk = (TilingConfig().chunk // tile) ** 2
-    return load_predictor(resolve_model("builtin"), device).batch_size_for(edge, per_chunk)
+    return load_predictor(resolve_model("builtin"), device).batch_size_for(1, edge, per_chunk)
 
 
 def normalized_image(path: Path) -> np.ndarray:

@@ -147,9 +147,9 @@ def read_window(source: ImageSource, region: Region, halo: int, pad_mode: str = 
     return pad_to_region(source.read(*have), have, want, pad_mode)
 
 
-def windows_per_pass(predictor: Predictor, batch_size: int | str, edge: int, count: int) -> int:
-    """``batch_size``, or for ``auto`` the predictor's choice for ``edge``^2 windows, at most ``count``."""
-    return predictor.batch_size_for(edge, count) if batch_size == AUTO else int(batch_size)
+def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int, edge: int, count: int) -> int:
+    """``batch_size``, or for ``auto`` the predictor's choice for (channels, edge, edge) windows, at most ``count``."""
+    return predictor.batch_size_for(channels, edge, count) if batch_size == AUTO else int(batch_size)
 
 
 def blend_windows(
@@ -165,7 +165,7 @@ def blend_windows(
     sums = np.zeros((predictor.card.num_classes, region.height, region.width), np.float32)
     norm = np.zeros((region.height, region.width), np.float32)
     origins = window_origins(region, patch, stride)
-    batch_size = windows_per_pass(predictor, batch_size, patch, len(origins))
+    batch_size = windows_per_pass(predictor, batch_size, window.shape[0], patch, len(origins))
     for first in range(0, len(origins), batch_size):
         batch_origins = origins[first : first + batch_size]
         batch = np.stack([window[:, y - top : y - top + patch, x - left : x - left + patch] for y, x in batch_origins])
@@ -180,16 +180,14 @@ def blend_windows(
     return sums / norm
 
 
-def trim_windows(
-    predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int | str
-) -> np.ndarray:
+def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int | str) -> np.ndarray:
     """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile, ``batch_size`` tiles per
     forward pass; each tile sees ``halo`` pixels of context on every side."""
     height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
     edge = round_up(min(tile, max(height, width)) + 2 * halo, predictor.card.size_divisor)
     logits = np.zeros((predictor.card.num_classes, height, width), dtype=np.float32)
     tiles = list(tiles_in(Region(0, height, 0, width), tile))
-    batch_size = windows_per_pass(predictor, batch_size, edge, len(tiles))
+    batch_size = windows_per_pass(predictor, batch_size, window.shape[0], edge, len(tiles))
     for first in range(0, len(tiles), batch_size):
         batch_tiles = tiles[first : first + batch_size]
         batch = np.stack([_tile_input(window, t, halo, edge) for t in batch_tiles])

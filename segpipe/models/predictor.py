@@ -29,6 +29,8 @@ def batch_for_memory(free_bytes: int, bytes_per_window: int, limit: int, share: 
     if bytes_per_window <= 0:
         return limit
     return max(1, min(limit, int(free_bytes * share // bytes_per_window)))
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision
 
 
@@ -60,7 +62,7 @@ class Predictor:
         self.precision = precision
         self.module: torch.nn.Module | None = None
         self.channels_last = False
-        self._auto_batch: dict[tuple[int, int, str], int] = {}  # (edge, limit, precision) -> windows per pass
+        self._auto_batch: dict[tuple[int, int, int, str], int] = {}  # (C, edge, limit, precision) -> batch
         self._model: BatchModel | None = None
         if isinstance(model, torch.nn.Module):
             self.module = model.to(device).eval()
@@ -87,24 +89,25 @@ class Predictor:
             raise TypeError(f"model returned a {type(output).__name__}, not a tensor")
         return np.ascontiguousarray(output.float().cpu().numpy())
 
-    def batch_size_for(self, edge: int, limit: int) -> int:
-        """The ``auto`` batch size for ``edge``^2 windows, at most ``limit`` (the windows one task has): 1 on a CPU
+    def batch_size_for(self, channels: int, edge: int, limit: int) -> int:
+        """The ``auto`` batch size for (``channels``, ``edge``, ``edge``) windows, at most ``limit`` (the windows one
+        task has): 1 on a CPU
         or for a model that is not a torch module (bench/tile_sizes.py: one window per pass ran fastest on a CPU,
         whose caches it fits); on a GPU, from its free memory and one window's measured peak use, probed once."""
         if self.device.type != "cuda" or self.module is None:
             return 1
-        key = (edge, limit, self.precision)
+        key = (channels, edge, limit, self.precision)
         if key not in self._auto_batch:
-            free, per_window = self._probe_memory(edge)
+            free, per_window = self._probe_memory(channels, edge)
             self._auto_batch[key] = batch_for_memory(free, per_window, limit)
         return self._auto_batch[key]
 
-    def _probe_memory(self, edge: int) -> tuple[int, int]:
-        """(free bytes, peak bytes of one ``edge``^2 window's forward pass) on this GPU."""
+    def _probe_memory(self, channels: int, edge: int) -> tuple[int, int]:
+        """(free bytes, peak bytes of one (``channels``, ``edge``, ``edge``) window's forward pass) on this GPU."""
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        self.predict(np.zeros((1, self.card.in_channels, edge, edge), np.float32))
+        self.predict(np.zeros((1, channels, edge, edge), np.float32))
         torch.cuda.synchronize(self.device)
         peak = torch.cuda.max_memory_allocated(self.device) - before
         free, _ = torch.cuda.mem_get_info(self.device)

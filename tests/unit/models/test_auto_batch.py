@@ -40,7 +40,7 @@ def test_batch_for_memory(free: int, per_window: int, limit: int, expected: int)
 
 def test_a_cpu_predictor_runs_one_window_per_pass() -> None:
     predictor = load_predictor(resolve_model("builtin"), "cpu")
-    assert predictor.batch_size_for(312, 16) == 1
+    assert predictor.batch_size_for(1, 312, 16) == 1
 
 
 def test_a_gpu_predictor_sizes_its_batch_from_one_probe(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,14 +49,14 @@ def test_a_gpu_predictor_sizes_its_batch_from_one_probe(monkeypatch: pytest.Monk
     gpu.device = torch.device("cuda", 0)  # as a worker on a GPU would hold it; the probe is replaced below
     probes: list[int] = []
 
-    def probe(edge: int) -> tuple[int, int]:
+    def probe(channels: int, edge: int) -> tuple[int, int]:
         probes.append(edge)
         return 4 * GIB, 64 * MIB
 
     monkeypatch.setattr(gpu, "_probe_memory", probe)
-    assert gpu.batch_size_for(312, 64) == 32 and gpu.batch_size_for(312, 64) == 32
-    assert gpu.batch_size_for(312, 16) == 16
-    assert probes == [312, 312]  # once per (edge, limit, precision)
+    assert gpu.batch_size_for(1, 312, 64) == 32 and gpu.batch_size_for(1, 312, 64) == 32
+    assert gpu.batch_size_for(1, 312, 16) == 16
+    assert probes == [312, 312]  # once per (channels, edge, limit, precision)
 
 
 def test_auto_on_a_cpu_gives_the_same_logits_as_batch_one() -> None:
