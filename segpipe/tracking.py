@@ -93,9 +93,13 @@ class NullTracker:
         return None
 
 
+_WARMING: dict[str, threading.Thread] = {}  # tracking URI -> its warm-up thread, until a tracker waits for it
+
+
 def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
     """Import MLflow and open its store for ``tracking_uri`` in a background thread, while the images compute
-    (about 1 s of a small run's wall time otherwise); errors are left for the real call to report."""
+    (about 1 s of a small run's wall time otherwise); errors are left for the real call to report. A tracker
+    for the same URI waits for it: two threads creating a new SQLite store would both run its migrations."""
 
     def open_store() -> None:
         with contextlib.suppress(Exception):
@@ -104,8 +108,16 @@ def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
             MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
 
     thread = threading.Thread(target=open_store, name="segpipe-mlflow-warm-up", daemon=True)
+    _WARMING[tracking_uri] = thread
     thread.start()
     return thread
+
+
+def wait_for_warm_up(tracking_uri: str) -> None:
+    """Block until ``warm_up(tracking_uri)``, if one was started, has finished."""
+    thread = _WARMING.pop(tracking_uri, None)
+    if thread is not None:
+        thread.join()
 
 
 class MlflowTracker:
@@ -113,6 +125,7 @@ class MlflowTracker:
     ``default_artifact_root``)."""
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
+        wait_for_warm_up(tracking_uri)
         from mlflow.tracking import MlflowClient
 
         check_tracking_uri(tracking_uri)

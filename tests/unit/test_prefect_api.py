@@ -63,9 +63,7 @@ def test_links_to_the_temporary_server_are_dropped_and_others_kept() -> None:
     assert drop.filter(record("Beginning flow run 'x' for flow 'segment-batch'"))
 
 
-def test_the_hint_reads_the_environment_and_the_active_profile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_hint_reads_the_environment_and_the_active_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.prefect_api import api_url_hint
 
     profiles = tmp_path / "profiles.toml"

@@ -46,3 +46,21 @@ def test_tracker_writes_nothing_in_the_current_folder(tmp_path: Path, monkeypatc
 
 def test_public_uri_hides_credentials() -> None:
     assert public_uri("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+
+
+def test_a_tracker_waits_for_the_warm_up_of_its_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a tracker opened while the warm-up thread was still creating a new SQLite store ran the store's
+    migrations a second time ("table scorers already exists")."""
+    import threading
+    import time
+
+    from segpipe import tracking
+
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    slow = threading.Thread(target=time.sleep, args=(0.5,))  # a warm-up still at work
+    monkeypatch.setitem(tracking._WARMING, uri, slow)
+    slow.start()
+    tracker = MlflowTracker(uri, "segpipe")
+    assert not slow.is_alive() and uri not in tracking._WARMING
+    tracker.end(tracker.start_batch({"model": "builtin"}, {}))
+    tracking.warm_up(uri, "segpipe").join()  # a real one, on the store the tracker made
