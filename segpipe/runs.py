@@ -19,7 +19,7 @@ from typing import Any
 
 from segpipe.errors import ConfigError, TrackingError
 from segpipe.storage import public_url
-from segpipe.tracking import check_tracking_uri, public_uri
+from segpipe.tracking import check_tracking_uri, create_sqlite_store, public_uri
 
 PARENT_TAG = "mlflow.parentRunId"
 _INPUT_TAG = re.compile(r"^segpipe\.input\.(\d+)\.(url|fingerprint)$")
@@ -126,6 +126,7 @@ def read_lineage(run_id: str, tracking_uri: str) -> RunLineage:
 
     check_tracking_uri(tracking_uri)
     check_reachable(tracking_uri)
+    create_sqlite_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     run = _get_run(client, run_id, tracking_uri)
     parent = run.data.tags.get(PARENT_TAG)

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,10 +42,36 @@ def default_tracking_uri() -> str:
 def default_artifact_root(tracking_uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: beside a sqlite store (``<its folder>/mlartifacts``), never
     the current directory; for a server or any other store, the store's own choice (None)."""
+    database = sqlite_path(tracking_uri)
+    return None if database is None else str(database.parent / "mlartifacts")
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    database = Path(tracking_uri.removeprefix("sqlite:///").split("?")[0])
-    return str(database.absolute().parent / "mlartifacts")
+    return Path(tracking_uri.removeprefix("sqlite:///").split("?")[0]).absolute()
+
+
+def create_sqlite_store(tracking_uri: str) -> None:
+    """Make a new SQLite store whole or not at all. MLflow creates its schema one migration at a time, so a run
+    killed during the first use of a store left a file on which every later run failed ("table ... already
+    exists"). The store is built under a temporary name beside it, then linked into place, which also never
+    overwrites a store another process created meanwhile. No-op for other URIs and existing stores."""
+    path = sqlite_path(tracking_uri)
+    if path is None or path.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{partial}", default_artifact_root(tracking_uri))
+        store.engine.dispose()
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def public_uri(uri: str) -> str:
@@ -103,6 +130,7 @@ def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
 
     def open_store() -> None:
         with contextlib.suppress(Exception):
+            create_sqlite_store(tracking_uri)
             from mlflow.tracking import MlflowClient
 
             MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
@@ -132,6 +160,7 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its run URLs carry credentials
         self.tracking_uri = public_uri(tracking_uri)
         self._raw_uri = tracking_uri
+        self._call("create the store", create_sqlite_store, tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._call("open experiment", self._experiment_id, experiment, artifact_root)
         self.batch_run_id = ""
@@ -211,6 +240,7 @@ def fetch_runs(
     from mlflow.tracking import MlflowClient
 
     check_tracking_uri(tracking_uri)
+    create_sqlite_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         if run_ids:

@@ -173,6 +173,9 @@ def _download(artifact_uri: str, tracking_uri: str, folder: str, spec: str) -> s
 def _client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
+    from segpipe.tracking import create_sqlite_store
+
+    create_sqlite_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

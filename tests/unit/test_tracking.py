@@ -64,3 +64,27 @@ def test_a_tracker_waits_for_the_warm_up_of_its_store(tmp_path: Path, monkeypatc
     assert not slow.is_alive() and uri not in tracking._WARMING
     tracker.end(tracker.start_batch({"model": "builtin"}, {}))
     tracking.warm_up(uri, "segpipe").join()  # a real one, on the store the tracker made
+
+
+def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a run killed while MLflow created a new SQLite store left a half-migrated file, and every later
+    run failed on it ("table assessments already exists"). The store is now built aside and linked into place."""
+    from mlflow.store.tracking import sqlalchemy_store
+
+    from segpipe.tracking import create_sqlite_store
+
+    database = tmp_path / "home" / "mlflow.db"
+    uri = f"sqlite:///{database}"
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # stands in for the kill, midway through the migrations
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlalchemy_store.SqlAlchemyStore, "__init__", killed)
+        with pytest.raises(KeyboardInterrupt):
+            create_sqlite_store(uri)
+    assert not database.exists() and list(database.parent.iterdir()) == []
+    create_sqlite_store(uri)
+    tracker = MlflowTracker(uri, "segpipe")
+    tracker.end(tracker.start_batch({"model": "builtin"}, {}))
+    assert [p.name for p in database.parent.iterdir() if p.suffix != ".db"] == []  # no partial left beside it
