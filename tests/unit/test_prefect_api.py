@@ -15,9 +15,14 @@ from flows import prefect_api
 from flows.prefect_api import PrefectStartError, TemporaryServer, early_prefect, wait_until_healthy
 
 
-def test_no_configured_api_starts_a_loopback_server_for_the_flow_and_stops_it() -> None:
+def test_no_configured_api_starts_a_loopback_server_for_the_flow_and_stops_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from prefect.settings import PREFECT_API_URL
 
+    monkeypatch.setattr(prefect_api, "api_url_hint", lambda: None)  # whatever other tests configured
+    monkeypatch.setattr(prefect_api, "configured_api_url", lambda: None)
+    outside = PREFECT_API_URL.value()
     with early_prefect() as early:
         early.start()
         server = early.server
@@ -27,7 +32,7 @@ def test_no_configured_api_starts_a_loopback_server_for_the_flow_and_stops_it() 
             assert PREFECT_API_URL.value() == url
             with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
                 assert response.status == 200
-        assert PREFECT_API_URL.value() is None  # only the flow call sees it
+        assert PREFECT_API_URL.value() == outside  # only the flow call sees it
     assert server.process.poll() is not None and early.server is None
 
 
