@@ -7,7 +7,9 @@ Knows nothing of Prefect or distributed: it builds ``dask.delayed`` tasks and ha
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import dask
 import numpy as np
@@ -30,6 +32,8 @@ from segpipe.tiling import (
     tiles_in,
     window_origins,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,22 @@ def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int,
     return predictor.batch_size_for(channels, edge, count) if batch_size == AUTO else int(batch_size)
 
 
+def one_pass_ahead(
+    predictor: Predictor, groups: list[list[T]], make_batch: Callable[[list[T]], np.ndarray]
+) -> Iterator[tuple[list[T], np.ndarray]]:
+    """Each group with its logits, the next group's batch cut and launched before this one's are collected: on a
+    GPU the host cuts and normalises batch i + 1 while the device computes batch i (on a CPU the same order
+    costs nothing). Results come in the order of ``groups``."""
+    pending: tuple[list[T], Callable[[], np.ndarray]] | None = None
+    for group in groups:
+        launched = (group, predictor.launch(make_batch(group)))
+        if pending is not None:
+            yield pending[0], pending[1]()
+        pending = launched
+    if pending is not None:
+        yield pending[0], pending[1]()
+
+
 def blend_windows(
     predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int | str
 ) -> np.ndarray:
@@ -166,10 +186,13 @@ def blend_windows(
     norm = np.zeros((region.height, region.width), np.float32)
     origins = window_origins(region, patch, stride)
     batch_size = windows_per_pass(predictor, batch_size, window.shape[0], patch, len(origins))
-    for first in range(0, len(origins), batch_size):
-        batch_origins = origins[first : first + batch_size]
-        batch = np.stack([window[:, y - top : y - top + patch, x - left : x - left + patch] for y, x in batch_origins])
-        for (y, x), logits in zip(batch_origins, predictor(batch), strict=True):
+    groups = [origins[first : first + batch_size] for first in range(0, len(origins), batch_size)]
+
+    def cut(group: list[tuple[int, int]]) -> np.ndarray:
+        return np.stack([window[:, y - top : y - top + patch, x - left : x - left + patch] for y, x in group])
+
+    for batch_origins, batch_logits in one_pass_ahead(predictor, groups, cut):
+        for (y, x), logits in zip(batch_origins, batch_logits, strict=True):
             inside = clip(Region(y, y + patch, x, x + patch), region.y1, region.x1)
             inside = Region(max(inside.y0, region.y0), inside.y1, max(inside.x0, region.x0), inside.x1)
             src = inside.shift(-y, -x)
@@ -188,10 +211,13 @@ def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int,
     logits = np.zeros((predictor.card.num_classes, height, width), dtype=np.float32)
     tiles = list(tiles_in(Region(0, height, 0, width), tile))
     batch_size = windows_per_pass(predictor, batch_size, window.shape[0], edge, len(tiles))
-    for first in range(0, len(tiles), batch_size):
-        batch_tiles = tiles[first : first + batch_size]
-        batch = np.stack([_tile_input(window, t, halo, edge) for t in batch_tiles])
-        for t, tile_logits in zip(batch_tiles, predictor(batch), strict=True):
+    groups = [tiles[first : first + batch_size] for first in range(0, len(tiles), batch_size)]
+
+    def cut(group: list[Region]) -> np.ndarray:
+        return np.stack([_tile_input(window, t, halo, edge) for t in group])
+
+    for batch_tiles, batch_logits in one_pass_ahead(predictor, groups, cut):
+        for t, tile_logits in zip(batch_tiles, batch_logits, strict=True):
             logits[:, t.y0 : t.y1, t.x0 : t.x1] = tile_logits[:, halo : halo + t.height, halo : halo + t.width]
     return logits
 

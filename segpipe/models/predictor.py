@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -73,9 +74,18 @@ class Predictor:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, h, w) float32 pixels -> (B, K, h, w) float32 logits, as numpy on the host."""
+        return self.launch(batch)()
+
+    def launch(self, batch: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start the forward pass of ``batch``; the returned call waits for and returns its logits.
+
+        On a GPU the pass is queued (copy from page-locked memory, kernels) and this returns at once, so the
+        caller can cut and normalise the next batch while the GPU computes this one; on a CPU the pass runs
+        here and the call only hands its result over."""
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         if self._model is not None:
-            return np.asarray(self._model.predict(inputs), dtype=np.float32)
+            logits = np.asarray(self._model.predict(inputs), dtype=np.float32)
+            return lambda: logits
         assert self.module is not None
         tensor = torch.from_numpy(inputs)
         if self.channels_last and tensor.ndim == 4:
@@ -87,7 +97,7 @@ class Predictor:
             output = self.module(tensor)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"model returned a {type(output).__name__}, not a tensor")
-        return np.ascontiguousarray(output.float().cpu().numpy())
+        return lambda: np.ascontiguousarray(output.float().cpu().numpy())
 
     def batch_size_for(self, channels: int, edge: int, limit: int) -> int:
         """The ``auto`` batch size for (``channels``, ``edge``, ``edge``) windows, at most ``limit`` (the windows one

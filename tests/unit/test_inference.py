@@ -146,3 +146,23 @@ def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) ->
     assert summary.class_pixels == tuple(np.bincount(computed, minlength=3))  # what the computed chunks predicted
     assert 1 / 3 <= summary.confidence_sum / summary.pixels <= 1
     assert segment_image(job).chunks_computed == 0  # everything done: nothing recomputed
+
+
+def test_the_next_batch_is_launched_before_this_one_is_collected() -> None:
+    """On a GPU the host cuts batch i + 1 while the device computes batch i: launches run one pass ahead of
+    collections, and results still come in order."""
+    from segpipe.inference import one_pass_ahead
+
+    events: list[str] = []
+
+    class Recorder:
+        def launch(self, batch: np.ndarray) -> object:
+            name = f"g{int(batch[0])}"
+            events.append(f"launch {name}")
+            return lambda: events.append(f"collect {name}") or batch * 10
+
+    groups = [[0], [1], [2]]
+    results = list(one_pass_ahead(Recorder(), groups, lambda group: np.array(group, np.float32)))  # type: ignore[arg-type]
+    assert [group for group, _ in results] == groups
+    assert [float(logits[0]) for _, logits in results] == [0.0, 10.0, 20.0]
+    assert events == ["launch g0", "launch g1", "collect g0", "launch g2", "collect g1", "collect g2"]

@@ -100,8 +100,9 @@ def test_blended_logits_are_normalised_mean() -> None:
     class Constant:
         card = MODEL.card
 
-        def __call__(self, batch: np.ndarray) -> np.ndarray:
-            return np.tile(np.array([1.0, 3.0], np.float32)[None, :, None, None], (len(batch), 1, *batch.shape[2:]))
+        def launch(self, batch: np.ndarray) -> object:
+            logits = np.tile(np.array([1.0, 3.0], np.float32)[None, :, None, None], (len(batch), 1, *batch.shape[2:]))
+            return lambda: logits
 
     region = Region(0, 20, 0, 30)
     window = np.zeros((1, 20 + 32, 30 + 32), np.float32)
