@@ -21,6 +21,7 @@ from torch import nn
 
 from segpipe import normalize, synthetic
 from segpipe.models.unet import UNet
+from segpipe.tiling import round_up
 
 OUT = Path(__file__).resolve().parents[1] / "segpipe" / "models" / "weights"
 ARCH = {"name": "unet", "base": 16, "depth": 3}
@@ -92,7 +93,7 @@ def save(model: UNet, out: Path) -> None:
         "num_classes": 2,
         "class_names": list(synthetic.CLASS_NAMES),
         "size_divisor": model.size_divisor,
-        "halo": 32,
+        "halo": round_up(model.receptive_field_radius, model.size_divisor),  # 28: tiled == whole, no wider
         "receptive_field": model.receptive_field_radius,
         "normalization": "percentile",
         "architecture": ARCH,
