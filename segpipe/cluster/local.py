@@ -2,9 +2,10 @@
 one per core, each running one task at a time with one torch thread.
 
 Threads, not processes, because the model's forward pass releases the GIL and this process has imported torch
-and resolved the model already: worker processes would each import torch and load the model again (about 2 s of
-start-up and 300 MiB each) and pickle every chunk's result across. On the 2-core bench machine the in-process
-cluster ran an 8192^2 image 1.35x faster end to end, in less memory (``python -m bench``). Set
+and resolved the model already: worker processes would each import torch and load the model again and pickle
+every chunk's result across. On the 2-core bench machine, same code, an 8192^2 ``segpipe run`` took 28.5 s with
+thread workers and 54.2 s with process workers (its inference 21.6 s vs 46.4 s), and a 2048^2 run peaked at
+1406 vs 1906 MiB for the process tree. I/O-bound work (a near-free model) runs slower on threads (the GIL). Set
 ``segpipe.cluster.local.processes: true`` (infra/dask/segpipe.yaml) for worker processes, e.g. for a model that
 holds the GIL.
 """
