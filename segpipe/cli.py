@@ -173,7 +173,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         metavar="KIND",
         help="local (default), cuda (a worker per GPU), slurm, kubernetes, or a scheduler address tcp://HOST:PORT",
     )
-    parser.add_argument("--workers", type=int, help="worker processes, jobs or pods (local default: one per core)")
+    parser.add_argument("--workers", type=int, help="workers (local: threads, default one per core), GPUs, jobs, pods")
     parser.add_argument("--tracking-uri", help=TRACKING_HELP)
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
