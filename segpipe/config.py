@@ -8,9 +8,13 @@ from typing import Any
 from segpipe.errors import ConfigError
 
 
-def _require_positive(name: str, value: int) -> None:
+def _require_positive(name: str, value: object, alternative: str | None = None) -> None:
+    """Refuse anything but a positive integer (or the literal ``alternative``, when one is allowed)."""
+    if alternative is not None and value == alternative:
+        return
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        allowed = "a positive integer" + (f" or {alternative}" if alternative else "")
+        raise ConfigError(f"--{name.replace('_', '-')} must be {allowed}, got {value!r}")
 
 
 STITCH_MODES = ("trim", "gaussian")
@@ -78,9 +82,7 @@ class InferenceConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        size = self.batch_size
-        if size != AUTO and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-            raise ConfigError(f"--batch-size must be a positive integer or {AUTO}, got {size!r}")
+        _require_positive("batch_size", self.batch_size, alternative=AUTO)
         if self.torch_threads is not None:
             _require_positive("torch_threads", self.torch_threads)
         if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):

@@ -101,9 +101,9 @@ class Predictor:
 
     def batch_size_for(self, channels: int, edge: int, limit: int) -> int:
         """The ``auto`` batch size for (``channels``, ``edge``, ``edge``) windows, at most ``limit`` (the windows one
-        task has): 1 on a CPU
-        or for a model that is not a torch module (bench/tile_sizes.py: one window per pass ran fastest on a CPU,
-        whose caches it fits); on a GPU, from its free memory and one window's measured peak use, probed once."""
+        task has): 1 on a CPU or for a model that is not a torch module (bench/tile_sizes.py: one window per pass
+        ran fastest on a CPU, whose caches it fits); on a GPU, from its free memory and one window's measured peak
+        use, probed once."""
         if self.device.type != "cuda" or self.module is None:
             return 1
         key = (channels, edge, limit, self.precision)
