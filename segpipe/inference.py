@@ -1,4 +1,5 @@
-"""Tiled inference: one task per output chunk, reading the chunk plus its halo, writing only that chunk.
+"""Tiled inference: each task owns a run of output chunks, reads each with the context its windows need and
+writes only those chunks; inside a task, reading, the model and writing overlap.
 
 Knows nothing of Prefect or distributed: it builds ``dask.delayed`` tasks and hands them to an executor
 (plain ``dask.compute`` by default; the flows pass one that runs on a distributed cluster).
@@ -6,8 +7,13 @@ Knows nothing of Prefect or distributed: it builds ``dask.delayed`` tasks and ha
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,20 +24,14 @@ from segpipe import normalize
 from segpipe.config import AUTO, InferenceConfig
 from segpipe.executor import Executor as Executor  # re-exported: the executor seam lives in segpipe.executor
 from segpipe.executor import local_executor as local_executor
+from segpipe.executor import task_slots
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
+from segpipe.models.card import ModelCard
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
 from segpipe.storage import create_array, open_array
-from segpipe.tiling import (
-    Region,
-    chunk_grid,
-    clip,
-    gaussian_weight,
-    pad_to_region,
-    round_up,
-    tiles_in,
-    window_origins,
-)
+from segpipe.tiling import Region, chunk_grid, clip, pad_to_region
+from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, window_count
 
 T = TypeVar("T")
 
@@ -80,12 +80,22 @@ class ChunkJob:
 
 
 @dataclass(frozen=True)
-class ChunkResult:
-    """What one chunk task did: its pixels, seconds, predicted pixels per class and summed confidence (the
-    softmax probability of the chosen class, summed over the chunk's pixels)."""
+class TaskResult:
+    """What one infer task did: the chunks it wrote, their pixels, its wall seconds, the predicted pixels per class
+    and the summed confidence (the softmax probability of the chosen class, summed over the pixels)."""
 
+    chunks: int
     pixels: int
     seconds: float
+    class_pixels: tuple[int, ...]
+    confidence_sum: float
+
+
+@dataclass(frozen=True)
+class WrittenChunk:
+    """One chunk written and marked done: its pixels, predicted pixels per class and summed confidence."""
+
+    pixels: int
     class_pixels: tuple[int, ...]
     confidence_sum: float
 
@@ -102,46 +112,22 @@ class SegmentSummary:
     confidence_sum: float
 
 
-def chunk_logits(job: ChunkJob, predictor: Predictor, region: Region) -> np.ndarray:
-    """(K, h, w) float32 logits of one chunk, by the job's stitch mode."""
-    win, batch_size = job.windowing, job.inference.batch_size
-    if win.stitch == "gaussian":
-        window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode), job.stats)
-        return blend_windows(predictor, window, region, win.tile, win.stride, batch_size)
-    window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode), job.stats)
-    return trim_windows(predictor, window, win.halo, win.tile, batch_size)
+READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
+WRITES_BEHIND = 2  # finished chunks that may wait for their write while the model goes on
+TASKS_PER_SLOT = 4  # infer tasks per task slot: enough for the scheduler to balance the load
+MAX_CHUNKS_PER_TASK = 16  # a task's chunks: few enough that a lost task costs little, many enough to batch across
+
+
+def chunks_per_task(chunks: int, slots: int) -> int:
+    """Chunks one infer task owns, for ``chunks`` to compute on ``slots`` parallel task slots: about
+    ``TASKS_PER_SLOT`` tasks per slot, at most ``MAX_CHUNKS_PER_TASK`` chunks each, at least one."""
+    return max(1, min(MAX_CHUNKS_PER_TASK, math.ceil(chunks / (max(slots, 1) * TASKS_PER_SLOT))))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 0, computed stably."""
     shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
     return shifted / shifted.sum(axis=0, keepdims=True)
-
-
-def segment_chunk(job: ChunkJob, region: Region) -> ChunkResult:
-    """Predict ``region`` (one chunk), write it to the mask, then mark it done.
-
-    Idempotent: a retried or rescheduled task (worker death) rewrites the same bytes.
-    """
-    start = time.perf_counter()
-    predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
-    predictor = predictor.at_precision(job.inference.precision)
-    logits = chunk_logits(job, predictor, region)
-    num_classes = predictor.card.num_classes
-    labels = logits.argmax(axis=0).astype(label_dtype(num_classes))
-    probabilities = softmax(logits)
-    open_array(job.outputs.mask, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
-    if job.outputs.probabilities:
-        stored = open_array(job.outputs.probabilities, mode="r+")
-        stored[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities.astype(np.float16)
-    if job.outputs.ledger is not None:
-        job.outputs.ledger.mark_done(region)
-    return ChunkResult(
-        pixels=region.height * region.width,
-        seconds=time.perf_counter() - start,
-        class_pixels=tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes)),
-        confidence_sum=float(probabilities.max(axis=0).sum(dtype=np.float64)),
-    )
 
 
 def read_window(source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric") -> np.ndarray:
@@ -151,13 +137,24 @@ def read_window(source: ImageSource, region: Region, halo: int, pad_mode: str = 
     return pad_to_region(source.read(*have), have, want, pad_mode)
 
 
+def chunk_windows(job: ChunkJob, card: ModelCard, region: Region) -> ChunkWindows:
+    """The model inputs of chunk ``region``, by the job's stitch mode: its pixels and the context around them,
+    read and normalised."""
+    win = job.windowing
+    if win.stitch == "gaussian":
+        window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode), job.stats)
+        return BlendWindows(window, region, win.tile, win.stride, card.num_classes)
+    window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode), job.stats)
+    return TrimWindows(window, region, win.halo, win.tile, card.size_divisor, card.num_classes)
+
+
 def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int, edge: int, count: int) -> int:
     """``batch_size``, or for ``auto`` the predictor's choice for (channels, edge, edge) windows, at most ``count``."""
     return predictor.batch_size_for(channels, edge, count) if batch_size == AUTO else int(batch_size)
 
 
 def one_pass_ahead(
-    predictor: Predictor, groups: list[list[T]], make_batch: Callable[[list[T]], np.ndarray]
+    predictor: Predictor, groups: Iterable[list[T]], make_batch: Callable[[list[T]], np.ndarray]
 ) -> Iterator[tuple[list[T], np.ndarray]]:
     """Each group with its logits, the next group's batch cut and launched before this one's are collected: on a
     GPU the host cuts and normalises batch i + 1 while the device computes batch i (on a CPU the same order
@@ -172,61 +169,137 @@ def one_pass_ahead(
         yield pending[0], pending[1]()
 
 
-def blend_windows(
-    predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int | str
-) -> np.ndarray:
-    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``.
+def predict_chunks(
+    predictor: Predictor, batch_size: int | str, chunks: Iterable[ChunkWindows], windows: int
+) -> Iterator[ChunkWindows]:
+    """Each of ``chunks`` once all its windows' logits are in place, in order.
 
-    ``window`` holds ``region`` grown by ``patch`` on each side. Only the (K, h, w) sums for ``region`` are
-    kept: memory is one chunk's logits, never the image's.
+    Batches of ``batch_size`` windows (``auto``: the predictor's choice, at most ``windows``, the stream's total)
+    run across chunk borders, so a GPU is fed full batches even when a chunk holds one window; a batch holds
+    windows of one edge only (a chunk at the image border may have smaller ones). One pass is in flight while
+    the next batch is cut. Chunks are pulled from ``chunks`` only as their windows are needed."""
+    opened: deque[ChunkWindows] = deque()  # chunks whose windows are being cut or predicted, oldest first
+    per_pass: list[int] = []
+
+    def batches() -> Iterator[list[tuple[ChunkWindows, int]]]:
+        batch: list[tuple[ChunkWindows, int]] = []
+        for chunk in chunks:
+            opened.append(chunk)
+            if not per_pass:
+                per_pass.append(windows_per_pass(predictor, batch_size, chunk.channels, chunk.edge, windows))
+            if batch and batch[0][0].edge != chunk.edge:
+                yield batch
+                batch = []
+            for index in range(len(chunk)):
+                batch.append((chunk, index))
+                if len(batch) == per_pass[0]:  # launched at once: not after the next chunk is pulled
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def cut(batch: list[tuple[ChunkWindows, int]]) -> np.ndarray:
+        return np.stack([chunk.cut(index) for chunk, index in batch])
+
+    for batch, logits in one_pass_ahead(predictor, batches(), cut):
+        for (chunk, index), window_logits in zip(batch, logits, strict=True):
+            chunk.add(index, window_logits)
+        while opened and opened[0].complete:
+            yield opened.popleft()
+
+
+def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead: int = READ_AHEAD) -> Iterator[T]:
+    """The results of ``loads``, in order, each started on ``pool`` ``ahead`` items before it is wanted."""
+    queue: deque[Future[T]] = deque()
+    pending = iter(loads)
+    for load in itertools.islice(pending, ahead + 1):
+        queue.append(pool.submit(load))
+    while queue:
+        result = queue.popleft().result()
+        following = next(pending, None)
+        if following is not None:
+            queue.append(pool.submit(following))
+        yield result
+
+
+def write_chunk(job: ChunkJob, chunk: ChunkWindows) -> WrittenChunk:
+    """Labels (and probabilities, when asked) of a finished chunk written to the outputs, then the chunk marked
+    done: a task killed between the two leaves the chunk to be rewritten, never half-marked."""
+    region, logits = chunk.region, chunk.logits()
+    num_classes = logits.shape[0]
+    labels = logits.argmax(axis=0).astype(label_dtype(num_classes))
+    probabilities = softmax(logits)
+    open_array(job.outputs.mask, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
+    if job.outputs.probabilities:
+        stored = open_array(job.outputs.probabilities, mode="r+")
+        stored[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities.astype(np.float16)
+    if job.outputs.ledger is not None:
+        job.outputs.ledger.mark_done(region)
+    return WrittenChunk(
+        pixels=region.height * region.width,
+        class_pixels=tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes)),
+        confidence_sum=float(probabilities.max(axis=0).sum(dtype=np.float64)),
+    )
+
+
+def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
+    """Predict the chunks ``regions`` into the mask, each marked done once written; one infer task.
+
+    Three threads overlap: a reader reads and normalises chunk i + 1 while the model runs on chunk i's windows
+    (batched across chunk borders) and a writer writes chunk i - 1 behind. Idempotent: a retried or rescheduled
+    task (worker death) rewrites the same bytes.
     """
-    weight = gaussian_weight(patch)
-    top, left = region.y0 - patch, region.x0 - patch  # image coordinates of window[:, 0, 0]
-    sums = np.zeros((predictor.card.num_classes, region.height, region.width), np.float32)
-    norm = np.zeros((region.height, region.width), np.float32)
-    origins = window_origins(region, patch, stride)
-    batch_size = windows_per_pass(predictor, batch_size, window.shape[0], patch, len(origins))
-    groups = [origins[first : first + batch_size] for first in range(0, len(origins), batch_size)]
+    start = time.perf_counter()
+    predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
+    predictor = predictor.at_precision(job.inference.precision)
+    win = job.windowing
+    windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
+    loads = (functools.partial(chunk_windows, job, predictor.card, region) for region in regions)
+    writes: list[Future[WrittenChunk]] = []
+    with ThreadPoolExecutor(1, "segpipe-read") as reader, ThreadPoolExecutor(1, "segpipe-write") as writer:
+        inputs = prefetched(reader, loads)
+        for chunk in predict_chunks(predictor, job.inference.batch_size, inputs, windows):
+            while sum(not write.done() for write in writes) >= WRITES_BEHIND:
+                wait([write for write in writes if not write.done()], return_when=FIRST_COMPLETED)
+            writes.append(writer.submit(write_chunk, job, chunk))
+        written = [write.result() for write in writes]
+    return TaskResult(
+        chunks=len(written),
+        pixels=sum(w.pixels for w in written),
+        seconds=time.perf_counter() - start,
+        class_pixels=_summed(w.class_pixels for w in written),
+        confidence_sum=sum(w.confidence_sum for w in written),
+    )
 
-    def cut(group: list[tuple[int, int]]) -> np.ndarray:
-        return np.stack([window[:, y - top : y - top + patch, x - left : x - left + patch] for y, x in group])
 
-    for batch_origins, batch_logits in one_pass_ahead(predictor, groups, cut):
-        for (y, x), logits in zip(batch_origins, batch_logits, strict=True):
-            inside = clip(Region(y, y + patch, x, x + patch), region.y1, region.x1)
-            inside = Region(max(inside.y0, region.y0), inside.y1, max(inside.x0, region.x0), inside.x1)
-            src = inside.shift(-y, -x)
-            dst = inside.shift(-region.y0, -region.x0)
-            w = weight[src.y0 : src.y1, src.x0 : src.x1]
-            sums[:, dst.y0 : dst.y1, dst.x0 : dst.x1] += logits[:, src.y0 : src.y1, src.x0 : src.x1] * w
-            norm[dst.y0 : dst.y1, dst.x0 : dst.x1] += w
-    return sums / norm
+def _summed(counts: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """Element-wise sum of per-class pixel counts (empty for none)."""
+    rows = list(counts)
+    return tuple(int(n) for n in np.atleast_1d(np.sum(rows, axis=0, dtype=np.int64))) if rows else ()
 
 
 def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int | str) -> np.ndarray:
     """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile, ``batch_size`` tiles per
     forward pass; each tile sees ``halo`` pixels of context on every side."""
-    height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
-    edge = round_up(min(tile, max(height, width)) + 2 * halo, predictor.card.size_divisor)
-    logits = np.zeros((predictor.card.num_classes, height, width), dtype=np.float32)
-    tiles = list(tiles_in(Region(0, height, 0, width), tile))
-    batch_size = windows_per_pass(predictor, batch_size, window.shape[0], edge, len(tiles))
-    groups = [tiles[first : first + batch_size] for first in range(0, len(tiles), batch_size)]
-
-    def cut(group: list[Region]) -> np.ndarray:
-        return np.stack([_tile_input(window, t, halo, edge) for t in group])
-
-    for batch_tiles, batch_logits in one_pass_ahead(predictor, groups, cut):
-        for t, tile_logits in zip(batch_tiles, batch_logits, strict=True):
-            logits[:, t.y0 : t.y1, t.x0 : t.x1] = tile_logits[:, halo : halo + t.height, halo : halo + t.width]
-    return logits
+    region = Region(0, window.shape[1] - 2 * halo, 0, window.shape[2] - 2 * halo)
+    card = predictor.card
+    chunk = TrimWindows(window, region, halo, tile, card.size_divisor, card.num_classes)
+    return _predict_one(predictor, batch_size, chunk)
 
 
-def _tile_input(window: np.ndarray, tile: Region, halo: int, edge: int) -> np.ndarray:
-    """The tile plus its halo, padded at the bottom/right to ``edge`` (beyond the halo, so it cannot
-    change the kept pixels when the halo covers the receptive field)."""
-    crop = window[:, tile.y0 : tile.y1 + 2 * halo, tile.x0 : tile.x1 + 2 * halo]
-    return pad_to_region(crop, Region(0, crop.shape[1], 0, crop.shape[2]), Region(0, edge, 0, edge))
+def blend_windows(
+    predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int | str
+) -> np.ndarray:
+    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``; ``window`` holds
+    ``region`` grown by ``patch`` on each side. Memory is one chunk's logits, never the image's."""
+    chunk = BlendWindows(window, region, patch, stride, predictor.card.num_classes)
+    return _predict_one(predictor, batch_size, chunk)
+
+
+def _predict_one(predictor: Predictor, batch_size: int | str, chunk: ChunkWindows) -> np.ndarray:
+    for finished in predict_chunks(predictor, batch_size, [chunk], len(chunk)):
+        return finished.logits()
+    raise AssertionError("a chunk with no windows")  # pragma: no cover (every chunk has at least one)
 
 
 def label_dtype(num_classes: int) -> np.dtype:
@@ -259,18 +332,22 @@ def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int
     )
 
 
-def segment_image(job: ChunkJob, executor: Executor = local_executor) -> SegmentSummary:
-    """Predict every chunk of ``job.source`` not yet marked done into ``job.outputs.mask`` (which must exist)."""
+def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: int | None = None) -> SegmentSummary:
+    """Predict every chunk of ``job.source`` not yet marked done into ``job.outputs.mask`` (which must exist).
+
+    Consecutive chunks (row-major) are grouped into infer tasks of ``per_task`` chunks (default:
+    ``chunks_per_task`` for the executor's task slots), so that a task can read ahead and batch across them.
+    """
     regions = chunk_grid(job.source.height, job.source.width, job.windowing.chunk)
     todo = job.outputs.ledger.todo(regions) if job.outputs.ledger is not None else regions
-    run = dask.delayed(segment_chunk, pure=False)
-    results: list[ChunkResult] = executor([run(job, region) for region in todo], "infer")
-    counts = np.sum([r.class_pixels for r in results], axis=0, dtype=np.int64) if results else np.zeros(0, np.int64)
+    size = per_task or chunks_per_task(len(todo), task_slots(executor, "infer"))
+    run = dask.delayed(segment_chunks, pure=False)
+    results: list[TaskResult] = executor([run(job, todo[i : i + size]) for i in range(0, len(todo), size)], "infer")
     return SegmentSummary(
         chunks=len(regions),
-        chunks_computed=len(todo),
+        chunks_computed=sum(r.chunks for r in results),
         pixels=sum(r.pixels for r in results),
         task_seconds=sum(r.seconds for r in results),
-        class_pixels=tuple(int(n) for n in np.atleast_1d(counts)),
+        class_pixels=_summed(r.class_pixels for r in results if r.class_pixels),
         confidence_sum=sum(r.confidence_sum for r in results),
     )

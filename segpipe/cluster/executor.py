@@ -21,15 +21,32 @@ def distributed_executor(client: Client, show_progress: bool = False, resources:
     ``{"infer": {"GPU": 1}}`` (``ClusterHandle.task_resources``): only inference waits for a GPU worker, while
     ingest, pyramid and evaluate tasks run anywhere. Labels it does not name ask for nothing.
     """
-    wanted = {label: dict(need) for label, need in (resources or {}).items() if need}
+    return DistributedExecutor(client, show_progress, resources)
 
-    def run(tasks: Sequence[Any], label: str = "") -> list[Any]:
-        futures = client.compute(list(tasks), resources=wanted.get(label))
-        if show_progress and len(futures) > 1:
+
+class DistributedExecutor:
+    """Runs delayed tasks on a distributed client (see ``distributed_executor``)."""
+
+    def __init__(self, client: Client, show_progress: bool = False, resources: Resources | None = None) -> None:
+        self.client = client
+        self.show_progress = show_progress
+        self.wanted = {label: dict(need) for label, need in (resources or {}).items() if need}
+
+    def __call__(self, tasks: Sequence[Any], label: str = "") -> list[Any]:
+        futures = self.client.compute(list(tasks), resources=self.wanted.get(label))
+        if self.show_progress and len(futures) > 1:
             _progress(futures, label)
-        return list(client.gather(futures))
+        return list(self.client.gather(futures))
 
-    return run
+    def slots(self, label: str = "") -> int:
+        """Threads of the workers that can run ``label``'s tasks now (those holding the resources it needs)."""
+        need = self.wanted.get(label, {})
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return sum(
+            int(worker.get("nthreads", 1))
+            for worker in workers
+            if all(worker.get("resources", {}).get(name, 0) >= amount for name, amount in need.items())
+        )
 
 
 def _progress(futures: list[Any], label: str, poll_seconds: float = 0.2) -> None:
@@ -42,7 +59,7 @@ def _progress(futures: list[Any], label: str, poll_seconds: float = 0.2) -> None
 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(file=sys.stderr), transient=True) as bar:
-        task = bar.add_task(f"{label:>8} chunks", total=len(futures))
+        task = bar.add_task(f"{label:>8} tasks", total=len(futures))
         while True:
             finished = sum(future.done() for future in futures)
             bar.update(task, completed=finished)

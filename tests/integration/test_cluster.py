@@ -9,6 +9,7 @@ import pytest
 from distributed import Client, Scheduler, SpecCluster, Worker, get_worker
 
 from segpipe.cluster import ClusterSpec, dask_client, distributed_executor, open_cluster
+from segpipe.executor import task_slots
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +49,13 @@ def test_executor_asks_for_resources_only_for_the_labels_given(mixed_cluster: st
         ingested = run([dask.delayed(_worker_name, pure=False)() for _ in range(64)], "ingest")
     assert set(inferred) == {"gpu"}
     assert ingested.count("cpu") > 0, "tasks of a label without resources must run anywhere"
+
+
+def test_task_slots_count_the_threads_of_the_workers_a_label_can_use(mixed_cluster: str) -> None:
+    """Inference groups chunks into tasks for the slots that can run them: here the one GPU worker's thread."""
+    with Client(mixed_cluster, set_as_default=False) as client:
+        run = distributed_executor(client, resources={"infer": {"GPU": 1}})
+        assert (task_slots(run, "infer"), task_slots(run, "ingest")) == (1, 2)
 
 
 def test_joining_an_address_reports_its_workers_and_whether_they_have_gpus(

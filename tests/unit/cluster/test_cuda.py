@@ -15,6 +15,7 @@ from distributed import LocalCluster
 from segpipe.cluster import ClusterSpec, distributed_executor, open_cluster
 from segpipe.cluster.cuda import chosen_gpus, visible_gpus
 from segpipe.errors import ConfigError
+from segpipe.executor import task_slots
 
 
 @pytest.mark.parametrize(
@@ -70,6 +71,8 @@ def test_fallback_starts_one_worker_per_gpu_each_seeing_only_its_own(monkeypatch
         workers = client.scheduler_info(n_workers=-1)["workers"]
         run = distributed_executor(client, resources=handle.task_resources)
         on_gpu = run([dask.delayed(_cuda_visible_devices, pure=False)() for _ in range(6)], "infer")
+        slots = task_slots(run, "infer")
+    assert slots == 2  # one infer task per GPU at a time: tasks are grouped for two slots
     assert (handle.kind, handle.workers, handle.gpu) == ("cuda", 2, True)
     assert "SpecCluster" in handle.description
     assert sorted(seen.values()) == ["0", "1"]  # each worker process sees exactly one GPU, its own

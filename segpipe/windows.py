@@ -1,0 +1,137 @@
+"""How one chunk is cut into model inputs and its logits put back together. Pure numpy, no I/O.
+
+``TrimWindows``: tiles, each with a halo of context, the halo trimmed from the logits. ``BlendWindows``: the
+image's global grid of sliding windows that overlap the chunk, their logits Gaussian-weighted and averaged.
+Both hold one chunk's input pixels and its logits; a stream of chunks can feed their windows to the model in
+batches that cross chunk borders (``segpipe.inference.predict_chunks``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from segpipe.tiling import Region, clip, gaussian_weight, pad_to_region, round_up, tiles_in, window_origins
+
+
+class ChunkWindows(ABC):
+    """The model inputs of one chunk (``len`` of them, each (C, edge, edge)) and the logits they add up to.
+
+    ``add`` every window's logits (in any order), then ``logits()`` is the chunk's (K, h, w) float32 logits.
+    """
+
+    window: np.ndarray  # (C, H, W) normalised pixels the windows are cut from
+    region: Region  # the chunk, in image coordinates
+    edge: int
+
+    def __init__(self) -> None:
+        self.placed = 0
+
+    @property
+    def channels(self) -> int:
+        return int(self.window.shape[0])
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def cut(self, index: int) -> np.ndarray:
+        """Window ``index``: (C, edge, edge) normalised pixels."""
+
+    def add(self, index: int, logits: np.ndarray) -> None:
+        """Put the (K, edge, edge) logits of window ``index`` in place."""
+        self._place(index, logits)
+        self.placed += 1
+
+    @property
+    def complete(self) -> bool:
+        """Whether every window's logits are in place."""
+        return self.placed == len(self)
+
+    @abstractmethod
+    def logits(self) -> np.ndarray:
+        """(K, h, w) float32 logits of the chunk (once ``complete``)."""
+
+    @abstractmethod
+    def _place(self, index: int, logits: np.ndarray) -> None: ...
+
+
+def trim_edge(height: int, width: int, tile: int, halo: int, size_divisor: int) -> int:
+    """Edge of every model input of a ``height`` x ``width`` chunk: a tile plus its halo, rounded up to the
+    model's size divisor (a chunk smaller than a tile gets a smaller input)."""
+    return round_up(min(tile, max(height, width)) + 2 * halo, size_divisor)
+
+
+class TrimWindows(ChunkWindows):
+    """Tiles of edge ``tile`` covering the centre of ``window`` (pixels of a chunk grown by ``halo`` on every
+    side), each cut with its halo and padded at the bottom/right to ``edge``; only the tile's own pixels of its
+    logits are kept (exact when the halo covers the model's receptive field)."""
+
+    def __init__(
+        self, window: np.ndarray, region: Region, halo: int, tile: int, size_divisor: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.window, self.region, self.halo = window, region, halo
+        height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
+        self.edge = trim_edge(height, width, tile, halo, size_divisor)
+        self.tiles = list(tiles_in(Region(0, height, 0, width), tile))
+        self._logits = np.zeros((num_classes, height, width), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def cut(self, index: int) -> np.ndarray:
+        tile, halo = self.tiles[index], self.halo
+        crop = self.window[:, tile.y0 : tile.y1 + 2 * halo, tile.x0 : tile.x1 + 2 * halo]
+        return pad_to_region(crop, Region(0, crop.shape[1], 0, crop.shape[2]), Region(0, self.edge, 0, self.edge))
+
+    def _place(self, index: int, logits: np.ndarray) -> None:
+        t, halo = self.tiles[index], self.halo
+        self._logits[:, t.y0 : t.y1, t.x0 : t.x1] = logits[:, halo : halo + t.height, halo : halo + t.width]
+
+    def logits(self) -> np.ndarray:
+        return self._logits
+
+
+class BlendWindows(ChunkWindows):
+    """Every window of the image's global grid (edge ``patch``, step ``stride``) that overlaps ``region``, cut
+    from ``window`` (``region`` grown by ``patch`` on every side); the logits are the Gaussian-weighted mean
+    over the windows covering each pixel. Only the chunk's (K, h, w) sums are kept, never the image's."""
+
+    def __init__(self, window: np.ndarray, region: Region, patch: int, stride: int, num_classes: int) -> None:
+        super().__init__()
+        self.window, self.region, self.edge = window, region, patch
+        self.origins = window_origins(region, patch, stride)
+        self.weight = gaussian_weight(patch)
+        self.sums = np.zeros((num_classes, region.height, region.width), np.float32)
+        self.norm = np.zeros((region.height, region.width), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def cut(self, index: int) -> np.ndarray:
+        y, x = self.origins[index]
+        top, left = self.region.y0 - self.edge, self.region.x0 - self.edge  # image coordinates of window[:, 0, 0]
+        return self.window[:, y - top : y - top + self.edge, x - left : x - left + self.edge]
+
+    def _place(self, index: int, logits: np.ndarray) -> None:
+        (y, x), region, patch = self.origins[index], self.region, self.edge
+        inside = clip(Region(y, y + patch, x, x + patch), region.y1, region.x1)
+        inside = Region(max(inside.y0, region.y0), inside.y1, max(inside.x0, region.x0), inside.x1)
+        src = inside.shift(-y, -x)
+        dst = inside.shift(-region.y0, -region.x0)
+        w = self.weight[src.y0 : src.y1, src.x0 : src.x1]
+        self.sums[:, dst.y0 : dst.y1, dst.x0 : dst.x1] += logits[:, src.y0 : src.y1, src.x0 : src.x1] * w
+        self.norm[dst.y0 : dst.y1, dst.x0 : dst.x1] += w
+
+    def logits(self) -> np.ndarray:
+        return self.sums / self.norm
+
+
+def window_count(region: Region, stitch: str, tile: int, stride: int) -> int:
+    """How many model inputs a chunk covering ``region`` has, without reading it: its tiles (``trim``) or the
+    global-grid windows overlapping it (``gaussian``)."""
+    if stitch == "gaussian":
+        return len(window_origins(region, tile, stride))
+    return sum(1 for _ in tiles_in(Region(0, region.height, 0, region.width), tile))
