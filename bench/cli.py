@@ -20,7 +20,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import batch_vs_single, end_to_end, floor, memory_scaling, monai_compare, overhead, s3_vs_local
+from bench import (
+    batch_vs_single,
+    end_to_end,
+    floor,
+    memory_scaling,
+    monai_compare,
+    overhead,
+    overlap,
+    s3_vs_local,
+)
 from bench.common import environment, save_json
 from bench.goals import table
 from bench.harness import Context
@@ -28,7 +37,7 @@ from bench.profiles import FULL, QUICK
 
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (floor, end_to_end, monai_compare, memory_scaling, overhead, batch_vs_single, s3_vs_local)
+    for module in (floor, end_to_end, monai_compare, memory_scaling, overhead, batch_vs_single, s3_vs_local, overlap)
 }
 
 

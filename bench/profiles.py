@@ -29,6 +29,8 @@ class Profile:
         overhead: the small image of the start-up benchmark.
         batch: batch-vs-single pairs.
         s3: the size of the S3-vs-local comparison.
+        overlap: the size of the read-ahead/write-behind comparison (64 chunks).
+        overlap_rounds: rounds of that comparison (best of).
         goal_size: the size the issue sets the end-to-end goal at (goals are still checked at the largest
             measured size; the table says when that is not this one).
     """
@@ -42,6 +44,8 @@ class Profile:
     overhead: int
     batch: tuple[BatchPair, ...]
     s3: int
+    overlap: int = 4096
+    overlap_rounds: int = 3
     goal_size: int = 8192
     memory_goal_size: int = 32768
 
@@ -68,4 +72,5 @@ QUICK = Profile(
     overhead=512,
     batch=(BatchPair(4, 256, 512),),
     s3=512,
+    overlap=1024,
 )

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import dask
 import numpy as np
@@ -130,22 +130,41 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=0, keepdims=True)
 
 
-def read_window(source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric") -> np.ndarray:
-    """(C, h + 2 halo, w + 2 halo) pixels around ``region``; padded (``pad_mode``) only past the image border."""
+def read_window(
+    source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric", stored: Any = None
+) -> np.ndarray:
+    """(C, h + 2 halo, w + 2 halo) pixels around ``region``; padded (``pad_mode``) only past the image border.
+    ``stored``: the source's array, already opened (``ImageSource.stored_array``)."""
     want = region.grow(halo)
     have = clip(want, source.height, source.width)
-    return pad_to_region(source.read(*have), have, want, pad_mode)
+    return pad_to_region(source.read(*have, stored=stored), have, want, pad_mode)
 
 
-def chunk_windows(job: ChunkJob, card: ModelCard, region: Region) -> ChunkWindows:
+def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = None) -> ChunkWindows:
     """The model inputs of chunk ``region``, by the job's stitch mode: its pixels and the context around them,
-    read and normalised."""
+    read (from ``stored``, the source's opened array, when given) and normalised."""
     win = job.windowing
     if win.stitch == "gaussian":
-        window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode), job.stats)
+        window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode, stored), job.stats)
         return BlendWindows(window, region, win.tile, win.stride, card.num_classes)
-    window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode), job.stats)
+    window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode, stored), job.stats)
     return TrimWindows(window, region, win.halo, win.tile, card.size_divisor, card.num_classes)
+
+
+class OpenedOutputs:
+    """A task's output arrays, each opened once, on first use (by the writer thread)."""
+
+    def __init__(self, outputs: ChunkOutputs) -> None:
+        self.outputs = outputs
+
+    @functools.cached_property
+    def mask(self) -> Any:
+        return open_array(self.outputs.mask, mode="r+", zarr_format=3)
+
+    @functools.cached_property
+    def probabilities(self) -> Any:
+        assert self.outputs.probabilities
+        return open_array(self.outputs.probabilities, mode="r+", zarr_format=3)
 
 
 def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int, edge: int, count: int) -> int:
@@ -222,19 +241,18 @@ def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead
         yield result
 
 
-def write_chunk(job: ChunkJob, chunk: ChunkWindows) -> WrittenChunk:
+def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     """Labels (and probabilities, when asked) of a finished chunk written to the outputs, then the chunk marked
     done: a task killed between the two leaves the chunk to be rewritten, never half-marked."""
     region, logits = chunk.region, chunk.logits()
     num_classes = logits.shape[0]
     labels = logits.argmax(axis=0).astype(label_dtype(num_classes))
     probabilities = softmax(logits)
-    open_array(job.outputs.mask, mode="r+")[region.y0 : region.y1, region.x0 : region.x1] = labels
-    if job.outputs.probabilities:
-        stored = open_array(job.outputs.probabilities, mode="r+")
-        stored[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities.astype(np.float16)
-    if job.outputs.ledger is not None:
-        job.outputs.ledger.mark_done(region)
+    outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = labels
+    if outputs.outputs.probabilities:
+        outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities.astype(np.float16)
+    if outputs.outputs.ledger is not None:
+        outputs.outputs.ledger.mark_done(region)
     return WrittenChunk(
         pixels=region.height * region.width,
         class_pixels=tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes)),
@@ -254,14 +272,16 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     predictor = predictor.at_precision(job.inference.precision)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
-    loads = (functools.partial(chunk_windows, job, predictor.card, region) for region in regions)
+    stored = functools.cache(job.source.stored_array)  # the input, opened once per task (in the reader thread)
+    loads = (lambda region=region: chunk_windows(job, predictor.card, region, stored()) for region in regions)
+    outputs = OpenedOutputs(job.outputs)
     writes: list[Future[WrittenChunk]] = []
     with ThreadPoolExecutor(1, "segpipe-read") as reader, ThreadPoolExecutor(1, "segpipe-write") as writer:
         inputs = prefetched(reader, loads)
         for chunk in predict_chunks(predictor, job.inference.batch_size, inputs, windows):
             while sum(not write.done() for write in writes) >= WRITES_BEHIND:
                 wait([write for write in writes if not write.done()], return_when=FIRST_COMPLETED)
-            writes.append(writer.submit(write_chunk, job, chunk))
+            writes.append(writer.submit(write_chunk, outputs, chunk))
         written = [write.result() for write in writes]
     return TaskResult(
         chunks=len(written),

@@ -80,15 +80,20 @@ class ImageSource:
     def width(self) -> int:
         return self.shape[2]
 
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array."""
+    def stored_array(self) -> Any:
+        """The stored array, opened: pass it to ``read`` to read many regions without opening it each time."""
+        return _stored_array(self)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int, stored: Any = None) -> np.ndarray:
+        """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array (from ``stored``, the array
+        ``stored_array()`` opened, when given)."""
         if "P" in self.stored_axes and self.plane is None:
             raise InputError(f"{self.path}: a {self.planes}-plane stack is read one plane at a time")
         fixed: dict[str, int | slice] = {"Y": slice(y0, y1), "X": slice(x0, x1), "C": slice(None), "1": 0}
         fixed["P"] = self.plane or 0
         index = tuple(fixed[a] for a in self.stored_axes)
         try:
-            data = np.asarray(_stored_array(self)[index])
+            data = np.asarray((_stored_array(self) if stored is None else stored)[index])
         except InputError:
             raise
         except Exception as exc:  # codecs and stores raise many types; all but transient I/O mean "unreadable"

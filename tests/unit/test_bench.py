@@ -37,6 +37,8 @@ TINY = replace(
     overhead=64,
     batch=(BatchPair(4, 32, 64),),
     s3=64,
+    overlap=64,
+    overlap_rounds=1,
 )
 RESULT_KEYS = {"benchmark", "profile", "quick", "command", "started", "machine", "ratios", "goals", "seconds"}
 GOAL_KEYS = {"benchmark", "name", "measured", "goal", "op", "target", "status", "note"}

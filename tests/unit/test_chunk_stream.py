@@ -26,6 +26,7 @@ from segpipe.inference import (
     create_mask,
     segment_image,
 )
+from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
 from segpipe.tiling import Region, chunk_grid
@@ -203,3 +204,25 @@ def test_task_slots_asks_the_executor_or_counts_this_machines_cores(monkeypatch:
     assert task_slots(local_executor, "infer") == 6
     monkeypatch.setattr("os.cpu_count", lambda: None)
     assert task_slots(local_executor) == 1
+
+
+def test_a_task_opens_its_input_and_its_mask_once(
+    tmp_path: Path, tiny_ref: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an object store every open is 2-6 requests: a task of 4 chunks opens each array once, not per chunk."""
+    job, _ = _job(tmp_path, tiny_ref, _image(16, 64), chunk=16, tile=16, batch_size=1)
+    opened: list[str] = []
+    open_array, stored_array = inference.open_array, ImageSource.stored_array
+
+    def counting_open(url: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append("mask")
+        return open_array(url, *args, **kwargs)
+
+    def counting_stored(self: ImageSource) -> Any:
+        opened.append("input")
+        return stored_array(self)
+
+    monkeypatch.setattr(inference, "open_array", counting_open)
+    monkeypatch.setattr(ImageSource, "stored_array", counting_stored)
+    segment_image(job, per_task=4)
+    assert sorted(opened) == ["input", "mask"]
