@@ -25,11 +25,12 @@ from segpipe.config import AUTO, InferenceConfig
 from segpipe.executor import Executor as Executor  # re-exported: the executor seam lives in segpipe.executor
 from segpipe.executor import local_executor as local_executor
 from segpipe.executor import task_slots
+from segpipe.io.blocks import cached_blocks
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.models.card import ModelCard
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
-from segpipe.storage import create_array, open_array
+from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid, clip, pad_to_region
 from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, window_count
 
@@ -159,12 +160,12 @@ class OpenedOutputs:
 
     @functools.cached_property
     def mask(self) -> Any:
-        return open_array(self.outputs.mask, mode="r+", zarr_format=3)
+        return open_array(self.outputs.mask, mode="r+", zarr_format=OWN_FORMAT)
 
     @functools.cached_property
     def probabilities(self) -> Any:
         assert self.outputs.probabilities
-        return open_array(self.outputs.probabilities, mode="r+", zarr_format=3)
+        return open_array(self.outputs.probabilities, mode="r+", zarr_format=OWN_FORMAT)
 
 
 def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int, edge: int, count: int) -> int:
@@ -272,7 +273,9 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     predictor = predictor.at_precision(job.inference.precision)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
-    stored = functools.cache(job.source.stored_array)  # the input, opened once per task (in the reader thread)
+    # The input, opened once per task (in the reader thread); windows cut from cached stored chunks, so that a
+    # chunk shared by neighbouring windows is fetched and decoded once.
+    stored = functools.cache(lambda: cached_blocks(job.source.stored_array()))
     loads = (lambda region=region: chunk_windows(job, predictor.card, region, stored()) for region in regions)
     outputs = OpenedOutputs(job.outputs)
     writes: list[Future[WrittenChunk]] = []

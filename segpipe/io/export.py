@@ -15,7 +15,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from segpipe.storage import Location, location, open_array
+from segpipe.storage import OWN_FORMAT, Location, location, open_array
 
 TILE = 256
 
@@ -28,7 +28,7 @@ def export_tiff(
 ) -> str:
     """Write the (Y, X) label array at URL ``mask_path`` to URL ``out_path`` as a tiled, deflate-compressed TIFF;
     return the output URL."""
-    mask = open_array(mask_path, mode="r")
+    mask = open_array(mask_path, mode="r", zarr_format=OWN_FORMAT)
     extratags = [
         (code, dtype, count, tuple(value) if isinstance(value, list) else value, True)
         for code, dtype, count, value in geotiff_tags or []

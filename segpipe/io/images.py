@@ -50,6 +50,7 @@ class ImageSource:
         plane_axis: ``z`` or ``t`` for a stack, else empty.
         plane: the plane this source reads (``None``: not chosen yet, for a stack).
         version: the TIFF's version (etag or mtime) when opened; a replaced file is not read from a stale handle.
+        zarr_format: a Zarr array's format (2 or 3) once known, so that opening it reads only its own metadata.
     """
 
     path: str
@@ -61,6 +62,7 @@ class ImageSource:
     plane_axis: str = ""
     plane: int | None = None
     version: str = ""
+    zarr_format: int | None = None
 
     def plane_sources(self) -> list[ImageSource]:
         """One source per plane of a stack (``[self]`` for a 2-D image)."""
@@ -119,9 +121,9 @@ def open_image(path: str | os.PathLike[str] | Location) -> ImageSource:
     url = where.url
     if not where.exists():
         raise InputError(f"{url}: no such file or directory")
-    version = ""
+    version, zarr_format = "", None
     if where.is_dir():
-        axes, shape, dtype = _describe_zarr(where)
+        axes, shape, dtype, zarr_format = _describe_zarr(where)
         kind = "zarr"
     else:
         axes, shape, dtype, version = _describe_tiff(where)
@@ -139,6 +141,7 @@ def open_image(path: str | os.PathLike[str] | Location) -> ImageSource:
         plane_axis,
         0 if plane_axis else None,
         version,
+        zarr_format,
     )
     _check_dtype(url, np.dtype(dtype))
     if min(source.shape) <= 0:
@@ -185,7 +188,7 @@ def _check_complete(path: str, pages: Any, size: int) -> None:
             raise InputError(f"{path}: file is truncated: pixel data runs to byte {max(ends)} of a {size}-byte file")
 
 
-def _describe_zarr(where: Location) -> tuple[str, tuple[int, ...], np.dtype]:
+def _describe_zarr(where: Location) -> tuple[str, tuple[int, ...], np.dtype, int]:
     try:
         array = open_array(where, mode="r")
     except Exception as exc:  # zarr raises many types for a bad store; all but transient I/O mean "not an array"
@@ -195,7 +198,7 @@ def _describe_zarr(where: Location) -> tuple[str, tuple[int, ...], np.dtype]:
     axes = {2: "YX", 3: "CYX"}.get(array.ndim)
     if axes is None:
         raise InputError(f"{where.url}: Zarr array has {array.ndim} dimensions; expected 2 (Y, X) or 3 (C, Y, X)")
-    return axes, tuple(array.shape), np.dtype(array.dtype)
+    return axes, tuple(array.shape), np.dtype(array.dtype), int(array.metadata.zarr_format)
 
 
 def _classify_axes(path: str, axes: str, shape: tuple[int, ...]) -> str:
@@ -303,7 +306,7 @@ def _stored_array(source: ImageSource) -> Any:
     """The stored array (a zarr array over the TIFF's tiles, or the Zarr input itself)."""
     try:
         if source.kind == "zarr":
-            return open_array(source.path, mode="r")
+            return open_array(source.path, mode="r", zarr_format=source.zarr_format)
         return _open_tiff(source).array
     except FileNotFoundError:
         raise InputError(f"{source.path}: no such file or directory") from None

@@ -13,7 +13,7 @@ from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
 from segpipe.normalize import BandStats, sample_stride
-from segpipe.storage import Location, create_array, location, open_array
+from segpipe.storage import OWN_FORMAT, Location, create_array, location, open_array
 from segpipe.tiling import Region, chunk_grid, strided_sample
 
 Where = str | os.PathLike[str] | Location
@@ -24,7 +24,7 @@ def ingest_chunk(
 ) -> np.ndarray:
     """Copy one chunk into the array at URL ``dest``, mark it done; return its strided (C, n) sample."""
     data = source.read(*region)
-    open_array(dest, mode="r+")[:, region.y0 : region.y1, region.x0 : region.x1] = data
+    open_array(dest, mode="r+", zarr_format=OWN_FORMAT)[:, region.y0 : region.y1, region.x0 : region.x1] = data
     if ledger is not None:
         ledger.mark_done(region)
     return strided_sample(data, region, stride).reshape(data.shape[0], -1)
@@ -77,7 +77,7 @@ def _create_input_array(source: ImageSource, dest: str, chunk: int) -> None:
 
 def open_copy(source: ImageSource, dest: Where) -> ImageSource:
     """The ingested (C, Y, X) Zarr copy of ``source`` at URL ``dest`` as an ImageSource (no validation read)."""
-    return ImageSource(location(dest).url, "zarr", "CYX", source.shape, source.dtype)
+    return ImageSource(location(dest).url, "zarr", "CYX", source.shape, source.dtype, zarr_format=OWN_FORMAT)
 
 
 def measure(source: ImageSource, chunk: int, executor: Executor = local_executor) -> BandStats:

@@ -21,7 +21,7 @@ import numpy as np
 from zarr.errors import ContainsArrayError
 
 from segpipe.executor import Executor, local_executor
-from segpipe.storage import create_array, location, open_array, open_group
+from segpipe.storage import OWN_FORMAT, create_array, location, open_array, open_group
 from segpipe.tiling import Region, chunk_grid
 
 NGFF_VERSION = "0.5"
@@ -49,7 +49,7 @@ def level_count(height: int, width: int) -> int:
 
 def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
     """Write ``region`` of level ``dst`` from the 2x larger block of level ``src``."""
-    source = open_array(src, mode="r")
+    source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
     block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
     if labels:
         out = block[..., ::2, ::2]
@@ -58,7 +58,8 @@ def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
         padded = np.pad(block.astype(np.float64), [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)], "edge")
         out = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
         out = np.rint(out) if source.dtype.kind in "iub" else out
-    open_array(dst, mode="r+")[..., region.y0 : region.y1, region.x0 : region.x1] = out.astype(source.dtype)
+    target = open_array(dst, mode="r+", zarr_format=OWN_FORMAT)
+    target[..., region.y0 : region.y1, region.x0 : region.x1] = out.astype(source.dtype)
 
 
 def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:
@@ -67,7 +68,7 @@ def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: E
     root = location(group)
     for level in range(1, levels):
         src, dst = root.child(str(level - 1)).url, root.child(str(level)).url
-        source = open_array(src, mode="r")
+        source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
         height, width = (-(-s // 2) for s in source.shape[-2:])
         lead = tuple(source.shape[:-2])
         create_array(
@@ -120,16 +121,16 @@ def write_metadata(
     """Write the NGFF group metadata of the image, the labels group and the mask; ``extra`` goes under
     the image group's ``segpipe`` attribute (provenance, fingerprints, GeoTIFF tags)."""
     root = location(store)
-    image = open_group(root, mode="a")
+    image = open_group(root, mode="a", zarr_format=OWN_FORMAT)
     image.attrs.update(
         {
             "ome": {"version": NGFF_VERSION, "multiscales": multiscales(name, "cyx", image_levels, pixel_size, unit)},
             "segpipe": extra or {},
         }
     )
-    labels = open_group(root.child("labels"), mode="a")
+    labels = open_group(root.child("labels"), mode="a", zarr_format=OWN_FORMAT)
     labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": ["mask"]}
-    mask = open_group(root.child("labels", "mask"), mode="a")
+    mask = open_group(root.child("labels", "mask"), mode="a", zarr_format=OWN_FORMAT)
     colours: list[Any] = [
         {"label-value": k, "rgba": list(LABEL_COLOURS[k % len(LABEL_COLOURS)])} for k in range(len(class_names))
     ]

@@ -5,11 +5,12 @@ A URL (``/abs/path``, ``relative/path``, ``file://``, ``s3://``, ``gs://``, ``me
 configured (endpoints, credentials) is written in ``segpipe.storage.options``.
 """
 
-from segpipe.storage.arrays import create_array, open_array, open_group
+from segpipe.storage.arrays import OWN_FORMAT, create_array, open_array, open_group
 from segpipe.storage.location import InputIdentity, Location, location, public_url
 from segpipe.storage.options import close_filesystems, is_transient, storage_options
 
 __all__ = [
+    "OWN_FORMAT",
     "InputIdentity",
     "Location",
     "close_filesystems",

@@ -10,12 +10,13 @@ import zarr
 from segpipe.storage.location import Location, location
 
 Where = str | os.PathLike[str] | Location
+OWN_FORMAT = 3  # the Zarr format of every array and group segpipe writes (zarr.create_array's default)
 
 
 def open_array(url: Where, mode: str = "r", zarr_format: int | None = None) -> zarr.Array:
     """Open the Zarr array at ``url`` (``mode``: ``r`` read-only, ``r+`` read-write, ``a``, ``w``).
 
-    ``zarr_format=3`` for arrays segpipe wrote: zarr then reads ``zarr.json`` only, without also looking for
+    ``zarr_format=OWN_FORMAT`` for arrays segpipe wrote: zarr then reads ``zarr.json`` only, without also looking for
     version 2 metadata (on an object store: 2 requests instead of 6)."""
     store = location(url).zarr_store(read_only=mode == "r")
     return zarr.open_array(store, mode=mode, zarr_format=zarr_format)  # type: ignore[arg-type]
@@ -26,7 +27,7 @@ def create_array(url: Where, **kwargs: Any) -> zarr.Array:
     return zarr.create_array(location(url).zarr_store(), **kwargs)
 
 
-def open_group(url: Where, mode: str = "r") -> zarr.Group:
-    """Open (``a``, ``w``: or create) the Zarr group at ``url``."""
+def open_group(url: Where, mode: str = "r", zarr_format: int | None = None) -> zarr.Group:
+    """Open (``a``, ``w``: or create) the Zarr group at ``url``; ``zarr_format=OWN_FORMAT`` for segpipe's groups."""
     store = location(url).zarr_store(read_only=mode == "r")
-    return zarr.open_group(store, mode=mode)  # type: ignore[arg-type]
+    return zarr.open_group(store, mode=mode, zarr_format=zarr_format)  # type: ignore[arg-type]

@@ -132,6 +132,17 @@ def test_zarr_arrays_2d_and_3d(tmp_path: Path, shape, chunks, dtype) -> None:
     np.testing.assert_array_equal(source.read(h // 3, h, w // 2, w), cyx[:, h // 3 :, w // 2 :])
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_a_zarr_image_remembers_its_format_and_reads_through_it(tmp_path: Path, zarr_format: int) -> None:
+    """Knowing the format, later opens read only that format's metadata (on S3: 2 requests instead of 6)."""
+    data = _pixels("uint16", (3, 20, 31))
+    zarr.create_array(tmp_path / "a.zarr", data=data, chunks=(3, 8, 8), zarr_format=zarr_format)  # type: ignore[arg-type]
+    source = open_image(tmp_path / "a.zarr")
+    assert source.zarr_format == zarr_format
+    np.testing.assert_array_equal(source.read(2, 19, 5, 30), data[:, 2:19, 5:30])
+    np.testing.assert_array_equal(source.read(2, 19, 5, 30, stored=source.stored_array()), data[:, 2:19, 5:30])
+
+
 # -- errors: every one is an InputError whose message names the path -------------------------------------
 
 
