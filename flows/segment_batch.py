@@ -193,7 +193,7 @@ def _segment_on(
     """Every job on the cluster, several images at once (the flow's task runner bounds how many)."""
     settings = _with_torch_threads(settings, handle)
     register_model(handle.client, plan.model, model_payload(plan.model))
-    executor = distributed_executor(handle.client, show_progress, handle.task_resources)
+    executor = distributed_executor(handle.client, show_progress, handle.task_resources, min_slots=handle.workers)
     futures = [
         segment_image.with_options(task_run_name=f"image-{job.name}").submit(job, plan, settings, executor)
         for job in jobs

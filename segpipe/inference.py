@@ -114,7 +114,7 @@ class SegmentSummary:
 
 
 READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
-WRITES_BEHIND = 2  # finished chunks that may wait for their write while the model goes on
+WRITES_BEHIND = 1  # finished chunks that may be written while the model goes on (each holds its logits)
 TASKS_PER_SLOT = 4  # infer tasks per task slot: enough for the scheduler to balance the load
 MAX_CHUNKS_PER_TASK = 16  # a task's chunks: few enough that a lost task costs little, many enough to batch across
 
@@ -125,10 +125,14 @@ def chunks_per_task(chunks: int, slots: int) -> int:
     return max(1, min(MAX_CHUNKS_PER_TASK, math.ceil(chunks / (max(slots, 1) * TASKS_PER_SLOT))))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over axis 0, computed stably."""
-    shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
-    return shifted / shifted.sum(axis=0, keepdims=True)
+def softmax_in_place(logits: np.ndarray) -> np.ndarray:
+    """Turn (K, h, w) float32 ``logits`` into their softmax over axis 0, in place (no K-sized temporaries);
+    return the (h, w) probability of the largest logit, 1 / sum(exp(logits - max))."""
+    np.subtract(logits, logits.max(axis=0, keepdims=True), out=logits)
+    np.exp(logits, out=logits)
+    sums = logits.sum(axis=0, keepdims=True)
+    np.divide(logits, sums, out=logits)
+    return 1.0 / sums[0]
 
 
 def read_window(
@@ -225,21 +229,23 @@ def predict_chunks(
         for (chunk, index), window_logits in zip(batch, logits, strict=True):
             chunk.add(index, window_logits)
         while opened and opened[0].complete:
-            yield opened.popleft()
+            finished = opened.popleft()
+            finished.drop_input()
+            yield finished
 
 
 def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead: int = READ_AHEAD) -> Iterator[T]:
     """The results of ``loads``, in order, each started on ``pool`` ``ahead`` items before it is wanted."""
     queue: deque[Future[T]] = deque()
     pending = iter(loads)
-    for load in itertools.islice(pending, ahead + 1):
+    for load in itertools.islice(pending, max(ahead, 1)):
         queue.append(pool.submit(load))
     while queue:
-        result = queue.popleft().result()
+        wanted = queue.popleft()
         following = next(pending, None)
-        if following is not None:
+        if following is not None:  # started before waiting, so that it runs while the caller uses this one
             queue.append(pool.submit(following))
-        yield result
+        yield wanted.result()
 
 
 def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
@@ -248,16 +254,16 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     region, logits = chunk.region, chunk.logits()
     num_classes = logits.shape[0]
     labels = logits.argmax(axis=0).astype(label_dtype(num_classes))
-    probabilities = softmax(logits)
+    confidence = softmax_in_place(logits)  # logits are probabilities from here on
     outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = labels
     if outputs.outputs.probabilities:
-        outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = probabilities.astype(np.float16)
+        outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = logits.astype(np.float16)
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.mark_done(region)
     return WrittenChunk(
         pixels=region.height * region.width,
         class_pixels=tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes)),
-        confidence_sum=float(probabilities.max(axis=0).sum(dtype=np.float64)),
+        confidence_sum=float(confidence.sum(dtype=np.float64)),
     )
 
 

@@ -44,6 +44,10 @@ class ChunkWindows(ABC):
         self._place(index, logits)
         self.placed += 1
 
+    def drop_input(self) -> None:
+        """Let the input pixels go once every window is cut (the logits stay)."""
+        self.window = np.empty((self.channels, 0, 0), self.window.dtype)  # not a view: the pixels are freed
+
     @property
     def complete(self) -> bool:
         """Whether every window's logits are in place."""
@@ -51,7 +55,7 @@ class ChunkWindows(ABC):
 
     @abstractmethod
     def logits(self) -> np.ndarray:
-        """(K, h, w) float32 logits of the chunk (once ``complete``)."""
+        """(K, h, w) float32 logits of the chunk (once ``complete``); the caller may overwrite them."""
 
     @abstractmethod
     def _place(self, index: int, logits: np.ndarray) -> None: ...

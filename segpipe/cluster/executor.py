@@ -14,23 +14,29 @@ from segpipe.executor import Executor
 Resources = Mapping[str, Mapping[str, float]]
 
 
-def distributed_executor(client: Client, show_progress: bool = False, resources: Resources | None = None) -> Executor:
+def distributed_executor(
+    client: Client, show_progress: bool = False, resources: Resources | None = None, min_slots: int = 0
+) -> Executor:
     """An executor computing delayed tasks on ``client``; a progress bar on stderr when asked.
 
     ``resources`` maps an executor label to the Dask resources each of its tasks needs, e.g.
     ``{"infer": {"GPU": 1}}`` (``ClusterHandle.task_resources``): only inference waits for a GPU worker, while
-    ingest, pyramid and evaluate tasks run anywhere. Labels it does not name ask for nothing.
+    ingest, pyramid and evaluate tasks run anywhere. Labels it does not name ask for nothing. ``min_slots``: the
+    task slots to plan for even before workers join (the SLURM jobs or pods requested).
     """
-    return DistributedExecutor(client, show_progress, resources)
+    return DistributedExecutor(client, show_progress, resources, min_slots)
 
 
 class DistributedExecutor:
     """Runs delayed tasks on a distributed client (see ``distributed_executor``)."""
 
-    def __init__(self, client: Client, show_progress: bool = False, resources: Resources | None = None) -> None:
+    def __init__(
+        self, client: Client, show_progress: bool = False, resources: Resources | None = None, min_slots: int = 0
+    ) -> None:
         self.client = client
         self.show_progress = show_progress
         self.wanted = {label: dict(need) for label, need in (resources or {}).items() if need}
+        self.min_slots = min_slots
 
     def __call__(self, tasks: Sequence[Any], label: str = "") -> list[Any]:
         futures = self.client.compute(list(tasks), resources=self.wanted.get(label))
@@ -39,9 +45,14 @@ class DistributedExecutor:
         return list(self.client.gather(futures))
 
     def slots(self, label: str = "") -> int:
-        """Threads of the workers that can run ``label``'s tasks now (those holding the resources it needs)."""
+        """Threads of the workers that can run ``label``'s tasks now (those holding the resources it needs), or
+        ``min_slots`` while fewer have joined."""
         need = self.wanted.get(label, {})
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return max(self.min_slots, self._threads(workers, need))
+
+    @staticmethod
+    def _threads(workers: Any, need: dict[str, float]) -> int:
         return sum(
             int(worker.get("nthreads", 1))
             for worker in workers

@@ -2,8 +2,8 @@
 
 An infer task reads each output chunk grown by its halo: a window that touches 9 stored chunks for a 28-pixel
 halo, 6 of them shared with the window before it. ``BlockCache`` fetches whole stored chunks, keeps the recently
-used ones decoded, and cuts every window out of them: along a row of chunks each stored chunk is fetched once
-instead of up to 9 times.
+used ones decoded (as many as one window touches: what a plain read decodes at once anyway), and cuts every
+window out of them: along a row of chunks each stored chunk is fetched once instead of up to 9 times.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-MIN_BLOCKS = 16  # kept at least; grown to twice the blocks one window touches
-
 
 class BlockCache:
     """``cache[index]`` equals ``array[index]`` for an index of ints and step-1 slices, one per axis, read through
@@ -27,7 +25,7 @@ class BlockCache:
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.chunks: tuple[int, ...] = tuple(array.chunks)
         self.dtype = np.dtype(array.dtype)
-        self.capacity = MIN_BLOCKS
+        self.capacity = 0  # blocks kept: the most one window has touched (enough for a walk along a row)
         self.blocks: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self.fetched = 0  # stored chunks fetched, for tests and benchmarks
 
@@ -38,7 +36,7 @@ class BlockCache:
             range(start // step, -(-stop // step)) for (start, stop), step in zip(bounds, self.chunks, strict=True)
         ]
         touched = math.prod(len(r) for r in ranges)
-        self.capacity = max(self.capacity, 2 * touched)
+        self.capacity = max(self.capacity, touched)
         for key in itertools.product(*ranges):
             block = self._block(key)
             source, target = [], []

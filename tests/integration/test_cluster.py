@@ -56,6 +56,8 @@ def test_task_slots_count_the_threads_of_the_workers_a_label_can_use(mixed_clust
     with Client(mixed_cluster, set_as_default=False) as client:
         run = distributed_executor(client, resources={"infer": {"GPU": 1}})
         assert (task_slots(run, "infer"), task_slots(run, "ingest")) == (1, 2)
+        waiting_for_jobs = distributed_executor(client, resources={"infer": {"GPU": 1}}, min_slots=8)
+        assert task_slots(waiting_for_jobs, "infer") == 8  # SLURM jobs requested, not yet joined
 
 
 def test_joining_an_address_reports_its_workers_and_whether_they_have_gpus(
