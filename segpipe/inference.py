@@ -32,7 +32,7 @@ from segpipe.models.card import ModelCard
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid, clip, pad_to_region
-from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, window_count
+from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, label_dtype, window_count
 
 T = TypeVar("T")
 
@@ -125,16 +125,6 @@ def chunks_per_task(chunks: int, slots: int) -> int:
     return max(1, min(MAX_CHUNKS_PER_TASK, math.ceil(chunks / (max(slots, 1) * TASKS_PER_SLOT))))
 
 
-def softmax_in_place(logits: np.ndarray) -> np.ndarray:
-    """Turn (K, h, w) float32 ``logits`` into their softmax over axis 0, in place (no K-sized temporaries);
-    return the (h, w) probability of the largest logit, 1 / sum(exp(logits - max))."""
-    np.subtract(logits, logits.max(axis=0, keepdims=True), out=logits)
-    np.exp(logits, out=logits)
-    sums = logits.sum(axis=0, keepdims=True)
-    np.divide(logits, sums, out=logits)
-    return 1.0 / sums[0]
-
-
 def read_window(
     source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric", stored: Any = None
 ) -> np.ndarray:
@@ -148,12 +138,13 @@ def read_window(
 def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = None) -> ChunkWindows:
     """The model inputs of chunk ``region``, by the job's stitch mode: its pixels and the context around them,
     read (from ``stored``, the source's opened array, when given) and normalised."""
-    win = job.windowing
+    win, keep = job.windowing, bool(job.outputs.probabilities)
     if win.stitch == "gaussian":
         window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode, stored), job.stats)
-        return BlendWindows(window, region, win.tile, win.stride, card.num_classes)
+        return BlendWindows(window, region, win.tile, win.stride, card.num_classes, keep)
     window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode, stored), job.stats)
-    return TrimWindows(window, region, win.halo, win.tile, card.size_divisor, card.num_classes)
+    divisor, classes = card.size_divisor, card.num_classes
+    return TrimWindows(window, region, win.halo, win.tile, divisor, classes, streaming=True, keep_probabilities=keep)
 
 
 class OpenedOutputs:
@@ -251,19 +242,16 @@ def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead
 def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     """Labels (and probabilities, when asked) of a finished chunk written to the outputs, then the chunk marked
     done: a task killed between the two leaves the chunk to be rewritten, never half-marked."""
-    region, logits = chunk.region, chunk.logits()
-    num_classes = logits.shape[0]
-    labels = logits.argmax(axis=0).astype(label_dtype(num_classes))
-    confidence = softmax_in_place(logits)  # logits are probabilities from here on
-    outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = labels
-    if outputs.outputs.probabilities:
-        outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = logits.astype(np.float16)
+    region, predicted = chunk.region, chunk.prediction()
+    outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = predicted.labels
+    if outputs.outputs.probabilities and predicted.probabilities is not None:
+        outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = predicted.probabilities
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.mark_done(region)
     return WrittenChunk(
         pixels=region.height * region.width,
-        class_pixels=tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes)),
-        confidence_sum=float(confidence.sum(dtype=np.float64)),
+        class_pixels=tuple(int(n) for n in np.bincount(predicted.labels.ravel(), minlength=chunk.num_classes)),
+        confidence_sum=predicted.confidence_sum,
     )
 
 
@@ -329,10 +317,6 @@ def _predict_one(predictor: Predictor, batch_size: int | str, chunk: ChunkWindow
     for finished in predict_chunks(predictor, batch_size, [chunk], len(chunk)):
         return finished.logits()
     raise AssertionError("a chunk with no windows")  # pragma: no cover (every chunk has at least one)
-
-
-def label_dtype(num_classes: int) -> np.dtype:
-    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
 def create_probabilities(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:

@@ -2,24 +2,63 @@
 
 ``TrimWindows``: tiles, each with a halo of context, the halo trimmed from the logits. ``BlendWindows``: the
 image's global grid of sliding windows that overlap the chunk, their logits Gaussian-weighted and averaged.
-Both hold one chunk's input pixels and its logits; a stream of chunks can feed their windows to the model in
-batches that cross chunk borders (``segpipe.inference.predict_chunks``).
+Both hold one chunk's input pixels and what its windows predicted; a stream of chunks can feed their windows to
+the model in batches that cross chunk borders (``segpipe.inference.predict_chunks``). ``TrimWindows`` can keep
+labels instead of logits (``streaming``): a tile's kept logits are final once predicted, so a chunk then holds 1
+byte per pixel instead of 4 per class.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
 from segpipe.tiling import Region, clip, gaussian_weight, pad_to_region, round_up, tiles_in, window_origins
 
 
-class ChunkWindows(ABC):
-    """The model inputs of one chunk (``len`` of them, each (C, edge, edge)) and the logits they add up to.
+def label_dtype(num_classes: int) -> np.dtype:
+    return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
-    ``add`` every window's logits (in any order), then ``logits()`` is the chunk's (K, h, w) float32 logits.
+
+def softmax_in_place(logits: np.ndarray) -> np.ndarray:
+    """Turn (K, h, w) float32 ``logits`` into their softmax over axis 0, in place (no K-sized temporaries);
+    return the (h, w) probability of the largest logit, 1 / sum(exp(logits - max))."""
+    np.subtract(logits, logits.max(axis=0, keepdims=True), out=logits)
+    np.exp(logits, out=logits)
+    sums = logits.sum(axis=0, keepdims=True)
+    np.divide(logits, sums, out=logits)
+    return 1.0 / sums[0]
+
+
+@dataclass(frozen=True)
+class ChunkPrediction:
+    """What a chunk's logits come to: (h, w) labels, the summed confidence (the softmax probability of each
+    pixel's label) and, when kept, (K, h, w) float16 class probabilities."""
+
+    labels: np.ndarray
+    confidence_sum: float
+    probabilities: np.ndarray | None = None
+
+
+def predict_labels(logits: np.ndarray, keep_probabilities: bool) -> ChunkPrediction:
+    """Labels, confidence and (when asked) probabilities of (K, h, w) float32 ``logits``, which this overwrites."""
+    labels = logits.argmax(axis=0).astype(label_dtype(logits.shape[0]))
+    confidence = softmax_in_place(logits)  # logits are probabilities from here on
+    probabilities = logits.astype(np.float16) if keep_probabilities else None
+    return ChunkPrediction(labels, float(confidence.sum(dtype=np.float64)), probabilities)
+
+
+class ChunkWindows(ABC):
+    """The model inputs of one chunk (``len`` of them, each (C, edge, edge)) and what they predict.
+
+    ``add`` every window's logits (in any order), then ``prediction()`` gives the chunk's labels (``logits()``
+    its (K, h, w) float32 logits, where they are kept).
     """
+
+    keep_probabilities = False
+    num_classes: int
 
     window: np.ndarray  # (C, H, W) normalised pixels the windows are cut from
     region: Region  # the chunk, in image coordinates
@@ -57,6 +96,10 @@ class ChunkWindows(ABC):
     def logits(self) -> np.ndarray:
         """(K, h, w) float32 logits of the chunk (once ``complete``); the caller may overwrite them."""
 
+    def prediction(self) -> ChunkPrediction:
+        """The chunk's labels, confidence and (if kept) probabilities, once ``complete``; overwrites its logits."""
+        return predict_labels(self.logits(), self.keep_probabilities)
+
     @abstractmethod
     def _place(self, index: int, logits: np.ndarray) -> None: ...
 
@@ -73,14 +116,27 @@ class TrimWindows(ChunkWindows):
     logits are kept (exact when the halo covers the model's receptive field)."""
 
     def __init__(
-        self, window: np.ndarray, region: Region, halo: int, tile: int, size_divisor: int, num_classes: int
+        self,
+        window: np.ndarray,
+        region: Region,
+        halo: int,
+        tile: int,
+        size_divisor: int,
+        num_classes: int,
+        streaming: bool = False,
+        keep_probabilities: bool = False,
     ) -> None:
         super().__init__()
         self.window, self.region, self.halo = window, region, halo
+        self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
         height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
         self.edge = trim_edge(height, width, tile, halo, size_divisor)
         self.tiles = list(tiles_in(Region(0, height, 0, width), tile))
-        self._logits = np.zeros((num_classes, height, width), np.float32)
+        self._logits = None if streaming else np.zeros((num_classes, height, width), np.float32)
+        self._labels = np.zeros((height, width), label_dtype(num_classes))
+        self._confidence = 0.0
+        keep = streaming and keep_probabilities
+        self._probabilities = np.zeros((num_classes, height, width), np.float16) if keep else None
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -92,10 +148,25 @@ class TrimWindows(ChunkWindows):
 
     def _place(self, index: int, logits: np.ndarray) -> None:
         t, halo = self.tiles[index], self.halo
-        self._logits[:, t.y0 : t.y1, t.x0 : t.x1] = logits[:, halo : halo + t.height, halo : halo + t.width]
+        kept = logits[:, halo : halo + t.height, halo : halo + t.width]
+        if self._logits is not None:
+            self._logits[:, t.y0 : t.y1, t.x0 : t.x1] = kept
+            return
+        tile = predict_labels(np.array(kept, np.float32), self._probabilities is not None)
+        self._labels[t.y0 : t.y1, t.x0 : t.x1] = tile.labels
+        self._confidence += tile.confidence_sum
+        if self._probabilities is not None and tile.probabilities is not None:
+            self._probabilities[:, t.y0 : t.y1, t.x0 : t.x1] = tile.probabilities
 
     def logits(self) -> np.ndarray:
+        if self._logits is None:
+            raise ValueError("a streaming TrimWindows keeps labels, not logits")
         return self._logits
+
+    def prediction(self) -> ChunkPrediction:
+        if self._logits is not None:
+            return super().prediction()
+        return ChunkPrediction(self._labels, self._confidence, self._probabilities)
 
 
 class BlendWindows(ChunkWindows):
@@ -103,9 +174,18 @@ class BlendWindows(ChunkWindows):
     from ``window`` (``region`` grown by ``patch`` on every side); the logits are the Gaussian-weighted mean
     over the windows covering each pixel. Only the chunk's (K, h, w) sums are kept, never the image's."""
 
-    def __init__(self, window: np.ndarray, region: Region, patch: int, stride: int, num_classes: int) -> None:
+    def __init__(
+        self,
+        window: np.ndarray,
+        region: Region,
+        patch: int,
+        stride: int,
+        num_classes: int,
+        keep_probabilities: bool = False,
+    ) -> None:
         super().__init__()
         self.window, self.region, self.edge = window, region, patch
+        self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
         self.origins = window_origins(region, patch, stride)
         self.weight = gaussian_weight(patch)
         self.sums = np.zeros((num_classes, region.height, region.width), np.float32)
