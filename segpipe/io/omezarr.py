@@ -51,15 +51,27 @@ def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
     """Write ``region`` of level ``dst`` from the 2x larger block of level ``src``."""
     source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
     block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
-    if labels:
-        out = block[..., ::2, ::2]
-    else:
-        h, w = block.shape[-2:]
-        padded = np.pad(block.astype(np.float64), [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)], "edge")
-        out = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
-        out = np.rint(out) if source.dtype.kind in "iub" else out
+    out = block[..., ::2, ::2] if labels else mean_2x2(block)
     target = open_array(dst, mode="r+", zarr_format=OWN_FORMAT)
-    target[..., region.y0 : region.y1, region.x0 : region.x1] = out.astype(source.dtype)
+    target[..., region.y0 : region.y1, region.x0 : region.x1] = out
+
+
+MEAN_BAND = 128  # output rows averaged at a time: float64 temporaries of a band, not of a whole block
+
+
+def mean_2x2(block: np.ndarray) -> np.ndarray:
+    """Means of 2 x 2 pixel blocks over the last two axes, in ``block``'s dtype (integers rounded); an odd last row
+    or column is averaged with itself. Computed in float64, band by band of output rows, so that the temporaries
+    stay small whatever the block's size."""
+    h, w = block.shape[-2:]
+    out = np.empty((*block.shape[:-2], -(-h // 2), -(-w // 2)), block.dtype)
+    lead = [(0, 0)] * (block.ndim - 2)
+    for y in range(0, out.shape[-2], MEAN_BAND):
+        band = block[..., 2 * y : 2 * (y + MEAN_BAND), :].astype(np.float64)
+        padded = np.pad(band, [*lead, (0, band.shape[-2] % 2), (0, w % 2)], "edge")
+        means = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
+        out[..., y : y + MEAN_BAND, :] = np.rint(means) if block.dtype.kind in "iub" else means
+    return out
 
 
 def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:

@@ -12,7 +12,7 @@ import tifffile
 import zarr
 
 from segpipe.config import TilingConfig
-from segpipe.io.omezarr import level_count
+from segpipe.io.omezarr import level_count, mean_2x2
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
@@ -120,3 +120,15 @@ def test_probabilities_are_stored_as_float16_and_agree_with_the_mask(tmp_path: P
     mask = zarr.open_array(result.mask, mode="r")[:]
     confident = np.abs(values[1] - values[0]) > 0.01  # float16 rounding can flip near-ties only
     np.testing.assert_array_equal(values.argmax(axis=0)[confident], mask[confident])
+
+
+@pytest.mark.parametrize("shape", [(1, 300, 301), (3, 257, 10), (1, 1, 1), (2, 5)])
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+def test_mean_2x2_in_bands_equals_the_whole_block_mean(shape: tuple[int, ...], dtype: type) -> None:
+    """Band by band (MEAN_BAND output rows) gives what one float64 mean of the edge-padded block gives."""
+    block = (np.random.default_rng(1).random(shape) * 60000).astype(dtype)
+    h, w = shape[-2:]
+    padded = np.pad(block.astype(np.float64), [(0, 0)] * (block.ndim - 2) + [(0, h % 2), (0, w % 2)], "edge")
+    expected = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
+    expected = np.rint(expected) if np.dtype(dtype).kind == "u" else expected
+    np.testing.assert_array_equal(mean_2x2(block), expected.astype(dtype))
