@@ -13,7 +13,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -114,7 +114,7 @@ class SegmentSummary:
 
 
 READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
-WRITES_BEHIND = 1  # finished chunks that may be written while the model goes on (each holds its logits)
+WRITES_BEHIND = 1  # finished chunks that may wait for the writer while the model goes on
 TASKS_PER_SLOT = 4  # infer tasks per task slot: enough for the scheduler to balance the load
 MAX_CHUNKS_PER_TASK = 16  # a task's chunks: few enough that a lost task costs little, many enough to batch across
 
@@ -276,8 +276,8 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     with ThreadPoolExecutor(1, "segpipe-read") as reader, ThreadPoolExecutor(1, "segpipe-write") as writer:
         inputs = prefetched(reader, loads)
         for chunk in predict_chunks(predictor, job.inference.batch_size, inputs, windows):
-            while sum(not write.done() for write in writes) >= WRITES_BEHIND:
-                wait([write for write in writes if not write.done()], return_when=FIRST_COMPLETED)
+            if len(writes) >= WRITES_BEHIND:  # the writer runs in order: at most WRITES_BEHIND are left waiting
+                writes[-WRITES_BEHIND].result()
             writes.append(writer.submit(write_chunk, outputs, chunk))
         written = [write.result() for write in writes]
     return TaskResult(

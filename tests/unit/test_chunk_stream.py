@@ -82,6 +82,17 @@ def _use(monkeypatch: pytest.MonkeyPatch, predictor: Recording) -> None:
     monkeypatch.setattr(inference, "load_predictor", lambda *args, **kwargs: predictor)
 
 
+def _before_reading(monkeypatch: pytest.MonkeyPatch, hook: Any) -> None:
+    """Call ``hook(region)`` before each chunk's window is read."""
+    read_window = inference.read_window
+
+    def reading(source: Any, region: Region, *args: Any) -> np.ndarray:
+        hook(region)
+        return read_window(source, region, *args)
+
+    monkeypatch.setattr(inference, "read_window", reading)
+
+
 def _image(height: int, width: int, seed: int = 7) -> np.ndarray:
     return np.random.default_rng(seed).normal(0, 1, (2, height, width)).astype(np.float32)
 
@@ -122,14 +133,7 @@ def test_the_next_chunk_is_read_while_the_model_runs_on_this_one(
     image = _image(16, 48)  # three chunks of one window each
     job, _ = _job(tmp_path, tiny_ref, image, chunk=16, tile=16, batch_size=1)
     second_chunk_read = threading.Event()
-    read_window = inference.read_window
-
-    def reading(source: Any, region: Region, *args: Any) -> np.ndarray:
-        if region.x0 == 16:
-            second_chunk_read.set()
-        return read_window(source, region, *args)
-
-    monkeypatch.setattr(inference, "read_window", reading)
+    _before_reading(monkeypatch, lambda region: second_chunk_read.set() if region.x0 == 16 else None)
     recording = Recording(load_predictor(tiny_ref, "cpu"), second_chunk_read, hold_pass=1)
     _use(monkeypatch, recording)
     segment_image(job, per_task=3)
@@ -163,14 +167,12 @@ def test_a_failed_read_fails_the_task_and_marks_only_chunks_written_before_it(
 ) -> None:
     image = _image(16, 64)
     job, _ = _job(tmp_path, tiny_ref, image, chunk=16, tile=16, batch_size=1)
-    read_window = inference.read_window
 
-    def failing(source: Any, region: Region, *args: Any) -> np.ndarray:
+    def fail_on_third(region: Region) -> None:
         if region.x0 == 32:
             raise OSError("tile 3 is corrupt")
-        return read_window(source, region, *args)
 
-    monkeypatch.setattr(inference, "read_window", failing)
+    _before_reading(monkeypatch, fail_on_third)
     with pytest.raises(OSError, match="tile 3 is corrupt"):
         segment_image(job, per_task=4)
     assert job.outputs.ledger is not None
