@@ -141,7 +141,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     tiling, inference = TilingConfig(), InferenceConfig()
-    parser.add_argument("--chunk", type=int, default=tiling.chunk, help=f"Zarr chunk / task edge ({tiling.chunk})")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=tiling.chunk,
+        help=f"Zarr chunk edge: the unit written and resumed ({tiling.chunk})",
+    )
     parser.add_argument("--tile", type=int, default=tiling.tile, help=f"model input edge in a chunk ({tiling.tile})")
     parser.add_argument("--halo", type=int, help="trim: context pixels per side, trimmed after (default: model's)")
     parser.add_argument(

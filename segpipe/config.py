@@ -28,7 +28,8 @@ class TilingConfig:
     """How an image is cut up and put back together.
 
     Attributes:
-        chunk: edge of a Zarr chunk; one Dask task owns one output chunk.
+        chunk: edge of a Zarr chunk: the unit that is written, marked done and resumed (an infer task owns a run of
+            them).
         tile: edge of one model input inside a chunk (``trim``: before the halo is added; ``gaussian``: the
             sliding window's edge).
         halo: ``trim`` only: context added on every side of a tile, then trimmed. ``None``: the model's default.
@@ -69,7 +70,7 @@ class InferenceConfig:
 
     Attributes:
         batch_size: tiles per forward pass, or ``auto``: one on a CPU (its caches favour small passes:
-            bench/tile_sizes.py), on a GPU as many as its free memory holds (up to the tiles in one chunk).
+            bench/tile_sizes.py), on a GPU as many as its free memory holds (up to the tiles in one task).
         device: ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda[:N]``.
         torch_threads: intra-op threads per worker; ``None`` lets the cluster size it.
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (faster on GPUs with tensor cores; masks may differ

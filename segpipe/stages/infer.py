@@ -1,5 +1,6 @@
-"""Infer: one Dask task per output chunk predicts the chunk (plus its halo) into ``<store>/labels/mask/0`` and
-marks it done in the store's ledger; a resumed run computes only the chunks not marked."""
+"""Infer: Dask tasks, each owning a run of consecutive output chunks, predict every chunk (plus its halo) into
+``<store>/labels/mask/0`` and mark it done in the store's ledger; a resumed run computes only the chunks not
+marked."""
 
 from __future__ import annotations
 
