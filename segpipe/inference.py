@@ -361,6 +361,6 @@ def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: 
         chunks_computed=sum(r.chunks for r in results),
         pixels=sum(r.pixels for r in results),
         task_seconds=sum(r.seconds for r in results),
-        class_pixels=_summed(r.class_pixels for r in results if r.class_pixels),
+        class_pixels=_summed(r.class_pixels for r in results),
         confidence_sum=sum(r.confidence_sum for r in results),
     )
