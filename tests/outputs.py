@@ -22,3 +22,15 @@ def start_segpipe_run(args: list[str], env: dict[str, str]) -> subprocess.Popen[
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def markers_done(image_dir: Path, stage: str) -> int:
+    """Chunks marked done in the ``stage`` ledgers inside the image's store (``<name>.ome.zarr/.segpipe``).
+
+    Polled while a run creates and replaces directories: one that vanishes while it is listed counts as none this
+    time (the caller polls again)."""
+    ledgers = image_dir / f"{image_dir.name}.ome.zarr" / ".segpipe"
+    try:
+        return sum(len(list(d.iterdir())) for d in ledgers.glob(f"{stage}-*")) if ledgers.exists() else 0
+    except FileNotFoundError:
+        return 0

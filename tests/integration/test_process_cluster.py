@@ -14,7 +14,7 @@ from distributed import Client
 
 from flows.segment_batch import segment_batch
 from segpipe.synthetic import write_sample
-from tests.outputs import file_tree
+from tests.outputs import file_tree, markers_done
 
 from .conftest import ProcessCluster, wait_until
 
@@ -41,11 +41,6 @@ def _segment(sample: tuple[str, str], out: Path, cluster: str | None) -> dict[st
     return segment_batch([image], [truth], settings, cluster=cluster or "local", workers=2)
 
 
-def _infer_done(image_dir: Path) -> int:
-    """Infer chunks marked done in the chunk ledger (``.segpipe/infer-*``, wherever the image's output keeps it)."""
-    return sum(len(list(ledger.iterdir())) for ledger in image_dir.glob("**/.segpipe/infer-*"))
-
-
 def test_worker_killed_mid_run_on_a_process_cluster_gives_the_local_mask(
     tmp_path: Path, sample: tuple[str, str], process_cluster: ProcessCluster
 ) -> None:
@@ -62,10 +57,10 @@ def test_worker_killed_mid_run_on_a_process_cluster_gives_the_local_mask(
 
     runner = threading.Thread(target=run, name="segment-batch", daemon=True)
     runner.start()
-    wait_until(lambda: _infer_done(out / "scene") >= KILL_AFTER or not runner.is_alive(), 240, "infer chunks")
+    wait_until(lambda: markers_done(out / "scene", "infer") >= KILL_AFTER or not runner.is_alive(), 240, "infer chunks")
     assert runner.is_alive() and not failures, f"the run ended before the kill point: {failures}"
     os.killpg(process_cluster.worker_pids[0], signal.SIGKILL)  # the whole `dask worker`: nanny and worker process
-    done_at_kill = _infer_done(out / "scene")
+    done_at_kill = markers_done(out / "scene", "infer")
     runner.join(timeout=300)
 
     assert not runner.is_alive(), "the flow did not finish within 300 s after a worker was killed"

@@ -17,17 +17,11 @@ from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.plan import RunSettings, plan_batch
 from segpipe.synthetic import write_sample
-from tests.outputs import file_tree, start_segpipe_run
+from tests.outputs import file_tree, markers_done, start_segpipe_run
 
 pytestmark = pytest.mark.integration
 
 RUN_ARGS = ["--chunk", "128", "--tile", "128", "--workers", "2", "--batch-size", "4"]
-
-
-def _markers(image_dir: Path, stage: str) -> int:
-    """Chunks marked done in the ledgers inside the image's store."""
-    ledgers = image_dir / f"{image_dir.name}.ome.zarr" / ".segpipe"
-    return sum(len(list(d.iterdir())) for d in ledgers.glob(f"{stage}-*")) if ledgers.exists() else 0
 
 
 def _committed(image_dir: Path) -> bool:
@@ -64,7 +58,7 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
         args = [*common, "--out", str(out), "--tracking-uri", f"sqlite:///{tmp_path}/k{number}.db"]
         process = start_segpipe_run(args, env)
         deadline = time.monotonic() + 240
-        while _markers(out / "scene", stage) < after and process.poll() is None and time.monotonic() < deadline:
+        while markers_done(out / "scene", stage) < after and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert process.poll() is None, f"run ended before kill point {stage}:{after} (seed {seed})"
         os.killpg(process.pid, signal.SIGKILL)  # the whole tree: CLI, scheduler, nannies, workers
@@ -101,7 +95,7 @@ def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple
             )
         )
         runner.start()
-        while _markers(out / "scene", "infer") < 8 and runner.is_alive():
+        while markers_done(out / "scene", "infer") < 8 and runner.is_alive():
             time.sleep(0.01)
         os.kill(pids[0], signal.SIGKILL)
         runner.join(timeout=300)
