@@ -120,6 +120,7 @@ def _number(value: float | None) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line: the summary to render, the page and the copy to write."""
     parser = argparse.ArgumentParser(prog="python -m bench.docs", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--summary", type=Path, default=SUMMARY, help=f"summary to render (default {SUMMARY})")
     parser.add_argument("--out", type=Path, default=PAGE, help=f"the page to write (default {PAGE})")
