@@ -9,7 +9,7 @@ import torch
 
 from segpipe.errors import ModelError
 from segpipe.models import load_predictor, model_payload, resolve_model, uninstall_model
-from segpipe.models.mlflow_registry import EXPERIMENT, RegisteredModel, register_model
+from segpipe.models.register import EXPERIMENT, RegisteredModel, register_model
 
 from ..helpers import TinyNet, save_torchscript, tiny_card
 
