@@ -35,7 +35,7 @@ from segpipe.executor import local_executor, task_slots
 from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, chunks_per_task, create_mask, segment_image
 from segpipe.io.images import open_image
 from segpipe.io.progress import ChunkLedger
-from segpipe.models.loader import resolve_model
+from segpipe.models import resolve_model
 from segpipe.storage import create_array
 from segpipe.tiling import chunk_grid
 

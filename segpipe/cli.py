@@ -523,7 +523,7 @@ def _add_model_commands(commands: Any) -> None:
 
 def _model_register(args: argparse.Namespace) -> int:
     from segpipe.models import resolve_model
-    from segpipe.models.mlflow_registry import EXPERIMENT
+    from segpipe.models.register import EXPERIMENT
     from segpipe.runs import check_reachable
     from segpipe.tracking import MlflowTracker, check_tracking_uri, default_tracking_uri, public_uri
 
@@ -548,7 +548,7 @@ def _register(args: argparse.Namespace, tracking_uri: str) -> Any:
     from mlflow.exceptions import MlflowException
 
     from segpipe.errors import TrackingError
-    from segpipe.models.mlflow_registry import register_model
+    from segpipe.models.register import register_model
     from segpipe.tracking import public_uri
 
     try:

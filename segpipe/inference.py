@@ -28,8 +28,8 @@ from segpipe.executor import task_slots
 from segpipe.io.blocks import cached_blocks
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
+from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.models.card import ModelCard
-from segpipe.models.loader import ModelRef, Predictor, load_predictor
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid, clip, pad_to_region
 from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, label_dtype, window_count

@@ -24,8 +24,8 @@ class ModelPlugin(WorkerPlugin):
         self.payload = payload
 
     def setup(self, worker: Worker) -> None:
-        """Call ``segpipe.models.loader.install_model`` on this worker (imported here, where the model is used)."""
-        from segpipe.models.loader import install_model
+        """Call ``segpipe.models.install_model`` on this worker (imported here, where the model is used)."""
+        from segpipe.models import install_model
 
         install_model(self.model_ref, self.payload)
 

@@ -1,8 +1,8 @@
 """Models: a card, a ``Predictor`` (``predict(batch) -> logits``) and one backend per format, found through a
-registry (``segpipe.models.backends``). Workers own their models: ``install_model`` hands them the bytes once,
-``load_predictor`` builds each model once per process and device.
-
-``segpipe.models.mlflow_registry`` (``register_model``, ``models:/NAME@ALIAS``) is imported on demand.
+registry (``segpipe.models.backends``), and one source per place models come from (a path, a URL, ``builtin``,
+``models:/NAME@ALIAS``), found through a registry keyed by scheme (``segpipe.models.sources``). Workers own their
+models: ``install_model`` hands them the bytes once, ``load_predictor`` builds each model once per process and
+device. ``segpipe.models.register`` (``register_model``) is imported on demand.
 """
 
 from segpipe.models.backends import Backend, register_backend, registered_backends, unregister_backend
@@ -12,12 +12,14 @@ from segpipe.models.card import ModelCard
 from segpipe.models.predictor import Predictor, select_device
 from segpipe.models.ref import ModelRef, RegistryEntry
 from segpipe.models.resolve import resolve_model
+from segpipe.models.sources import ModelSource, register_source, registered_sources, source_for, unregister_source
 
 __all__ = [
     "BUILTIN_NAME",
     "Backend",
     "ModelCard",
     "ModelRef",
+    "ModelSource",
     "Predictor",
     "RegistryEntry",
     "install_model",
@@ -25,9 +27,13 @@ __all__ = [
     "loaded_models",
     "model_payload",
     "register_backend",
+    "register_source",
     "registered_backends",
+    "registered_sources",
     "resolve_model",
     "select_device",
+    "source_for",
     "uninstall_model",
     "unregister_backend",
+    "unregister_source",
 ]

@@ -2,14 +2,13 @@
 
 On a Dask cluster the client reads a model's bytes once (``model_payload``) and a worker plugin hands them to
 each worker (``install_model``); ``load_predictor`` then builds the model from those bytes on the worker's own
-device, so workers need no disk, bucket or registry access. Without an installed payload a worker reads
-``ref.uri`` itself. ``loaded_models()`` says what this process holds (e.g. ask every worker with
-``client.run(loaded_models)``: one entry per worker and device).
+device, so workers need no disk, bucket or registry access. Without an installed payload a worker asks the
+source of ``ref.uri`` (``segpipe.models.sources``) for the bytes. ``loaded_models()`` says what this process holds
+(e.g. ask every worker with ``client.run(loaded_models)``: one entry per worker and device).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -19,8 +18,8 @@ import torch
 from segpipe.errors import ModelError
 from segpipe.models.backends import get_backend
 from segpipe.models.predictor import LoadedModel, Predictor, select_device
-from segpipe.models.ref import ModelRef
-from segpipe.models.sources import read_bytes
+from segpipe.models.ref import ModelRef, sha256_of
+from segpipe.models.sources import source_for
 
 MAX_MODELS = 4  # distinct models (by sha256) kept per process; the least recently used goes first
 
@@ -28,11 +27,6 @@ _LOCK = threading.RLock()
 _PAYLOADS: dict[str, bytes] = {}  # sha256 -> bytes
 _PREDICTORS: dict[tuple[str, str, str], Predictor] = {}  # (sha256, identity, device) -> predictor, in load order
 _RECENT: OrderedDict[str, None] = OrderedDict()  # sha256 of held models, least recently used first
-
-
-def sha256_of(payload: bytes) -> str:
-    """Hex SHA-256 of ``payload``."""
-    return hashlib.sha256(payload).hexdigest()
 
 
 def install_model(ref: ModelRef, payload: bytes) -> None:
@@ -57,7 +51,7 @@ def model_payload(ref: ModelRef) -> bytes:
         payload = _PAYLOADS.get(ref.sha256)
     if payload is not None:
         return payload
-    payload = _read_payload(ref)
+    payload = source_for(ref.uri).read(ref)
     digest = sha256_of(payload)
     if digest != ref.sha256:
         raise ModelError(
@@ -102,20 +96,6 @@ def remember(ref: ModelRef, payload: bytes, predictor: Predictor) -> None:
         _PAYLOADS[ref.sha256] = payload
         _PREDICTORS[(ref.sha256, _identity(ref), str(predictor.device))] = predictor
         _touch(ref.sha256)
-
-
-def _read_payload(ref: ModelRef) -> bytes:
-    if ref.registry is not None:
-        from segpipe.models import mlflow_registry
-
-        return mlflow_registry.read_payload(ref.registry)
-    backend = get_backend(ref.format)
-    if backend.named is not None:
-        return backend.named(ref.uri).payload
-    try:
-        return read_bytes(ref.uri)
-    except OSError as exc:
-        raise ModelError(f"{ref.uri}: cannot read the model ({exc.strerror or exc})") from None
 
 
 def _identity(ref: ModelRef) -> str:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from segpipe.models.card import ModelCard
+
+
+def sha256_of(payload: bytes) -> str:
+    """Hex SHA-256 of ``payload`` (``ModelRef.sha256`` of a model's bytes)."""
+    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """``resolve_model``: from what the user passed (a path, a URL, ``builtin``, ``baseline``, ``models:/...``) to a
 validated ``ModelRef``, with the model loaded once on the CPU and probed, so a broken model fails here in one line.
 
-Without a card segpipe probes the model with the image's band count (``channels``) and says what it assumed in
-``ModelRef.assumptions``.
+The source registered for the spec's scheme (``segpipe.models.sources``) finds the bytes, backend and card; this
+module loads and probes them. Without a card segpipe probes the model with the image's band count (``channels``)
+and says what it assumed in ``ModelRef.assumptions``.
 """
 
 from __future__ import annotations
@@ -10,35 +11,22 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from segpipe.errors import ModelError
-from segpipe.models.backends import Backend, find_for_bytes, find_named, one_line
-from segpipe.models.cache import build_model, remember, sha256_of
-from segpipe.models.card import FALLBACK_HALO, ModelCard, card_locations
+from segpipe.models.backends import one_line
+from segpipe.models.cache import build_model, remember
+from segpipe.models.card import FALLBACK_HALO, ModelCard
 from segpipe.models.predictor import LoadedModel, Predictor
-from segpipe.models.ref import ModelRef
-from segpipe.models.sources import read_bytes, read_optional
+from segpipe.models.ref import ModelRef, sha256_of
+from segpipe.models.sources import Found, Request, source_for
 
 PROBE_EDGE = 64
-REGISTRY_PREFIX = "models:/"
 CPU = torch.device("cpu")
-
-
-@dataclass(frozen=True)
-class _Found:
-    """A model's bytes and the backend that reads them, before loading."""
-
-    uri: str
-    backend: Backend
-    payload: bytes
-    card: ModelCard | None  # None: no card anywhere
-    path: str
-    notes: tuple[str, ...] = ()
 
 
 def resolve_model(
@@ -56,76 +44,33 @@ def resolve_model(
             / ``models:/NAME/VERSION``.
         trust_pickle: allow a fully pickled ``nn.Module`` (which executes code on load).
         channels: the first image's band count, used to probe a model that has no card.
-        card: an inline card, used instead of any card beside the file.
+        card: an inline card, used instead of any card beside the file (a registry version keeps its own).
         tracking_uri: MLflow tracking URI for ``models:/`` specs (default: ``MLFLOW_TRACKING_URI``).
 
     Raises:
         ModelError: one line naming the model and what is wrong (shapes, for a model that fails its probe).
     """
     uri = os.fspath(spec)
-    if uri.startswith(REGISTRY_PREFIX):
-        from segpipe.models import mlflow_registry
-
-        return mlflow_registry.resolve_registered(uri, trust_pickle, channels, tracking_uri=tracking_uri)
     inline = card if isinstance(card, ModelCard) or card is None else ModelCard.from_dict(card, f"{uri}: inline card")
-    return _load_and_probe(_find(uri, trust_pickle, inline), channels)
+    found = source_for(uri).find(uri, Request(trust_pickle, inline, tracking_uri))
+    return _load_and_probe(found, channels)
 
 
-def _find(uri: str, trust_pickle: bool, inline: ModelCard | None) -> _Found:
-    """The backend for ``uri`` (named, else by its bytes), the bytes and the card."""
-    backend = find_named(uri)
-    if backend is not None and backend.named is not None:
-        named = backend.named(uri)
-        return _Found(uri, backend, named.payload, inline or named.card, named.path, named.notes)
-    payload = _read_model(uri)
-    backend = find_for_bytes(uri, payload, trust_pickle)
-    if backend is None:
-        raise ModelError(
-            f"{uri}: not a TorchScript, torch.save or ONNX file (segpipe never unpickles plain pickle files)"
-        )
-    found = inline or _card_beside(uri)
-    if found is None and backend.needs_card:
-        raise ModelError(
-            f"{uri}: not TorchScript; as a {backend.name} it needs a model card at {card_locations(uri)[0]} (or "
-            ".yaml) naming its architecture (a fully pickled model loads only with --trust-model-pickle)"
-        )
-    return _Found(uri, backend, payload, found, uri)
-
-
-def _read_model(uri: str) -> bytes:
-    try:
-        return read_bytes(uri)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise ModelError(f"{uri}: no such model file") from None
-    except OSError as exc:
-        raise ModelError(f"{uri}: cannot read the model ({exc.strerror or exc})") from None
-
-
-def _card_beside(uri: str) -> ModelCard | None:
-    """The first card found beside the weights (``.json``, ``.yaml``, ``.yml``), or None."""
-    for location in card_locations(uri):
-        if location == uri:
-            continue
-        text = read_optional(location)
-        if text is not None:
-            return ModelCard.from_text(text, location)
-    return None
-
-
-def _load_and_probe(found: _Found, channels: int | None) -> ModelRef:
+def _load_and_probe(found: Found, channels: int | None) -> ModelRef:
     """Load the model on the CPU, probe it, keep it in this process's cache, and describe it."""
-    base = found.card or ModelCard(name=_stem(found.uri), in_channels=None, num_classes=0, class_names=())
-    ref = ModelRef(found.backend.name, found.path, sha256_of(found.payload), base, uri=found.uri)
+    base = found.card or ModelCard(name=_stem(found.path), in_channels=None, num_classes=0, class_names=())
+    ref = ModelRef(found.backend.name, found.path, sha256_of(found.payload), base, uri=found.label)
     model = build_model(ref, found.payload, CPU)
     predictor = Predictor(model, base, CPU)
     bands, how = _probe_bands(base, channels, model)
-    classes = probe(predictor, found.uri, bands)
+    classes = probe(predictor, found.label, bands)
     guessed = found.card is None and how == "guessed"
     in_channels = base.in_channels if found.card is not None or guessed else bands
     names = base.class_names or tuple(f"class_{k}" for k in range(classes))
     card = replace(base, in_channels=in_channels, num_classes=classes, class_names=names)
     predictor.card = card
-    ref = replace(ref, card=card, assumptions=found.notes + _assumptions(found.card, card, how))
+    assumptions = found.notes + _assumptions(found.card, card, how)
+    ref = replace(ref, uri=found.uri, card=card, assumptions=assumptions, registry=found.registry)
     remember(ref, found.payload, predictor)
     return ref
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segpipe.models.loader import ModelRef, resolve_model
+from segpipe.models import ModelRef, resolve_model
 
 from .helpers import TinyNet, save_torchscript, tiny_card
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from segpipe import normalize
 from segpipe.io.images import ImageSource, open_image
-from segpipe.models.loader import Predictor
+from segpipe.models import Predictor
 
 TINY_RADIUS = 8  # an upper bound on TinyNet's receptive-field radius (see its docstring)
 

@@ -28,7 +28,7 @@ from segpipe.inference import (
 )
 from segpipe.io.images import ImageSource
 from segpipe.io.progress import ChunkLedger
-from segpipe.models.loader import ModelRef, Predictor, load_predictor
+from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.tiling import Region, chunk_grid
 
 from .helpers import whole_image_labels, write_zarr

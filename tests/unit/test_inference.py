@@ -16,7 +16,7 @@ from segpipe.config import InferenceConfig, TilingConfig
 from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, create_mask, label_dtype, segment_image, trim_windows
 from segpipe.io.ingest import measure
 from segpipe.io.progress import ChunkLedger
-from segpipe.models.loader import ModelRef, load_predictor
+from segpipe.models import ModelRef, load_predictor
 from segpipe.stages.plan import resolve_tiling
 from segpipe.synthetic import render
 from segpipe.tiling import chunk_grid

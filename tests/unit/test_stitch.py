@@ -15,7 +15,7 @@ from segpipe import normalize
 from segpipe.config import InferenceConfig
 from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, blend_windows, create_mask, read_window, segment_image
 from segpipe.io.images import ImageSource
-from segpipe.models.loader import load_predictor, resolve_model
+from segpipe.models import load_predictor, resolve_model
 from segpipe.tiling import Region, gaussian_weight, window_origins
 
 MODEL = resolve_model("builtin")

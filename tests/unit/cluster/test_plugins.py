@@ -1,5 +1,5 @@
 """ModelPlugin on a real (in-process) LocalCluster: every worker installs the model once, workers that join later
-too; the install function is faked (``segpipe.models.loader.install_model``)."""
+too; the install function is faked (``segpipe.models.install_model``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 
+from segpipe import models
 from segpipe.cluster import ModelPlugin, register_model
-from segpipe.models import loader, model_payload
-from segpipe.models.loader import ModelRef
+from segpipe.models import ModelRef, model_payload
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def installs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bytes]]:
         with lock:
             calls.append((ref, payload))
 
-    monkeypatch.setattr(loader, "install_model", fake_install, raising=False)
+    monkeypatch.setattr(models, "install_model", fake_install, raising=False)
     return calls
 
 

@@ -153,7 +153,7 @@ def test_a_z_stack_is_segmented_plane_by_plane(tmp_path: Path) -> None:
 @pytest.mark.parametrize("layout", ["planar CYX", "interleaved YXS"])
 def test_sixteen_band_image_runs_through_a_sixteen_band_model(tmp_path: Path, layout: str) -> None:
     """Multispectral input: 16 bands reach the model as (16, h, w), and tiled == whole-image inference."""
-    from segpipe.models.loader import load_predictor
+    from segpipe.models import load_predictor
     from tests.unit.helpers import TinyNet, save_torchscript, tiny_card, whole_image_labels
 
     torch = pytest.importorskip("torch")
@@ -187,7 +187,7 @@ def test_sixteen_band_image_runs_through_a_sixteen_band_model(tmp_path: Path, la
 )
 def test_default_halo_comes_from_the_card_then_the_receptive_field(tmp_path: Path, card: dict, expected: int) -> None:
     """No --halo: the card's halo, else its receptive field (rounded up to the size divisor 2), else 32."""
-    from segpipe.models.loader import resolve_model
+    from segpipe.models import resolve_model
     from tests.unit.helpers import TinyNet, save_torchscript, tiny_card
 
     base = tiny_card()

@@ -9,7 +9,7 @@ import torch
 
 from segpipe.errors import ModelError
 from segpipe.models import load_predictor, model_payload, resolve_model, uninstall_model
-from segpipe.models.mlflow_registry import EXPERIMENT, RegisteredModel, register_model
+from segpipe.models.register import EXPERIMENT, RegisteredModel, register_model
 
 from ..helpers import TinyNet, save_torchscript, tiny_card
 
@@ -47,12 +47,17 @@ def test_alias_and_version_resolve_to_the_registered_bytes(
     by_alias = resolve_model("models:/nuclei@champion", tracking_uri=tracking_uri)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     by_version = resolve_model("models:/nuclei/1")
-    assert by_alias.sha256 == by_version.sha256 == local.sha256
-    assert by_alias.format == "torchscript" and by_alias.card == local.card
-    assert by_alias.uri == "models:/nuclei@champion" and by_version.uri == "models:/nuclei/1"
-    assert by_alias.registry is not None and by_version.registry is not None
+    assert by_alias.sha256 == local.sha256
+    assert by_version.sha256 == local.sha256
+    assert by_alias.format == "torchscript"
+    assert by_alias.card == local.card
+    assert by_alias.uri == "models:/nuclei@champion"
+    assert by_version.uri == "models:/nuclei/1"
+    assert by_version.registry is not None
+    assert by_alias.registry is not None
     assert (by_alias.registry.name, by_alias.registry.version, by_alias.registry.alias) == ("nuclei", 1, "champion")
-    assert by_alias.registry.source.endswith("/artifacts/model/nuclei.pt") and by_alias.path == by_alias.registry.source
+    assert by_alias.registry.source.endswith("/artifacts/model/nuclei.pt")
+    assert by_alias.path == by_alias.registry.source
     assert by_alias.registry.pinned_uri == "models:/nuclei/1"
     assert by_alias.lineage()["model_registry_version"] == "1"
 
@@ -65,8 +70,10 @@ def test_alias_stays_on_its_version_when_a_new_one_is_registered(
     assert register_model(newer, "nuclei", tracking_uri=tracking_uri).version == 2
     champion = resolve_model("models:/nuclei@champion", tracking_uri=tracking_uri)
     second = resolve_model("models:/nuclei/2", tracking_uri=tracking_uri)
-    assert champion.registry is not None and champion.registry.version == 1
-    assert second.sha256 == resolve_model(newer).sha256 != champion.sha256
+    assert champion.registry is not None
+    assert champion.registry.version == 1
+    assert second.sha256 == resolve_model(newer).sha256
+    assert second.sha256 != champion.sha256
 
 
 def test_a_worker_without_the_bytes_downloads_the_pinned_version(
@@ -75,14 +82,17 @@ def test_a_worker_without_the_bytes_downloads_the_pinned_version(
     ref = resolve_model("models:/nuclei@champion", tracking_uri=tracking_uri)
     uninstall_model(ref)
     payload = model_payload(ref)  # downloaded again from the version's artifacts
-    assert load_predictor(ref, "cpu").card == ref.card and len(payload) > 0
+    assert load_predictor(ref, "cpu").card == ref.card
+    assert len(payload) > 0
 
 
 def test_builtin_model_can_be_registered(tracking_uri: str) -> None:
     model = register_model("builtin", "builtin-unet", alias="champion", tracking_uri=tracking_uri)
     ref = resolve_model("models:/builtin-unet@champion", tracking_uri=tracking_uri)
-    assert ref.sha256 == resolve_model("builtin").sha256 and ref.format == "state_dict"
-    assert ref.card == resolve_model("builtin").card and model.version == 1
+    assert ref.sha256 == resolve_model("builtin").sha256
+    assert ref.format == "state_dict"
+    assert ref.card == resolve_model("builtin").card
+    assert model.version == 1
 
 
 def test_rgb_model_without_card_is_registered_with_the_band_count_it_was_probed_with(
