@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from segpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Settings = TypeVar("Settings", bound="DataclassInstance")
 
 
 def _require_positive(name: str, value: object, alternative: str | None = None) -> None:
@@ -40,11 +45,7 @@ class TilingConfig:
     """
 
     chunk: int = 1024
-    # Each tile is computed with its halo h on every side: redundant work (t + 2h)^2 / t^2 - 1, 49 % at t = 256 and
-    # h = 28, 23 % at t = 512. Yet on a 2-core CPU the built-in U-Net kept more pixels per second at tile 256 (4.9
-    # Mpx/s) than at 512 (4.5), one tile per pass: a 312^2 window's activations stay in the CPU's caches and a
-    # 568^2 one's do not (bench/tile_sizes.py). On a GPU, raise --tile (and --batch-size) until the rate stops
-    # growing: there the halo is the cost that remains.
+    # small enough for a window's activations to stay in a CPU's caches; a GPU wants larger (docs/benchmarks.md)
     tile: int = 256
     halo: int | None = None
     stitch: str = "trim"
@@ -52,6 +53,7 @@ class TilingConfig:
     pad_mode: str = "symmetric"
 
     def __post_init__(self) -> None:
+        """Refuse a bad chunk, tile, halo, stitch mode, overlap or pad mode with a ConfigError naming the option."""
         _require_positive("chunk", self.chunk)
         _require_positive("tile", self.tile)
         if self.halo is not None and (not isinstance(self.halo, int) or self.halo < 0):
@@ -83,6 +85,7 @@ class InferenceConfig:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        """Refuse a bad batch size, thread count, device or precision with a ConfigError naming the option."""
         _require_positive("batch_size", self.batch_size, alternative=AUTO)
         if self.torch_threads is not None:
             _require_positive("torch_threads", self.torch_threads)
@@ -108,16 +111,17 @@ class EvalConfig:
     truth_mapping: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
+        """Refuse a truth mapping with a negative instance id or class."""
         if self.truth_mapping is not None and any(c < 0 or i < 0 for i, c in self.truth_mapping):
             raise ConfigError("--truth-mapping: instance ids and classes must be >= 0")
 
 
-def to_dict(config: Any) -> dict[str, Any]:
+def to_dict(config: DataclassInstance) -> dict[str, Any]:
     """Flat dict of a settings object, for logging."""
     return asdict(config)
 
 
-def from_dict(cls: type, values: dict[str, Any]) -> Any:
+def from_dict(cls: type[Settings], values: dict[str, Any]) -> Settings:
     """Build ``cls`` from a dict, refusing keys it does not know."""
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known

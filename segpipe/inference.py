@@ -1,5 +1,6 @@
-"""Tiled inference: each task owns a run of output chunks, reads each with the context its windows need and
-writes only those chunks; inside a task, reading, the model and writing overlap.
+"""Tiled inference: each task owns a run of output chunks and writes only those.
+
+A task reads each chunk with the context its windows need; inside a task, reading, the model and writing overlap.
 
 Knows nothing of Prefect or distributed: it builds ``dask.delayed`` tasks and hands them to an executor
 (plain ``dask.compute`` by default; the flows pass one that runs on a distributed cluster).
@@ -17,8 +18,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import dask
 import numpy as np
+import zarr
+from dask.delayed import delayed
 
 from segpipe import normalize
 from segpipe.config import AUTO, InferenceConfig
@@ -60,8 +62,10 @@ class Windowing:
 
 @dataclass(frozen=True)
 class ChunkOutputs:
-    """Where a chunk's results go: the label mask, optionally float16 probabilities (K, Y, X), and the ledger
-    a finished chunk is marked in."""
+    """Where a chunk's results go: the label mask, optional probabilities and the ledger.
+
+    ``probabilities`` is a (K, Y, X) float16 array's URL; ``ledger`` is where a finished chunk is marked.
+    """
 
     mask: str
     probabilities: str | None = None
@@ -82,8 +86,10 @@ class ChunkJob:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """What one infer task did: the chunks it wrote, their pixels, its wall seconds, the predicted pixels per class
-    and the summed confidence (the softmax probability of the chosen class, summed over the pixels)."""
+    """What one infer task did: chunks, pixels, wall seconds, predicted pixels per class and summed confidence.
+
+    ``confidence_sum`` is the softmax probability of the chosen class, summed over the pixels.
+    """
 
     chunks: int
     pixels: int
@@ -120,8 +126,10 @@ MAX_CHUNKS_PER_TASK = 16  # a task's chunks: few enough that a lost task costs l
 
 
 def chunks_per_task(chunks: int, slots: int) -> int:
-    """Chunks one infer task owns, for ``chunks`` to compute on ``slots`` parallel task slots: about
-    ``TASKS_PER_SLOT`` tasks per slot, at most ``MAX_CHUNKS_PER_TASK`` chunks each, at least one."""
+    """Chunks one infer task owns, for ``chunks`` to compute on ``slots`` parallel task slots.
+
+    About ``TASKS_PER_SLOT`` tasks per slot, at most ``MAX_CHUNKS_PER_TASK`` chunks each, at least one.
+    """
     return max(1, min(MAX_CHUNKS_PER_TASK, math.ceil(chunks / (max(slots, 1) * TASKS_PER_SLOT))))
 
 
@@ -129,15 +137,20 @@ def read_window(
     source: ImageSource, region: Region, halo: int, pad_mode: str = "symmetric", stored: Any = None
 ) -> np.ndarray:
     """(C, h + 2 halo, w + 2 halo) pixels around ``region``; padded (``pad_mode``) only past the image border.
-    ``stored``: the source's array, already opened (``ImageSource.stored_array``)."""
+
+    ``stored``: the source's array, already opened (``ImageSource.stored_array``).
+    """
     want = region.grow(halo)
     have = clip(want, source.height, source.width)
     return pad_to_region(source.read(*have, stored=stored), have, want, pad_mode)
 
 
 def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = None) -> ChunkWindows:
-    """The model inputs of chunk ``region``, by the job's stitch mode: its pixels and the context around them,
-    read (from ``stored``, the source's opened array, when given) and normalised."""
+    """The model inputs of chunk ``region``, by the job's stitch mode.
+
+    Its pixels and the context around them, read (from ``stored``, the source's opened array, when given) and
+    normalised.
+    """
     win, keep = job.windowing, bool(job.outputs.probabilities)
     if win.stitch == "gaussian":
         window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode, stored), job.stats)
@@ -151,14 +164,17 @@ class OpenedOutputs:
     """A task's output arrays, each opened once, on first use (by the writer thread)."""
 
     def __init__(self, outputs: ChunkOutputs) -> None:
+        """Keep the outputs' URLs; nothing is opened yet."""
         self.outputs = outputs
 
     @functools.cached_property
-    def mask(self) -> Any:
+    def mask(self) -> zarr.Array[Any]:
+        """The label mask, opened for writing."""
         return open_array(self.outputs.mask, mode="r+", zarr_format=OWN_FORMAT)
 
     @functools.cached_property
-    def probabilities(self) -> Any:
+    def probabilities(self) -> zarr.Array[Any]:
+        """The probabilities array, opened for writing (only when the outputs name one)."""
         assert self.outputs.probabilities
         return open_array(self.outputs.probabilities, mode="r+", zarr_format=OWN_FORMAT)
 
@@ -171,9 +187,11 @@ def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int,
 def one_pass_ahead(
     predictor: Predictor, groups: Iterable[list[T]], make_batch: Callable[[list[T]], np.ndarray]
 ) -> Iterator[tuple[list[T], np.ndarray]]:
-    """Each group with its logits, the next group's batch cut and launched before this one's are collected: on a
-    GPU the host cuts and normalises batch i + 1 while the device computes batch i (on a CPU the same order
-    costs nothing). Results come in the order of ``groups``."""
+    """Each group with its logits, the next group's batch cut and launched before this one's are collected.
+
+    On a GPU the host cuts and normalises batch i + 1 while the device computes batch i (on a CPU the same order
+    costs nothing). Results come in the order of ``groups``.
+    """
     pending: tuple[list[T], Callable[[], np.ndarray]] | None = None
     for group in groups:
         launched = (group, predictor.launch(make_batch(group)))
@@ -192,7 +210,8 @@ def predict_chunks(
     Batches of ``batch_size`` windows (``auto``: the predictor's choice, at most ``windows``, the stream's total)
     run across chunk borders, so a GPU is fed full batches even when a chunk holds one window; a batch holds
     windows of one edge only (a chunk at the image border may have smaller ones). One pass is in flight while
-    the next batch is cut. Chunks are pulled from ``chunks`` only as their windows are needed."""
+    the next batch is cut. Chunks are pulled from ``chunks`` only as their windows are needed.
+    """
     opened: deque[ChunkWindows] = deque()  # chunks whose windows are being cut or predicted, oldest first
     per_pass: list[int] = []
 
@@ -240,8 +259,10 @@ def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead
 
 
 def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
-    """Labels (and probabilities, when asked) of a finished chunk written to the outputs, then the chunk marked
-    done: a task killed between the two leaves the chunk to be rewritten, never half-marked."""
+    """Write a finished chunk's labels (and probabilities, when asked) to the outputs, then mark the chunk done.
+
+    A task killed between the two leaves the chunk to be rewritten, never half-marked.
+    """
     region, predicted = chunk.region, chunk.prediction()
     outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = predicted.labels
     if outputs.outputs.probabilities and predicted.probabilities is not None:
@@ -267,8 +288,7 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     predictor = predictor.at_precision(job.inference.precision)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
-    # The input, opened once per task (in the reader thread); windows cut from cached stored chunks, so that a
-    # chunk shared by neighbouring windows is fetched and decoded once.
+    # opened once per task, in the reader thread; cached, a stored chunk shared by windows is decoded once
     stored = functools.cache(lambda: cached_blocks(job.source.stored_array()))
     loads = (lambda region=region: chunk_windows(job, predictor.card, region, stored()) for region in regions)
     outputs = OpenedOutputs(job.outputs)
@@ -296,8 +316,10 @@ def _summed(counts: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
 
 
 def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int | str) -> np.ndarray:
-    """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile, ``batch_size`` tiles per
-    forward pass; each tile sees ``halo`` pixels of context on every side."""
+    """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile.
+
+    ``batch_size`` tiles go through each forward pass; each tile sees ``halo`` pixels of context on every side.
+    """
     region = Region(0, window.shape[1] - 2 * halo, 0, window.shape[2] - 2 * halo)
     card = predictor.card
     chunk = TrimWindows(window, region, halo, tile, card.size_divisor, card.num_classes)
@@ -307,8 +329,10 @@ def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int,
 def blend_windows(
     predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int | str
 ) -> np.ndarray:
-    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``; ``window`` holds
-    ``region`` grown by ``patch`` on each side. Memory is one chunk's logits, never the image's."""
+    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``.
+
+    ``window`` holds ``region`` grown by ``patch`` on each side. Memory is one chunk's logits, never the image's.
+    """
     chunk = BlendWindows(window, region, patch, stride, predictor.card.num_classes)
     return _predict_one(predictor, batch_size, chunk)
 
@@ -354,7 +378,7 @@ def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: 
     regions = chunk_grid(job.source.height, job.source.width, job.windowing.chunk)
     todo = job.outputs.ledger.todo(regions) if job.outputs.ledger is not None else regions
     size = per_task or chunks_per_task(len(todo), task_slots(executor, "infer"))
-    run = dask.delayed(segment_chunks, pure=False)
+    run = delayed(segment_chunks, pure=False)
     results: list[TaskResult] = executor([run(job, todo[i : i + size]) for i in range(0, len(todo), size)], "infer")
     return SegmentSummary(
         chunks=len(regions),

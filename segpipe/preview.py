@@ -52,8 +52,10 @@ def render_preview(
     max_side: int = 512,
     class_names: Sequence[str] = (),
 ) -> bytes:
-    """Image | prediction | truth (if any) as one RGB PNG, panels of height at most ``max_side``, each titled,
-    with a legend of the class colours below."""
+    """Image | prediction | truth (if any) as one RGB PNG, with a legend of the class colours below.
+
+    Panels are at most ``max_side`` high and each is titled.
+    """
     gray = gray_thumbnail(image, stats, max_side)
     panels = [np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)]
     panels.append(_colour(thumbnail(prediction, max_side)))
@@ -96,7 +98,8 @@ def _with_titles_and_legend(
 def gray_thumbnail(image: ImageSource, stats: normalize.BandStats | None, max_side: int) -> np.ndarray:
     """Band 0 of ``image`` downsampled to fit ``max_side``, scaled by its stats and clipped to 0..1."""
     first_band = None if stats is None else normalize.BandStats(stats.low[:1], stats.high[:1])
-    return np.clip(normalize.apply(thumbnail(image, max_side)[None], first_band)[0], 0, 1)
+    scaled: np.ndarray = np.clip(normalize.apply(thumbnail(image, max_side)[None], first_band)[0], 0, 1)
+    return scaled
 
 
 def _colour(labels: np.ndarray) -> np.ndarray:

@@ -85,7 +85,8 @@ def _ellipse_distance(yy: np.ndarray, xx: np.ndarray, nuclei: Nuclei, i: int) ->
     cos, sin = np.cos(nuclei.angle[i]), np.sin(nuclei.angle[i])
     u = (dx * cos + dy * sin) / nuclei.semi_major[i]
     v = (-dx * sin + dy * cos) / nuclei.semi_minor[i]
-    return np.sqrt(u * u + v * v)
+    distance: np.ndarray = np.sqrt(u * u + v * v)
+    return distance
 
 
 def noisy_tile(ty: int, tx: int, seed: int, noise: float = 0.025) -> tuple[np.ndarray, np.ndarray]:
@@ -98,8 +99,13 @@ def noisy_tile(ty: int, tx: int, seed: int, noise: float = 0.025) -> tuple[np.nd
 
 
 def write_sample(directory: str | Path, size: int, seed: int = 0, name: str = "sample") -> tuple[Path, Path]:
-    """Write ``name``.tif (uint16 image) and ``name``_truth.tif (uint8 classes), ``size`` x ``size``, tiled
-    256 x 256 and deflate-compressed, streaming one tile at a time. Returns both paths."""
+    """Write ``name``.tif (uint16 image) and ``name``_truth.tif (uint8 classes), ``size`` x ``size``.
+
+    Both are tiled 256 x 256 and deflate-compressed, streamed one tile at a time.
+
+    Returns:
+        The image's path and the truth's path.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     image_path, truth_path = directory / f"{name}.tif", directory / f"{name}_truth.tif"

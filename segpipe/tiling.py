@@ -24,16 +24,20 @@ class Region(NamedTuple):
 
     @property
     def height(self) -> int:
+        """Rows, ``y1 - y0``."""
         return self.y1 - self.y0
 
     @property
     def width(self) -> int:
+        """Columns, ``x1 - x0``."""
         return self.x1 - self.x0
 
     def grow(self, margin: int) -> Region:
+        """The box grown by ``margin`` pixels on every side (shrunk for a negative margin)."""
         return Region(self.y0 - margin, self.y1 + margin, self.x0 - margin, self.x1 + margin)
 
     def shift(self, dy: int, dx: int) -> Region:
+        """The box moved by ``dy`` rows and ``dx`` columns."""
         return Region(self.y0 + dy, self.y1 + dy, self.x0 + dx, self.x1 + dx)
 
 
@@ -71,7 +75,9 @@ def pad_to_region(data: np.ndarray, have: Region, want: Region, mode: str = "sym
     if not any(p for pair in pad for p in pair):
         return data
     lead = [(0, 0)] * (data.ndim - 2)
-    return np.pad(data, lead + list(pad), mode=mode)  # type: ignore[call-overload]
+    # numpy types ``mode`` as a Literal of its mode names; this function takes any str and lets np.pad refuse it
+    padded: np.ndarray = np.pad(data, lead + list(pad), mode=mode)  # type: ignore[call-overload]
+    return padded
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -90,9 +96,11 @@ def strided_sample(data: np.ndarray, region: Region, stride: int) -> np.ndarray:
 
 
 def window_origins(region: Region, patch: int, stride: int) -> list[tuple[int, int]]:
-    """Origins of the global sliding-window grid (multiples of ``stride``) whose ``patch`` x ``patch`` window
-    overlaps ``region``. The same windows are found for a chunk as for the whole image, so blending chunk by
-    chunk equals blending the whole image."""
+    """Origins of the global sliding-window grid (multiples of ``stride``) whose ``patch`` square overlaps ``region``.
+
+    The same windows are found for a chunk as for the whole image, so blending chunk by chunk equals blending the
+    whole image.
+    """
 
     def along(start: int, stop: int) -> range:
         first = (start - patch) // stride + 1  # smallest k with k * stride > start - patch
@@ -103,10 +111,13 @@ def window_origins(region: Region, patch: int, stride: int) -> list[tuple[int, i
 
 
 def gaussian_weight(patch: int, sigma_scale: float = 0.125) -> np.ndarray:
-    """(patch, patch) float32 Gaussian, peak 1, sigma = ``sigma_scale`` * patch (nnU-Net's 1/8); the tails are
-    floored at the smallest positive value so every pixel of a window keeps some weight."""
+    """(patch, patch) float32 Gaussian, peak 1, sigma = ``sigma_scale`` * patch (nnU-Net's 1/8).
+
+    The tails are floored at the smallest positive value so every pixel of a window keeps some weight.
+    """
     centre = (patch - 1) / 2.0
     axis = np.exp(-0.5 * ((np.arange(patch) - centre) / (sigma_scale * patch)) ** 2)
     weight = np.outer(axis, axis).astype(np.float32)
     weight /= weight.max()
-    return np.maximum(weight, weight[weight > 0].min())
+    floored: np.ndarray = np.maximum(weight, weight[weight > 0].min())
+    return floored

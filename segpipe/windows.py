@@ -19,23 +19,31 @@ from segpipe.tiling import Region, clip, gaussian_weight, pad_to_region, round_u
 
 
 def label_dtype(num_classes: int) -> np.dtype:
+    """The smallest unsigned dtype that holds labels ``0..num_classes-1``: uint8, else uint16."""
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
 
 
 def softmax_in_place(logits: np.ndarray) -> np.ndarray:
-    """Turn (K, h, w) float32 ``logits`` into their softmax over axis 0, in place (no K-sized temporaries);
-    return the (h, w) probability of the largest logit, 1 / sum(exp(logits - max))."""
+    """Turn (K, h, w) float32 ``logits`` into their softmax over axis 0, in place (no K-sized temporaries).
+
+    Returns:
+        The (h, w) probability of the largest logit, 1 / sum(exp(logits - max)).
+    """
     np.subtract(logits, logits.max(axis=0, keepdims=True), out=logits)
     np.exp(logits, out=logits)
     sums = logits.sum(axis=0, keepdims=True)
     np.divide(logits, sums, out=logits)
-    return 1.0 / sums[0]
+    top: np.ndarray = 1.0 / sums[0]
+    return top
 
 
 @dataclass(frozen=True)
 class ChunkPrediction:
-    """What a chunk's logits come to: (h, w) labels, the summed confidence (the softmax probability of each
-    pixel's label) and, when kept, (K, h, w) float16 class probabilities."""
+    """What a chunk's logits come to: labels, summed confidence and, when kept, class probabilities.
+
+    ``labels`` is (h, w); ``confidence_sum`` sums the softmax probability of each pixel's label;
+    ``probabilities`` is (K, h, w) float16.
+    """
 
     labels: np.ndarray
     confidence_sum: float
@@ -65,14 +73,17 @@ class ChunkWindows(ABC):
     edge: int
 
     def __init__(self) -> None:
+        """Start with no window's logits in place; subclasses set the pixels, region and edge."""
         self.placed = 0
 
     @property
     def channels(self) -> int:
+        """Bands of the input pixels (C)."""
         return int(self.window.shape[0])
 
     @abstractmethod
-    def __len__(self) -> int: ...
+    def __len__(self) -> int:
+        """How many model inputs the chunk has."""
 
     @abstractmethod
     def cut(self, index: int) -> np.ndarray:
@@ -105,15 +116,20 @@ class ChunkWindows(ABC):
 
 
 def trim_edge(height: int, width: int, tile: int, halo: int, size_divisor: int) -> int:
-    """Edge of every model input of a ``height`` x ``width`` chunk: a tile plus its halo, rounded up to the
-    model's size divisor (a chunk smaller than a tile gets a smaller input)."""
+    """Edge of every model input of a ``height`` x ``width`` chunk.
+
+    A tile plus its halo, rounded up to the model's size divisor (a chunk smaller than a tile gets a smaller input).
+    """
     return round_up(min(tile, max(height, width)) + 2 * halo, size_divisor)
 
 
 class TrimWindows(ChunkWindows):
-    """Tiles of edge ``tile`` covering the centre of ``window`` (pixels of a chunk grown by ``halo`` on every
-    side), each cut with its halo and padded at the bottom/right to ``edge``; only the tile's own pixels of its
-    logits are kept (exact when the halo covers the model's receptive field)."""
+    """Tiles of edge ``tile`` covering the centre of ``window``, each cut with its halo; only its own pixels are kept.
+
+    ``window`` holds the pixels of a chunk grown by ``halo`` on every side. Each tile is padded at the
+    bottom/right to ``edge``; keeping only the tile's own pixels of its logits is exact when the halo covers the
+    model's receptive field.
+    """
 
     def __init__(
         self,
@@ -126,6 +142,7 @@ class TrimWindows(ChunkWindows):
         streaming: bool = False,
         keep_probabilities: bool = False,
     ) -> None:
+        """Plan the tiles of ``window``; ``streaming`` keeps labels (and probabilities) instead of logits."""
         super().__init__()
         self.window, self.region, self.halo = window, region, halo
         self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
@@ -139,9 +156,11 @@ class TrimWindows(ChunkWindows):
         self._probabilities = np.zeros((num_classes, height, width), np.float16) if keep else None
 
     def __len__(self) -> int:
+        """How many tiles cover the chunk."""
         return len(self.tiles)
 
     def cut(self, index: int) -> np.ndarray:
+        """Tile ``index`` with its halo, padded at the bottom/right to (C, edge, edge)."""
         tile, halo = self.tiles[index], self.halo
         crop = self.window[:, tile.y0 : tile.y1 + 2 * halo, tile.x0 : tile.x1 + 2 * halo]
         return pad_to_region(crop, Region(0, crop.shape[1], 0, crop.shape[2]), Region(0, self.edge, 0, self.edge))
@@ -159,20 +178,25 @@ class TrimWindows(ChunkWindows):
             self._probabilities[:, t.y0 : t.y1, t.x0 : t.x1] = tile.probabilities
 
     def logits(self) -> np.ndarray:
+        """The chunk's (K, h, w) float32 logits; a ValueError when streaming (only labels are kept)."""
         if self._logits is None:
             raise ValueError("a streaming TrimWindows keeps labels, not logits")
         return self._logits
 
     def prediction(self) -> ChunkPrediction:
+        """The chunk's labels, confidence and (if kept) probabilities, from its logits or its streamed labels."""
         if self._logits is not None:
             return super().prediction()
         return ChunkPrediction(self._labels, self._confidence, self._probabilities)
 
 
 class BlendWindows(ChunkWindows):
-    """Every window of the image's global grid (edge ``patch``, step ``stride``) that overlaps ``region``, cut
-    from ``window`` (``region`` grown by ``patch`` on every side); the logits are the Gaussian-weighted mean
-    over the windows covering each pixel. Only the chunk's (K, h, w) sums are kept, never the image's."""
+    """Every window of the image's global grid that overlaps ``region``, its logits blended by a Gaussian weight.
+
+    Windows have edge ``patch`` and step ``stride``, and are cut from ``window`` (``region`` grown by ``patch`` on
+    every side). The logits are the Gaussian-weighted mean over the windows covering each pixel. Only the chunk's
+    (K, h, w) sums are kept, never the image's.
+    """
 
     def __init__(
         self,
@@ -183,6 +207,7 @@ class BlendWindows(ChunkWindows):
         num_classes: int,
         keep_probabilities: bool = False,
     ) -> None:
+        """Find the grid windows overlapping ``region`` and zero its weighted sums."""
         super().__init__()
         self.window, self.region, self.edge = window, region, patch
         self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
@@ -192,9 +217,11 @@ class BlendWindows(ChunkWindows):
         self.norm = np.zeros((region.height, region.width), np.float32)
 
     def __len__(self) -> int:
+        """How many grid windows overlap the chunk."""
         return len(self.origins)
 
     def cut(self, index: int) -> np.ndarray:
+        """Window ``index``: the (C, patch, patch) pixels at its grid origin."""
         y, x = self.origins[index]
         top, left = self.region.y0 - self.edge, self.region.x0 - self.edge  # image coordinates of window[:, 0, 0]
         return self.window[:, y - top : y - top + self.edge, x - left : x - left + self.edge]
@@ -210,12 +237,15 @@ class BlendWindows(ChunkWindows):
         self.norm[dst.y0 : dst.y1, dst.x0 : dst.x1] += w
 
     def logits(self) -> np.ndarray:
+        """The chunk's (K, h, w) float32 logits: the weighted sums over the summed weights."""
         return self.sums / self.norm
 
 
 def window_count(region: Region, stitch: str, tile: int, stride: int) -> int:
-    """How many model inputs a chunk covering ``region`` has, without reading it: its tiles (``trim``) or the
-    global-grid windows overlapping it (``gaussian``)."""
+    """How many model inputs a chunk covering ``region`` has, without reading it.
+
+    Its tiles (``trim``) or the global-grid windows overlapping it (``gaussian``).
+    """
     if stitch == "gaussian":
         return len(window_origins(region, tile, stride))
     return sum(1 for _ in tiles_in(Region(0, region.height, 0, region.width), tile))

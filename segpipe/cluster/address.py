@@ -18,7 +18,8 @@ def open_address(spec: ClusterSpec) -> Iterator[ClusterHandle]:
     """
     if spec.address is None:
         raise ValueError("open_address needs a ClusterSpec of kind 'address'")
-    with Client(spec.address, set_as_default=False) as client:
+    # distributed leaves Client.__init__ unannotated
+    with Client(spec.address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         workers = client.scheduler_info(n_workers=-1)["workers"]
         gpu = any(info.get("resources", {}).get("GPU") for info in workers.values())
         description = f"scheduler {public_address(spec.address)} ({len(workers)} workers at start)"

@@ -1,9 +1,9 @@
 """``cuda``: one single-threaded worker process per visible GPU on this machine, each asking ``GPU=1``.
 
-dask-cuda's LocalCUDACluster when it is importable. It is not installed by default: dask-cuda 26.10 pins
-dask/distributed 2026.7.1, older than our pin (2026.8.0), so the default is an equivalent SpecCluster built
-here: one Nanny per GPU with ``CUDA_VISIBLE_DEVICES=<that GPU>`` in its environment (torch then sees it as
-``cuda:0``) and ``resources={"GPU": 1}``. It lacks dask-cuda's extras (CPU affinity, device-memory spilling, UCX).
+dask-cuda's LocalCUDACluster when it is importable. It is not installed by default, because its releases pin
+older dask/distributed than segpipe does, so the default is an equivalent SpecCluster built here: one Nanny per
+GPU with ``CUDA_VISIBLE_DEVICES=<that GPU>`` in its environment (torch then sees it as ``cuda:0``) and
+``resources={"GPU": 1}``. It lacks dask-cuda's extras (CPU affinity, device-memory spilling, UCX).
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 def visible_gpus() -> list[str]:
-    """GPU ids from ``CUDA_VISIBLE_DEVICES`` (read as CUDA does: up to the first empty or negative entry), else
-    ``0..torch.cuda.device_count()-1``."""
+    """The GPU ids this process may use.
+
+    ``CUDA_VISIBLE_DEVICES`` read as CUDA does (up to the first empty or negative entry), else
+    ``0..torch.cuda.device_count()-1``.
+    """
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is None:
         import torch
@@ -72,7 +75,10 @@ def gpu_spec_cluster(devices: list[str], settings: Mapping[str, Any]) -> SpecClu
     }
     http = {"dashboard": False, "dashboard_address": f"{settings['host']}:0"}  # health/metrics routes only
     scheduler = {"cls": Scheduler, "options": {"host": settings["host"], "port": 0, **http}}
-    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING, name="segpipe-cuda")
+    # distributed leaves SpecCluster.__init__ unannotated
+    return SpecCluster(  # type: ignore[no-untyped-call]
+        workers=workers, scheduler=scheduler, silence_logs=logging.WARNING, name="segpipe-cuda"
+    )
 
 
 def _start(devices: list[str], settings: Mapping[str, Any]) -> Cluster:
@@ -83,6 +89,7 @@ def _start(devices: list[str], settings: Mapping[str, Any]) -> Cluster:
         from dask_cuda import LocalCUDACluster
     except ImportError:
         return gpu_spec_cluster(devices, settings)
+    # dask_cuda is optional and untyped, so mypy sees Any
     return LocalCUDACluster(  # type: ignore[no-any-return]
         CUDA_VISIBLE_DEVICES=",".join(devices),
         n_workers=len(devices),
@@ -101,6 +108,7 @@ def open_cuda(spec: ClusterSpec) -> Iterator[ClusterHandle]:
     devices = chosen_gpus(spec.workers)
     settings = backend_settings("cuda", DEFAULTS)
     with dask.config.set({"distributed.worker.daemon": False}):
-        with _start(devices, settings) as cluster, Client(cluster, set_as_default=False) as client:
+        # distributed leaves Client.__init__ unannotated
+        with _start(devices, settings) as cluster, Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
             description = f"{type(cluster).__name__}: one worker per GPU, CUDA_VISIBLE_DEVICES={','.join(devices)}"
             yield ClusterHandle(client, "cuda", len(devices), True, description)

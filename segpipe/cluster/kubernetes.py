@@ -93,7 +93,8 @@ def open_kubernetes(spec: ClusterSpec) -> Iterator[ClusterHandle]:
         shutdown_on_close=True,
         quiet=True,
     )
-    with cluster, Client(cluster, set_as_default=False) as client:
+    # distributed leaves Client.__init__ unannotated
+    with cluster, Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         wait_for_first_worker(client, config["wait-seconds"], f"the pods of DaskCluster {name} (kubectl get pods)")
         gpu = bool(config["worker"]["dask-resources"].get("GPU"))
         description = f"KubeCluster {name} image={config['image']} workers={workers}"

@@ -1,13 +1,11 @@
-"""``local``: a LocalCluster on this machine (the CPU default): by default its workers are threads of this process,
-one per core, each running one task at a time with one torch thread.
+"""``local``: a LocalCluster on this machine, the CPU default.
 
-Threads, not processes, because the model's forward pass releases the GIL and this process has imported torch
-and resolved the model already: worker processes would each import torch and load the model again and pickle
-every chunk's result across. On the 2-core bench machine, same code, an 8192^2 ``segpipe run`` took 28.5 s with
-thread workers and 54.2 s with process workers (its inference 21.6 s vs 46.4 s), and a 2048^2 run peaked at
-1406 vs 1906 MiB for the process tree. I/O-bound work (a near-free model) runs slower on threads (the GIL). Set
-``segpipe.cluster.local.processes: true`` (infra/dask/segpipe.yaml) for worker processes, e.g. for a model that
-holds the GIL.
+By default its workers are threads of this process, one per core, each running one task at a time with one torch
+thread. Threads, not processes, because the model's forward pass releases the GIL and this process has imported
+torch and resolved the model already: worker processes would each import torch and load the model again, and
+pickle every chunk's result across, which costs time and memory (see docs/capacity.md). I/O-bound work (a
+near-free model) runs slower on threads because of the GIL. Set ``segpipe.cluster.local.processes: true``
+(infra/dask/segpipe.yaml) for worker processes, e.g. for a model that holds the GIL.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ LEGACY_KEY = "segpipe.local-cluster"
 
 
 def default_workers() -> int:
-    """One worker process per core (2 here); each runs one task at a time."""
+    """One worker per core; each runs one task at a time."""
     return max(1, os.cpu_count() or 1)
 
 
@@ -67,10 +65,11 @@ def open_local(spec: ClusterSpec) -> Iterator[ClusterHandle]:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     options = {**local_cluster_options(), "n_workers": workers}
     if options.get("processes", True):
-        options["env"] = thread_env(workers)  # in-process workers share this process's environment
+        options["env"] = thread_env(workers)  # only processes take it: thread workers share this process's env
     with dask.config.set({"distributed.worker.daemon": False}):
-        with LocalCluster(**options, silence_logs=logging.WARNING) as cluster:
-            with Client(cluster, set_as_default=False) as client:
+        # distributed leaves LocalCluster.__init__ and Client.__init__ unannotated
+        with LocalCluster(**options, silence_logs=logging.WARNING) as cluster:  # type: ignore[no-untyped-call]
+            with Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
                 kind = "processes" if options.get("processes", True) else "threads in this process"
                 description = f"LocalCluster of {workers} workers ({kind})"
                 yield ClusterHandle(client, "local", workers, False, description)

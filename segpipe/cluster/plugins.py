@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from distributed import Client, Worker, WorkerPlugin
+
+if TYPE_CHECKING:
+    from segpipe.models import ModelRef
 
 
 class ModelIdentity(Protocol):
     """What the cluster needs of a model reference: its content hash (``segpipe.models`` ModelRef has it)."""
 
     @property
-    def sha256(self) -> str: ...
+    def sha256(self) -> str:
+        """The hex SHA-256 of the model file."""
+        ...
 
 
 class ModelPlugin(WorkerPlugin):
@@ -19,7 +24,8 @@ class ModelPlugin(WorkerPlugin):
 
     idempotent = True  # registered again under the same name (same sha256): workers keep the installed model
 
-    def __init__(self, model_ref: Any, payload: bytes) -> None:
+    def __init__(self, model_ref: ModelRef, payload: bytes) -> None:
+        """Hold the model's reference and its file's bytes until a worker sets the plugin up."""
         self.model_ref = model_ref
         self.payload = payload
 
@@ -45,7 +51,7 @@ def plugin_name(ref: ModelIdentity) -> str:
     return f"segpipe-model-{ref.sha256[:16]}"
 
 
-def register_model(client: Client, ref: ModelIdentity, payload: bytes) -> str:
+def register_model(client: Client, ref: ModelRef, payload: bytes) -> str:
     """Install ``ref`` on every worker of ``client``'s cluster, now and on workers started later; returns the name."""
     name = plugin_name(ref)
     client.register_plugin(ModelPlugin(ref, payload), name=name)

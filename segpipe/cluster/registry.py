@@ -1,4 +1,4 @@
-"""The backends by kind, ``open_cluster`` that picks one, and ``dask_client`` (the older entry point)."""
+"""The backends by kind, ``open_cluster`` that picks one, and ``dask_client`` (a client from a worker count)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""What backends share: settings from Dask config (``segpipe.cluster.<kind>``, infra/dask/segpipe.yaml), optional
-imports, worker resources, waiting for the first worker."""
+"""What backends share: settings, optional imports, worker resources, waiting for the first worker.
+
+Settings come from Dask config ``segpipe.cluster.<kind>`` (infra/dask/segpipe.yaml).
+"""
 
 from __future__ import annotations
 

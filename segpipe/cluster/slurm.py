@@ -59,7 +59,8 @@ def open_slurm(spec: ClusterSpec) -> Iterator[ClusterHandle]:
     """Submit jobs for ``spec.workers`` workers (default: ``workers``); wait for the first (``wait-seconds``)."""
     config = settings()
     workers = spec.workers or config["workers"]
-    with make_cluster(config) as cluster, Client(cluster, set_as_default=False) as client:
+    # distributed leaves Client.__init__ unannotated
+    with make_cluster(config) as cluster, Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         cluster.scale(workers)  # whole jobs of ``processes`` workers each
         wait_for_first_worker(client, config["wait-seconds"], "the jobs (squeue) and their logs")
         where = f"partition={config['queue']} scheduler={cluster.scheduler_address}"

@@ -16,14 +16,17 @@ CHOICES = "local, cuda, slurm, kubernetes, tcp://HOST:PORT or tls://HOST:PORT"
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    """A backend ``kind`` (one of KINDS, or "address" to join ``address``) and the workers to start (None: its
-    default)."""
+    """A backend ``kind`` (one of KINDS, or "address" to join ``address``) and the workers to start.
+
+    ``workers`` None means the backend's default.
+    """
 
     kind: str
     address: str | None = None
     workers: int | None = None
 
     def __post_init__(self) -> None:
+        """Refuse an unknown kind, an address on a kind other than "address", or fewer than one worker."""
         if self.kind not in (*KINDS, "address"):
             raise ConfigError(f"cluster kind {self.kind!r}: expected one of {CHOICES}")
         if (self.kind == "address") != (self.address is not None):
@@ -50,9 +53,12 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class ClusterHandle:
-    """An open cluster: its client, backend kind, workers at start (started, or requested from SLURM/Kubernetes,
-    or found at the address), whether inference should ask for a GPU, and a description without credentials (for
-    logs and MLflow lineage)."""
+    """An open cluster: its client, backend kind, workers at start, GPU use and a description.
+
+    ``workers`` counts those started, requested from SLURM/Kubernetes, or found at the address; ``gpu`` says
+    whether inference should ask for a GPU; ``description`` holds no credentials (it goes to logs and MLflow
+    lineage).
+    """
 
     client: Client
     kind: str

@@ -17,10 +17,13 @@ import numpy as np
 
 
 class BlockCache:
-    """``cache[index]`` equals ``array[index]`` for an index of ints and step-1 slices, one per axis, read through
-    a least-recently-used cache of whole stored chunks. For one reader thread (an infer task's)."""
+    """``cache[index]`` equals ``array[index]``, read through a least-recently-used cache of whole stored chunks.
+
+    An index holds ints and step-1 slices, one per axis. For one reader thread (an infer task's).
+    """
 
     def __init__(self, array: Any) -> None:
+        """Wrap ``array`` (anything with ``shape``, ``chunks``, ``dtype`` and numpy-style indexing); nothing is read."""
         self.array = array
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.chunks: tuple[int, ...] = tuple(array.chunks)
@@ -30,6 +33,7 @@ class BlockCache:
         self.fetched = 0  # stored chunks fetched, for tests and benchmarks
 
     def __getitem__(self, index: tuple[int | slice, ...]) -> np.ndarray:
+        """The pixels at ``index``, cut from the cached chunks it touches (fetching those not cached)."""
         bounds = [_bounds(item, size) for item, size in zip(index, self.shape, strict=True)]
         out = np.empty([stop - start for start, stop in bounds], self.dtype)
         ranges = [

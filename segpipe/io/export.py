@@ -26,8 +26,11 @@ def export_tiff(
     geotiff_tags: list[list[Any]] | None = None,
     pixel_size: tuple[float, float] | None = None,
 ) -> str:
-    """Write the (Y, X) label array at URL ``mask_path`` to URL ``out_path`` as a tiled, deflate-compressed TIFF;
-    return the output URL."""
+    """Write the (Y, X) label array at URL ``mask_path`` to URL ``out_path`` as a tiled, deflate-compressed TIFF.
+
+    Returns:
+        The output URL.
+    """
     mask = open_array(mask_path, mode="r", zarr_format=OWN_FORMAT)
     extratags = [
         (code, dtype, count, tuple(value) if isinstance(value, list) else value, True)
@@ -42,7 +45,7 @@ def export_tiff(
     return target.url
 
 
-def _write(path: str, mask: zarr.Array, extratags: list[Any], resolution: tuple[float, float] | None) -> None:
+def _write(path: str, mask: zarr.Array[Any], extratags: list[Any], resolution: tuple[float, float] | None) -> None:
     height, width = mask.shape
     tifffile.imwrite(
         path,
@@ -58,7 +61,7 @@ def _write(path: str, mask: zarr.Array, extratags: list[Any], resolution: tuple[
     )
 
 
-def _tiles(mask: zarr.Array, height: int, width: int) -> Iterator[np.ndarray]:
+def _tiles(mask: zarr.Array[Any], height: int, width: int) -> Iterator[np.ndarray]:
     for y in range(0, height, TILE):
         for x in range(0, width, TILE):
             tile = np.zeros((TILE, TILE), mask.dtype)

@@ -72,14 +72,17 @@ class ImageSource:
 
     @property
     def channels(self) -> int:
+        """Bands (C)."""
         return self.shape[0]
 
     @property
     def height(self) -> int:
+        """Rows (Y)."""
         return self.shape[1]
 
     @property
     def width(self) -> int:
+        """Columns (X)."""
         return self.shape[2]
 
     def stored_array(self) -> Any:
@@ -87,8 +90,10 @@ class ImageSource:
         return _stored_array(self)
 
     def read(self, y0: int, y1: int, x0: int, x1: int, stored: Any = None) -> np.ndarray:
-        """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array (from ``stored``, the array
-        ``stored_array()`` opened, when given)."""
+        """Return pixels [y0:y1, x0:x1] of every band as a (C, h, w) array.
+
+        Reads from ``stored`` (the array ``stored_array()`` opened) when given, else opens the array.
+        """
         if "P" in self.stored_axes and self.plane is None:
             raise InputError(f"{self.path}: a {self.planes}-plane stack is read one plane at a time")
         fixed: dict[str, int | slice] = {"Y": slice(y0, y1), "X": slice(x0, x1), "C": slice(None), "1": 0}
@@ -269,8 +274,10 @@ def _thread_tiffs() -> OrderedDict[tuple[str, str], _OpenTiff]:
 
 
 def _open_tiff(source: ImageSource) -> _OpenTiff:
-    """This thread's open handle on ``source``'s TIFF, opened on first use; the least recently used beyond
-    ``MAX_OPEN_TIFFS`` is closed."""
+    """This thread's open handle on ``source``'s TIFF, opened on first use.
+
+    The least recently used handle beyond ``MAX_OPEN_TIFFS`` is closed.
+    """
     tiffs = _thread_tiffs()
     key = (source.path, source.version)
     handle = tiffs.get(key)

@@ -1,13 +1,15 @@
-"""Ingest: copy an image, one chunk per task, into a Zarr v3 (C, Y, X) array on the chunk grid, collecting a
-strided pixel sample for normalization on the way. Peak memory is one chunk per worker, whatever the size.
-Source and destination are URLs on any store (``segpipe.storage``)."""
+"""Ingest: copy an image, one chunk per task, into a Zarr v3 (C, Y, X) array on the chunk grid.
+
+A strided pixel sample for normalization is collected on the way. Peak memory is one chunk per worker, whatever
+the size. Source and destination are URLs on any store (``segpipe.storage``).
+"""
 
 from __future__ import annotations
 
 import os
 
-import dask
 import numpy as np
+from dask.delayed import delayed
 
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
@@ -52,8 +54,8 @@ def ingest(
         _create_input_array(source, url, chunk)
         done = set()
     stride = sample_stride(source.height, source.width)
-    copy = dask.delayed(ingest_chunk, pure=False)
-    reread = dask.delayed(sample_chunk, pure=True)
+    copy = delayed(ingest_chunk, pure=False)
+    reread = delayed(sample_chunk, pure=True)
     copied = open_copy(source, url)
     tasks = [
         reread(copied, r, stride) if (r.y0, r.x0) in done else copy(source, url, r, stride, ledger)
@@ -83,6 +85,6 @@ def open_copy(source: ImageSource, dest: Where) -> ImageSource:
 def measure(source: ImageSource, chunk: int, executor: Executor = local_executor) -> BandStats:
     """Band statistics of an image used in place (a Zarr input), reading a strided sample of each chunk."""
     stride = sample_stride(source.height, source.width)
-    task = dask.delayed(sample_chunk, pure=True)
+    task = delayed(sample_chunk, pure=True)
     samples = executor([task(source, r, stride) for r in chunk_grid(source.height, source.width, chunk)], "measure")
     return BandStats.from_samples(np.concatenate(samples, axis=1))

@@ -1,5 +1,8 @@
-"""Find the label array a user means: a segpipe OME-Zarr folder stands for its ``labels/mask/0``, and the class
-names written in its NGFF ``image-label`` metadata name the classes."""
+"""Find the label array a user means, and its class names.
+
+A segpipe OME-Zarr folder stands for its ``labels/mask/0``, and the class names written in its NGFF
+``image-label`` metadata name the classes.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +33,10 @@ class LabelImage:
 
 
 def resolve_label_image(path: str) -> LabelImage:
-    """``path`` itself (a TIFF or Zarr array), or, for an OME-Zarr image group holding ``labels/mask``, its
-    level-0 mask with the class names of its ``image-label`` properties.
+    """The label array at ``path``, with its class names when its metadata has them.
+
+    ``path`` itself (a TIFF or Zarr array), or, for an OME-Zarr image group holding ``labels/mask``, its level-0
+    mask with the class names of its ``image-label`` properties.
 
     Raises:
         InputError: a Zarr group with no label mask inside (one line saying what to pass).

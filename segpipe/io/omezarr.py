@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import dask
 import numpy as np
+from dask.delayed import delayed
 from zarr.errors import ContainsArrayError
 
 from segpipe.executor import Executor, local_executor
@@ -60,9 +60,11 @@ MEAN_BAND = 128  # output rows averaged at a time: float64 temporaries of a band
 
 
 def mean_2x2(block: np.ndarray) -> np.ndarray:
-    """Means of 2 x 2 pixel blocks over the last two axes, in ``block``'s dtype (integers rounded); an odd last row
-    or column is averaged with itself. Computed in float64, band by band of output rows, so that the temporaries
-    stay small whatever the block's size."""
+    """Means of 2 x 2 pixel blocks over the last two axes, in ``block``'s dtype (integers rounded).
+
+    An odd last row or column is averaged with itself. Computed in float64, band by band of output rows, so that
+    the temporaries stay small whatever the block's size.
+    """
     h, w = block.shape[-2:]
     out = np.empty((*block.shape[:-2], -(-h // 2), -(-w // 2)), block.dtype)
     lead = [(0, 0)] * (block.ndim - 2)
@@ -76,7 +78,7 @@ def mean_2x2(block: np.ndarray) -> np.ndarray:
 
 def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:
     """Create levels 1..levels-1 under the group at URL ``group`` from level ``0``, chunk by chunk."""
-    task = dask.delayed(_downsample_chunk, pure=False)
+    task = delayed(_downsample_chunk, pure=False)
     root = location(group)
     for level in range(1, levels):
         src, dst = root.child(str(level - 1)).url, root.child(str(level)).url
@@ -105,7 +107,9 @@ def _axes(names: str, unit: str | None) -> list[dict[str, str]]:
     return axes
 
 
-def multiscales(name: str, axes: str, levels: int, pixel_size: tuple[float, float], unit: str | None) -> list:
+def multiscales(
+    name: str, axes: str, levels: int, pixel_size: tuple[float, float], unit: str | None
+) -> list[dict[str, Any]]:
     """The ``multiscales`` entry: one dataset per level, scale doubling with each level."""
     lead = [1.0] * (len(axes) - 2)
     datasets = [
@@ -130,8 +134,10 @@ def write_metadata(
     unit: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the NGFF group metadata of the image, the labels group and the mask; ``extra`` goes under
-    the image group's ``segpipe`` attribute (provenance, fingerprints, GeoTIFF tags)."""
+    """Write the NGFF group metadata of the image, the labels group and the mask.
+
+    ``extra`` goes under the image group's ``segpipe`` attribute (provenance, fingerprints, GeoTIFF tags).
+    """
     root = location(store)
     image = open_group(root, mode="a", zarr_format=OWN_FORMAT)
     image.attrs.update(
@@ -160,8 +166,11 @@ def write_metadata(
 
 
 def read_segpipe_attrs(store: str) -> dict[str, Any]:
-    """The ``segpipe`` attribute of the OME-Zarr at URL ``store``: {} when there is no store, no group there
-    (e.g. an array) or no such attribute. Any other failure (unreadable metadata, a network fault) propagates."""
+    """The ``segpipe`` attribute of the OME-Zarr at URL ``store``.
+
+    {} when there is no store, no group there (e.g. an array) or no such attribute. Any other failure
+    (unreadable metadata, a network fault) propagates.
+    """
     try:
         found = open_group(store, mode="r").attrs.get("segpipe", {})
     except (FileNotFoundError, ContainsArrayError):  # zarr's GroupNotFoundError is a FileNotFoundError

@@ -1,5 +1,6 @@
-"""Crash-safe progress: which output chunks are finished, keyed by a fingerprint of everything they depend on,
-and the commit record that says an image is finished.
+"""Crash-safe progress: which output chunks are finished, and the commit record that says an image is finished.
+
+Chunks are keyed by a fingerprint of everything they depend on.
 
 A chunk is marked done (an empty marker object) only after its Zarr write has returned, so a process killed at
 any moment leaves at worst a chunk that is rewritten on the next run. Markers live inside the output store,
@@ -28,7 +29,7 @@ MARKER = re.compile(r"^(\d+)_(\d+)$")
 
 
 def file_identity(url: str | os.PathLike[str]) -> dict[str, Any]:
-    """``Location.identity()`` as a dict: ``{"url", "size", "version"}`` (kept for fingerprints built from dicts)."""
+    """``Location.identity()`` as a dict, ``{"url", "size", "version"}``, for fingerprints built from dicts."""
     return asdict(location(url).identity())
 
 
@@ -45,23 +46,29 @@ class ChunkLedger:
     """
 
     def __init__(self, store: str | os.PathLike[str] | Location, stage: str, key: str) -> None:
+        """The ledger of ``stage`` under fingerprint ``key`` in ``store``; nothing is read or written."""
         self.state = location(store).child(STATE_DIR)
         self.root = self.state.child(f"{stage}-{key}")
         self.stage = stage
         self.key = key
 
     def __repr__(self) -> str:
+        """``ChunkLedger('<its folder's URL>')``."""
         return f"ChunkLedger({self.root.url!r})"
 
     def __eq__(self, other: object) -> bool:
+        """Ledgers are equal when they keep their markers in the same folder."""
         return isinstance(other, ChunkLedger) and other.root == self.root
 
     def __hash__(self) -> int:
+        """The hash of the markers' folder, consistent with ``__eq__``."""
         return hash(self.root)
 
     def reset(self) -> None:
-        """Start this stage afresh: drop every ledger of the stage (other fingerprints' and this one's), for
-        when its output is being created anew."""
+        """Start this stage afresh: drop every ledger of the stage, other fingerprints' and this one's.
+
+        For when the stage's output is being created anew.
+        """
         for name in self.state.listdir():
             if name.startswith(f"{self.stage}-"):
                 self.state.child(name).remove()
@@ -88,9 +95,11 @@ class ChunkLedger:
         return self._marker(region).exists()
 
     def mark_done(self, region: Region) -> None:
+        """Mark ``region`` done; call only after its write has returned."""
         self._marker(region).write_bytes(b"")
 
     def done_count(self) -> int:
+        """How many chunks are marked done (one listing)."""
         return len(self.done_regions())
 
 
@@ -104,10 +113,12 @@ def read_commit(where: str | os.PathLike[str] | Location) -> dict[str, Any] | No
 
 
 def write_commit(where: str | os.PathLike[str] | Location, key: str, report: dict[str, Any]) -> None:
-    """Write the commit record last, atomically (local: temp file and rename; object store: one PUT),
-    recording the fingerprint the image was finished under."""
+    """Write the commit record, with the fingerprint the image was finished under.
+
+    Written last and atomically (local: temp file and rename; object store: one PUT).
+    """
     location(where).child(COMMIT_NAME).write_json({"fingerprint": key, "report": report})
 
 
-read_done = read_commit  # the names flows/ used before
+read_done = read_commit  # aliases: the commit record is the image's done.json
 write_done = write_commit
