@@ -18,7 +18,8 @@ PROPERTY = settings(deadline=None, max_examples=60)
 def _coverage(regions: list[Region], height: int, width: int) -> np.ndarray:
     counts = np.zeros((height, width), np.int64)
     for r in regions:
-        assert 0 <= r.y0 < r.y1 <= height and 0 <= r.x0 < r.x1 <= width, r
+        assert 0 <= r.y0 < r.y1 <= height, r
+        assert 0 <= r.x0 < r.x1 <= width, r
         counts[r.y0 : r.y1, r.x0 : r.x1] += 1
     return counts
 
@@ -42,7 +43,8 @@ def test_tiles_in_cover_the_region_exactly_once(y0: int, h: int, x0: int, w: int
     tiles = list(tiles_in(region, tile))
     counts = _coverage(tiles, y0 + h, x0 + w)
     assert (counts[y0:, x0:] == 1).all()
-    assert counts[:y0].sum() == 0 and counts[:, :x0].sum() == 0
+    assert counts[:y0].sum() == 0
+    assert counts[:, :x0].sum() == 0
     assert all(t.y0 == y0 + (t.y0 - y0) // tile * tile for t in tiles)  # tiles start at the region's corner
 
 
@@ -125,5 +127,6 @@ def test_strided_sample_is_independent_of_chunking(height: int, width: int, chun
     assert len(pieces) == len(set(pieces.tolist()))  # no pixel sampled twice
     assert set(pieces.tolist()) == set(whole.tolist())
     ys, xs = np.divmod(whole, width)
-    assert (ys % stride == 0).all() and (xs % stride == 0).all()
+    assert (ys % stride == 0).all()
+    assert (xs % stride == 0).all()
     assert len(whole) == -(-height // stride) * -(-width // stride)
