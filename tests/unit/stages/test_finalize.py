@@ -46,7 +46,10 @@ def finalized(tmp_path_factory: pytest.TempPathFactory) -> tuple[BatchPlan, Fina
 
 
 def _levels(group: str) -> list[np.ndarray]:
-    return [zarr.open_array(location(group).child(str(n)).url, mode="r")[:] for n in range(level_count(HEIGHT, WIDTH))]
+    return [
+        np.asarray(zarr.open_array(location(group).child(str(n)).url, mode="r")[:])
+        for n in range(level_count(HEIGHT, WIDTH))
+    ]
 
 
 def test_image_levels_are_the_2x2_mean_of_the_level_below(finalized) -> None:

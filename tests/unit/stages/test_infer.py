@@ -52,7 +52,7 @@ def test_the_mask_equals_the_whole_image_prediction(inferred) -> None:
 
 def test_the_result_counts_every_chunk_and_class_pixel(inferred) -> None:
     plan, _, _, result = inferred
-    mask = zarr.open_array(result.mask, mode="r")[:]
+    mask = np.asarray(zarr.open_array(result.mask, mode="r")[:])
     assert result.mask == plan.jobs[0].mask
     assert result.chunks == len(chunk_grid(HEIGHT, WIDTH, CHUNK))
     assert result.chunks_computed == result.chunks
