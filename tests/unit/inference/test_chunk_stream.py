@@ -31,7 +31,7 @@ from segpipe.io.progress import ChunkLedger
 from segpipe.models.loader import ModelRef, Predictor, load_predictor
 from segpipe.tiling import Region, chunk_grid
 
-from .helpers import whole_image_labels, write_zarr
+from ..helpers import whole_image_labels, write_zarr
 
 GATE_SECONDS = 30.0
 

@@ -21,7 +21,7 @@ from segpipe.stages.plan import resolve_tiling
 from segpipe.synthetic import render
 from segpipe.tiling import chunk_grid
 
-from .helpers import whole_image_labels, write_zarr
+from ..helpers import whole_image_labels, write_zarr
 
 
 def _builtin_image(height: int, width: int) -> np.ndarray:
