@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+DEFAULT_KILL_SEED = 0
+
+
+def kill_seed() -> int:
+    """The seed kill points are drawn from: ``SEGPIPE_KILL_SEED`` if set, else a fixed one; printed so a run replays."""
+    seed = int(os.environ.get("SEGPIPE_KILL_SEED") or DEFAULT_KILL_SEED)
+    print(f"kill points from seed {seed}: replay with SEGPIPE_KILL_SEED={seed}")
+    return seed
 
 
 def file_tree(root: Path) -> dict[str, bytes]:

@@ -17,7 +17,8 @@ def test_bad_input_is_refused_cleanly(case: Case, tmp_path: Path) -> None:
     code, err = invoke(args)
     lines = err.strip().splitlines()
     assert code == case.exit_code, err
-    assert len(lines) == 1 and lines[0].startswith("segpipe: error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("segpipe: error: "), err
     assert case.expect in lines[0], lines[0]
     assert file_tree(tmp_path) == before  # nothing written or marked done
     assert not (tmp_path / "out").exists() or case.name == "output holds another model's mask"

@@ -17,7 +17,7 @@ from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.plan import RunSettings, plan_batch
 from segpipe.synthetic import write_sample
-from tests.outputs import file_tree, markers_done, start_segpipe_run
+from tests.outputs import file_tree, kill_seed, markers_done, start_segpipe_run
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +49,7 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
     assert done.wait(timeout=300) == 0, done.stderr.read()
     expected = file_tree(reference / "scene" / "scene.ome.zarr" / "labels")
 
-    seed = int(os.environ.get("SEGPIPE_KILL_SEED") or random.SystemRandom().randrange(2**31))
-    print(f"kill points from seed {seed}: replay with SEGPIPE_KILL_SEED={seed}")
+    seed = kill_seed()
     rng = random.Random(seed)
     kill_points = [("ingest", rng.randint(1, 30)), ("infer", rng.randint(1, 20)), ("infer", rng.randint(21, 60))]
     for number, (stage, after) in enumerate(kill_points):
@@ -63,17 +62,18 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
         assert process.poll() is None, f"run ended before kill point {stage}:{after} (seed {seed})"
         os.killpg(process.pid, signal.SIGKILL)  # the whole tree: CLI, scheduler, nannies, workers
         process.wait()
-        assert not _committed(out / "scene")  # nothing a reader would trust
+        assert not _committed(out / "scene"), f"committed after a kill at {stage}:{after} (seed {seed})"
 
         resumed = start_segpipe_run(args, env)
         stdout, stderr = resumed.communicate(timeout=300)
-        assert resumed.returncode == 0, stderr[-3000:]
+        assert resumed.returncode == 0, f"{stage}:{after}, seed {seed}: {stderr[-3000:]}"
         assert file_tree(out / "scene" / "scene.ome.zarr" / "labels") == expected, f"{stage}:{after}, seed {seed}"
         if stage == "infer":
             import json
 
             entry = json.loads(stdout)["images"][0]
-            assert entry["chunks_computed"] <= entry["chunks"] - after  # only what was left
+            # only what was left
+            assert entry["chunks_computed"] <= entry["chunks"] - after, f"{stage}:{after}, seed {seed}"
 
 
 def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple[str, str]) -> None:
@@ -116,12 +116,14 @@ def test_tracking_outage_keeps_masks_and_resume_only_logs(
     with pytest.raises(TrackingError, match="MLflow at http://127.0.0.1:9"):
         segment_batch([image], [truth], settings, workers=2, tracking_uri="http://127.0.0.1:9")
     mask = tmp_path / "out" / "scene" / "scene.ome.zarr" / "labels"
-    assert mask.is_dir() and (tmp_path / "out" / "scene" / "done.json").exists()
+    assert mask.is_dir(), "no mask was written during the tracking outage"
+    assert (tmp_path / "out" / "scene" / "done.json").exists(), "the image was not marked done"
     written = file_tree(mask)
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = segment_batch([image], [truth], settings, workers=2, tracking_uri=tracking_uri)
-    assert report["images"][0]["skipped"] is True and report["batch"]["images_skipped"] == 1
+    assert report["images"][0]["skipped"] is True
+    assert report["batch"]["images_skipped"] == 1
     assert file_tree(mask) == written
     from mlflow.tracking import MlflowClient
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from segpipe.synthetic import write_sample
-from tests.outputs import file_tree, start_segpipe_run
+from tests.outputs import file_tree, kill_seed, start_segpipe_run
 
 pytestmark = pytest.mark.integration
 
@@ -71,18 +71,20 @@ def test_s3_run_equals_local_run_and_resumes_after_kill(
 
     out = f"{s3_bucket}/killed"
     args = [s3_image, "--truth", s3_truth, "--out", out, *_tracking(tmp_path, "k"), *RUN_ARGS]
-    after = random.Random(int(os.environ.get("SEGPIPE_KILL_SEED") or time.time_ns() % 2**31)).randint(3, 25)
+    seed = kill_seed()
+    after = random.Random(seed).randint(3, 25)
     process = start_segpipe_run(args, env)
     deadline = time.monotonic() + 300
     while _marked(f"{out}/scene/scene.ome.zarr") < after and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert process.poll() is None, f"run ended before {after} chunks were marked"
+    assert process.poll() is None, f"run ended before {after} chunks were marked (seed {seed})"
     os.killpg(process.pid, signal.SIGKILL)  # CLI, scheduler, nannies and workers at once
     process.wait()
-    assert "scene/done.json" not in _s3_tree(out)
+    assert "scene/done.json" not in _s3_tree(out), f"committed after a kill at {after} chunks (seed {seed})"
     resumed = _run(args, env)
-    assert _s3_tree(f"{out}/scene/scene.ome.zarr/labels") == local_labels, f"killed after {after} infer chunks"
-    assert resumed["images"][0]["chunks_computed"] <= resumed["images"][0]["chunks"] - after
+    replay = f"killed after {after} infer chunks (seed {seed})"
+    assert _s3_tree(f"{out}/scene/scene.ome.zarr/labels") == local_labels, replay
+    assert resumed["images"][0]["chunks_computed"] <= resumed["images"][0]["chunks"] - after, replay
     assert resumed["images"][0]["iou"] == local["images"][0]["iou"]
 
 

@@ -101,7 +101,8 @@ def test_every_benchmark_writes_its_json(session: tuple[dict[str, Any], Path]) -
         result = json.loads((results / f"{name}.json").read_text())
         assert RESULT_KEYS <= set(result), name
         assert "error" not in result, result.get("error")
-        assert result["benchmark"] == name and result["quick"] is True
+        assert result["benchmark"] == name
+        assert result["quick"] is True
         assert {"cpus", "cpu_model", "torch", "load_average_1m"} <= set(result["machine"])
         assert all(value is None or isinstance(value, float) for value in result["ratios"].values()), name
         assert all(set(goal) == GOAL_KEYS for goal in result["goals"]), name
@@ -136,18 +137,26 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     load = lambda name: json.loads((results / f"{name}.json").read_text())  # noqa: E731
     floor = load("floor")["runs"]["64"]
     ceiling = (256 / 312) ** 2  # the default tile 256 and the U-Net's 28-pixel halo on each side
-    assert floor["window"] == 312 and floor["windows"] == 1 and floor["halo_ceiling"] == pytest.approx(ceiling)
-    assert floor["layout"] == "channels_last" and floor["fastest_way"] in floor["passes_seconds"]
+    assert floor["window"] == 312
+    assert floor["windows"] == 1
+    assert floor["halo_ceiling"] == pytest.approx(ceiling)
+    assert floor["layout"] == "channels_last"
+    assert floor["fastest_way"] in floor["passes_seconds"]
     end_to_end = load("end_to_end")["runs"]["64"]
-    assert RUN_KEYS <= set(end_to_end) and set(end_to_end["floor_over_stage"]) >= {"ingest", "infer"}
+    assert RUN_KEYS <= set(end_to_end)
+    assert set(end_to_end["floor_over_stage"]) >= {"ingest", "infer"}
     assert end_to_end["floor_over_command"] == pytest.approx(floor["floor_seconds"] / end_to_end["seconds"])
     assert end_to_end["output"]["parts"]["mask_level0"]["objects"] == 2  # zarr.json and the one chunk
     monai = load("monai")["runs"]["64"]
-    assert monai["agreement"] == 1.0 and monai["overlap"] == pytest.approx(56 / 312) and monai["rss_ratio"] == 1.0
-    assert monai["seconds_ratio_channels_last"] == 1.0 and "--channels-last" in monai["monai_channels_last"]["command"]
+    assert monai["agreement"] == 1.0
+    assert monai["overlap"] == pytest.approx(56 / 312)
+    assert monai["rss_ratio"] == 1.0
+    assert monai["seconds_ratio_channels_last"] == 1.0
+    assert "--channels-last" in monai["monai_channels_last"]["command"]
     assert load("overhead")["missing_file"]["returncode"] == 2
     s3 = load("s3_vs_local")
-    assert "s3://" in s3["s3"]["command"] and set(s3["requests"]["by_size"]) == {"64", "128"}
+    assert "s3://" in s3["s3"]["command"]
+    assert set(s3["requests"]["by_size"]) == {"64", "128"}
     assert s3["requests"]["by_size"]["64"] == {}  # the uploads are not counted, and the fake command sent none
     assert load("memory_scaling")["runs"]["128"]["input_bytes"] > 0
 
@@ -165,7 +174,8 @@ def test_measure_command_samples_the_whole_process_tree() -> None:
     child = "b = bytearray(96 << 20); import time; time.sleep(0.6)"
     parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}]); print('done')"
     done = measure_command([sys.executable, "-c", parent])
-    assert done.returncode == 0 and done.stdout.strip() == "done"
+    assert done.returncode == 0
+    assert done.stdout.strip() == "done"
     assert done.peak_processes >= 2
     assert done.peak_rss_bytes >= 96 << 20
 
@@ -174,14 +184,17 @@ def test_streamed_tiff_is_tiled_and_cycles_the_pool(tmp_path: Path) -> None:
     path = write_streamed_tiff(tmp_path / "streamed.tif", 1000)
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
-        assert page.shape == (1000, 1000) and (page.tilelength, page.tilewidth) == (STREAM_TILE, STREAM_TILE)
+        assert page.shape == (1000, 1000)
+        assert (page.tilelength, page.tilewidth) == (STREAM_TILE, STREAM_TILE)
         pixels = page.asarray()
     assert np.array_equal(pixels[:STREAM_TILE, :STREAM_TILE], tile_pool(0)[0])
 
 
 def test_pointwise_model_is_valid_and_near_free(tmp_path: Path) -> None:
     ref = resolve_model(str(write_pointwise_model(tmp_path)))
-    assert ref.format == "torchscript" and ref.card.default_halo == 0 and ref.card.size_divisor == 1
+    assert ref.format == "torchscript"
+    assert ref.card.default_halo == 0
+    assert ref.card.size_divisor == 1
     batch = np.array([[[[500.0, 1500.0]]]], np.float32)
     assert load_predictor(ref, "cpu")(batch).argmax(axis=1).tolist() == [[[0, 1]]]
 

@@ -134,14 +134,16 @@ def test_binary_matches_torchmetrics_binary_metrics() -> None:
 def test_one_class_only() -> None:
     truth = prediction = np.zeros((5, 7), np.uint8)
     ours = scores(confusion_matrix(truth, prediction, 3))
-    assert ours["iou"][0] == 1.0 and all(math.isnan(v) for v in ours["iou"][1:] + ours["recall"][1:])
+    assert ours["iou"][0] == 1.0
+    assert all(math.isnan(v) for v in ours["iou"][1:] + ours["recall"][1:])
     for key in ("mean_iou", "mean_dice", "pixel_accuracy", "frequency_weighted_iou"):
         assert ours[key] == 1.0
     per_class = torchmetrics_scores(truth, prediction, 3, None)
     np.testing.assert_array_equal(per_class["iou"], [1.0, 0.0, 0.0])  # zero_division for absent classes
     assert float(torchmetrics_scores(truth, prediction, 3, None, "macro")["iou"]) == 1.0  # absent: skipped
     monai = monai_scores(truth, prediction, 3, None)
-    assert monai["iou"][0] == 1.0 and np.isnan(monai["iou"][1:]).all()
+    assert monai["iou"][0] == 1.0
+    assert np.isnan(monai["iou"][1:]).all()
 
 
 def test_class_absent_from_truth_but_predicted() -> None:
@@ -149,8 +151,10 @@ def test_class_absent_from_truth_but_predicted() -> None:
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.uint8)
     prediction = np.array([[0, 2, 1, 1], [0, 0, 2, 1]], np.uint8)
     ours = scores(confusion_matrix(truth, prediction, 3))
-    assert ours["iou"] == [0.75, 0.75, 0.0] and ours["dice"] == pytest.approx([6 / 7, 6 / 7, 0.0])
-    assert ours["precision"] == [1.0, 1.0, 0.0] and ours["recall"] == [0.75, 0.75, 0.0]
+    assert ours["iou"] == [0.75, 0.75, 0.0]
+    assert ours["dice"] == pytest.approx([6 / 7, 6 / 7, 0.0])
+    assert ours["precision"] == [1.0, 1.0, 0.0]
+    assert ours["recall"] == [0.75, 0.75, 0.0]
     assert ours["mean_iou"] == pytest.approx(0.5)
     theirs = torchmetrics_scores(truth, prediction, 3, None)
     np.testing.assert_allclose(theirs["iou"], [0.75, 0.75, 0.0], atol=TOL)
@@ -158,7 +162,8 @@ def test_class_absent_from_truth_but_predicted() -> None:
     assert float(torchmetrics_scores(truth, prediction, 3, None, "macro")["iou"]) == pytest.approx(0.5)
     monai = monai_scores(truth, prediction, 3, None, ignore_empty=True)
     np.testing.assert_allclose(monai["iou"][:2], [0.75, 0.75])
-    assert np.isnan(monai["iou"][2]) and np.isnan(monai["dice"][2])
+    assert np.isnan(monai["iou"][2])
+    assert np.isnan(monai["dice"][2])
     lenient = monai_scores(truth, prediction, 3, None, ignore_empty=False)
     np.testing.assert_allclose(lenient["iou"], [0.75, 0.75, 0.0])
 
@@ -166,14 +171,18 @@ def test_class_absent_from_truth_but_predicted() -> None:
 def test_all_pixels_ignored() -> None:
     truth, prediction = np.full((4, 4), VOID, np.uint8), np.ones((4, 4), np.uint8)
     ours = scores(confusion_matrix(truth, prediction, 3, VOID))
-    assert ours["pixels"] == 0 and ours["truth_pixels"] == [0, 0, 0]
+    assert ours["pixels"] == 0
+    assert ours["truth_pixels"] == [0, 0, 0]
     for key in ("iou", "dice", "precision", "recall"):
-        assert all(math.isnan(v) for v in ours[key]) and math.isnan(ours[f"mean_{key}"])
-    assert math.isnan(ours["pixel_accuracy"]) and math.isnan(ours["frequency_weighted_iou"])
+        assert all(math.isnan(v) for v in ours[key])
+        assert math.isnan(ours[f"mean_{key}"])
+    assert math.isnan(ours["pixel_accuracy"])
+    assert math.isnan(ours["frequency_weighted_iou"])
     # torchmetrics: zero_division per class; macro Jaccard NaN but macro F1 0
     np.testing.assert_array_equal(torchmetrics_scores(truth, prediction, 3, VOID)["iou"], [0, 0, 0])
     macro = torchmetrics_scores(truth, prediction, 3, VOID, "macro")
-    assert math.isnan(float(macro["iou"])) and float(macro["dice"]) == 0.0
+    assert math.isnan(float(macro["iou"]))
+    assert float(macro["dice"]) == 0.0
 
 
 def test_ignore_index_inside_the_classes() -> None:
@@ -258,7 +267,8 @@ def test_score_invariants(case) -> None:
             assert d == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-12)
     same = scores(confusion_matrix(truth, np.where(truth == VOID, 0, truth), k, ignore))
     present = np.array(same["truth_pixels"]) > 0
-    assert all(np.array(same["iou"])[present] == 1.0) and all(np.isnan(np.array(same["iou"])[~present]))
+    assert all(np.array(same["iou"])[present] == 1.0)
+    assert all(np.isnan(np.array(same["iou"])[~present]))
 
 
 # --------------------------------------------------------------------------------------- batches

@@ -26,14 +26,17 @@ def test_no_configured_api_starts_a_loopback_server_for_the_flow_and_stops_it(
     with early_prefect() as early:
         early.start()
         server = early.server
-        assert server is not None and server.process.poll() is None
+        assert server is not None
+        assert server.process.poll() is None
         with early.api() as url:
-            assert url == server.api_url and url.startswith("http://127.0.0.1:")
+            assert url == server.api_url
+            assert url.startswith("http://127.0.0.1:")
             assert PREFECT_API_URL.value() == url
             with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
                 assert response.status == 200
         assert PREFECT_API_URL.value() == outside  # only the flow call sees it
-    assert server.process.poll() is not None and early.server is None
+    assert server.process.poll() is not None
+    assert early.server is None
 
 
 def test_a_configured_api_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,5 +97,6 @@ def test_a_server_started_on_a_wrong_hint_is_stopped_for_the_configured_api(monk
         server = early.server
         assert server is not None
         with early.api() as url:
-            assert url is None and early.server is None
+            assert url is None
+            assert early.server is None
         assert server.process.poll() is not None

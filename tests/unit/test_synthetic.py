@@ -61,7 +61,8 @@ def test_nuclei_are_deterministic_per_seed() -> None:
     a, b, c = nuclei_near(0, 100, 0, 100, 1), nuclei_near(0, 100, 0, 100, 1), nuclei_near(0, 100, 0, 100, 2)
     np.testing.assert_array_equal(a.cy, b.cy)
     assert not (len(a.cy) == len(c.cy) and np.array_equal(a.cy, c.cy))
-    assert (a.semi_major <= synthetic.MAX_SEMI_AXIS).all() and (a.semi_minor <= a.semi_major).all()
+    assert (a.semi_major <= synthetic.MAX_SEMI_AXIS).all()
+    assert (a.semi_minor <= a.semi_major).all()
 
 
 def test_write_sample_is_deterministic(tmp_path: Path) -> None:
@@ -74,13 +75,16 @@ def test_write_sample_is_deterministic(tmp_path: Path) -> None:
         assert pixels.shape == (300, 300)
         assert pixels.tobytes() != tifffile.imread(three).tobytes()
     image, truth = (tifffile.imread(p) for p in first)
-    assert image.dtype == np.uint16 and truth.dtype == np.uint8
+    assert image.dtype == np.uint16
+    assert truth.dtype == np.uint8
     assert set(np.unique(truth).tolist()) == {0, 1}
     assert 0.05 < truth.mean() < 0.5
     assert image[truth == 1].mean() > image[truth == 0].mean()  # nuclei are brighter than background
     with tifffile.TiffFile(first[0]) as tif:
         page = tif.pages[0]
-        assert page.is_tiled and page.tilelength == synthetic.NOISE_TILE and page.compression == 8  # zlib
+        assert page.is_tiled
+        assert page.tilelength == synthetic.NOISE_TILE
+        assert page.compression == 8  # zlib
 
 
 def test_noisy_tile_matches_write_sample(tmp_path: Path) -> None:
@@ -96,5 +100,8 @@ def test_noisy_tile_matches_write_sample(tmp_path: Path) -> None:
 def test_truth_classes_are_zero_or_one(box, seed) -> None:
     y0, h, x0, w = box
     image, truth = render(y0, y0 + h, x0, x0 + w, seed)
-    assert truth.dtype == np.uint8 and set(np.unique(truth).tolist()) <= {0, 1}
-    assert image.dtype == np.float32 and image.shape == (h, w) and np.isfinite(image).all()
+    assert truth.dtype == np.uint8
+    assert set(np.unique(truth).tolist()) <= {0, 1}
+    assert image.dtype == np.float32
+    assert image.shape == (h, w)
+    assert np.isfinite(image).all()

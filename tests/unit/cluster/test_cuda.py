@@ -45,12 +45,14 @@ def test_no_gpu_is_a_one_line_config_error(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigError) as raised:
         with open_cluster(ClusterSpec.parse("cuda")):
             pass
-    assert "\n" not in str(raised.value) and "no GPU visible" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert "no GPU visible" in str(raised.value)
 
 
 def test_workers_pick_the_first_gpus_and_never_more_than_there_are(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
-    assert chosen_gpus(None) == ["4", "5", "6"] and chosen_gpus(2) == ["4", "5"]
+    assert chosen_gpus(None) == ["4", "5", "6"]
+    assert chosen_gpus(2) == ["4", "5"]
     with pytest.raises(ConfigError, match="--workers 4: only 3 GPUs visible"):
         chosen_gpus(4)
 
@@ -92,6 +94,9 @@ def test_dask_cuda_is_used_when_importable(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "dask_cuda", types.SimpleNamespace(LocalCUDACluster=local_cuda_cluster))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     with open_cluster(ClusterSpec.parse("cuda")) as handle:
-        assert handle.gpu and handle.workers == 2
-    assert calls[0]["CUDA_VISIBLE_DEVICES"] == "0,1" and calls[0]["n_workers"] == 2
-    assert calls[0]["resources"] == {"GPU": 1} and calls[0]["threads_per_worker"] == 1
+        assert handle.gpu
+        assert handle.workers == 2
+    assert calls[0]["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert calls[0]["n_workers"] == 2
+    assert calls[0]["resources"] == {"GPU": 1}
+    assert calls[0]["threads_per_worker"] == 1

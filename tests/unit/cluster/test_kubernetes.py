@@ -55,7 +55,8 @@ def test_the_scheduler_needs_no_gpu_and_sits_behind_the_clusters_service(resourc
 
 def test_the_resource_is_valid_for_the_dask_operator_crd(resource: dict[str, Any]) -> None:
     jsonschema = pytest.importorskip("jsonschema")
-    assert resource["apiVersion"] == "kubernetes.dask.org/v1" and resource["kind"] == "DaskCluster"
+    assert resource["apiVersion"] == "kubernetes.dask.org/v1"
+    assert resource["kind"] == "DaskCluster"
     jsonschema.validate(resource, _crd_schema())
     broken = {**resource, "spec": {**resource["spec"], "idleTimeout": "never"}}
     with pytest.raises(jsonschema.ValidationError):

@@ -56,7 +56,8 @@ def test_every_worker_installs_the_model_once_including_later_ones(
     with Client(cluster, set_as_default=False) as client:
         name = register_model(client, builtin_ref, payload)
         assert name == f"segpipe-model-{builtin_ref.sha256[:16]}"
-        assert len(installs) == 2 and all(call == (builtin_ref, payload) for call in installs)
+        assert len(installs) == 2
+        assert all(call == (builtin_ref, payload) for call in installs)
         assert all(name in names for names in _plugins(client).values())
 
         cluster.scale(3)
@@ -72,4 +73,5 @@ def test_the_plugin_pickles_with_its_model() -> None:
     import pickle
 
     plugin = pickle.loads(pickle.dumps(ModelPlugin({"sha256": "ab"}, b"weights")))
-    assert plugin.model_ref == {"sha256": "ab"} and plugin.payload == b"weights"
+    assert plugin.model_ref == {"sha256": "ab"}
+    assert plugin.payload == b"weights"

@@ -49,7 +49,8 @@ def test_the_legacy_local_cluster_key_still_applies_with_a_warning() -> None:
     both = {"local-cluster": {"memory-limit": "1GiB", "processes": False}, "cluster": {"local": {"processes": True}}}
     with dask.config.set(segpipe=both), pytest.warns(SegpipeWarning):
         options = local_cluster_options()
-    assert options["processes"] is True and options["memory_limit"] == "1GiB"  # the new key wins where both say
+    assert options["processes"] is True
+    assert options["memory_limit"] == "1GiB"  # the new key wins where both say
 
 
 @pytest.mark.parametrize("module", [local, cuda, slurm, kubernetes])
@@ -73,5 +74,6 @@ def test_the_local_cluster_runs_its_workers_in_this_process() -> None:
 
     with dask.config.set(segpipe={}), open_cluster(ClusterSpec.parse("local", 2)) as handle:
         pids = handle.client.run(os.getpid)
-        assert len(pids) == 2 and set(pids.values()) == {os.getpid()}
+        assert len(pids) == 2
+        assert set(pids.values()) == {os.getpid()}
         assert "threads in this process" in handle.description

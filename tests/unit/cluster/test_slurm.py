@@ -22,10 +22,12 @@ def test_job_script_asks_for_one_gpu_on_the_gpu_partition(infra_config: dict[str
     directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
     assert "#SBATCH --gres=gpu:1" in directives
     assert f"#SBATCH -p {infra_config['segpipe']['cluster']['slurm']['queue']}" in directives
-    assert "#SBATCH -t 04:00:00" in directives and "#SBATCH --cpus-per-task=8" in directives
+    assert "#SBATCH -t 04:00:00" in directives
+    assert "#SBATCH --cpus-per-task=8" in directives
     worker = next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line)
     assert "--resources GPU=1" in worker
-    assert address.startswith("tcp://127.0.0.1:") and not address.endswith(":0")
+    assert address.startswith("tcp://127.0.0.1:")
+    assert not address.endswith(":0")
     assert f" {address} " in worker, "workers must connect to the scheduler this process started"
     assert slurm.gpu_jobs(config)
 

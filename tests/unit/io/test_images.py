@@ -126,7 +126,9 @@ def test_zarr_arrays_2d_and_3d(tmp_path: Path, shape, chunks, dtype) -> None:
     data = _pixels(dtype, shape) if dtype != "int16" else RNG.integers(-500, 500, shape).astype(dtype)
     source = write_zarr(tmp_path / "a.zarr", data, chunks)
     cyx = data if data.ndim == 3 else data[np.newaxis]
-    assert source.kind == "zarr" and source.shape == cyx.shape and np.dtype(source.dtype) == data.dtype
+    assert source.kind == "zarr"
+    assert source.shape == cyx.shape
+    assert np.dtype(source.dtype) == data.dtype
     np.testing.assert_array_equal(source.read(0, cyx.shape[1], 0, cyx.shape[2]), cyx)
     h, w = cyx.shape[1:]
     np.testing.assert_array_equal(source.read(h // 3, h, w // 2, w), cyx[:, h // 3 :, w // 2 :])
@@ -274,7 +276,8 @@ def test_read_of_a_file_damaged_after_opening_raises_input_error(tmp_path: Path)
     np.testing.assert_array_equal(source.read(0, 16, 0, 16).shape, (1, 16, 16))  # other tiles still read
     with pytest.raises(InputError) as info:
         source.read(40, 64, 40, 64)
-    assert str(info.value).startswith(str(path)) and "y 40..64, x 40..64" in str(info.value)
+    assert str(info.value).startswith(str(path))
+    assert "y 40..64, x 40..64" in str(info.value)
 
 
 def test_read_of_a_band_first_zarr_keeps_band_order(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ def remote_root(request: pytest.FixtureRequest) -> str:
 def test_tiff_on_a_store_reads_like_the_local_file(case_file: Path, remote_root: str) -> None:
     local = open_image(case_file)
     remote = open_image(_upload(case_file, f"{remote_root}/in/{case_file.name}"))
-    assert remote.path == f"{remote_root}/in/{case_file.name}" and remote.kind == "tiff"
+    assert remote.path == f"{remote_root}/in/{case_file.name}"
+    assert remote.kind == "tiff"
     assert (remote.stored_axes, remote.shape, remote.dtype) == (local.stored_axes, local.shape, local.dtype)
     whole = local.read(0, local.height, 0, local.width)
     np.testing.assert_array_equal(remote.read(0, remote.height, 0, remote.width), whole)
@@ -103,7 +104,9 @@ def test_ome_pixel_size_is_read_from_s3(s3_bucket: str, tmp_path: Path) -> None:
     )
     local = read_metadata(open_image(tmp_path / "cells.ome.tif"))
     remote = read_metadata(open_image(_upload(tmp_path / "cells.ome.tif", f"{s3_bucket}/cells.ome.tif")))
-    assert remote == local and remote["pixel_size"] == [0.25, 0.25] and remote["unit"] == "micrometer"
+    assert remote == local
+    assert remote["pixel_size"] == [0.25, 0.25]
+    assert remote["unit"] == "micrometer"
 
 
 def _cut(data: bytes) -> bytes:
@@ -132,7 +135,9 @@ def test_s3_errors_name_the_url_in_one_line(
     with pytest.raises(InputError) as info:
         open_image(url)
     message = str(info.value)
-    assert message.startswith(f"{url}: ") and fragment in message and "\n" not in message
+    assert message.startswith(f"{url}: ")
+    assert fragment in message
+    assert "\n" not in message
 
 
 def test_an_object_deleted_after_opening_is_no_such_file(s3_bucket: str, tmp_path: Path) -> None:

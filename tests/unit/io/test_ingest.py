@@ -81,7 +81,8 @@ def test_ingest_overwrites_and_records_the_source(tmp_path: Path, three_band_tif
 def test_band_stats_map_percentiles_to_zero_and_one() -> None:
     samples = np.arange(1001, dtype=np.float64).reshape(1, -1)
     stats = BandStats.from_samples(samples)
-    assert stats.low == (10.0,) and stats.high == pytest.approx((998.0,))
+    assert stats.low == (10.0,)
+    assert stats.high == pytest.approx((998.0,))
     scaled = normalize.apply(np.array([[[10.0, 998.0]]]), stats)
     np.testing.assert_allclose(scaled, [[[0.0, 1.0]]], atol=1e-6)
     assert normalize.apply(np.array([[[3]]], np.uint16), None).dtype == np.float32

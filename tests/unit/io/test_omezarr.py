@@ -54,7 +54,8 @@ def test_ome_zarr_opens_with_the_reference_reader(tmp_path: Path) -> None:
     image, labels = nodes[0], [n for n in nodes if n.load(reader.Label)]
     assert len(image.data) == level_count(700, 530) == 3
     assert [tuple(level.shape) for level in image.data] == [(1, 700, 530), (1, 350, 265), (1, 175, 133)]
-    assert labels and [tuple(level.shape) for level in labels[0].data] == [(700, 530), (350, 265), (175, 133)]
+    assert labels, "the reference reader found no label image"
+    assert [tuple(level.shape) for level in labels[0].data] == [(700, 530), (350, 265), (175, 133)]
     mask = zarr.open_array(result.mask, mode="r")
     np.testing.assert_array_equal(np.asarray(labels[0].data[1]), mask[::2, ::2])  # labels: nearest, not mean
     assert np.asarray(labels[0].data[0]).max() == 1
@@ -114,7 +115,8 @@ def test_probabilities_are_stored_as_float16_and_agree_with_the_mask(tmp_path: P
     infer_image(job, ingested, plan, settings.inference)
     result = finalize_image(job, plan, ingested.stats)
     probabilities = zarr.open_array(result.probabilities, mode="r")
-    assert probabilities.dtype == np.float16 and probabilities.shape == (2, 200, 300)
+    assert probabilities.dtype == np.float16
+    assert probabilities.shape == (2, 200, 300)
     values = probabilities[:].astype(np.float32)
     np.testing.assert_allclose(values.sum(axis=0), 1.0, atol=2e-3)
     mask = zarr.open_array(result.mask, mode="r")[:]

@@ -41,7 +41,8 @@ def test_ingest_into_a_store_resumes_from_its_ledger(store_url: str, tmp_path: P
     copy = open_array(dest)[:]
     assert (copy[:, :16, :16] == 0).all()
     np.testing.assert_array_equal(copy[:, 16:], expected[:, 16:])
-    assert first == BandStats.from_samples(expected.reshape(3, -1)) and second != first
+    assert first == BandStats.from_samples(expected.reshape(3, -1))
+    assert second != first
     assert open_copy(source, dest).path == dest.url
 
 

@@ -18,7 +18,8 @@ from ..helpers import write_zarr
 def test_fingerprint_is_stable_and_order_independent() -> None:
     a = fingerprint({"chunk": 64, "model": "abc", "card": {"halo": 32, "size_divisor": 4}})
     b = fingerprint({"card": {"size_divisor": 4, "halo": 32}, "model": "abc", "chunk": 64})
-    assert a == b and len(a) == 20
+    assert a == b
+    assert len(a) == 20
     assert fingerprint({"chunk": 65, "model": "abc", "card": {"halo": 32, "size_divisor": 4}}) != a
 
 
@@ -26,14 +27,16 @@ def test_file_identity_changes_when_a_file_or_zarr_changes(tmp_path: Path) -> No
     path = tmp_path / "f.bin"
     path.write_bytes(b"one")
     first = file_identity(str(path))
-    assert set(first) == {"url", "size", "version"} and first["url"] == str(path)
+    assert set(first) == {"url", "size", "version"}
+    assert first["url"] == str(path)
     path.write_bytes(b"one two")
     assert file_identity(path) != first
     source = write_zarr(tmp_path / "a.zarr", np.zeros((8, 8), np.uint8), (4, 4))
     before = file_identity(source.path)
     open_array(source.path, mode="r+")[4:, 4:] = 7  # writes a chunk file the all-zero array lacked
     after = file_identity(source.path)
-    assert after["size"] > before["size"] and after["version"] != before["version"]
+    assert after["size"] > before["size"]
+    assert after["version"] != before["version"]
     assert after["url"] == str((tmp_path / "a.zarr").resolve())
 
 
@@ -43,22 +46,26 @@ def test_ledger_marks_chunks_and_drops_stale_fingerprints(store_url: str) -> Non
     assert old.is_fresh()
     old.reset()
     old.mark_done(regions[0])
-    assert not old.is_fresh() and old.done_count() == 1
+    assert not old.is_fresh()
+    assert old.done_count() == 1
     ingest = ChunkLedger(location(store_url), "ingest", "x")
     ingest.reset()
     ingest.mark_done(regions[1])
 
     new = ChunkLedger(store_url, "infer", "new")
-    assert new.is_fresh() and not new.is_done(regions[0])
+    assert new.is_fresh()
+    assert not new.is_done(regions[0])
     new.reset()
-    assert old.is_fresh() and old.done_regions() == set()  # the other fingerprint's markers are gone
+    assert old.is_fresh()
+    assert old.done_regions() == set()  # the other fingerprint's markers are gone
     assert ingest.is_done(regions[1])  # another stage is left alone
     for r in regions[:3]:
         new.mark_done(r)
         new.mark_done(r)  # idempotent
     assert [new.is_done(r) for r in regions] == [True] * 3 + [False] * 3
     assert new.done_regions() == {(r.y0, r.x0) for r in regions[:3]}
-    assert new.todo(regions) == regions[3:] and new.done_count() == 3
+    assert new.todo(regions) == regions[3:]
+    assert new.done_count() == 3
 
 
 def test_ledger_markers_live_inside_the_store(store_url: str) -> None:
@@ -67,7 +74,8 @@ def test_ledger_markers_live_inside_the_store(store_url: str) -> None:
     ledger.mark_done(chunk_grid(10, 10, 10)[0])
     assert store.child(".segpipe", "infer-key").listdir() == ["0_0"]
     clone = pickle.loads(pickle.dumps(ledger))  # chunk tasks carry it to workers
-    assert clone == ledger and clone.done_regions() == {(0, 0)}
+    assert clone == ledger
+    assert clone.done_regions() == {(0, 0)}
     assert "secret" not in repr(clone)
 
 
@@ -78,7 +86,9 @@ def test_reset_also_drops_its_own_markers(store_url: str) -> None:
     ledger.reset()
     ledger.mark_done(region)
     ledger.reset()
-    assert not ledger.is_done(region) and ledger.done_count() == 0 and ledger.is_fresh()
+    assert not ledger.is_done(region)
+    assert ledger.done_count() == 0
+    assert ledger.is_fresh()
 
 
 def test_commit_record_round_trip(store_url: str) -> None:

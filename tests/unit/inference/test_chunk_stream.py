@@ -31,7 +31,7 @@ from segpipe.io.progress import ChunkLedger
 from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.tiling import Region, chunk_grid
 
-from .helpers import whole_image_labels, write_zarr
+from ..helpers import whole_image_labels, write_zarr
 
 GATE_SECONDS = 30.0
 
@@ -104,7 +104,8 @@ def test_tasks_of_many_chunks_write_the_whole_image_labels(tmp_path: Path, tiny_
     summary = segment_image(job, per_task=per_task)
     regions = chunk_grid(50, 70, 16)
     assert (summary.chunks, summary.chunks_computed, summary.pixels) == (len(regions), len(regions), 50 * 70)
-    assert job.outputs.ledger is not None and job.outputs.ledger.done_count() == len(regions)
+    assert job.outputs.ledger is not None
+    assert job.outputs.ledger.done_count() == len(regions)
     expected = whole_image_labels(load_predictor(tiny_ref, "cpu"), image, halo, None)
     np.testing.assert_array_equal(zarr.open_array(job.outputs.mask, mode="r")[:], expected)
     assert summary.class_pixels == tuple(np.bincount(expected.ravel(), minlength=3))
@@ -177,7 +178,8 @@ def test_a_failed_read_fails_the_task_and_marks_only_chunks_written_before_it(
         segment_image(job, per_task=4)
     assert job.outputs.ledger is not None
     done = job.outputs.ledger.done_regions()
-    assert (0, 32) not in done and (0, 48) not in done
+    assert (0, 32) not in done
+    assert (0, 48) not in done
     assert done <= {(0, 0), (0, 16)}
     written = zarr.open_array(job.outputs.mask, mode="r")
     expected = whole_image_labels(load_predictor(tiny_ref, "cpu"), image, job.windowing.halo, None)

@@ -23,13 +23,16 @@ def test_streaming_trim_windows_predict_what_the_kept_logits_do(keep_probabiliti
         streamed.add(index, logits.copy())
     whole, tiled = kept.prediction(), streamed.prediction()
     np.testing.assert_array_equal(tiled.labels, whole.labels)
-    assert tiled.labels.dtype == label_dtype(classes) and tiled.labels.shape == (21, 13)
+    assert tiled.labels.dtype == label_dtype(classes)
+    assert tiled.labels.shape == (21, 13)
     assert tiled.confidence_sum == pytest.approx(whole.confidence_sum, rel=1e-6)
     if keep_probabilities:
-        assert tiled.probabilities is not None and whole.probabilities is not None
+        assert tiled.probabilities is not None
+        assert whole.probabilities is not None
         np.testing.assert_array_equal(tiled.probabilities, whole.probabilities)
     else:
-        assert tiled.probabilities is None and whole.probabilities is None
+        assert tiled.probabilities is None
+        assert whole.probabilities is None
     with pytest.raises(ValueError, match="labels, not logits"):
         streamed.logits()
 

@@ -67,7 +67,8 @@ def test_window_grid_is_shared_by_neighbouring_chunks() -> None:
     left = set(window_origins(Region(0, 64, 0, 64), 32, 16))
     right = set(window_origins(Region(0, 64, 64, 128), 32, 16))
     straddling = {o for o in left if o[1] + 32 > 64}
-    assert straddling and straddling <= right  # windows across the border are the same windows on both sides
+    assert straddling, "no window straddles the chunk border"
+    assert straddling <= right  # windows across the border are the same windows on both sides
     whole = set(window_origins(Region(0, 64, 0, 128), 32, 16))
     assert whole == left | right
 
@@ -79,13 +80,18 @@ def test_every_pixel_is_covered() -> None:
         ys = slice(max(y, region.y0) - region.y0, min(y + 24, region.y1) - region.y0)
         xs = slice(max(x, region.x0) - region.x0, min(x + 24, region.x1) - region.x0)
         cover[ys, xs] += 1
-    assert cover.min() == 9 and cover.max() == 9  # (patch / stride) ** 2 windows over each pixel
+    # (patch / stride) ** 2 windows over each pixel
+    assert cover.min() == 9
+    assert cover.max() == 9
 
 
 def test_gaussian_weight() -> None:
     w = gaussian_weight(64)
-    assert w.shape == (64, 64) and w.max() == pytest.approx(1.0) and w.min() > 0
-    assert np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+    assert w.shape == (64, 64)
+    assert w.max() == pytest.approx(1.0)
+    assert w.min() > 0
+    assert np.allclose(w, w.T)
+    assert np.allclose(w, w[::-1, ::-1])
     centre, sigma = 31.5, 8.0
     assert w[0, 31] == pytest.approx(
         np.exp(-0.5 * ((0 - centre) / sigma) ** 2 - 0.5 * ((31 - centre) / sigma) ** 2)
@@ -107,7 +113,8 @@ def test_blended_logits_are_normalised_mean() -> None:
     region = Region(0, 20, 0, 30)
     window = np.zeros((1, 20 + 32, 30 + 32), np.float32)
     out = blend_windows(Constant(), window, region, 16, 8, 5)  # type: ignore[arg-type]
-    assert np.allclose(out[0], 1.0) and np.allclose(out[1], 3.0)
+    assert np.allclose(out[0], 1.0)
+    assert np.allclose(out[1], 3.0)
 
 
 def test_normalize_is_applied_the_same_in_both_modes(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from segpipe.stages.plan import resolve_tiling
 from segpipe.synthetic import render
 from segpipe.tiling import chunk_grid
 
-from .helpers import whole_image_labels, write_zarr
+from ..helpers import whole_image_labels, write_zarr
 
 
 def _builtin_image(height: int, width: int) -> np.ndarray:
@@ -113,7 +113,9 @@ def test_predict_window_trims_the_halo_and_ignores_batch_size(tiny_ref) -> None:
 
 
 def test_label_dtype() -> None:
-    assert label_dtype(2) == np.uint8 and label_dtype(256) == np.uint8 and label_dtype(257) == np.uint16
+    assert label_dtype(2) == np.uint8
+    assert label_dtype(256) == np.uint8
+    assert label_dtype(257) == np.uint16
 
 
 def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) -> None:
@@ -131,7 +133,8 @@ def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) ->
     inference = InferenceConfig(batch_size=2, device="cpu")
     job = ChunkJob(source, tiny_ref, Windowing(chunk, tile, halo), inference, ChunkOutputs(mask_path, None, ledger))
     summary = segment_image(job)
-    assert summary.chunks == len(regions) and summary.chunks_computed == len(regions) - len(skipped)
+    assert summary.chunks == len(regions)
+    assert summary.chunks_computed == len(regions) - len(skipped)
     assert summary.pixels == 40 * 50 - sum(r.height * r.width for r in skipped)
     assert all(ledger.is_done(r) for r in regions)
     mask = zarr.open_array(mask_path, mode="r")[:]

@@ -43,9 +43,12 @@ def test_the_cache_keeps_as_many_chunks_as_one_window_touches(stored: zarr.Array
     cache = BlockCache(stored)
     cache[:, 10:20, 10:20]  # 2 x 2 chunks
     cache[:, 40:45, 60:65]  # 1 chunk, not among them: the least recently used one goes
-    assert cache.capacity == 4 and len(cache.blocks) == 4 and (0, 0, 0) not in cache.blocks
+    assert cache.capacity == 4
+    assert len(cache.blocks) == 4
+    assert (0, 0, 0) not in cache.blocks
     cache[:, :, :]  # the whole array: 4 x 5 chunks
-    assert cache.capacity == 20 and len(cache.blocks) == 20
+    assert cache.capacity == 20
+    assert len(cache.blocks) == 20
 
 
 def test_steps_and_unchunked_arrays() -> None:
