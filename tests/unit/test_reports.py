@@ -22,12 +22,12 @@ from segpipe.reports import (
     overlay,
     plot_class_scores,
     plot_confusion,
+    score_summary,
     worst_images,
     write_overlay,
     write_per_image_csv,
     write_report,
     write_summary_csv,
-    score_summary,
     write_summary_json,
 )
 
