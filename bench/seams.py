@@ -40,7 +40,7 @@ def run(images: list[tuple[str, str, bool]], chunk: int, workdir: Path) -> dict:
                 "tiling": {"chunk": chunk, **tiling},
                 "evaluation": {"truth_instances": instances},
             }
-            entry = segment_batch([image], [truth], settings, workers=2)["images"][0]
+            entry = segment_batch([image], [truth], settings, workers=2).to_json()["images"][0]
             results.setdefault(mode, {})[Path(image).stem] = {
                 "mean_dice": entry["mean_dice"],
                 "interior_mean_dice": entry["interior"]["mean_dice"],

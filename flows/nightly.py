@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed, State
 
-from flows.segment_batch import RETRY, segment_batch
+from flows.segment_batch import RETRY, run_plan
 from segpipe.stages.incremental import (
     NightlyImage,
     Pair,
@@ -29,7 +29,7 @@ from segpipe.stages.incremental import (
     outcomes,
     plan_inputs,
 )
-from segpipe.stages.plan import BatchPlan
+from segpipe.stages.plan import BatchPlan, RunSettings
 from segpipe.stages.report import write_json
 from segpipe.storage import location, public_url
 from segpipe.storage.listing import expand_inputs, pair_truths
@@ -109,15 +109,14 @@ def nightly(
     todo = [job for job, image in zip(plan.jobs if plan else (), planned, strict=True) if image.reason != "unchanged"]
     batch: dict[str, Any] | None = None
     if plan is not None and todo:
-        batch = segment_batch(
-            images=list(dict.fromkeys(job.image.path for job in todo)),  # the plan carries the truths
-            settings=values,
+        batch = run_plan(
+            replace(plan, jobs=tuple(todo)),  # the plan carries the truths
+            RunSettings.from_dict(values),
             cluster=cluster,
             workers=workers,
             tracking_uri=tracking_uri,
             experiment=experiment,
-            plan=replace(plan, jobs=tuple(todo)),
-        )
+        ).to_json()
     return _finish(outcomes(planned, batch) + rejected, batch, input, out)
 
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segpipe.config import PAD_MODES, PRECISIONS, STITCH_MODES, EvalConfig, InferenceConfig, TilingConfig
 from segpipe.errors import SegpipeError, SegpipeWarning
+
+if TYPE_CHECKING:
+    from segpipe.metrics import Scores
+    from segpipe.stages.plan import RunSettings
+    from segpipe.stages.results import BatchResult
 
 DEMO_SIZE = 4096
 TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $SEGPIPE_HOME)"
@@ -218,38 +224,35 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {text!r}") from None
 
 
-def _settings(args: argparse.Namespace, model: str, out: str) -> dict[str, Any]:
-    tiling = {
-        "chunk": args.chunk,
-        "tile": args.tile,
-        "halo": args.halo,
-        "stitch": args.stitch,
-        "overlap": args.overlap,
-        "pad_mode": args.pad_mode,
-    }
-    TilingConfig(**tiling)  # validate now, before anything starts
-    InferenceConfig(batch_size=args.batch_size, device=args.device, precision=args.precision)
+def _settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
+    """The run's settings from the command line, validated now, before anything starts."""
+    from segpipe.stages.plan import RunSettings
+
+    tiling = TilingConfig(
+        chunk=args.chunk,
+        tile=args.tile,
+        halo=args.halo,
+        stitch=args.stitch,
+        overlap=args.overlap,
+        pad_mode=args.pad_mode,
+    )
+    inference = InferenceConfig(batch_size=args.batch_size, device=args.device, precision=args.precision)
     if args.workers is not None and args.workers <= 0:
         from segpipe.errors import ConfigError
 
         raise ConfigError(f"--workers must be a positive integer, got {args.workers}")
     mapping = _read_mapping(getattr(args, "truth_mapping", None))
-    evaluation = EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False), mapping)
-    return {
-        "model": model,
-        "out": _absolute(out),  # reports and MLflow params name absolute paths
-        "tiling": tiling,
-        "inference": {"batch_size": args.batch_size, "device": args.device, "precision": args.precision},
-        "evaluation": {
-            "ignore_index": evaluation.ignore_index,
-            "truth_instances": evaluation.truth_instances,
-            "truth_mapping": [list(pair) for pair in mapping] if mapping else None,
-        },
-        "overwrite": args.overwrite,
-        "export_tiff": args.export_tiff,
-        "save_probabilities": args.save_probabilities,
-        "trust_model_pickle": getattr(args, "trust_model_pickle", False),
-    }
+    return RunSettings(
+        model=model,
+        out=_absolute(out),  # reports and MLflow params name absolute paths
+        tiling=tiling,
+        inference=inference,
+        evaluation=EvalConfig(getattr(args, "ignore_index", None), getattr(args, "truth_instances", False), mapping),
+        overwrite=args.overwrite,
+        trust_model_pickle=getattr(args, "trust_model_pickle", False),
+        export_tiff=args.export_tiff,
+        save_probabilities=args.save_probabilities,
+    )
 
 
 def _read_mapping(path: str | None) -> tuple[tuple[int, int], ...] | None:
@@ -304,33 +307,33 @@ def _inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
     return [image for image, _ in pairs], [str(truth) for _, truth in pairs]
 
 
-def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any]) -> int:
+def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings) -> int:
     from flows.prefect_api import early_prefect
 
     with early_prefect() as prefect:  # its server starts once the inputs open, while the model loads
-        report = _plan_and_segment(args, images, truths, settings, prefect)
+        result, wall_seconds = _plan_and_segment(args, images, truths, settings, prefect)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**result.to_json(), "wall_seconds": wall_seconds}, indent=2))
     else:
-        _print_table(report)
-    for failure in report["failures"]:
-        print(f"segpipe: error: {failure['error']}", file=sys.stderr)
-    return int(report["failures"][0]["exit_code"]) if report["failures"] else 0
+        _print_table(result, wall_seconds)
+    for failure in result.failures:
+        print(f"segpipe: error: {failure.error}", file=sys.stderr)
+    return result.failures[0].exit_code if result.failures else 0
 
 
 def _plan_and_segment(
-    args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: dict[str, Any], prefect: Any
-) -> dict[str, Any]:
-    from segpipe.stages.plan import plan_batch, settings_from_dict
+    args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings, prefect: Any
+) -> tuple[BatchResult, float]:
+    """Plan (every input checked, nothing written), then run the plan as a flow; returns its result and the
+    flow's wall time."""
+    from segpipe.runs import check_reachable
+    from segpipe.stages.plan import plan_batch
     from segpipe.tracking import check_tracking_uri, default_tracking_uri, public_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
-    from segpipe.runs import check_reachable
-
     check_reachable(tracking_uri)  # a down server: exit 5 now, not after MLflow's minutes of retries
-    run_settings = settings_from_dict(settings)
-    plan = plan_batch(images, truths, run_settings, tracking_uri, inputs_readable=prefect.start)  # writes nothing
+    plan = plan_batch(images, truths, settings, tracking_uri, inputs_readable=prefect.start)  # writes nothing
     from segpipe.cluster import ClusterSpec
 
     ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
@@ -339,24 +342,21 @@ def _plan_and_segment(
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
         f"halo {plan.halo}, cluster {args.cluster}; MLflow at {public_uri(tracking_uri)}",
     )
-    from flows.segment_batch import segment_batch
+    from flows.segment_batch import run_plan
 
     _quiet_service_logs()  # after Prefect's import, which configures its loggers
     started = time.perf_counter()
     with prefect.api():
-        report = segment_batch(
-            images,
-            truths,
+        result = run_plan(
+            plan,
             settings,
             cluster=args.cluster,
             workers=args.workers,
             tracking_uri=tracking_uri,
             experiment=args.experiment,
             show_progress=not args.json and sys.stderr.isatty(),
-            plan=plan,
         )
-    report["wall_seconds"] = time.perf_counter() - started
-    return dict(report)
+    return result, time.perf_counter() - started
 
 
 def _absolute(url: str) -> str:
@@ -371,7 +371,6 @@ def _eval(args: argparse.Namespace) -> int:
     from segpipe.io.images import open_image
     from segpipe.io.labels import resolve_label_image
     from segpipe.metrics import scores
-    from segpipe.stages.report import finite_or_none
 
     TilingConfig(chunk=args.chunk)
     labels = resolve_label_image(args.prediction)
@@ -385,11 +384,11 @@ def _eval(args: argparse.Namespace) -> int:
         )
     config = EvalConfig(args.ignore_index, args.truth_instances, _read_mapping(args.truth_mapping))
     classes = args.num_classes or _largest_label(prediction, truth, args.chunk, config) + 1
-    result = finite_or_none(scores(evaluate(prediction, truth, max(classes, 2), config, args.chunk)))
+    result = scores(evaluate(prediction, truth, max(classes, 2), config, args.chunk))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_json(), indent=2))
     else:
-        _print_scores("eval", result, labels.names_for(len(result["iou"])))
+        _print_scores("eval", result, labels.names_for(len(result.iou)))
     return 0
 
 
@@ -423,7 +422,7 @@ _WARNED: set[str] = set()
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
-    """Print segpipe's own warnings once each (validation runs in the CLI and again in the flow)."""
+    """Print segpipe's own warnings once each."""
     if issubclass(category, SegpipeWarning) and str(message) not in _WARNED:
         _WARNED.add(str(message))
         print(f"segpipe: warning: {message}", file=sys.stderr)
@@ -434,43 +433,44 @@ def _log(args: argparse.Namespace, message: str) -> None:
         print(f"segpipe: {message}", file=sys.stderr)
 
 
-def _print_table(report: dict[str, Any]) -> None:
-    names = report["batch"]["class_names"]
+def _print_table(result: BatchResult, wall_seconds: float) -> None:
+    from segpipe.stages.report import ImageReport
+
+    names = list(result.batch.class_names)
     blocks = []
-    for image in report["images"]:
-        if image.get("failed"):
-            blocks.append([f"{image['image']}  FAILED: {image['error']}"])
+    for image in result.images:
+        if not isinstance(image, ImageReport):
+            blocks.append([f"{image.image}  FAILED: {image.error}"])
             continue
-        lines = [f"{image['image']}  ({image['megapixels']:.1f} Mpx, {_throughput(image)})"]
-        lines.append(f"  mask: {image['mask']}" + ("  (finished earlier: skipped)" if image.get("skipped") else ""))
-        if "iou" in image:
-            lines += _score_lines(image, names)
+        lines = [f"{image.image}  ({image.megapixels:.1f} Mpx, {_throughput(image.megapixels_per_second)})"]
+        lines.append(f"  mask: {image.mask}" + ("  (finished earlier: skipped)" if image.skipped else ""))
+        if image.evaluation is not None:
+            lines += _score_lines(image.evaluation.scores, names)
         blocks.append(lines)
-    if "iou" in report["batch"]:
-        blocks.append(["batch (all pixels)", *_score_lines(report["batch"], names)])
+    if result.batch.scores is not None:
+        blocks.append(["batch (all pixels)", *_score_lines(result.batch.scores.aggregates.micro, names)])
     blocks.append(
         [
-            f"MLflow run: {report['mlflow_run_id']}  ({report['tracking_uri']})",
-            f"outputs:    {report['out']}   wall time {report['wall_seconds']:.1f} s",
+            f"MLflow run: {result.mlflow_run_id}  ({result.tracking_uri})",
+            f"outputs:    {result.out}   wall time {wall_seconds:.1f} s",
         ]
     )
     print("\n\n".join("\n".join(block) for block in blocks))
 
 
-def _throughput(image: dict[str, Any]) -> str:
-    rate = image.get("megapixels_per_second")
+def _throughput(rate: float | None) -> str:
     return "nothing computed" if rate is None else f"{rate:.2f} Mpx/s"
 
 
-def _score_lines(scores: dict[str, Any], names: list[str]) -> list[str]:
+def _score_lines(scores: Scores, names: list[str]) -> list[str]:
     lines = [f"  {'class':<14}{'IoU':>8}{'Dice':>8}"]
-    for name, iou, dice in zip(names, scores["iou"], scores["dice"], strict=True):
+    for name, iou, dice in zip(names, scores.iou, scores.dice, strict=True):
         lines.append(f"  {name:<14}{_fmt(iou):>8}{_fmt(dice):>8}")
-    lines.append(f"  {'mean':<14}{_fmt(scores['mean_iou']):>8}{_fmt(scores['mean_dice']):>8}")
+    lines.append(f"  {'mean':<14}{_fmt(scores.mean_iou):>8}{_fmt(scores.mean_dice):>8}")
     return lines
 
 
-def _print_scores(title: str, scores: dict[str, Any], names: list[str]) -> None:
+def _print_scores(title: str, scores: Scores, names: list[str]) -> None:
     print("\n".join([title, *_score_lines(scores, names)]))
 
 
@@ -498,7 +498,7 @@ def _home_hint() -> str:
 
 
 def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def _add_model_commands(commands: Any) -> None:

@@ -44,8 +44,10 @@ Conventions, and what torchmetrics 1.9 and MONAI 1.6 do (checked in tests/unit/t
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -176,22 +178,115 @@ def _raise_bad_truth(truth: np.ndarray, num_classes: int, ignore_index: int | No
     raise InputError(f"truth label {bad} is outside the model's classes 0..{num_classes - 1}")
 
 
-def scores(confusion: np.ndarray) -> dict[str, Any]:
+def finite_or_none(value: Any) -> Any:
+    """Replace NaN and infinities by None, recursively, for JSON (numpy scalars become Python numbers)."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def _nan_for_none(values: Any) -> Any:
+    """The inverse of ``finite_or_none`` for scores: None (an undefined score in JSON) back to NaN."""
+    if values is None:
+        return math.nan
+    if isinstance(values, list | tuple):
+        return tuple(_nan_for_none(v) for v in values)
+    return float(values)
+
+
+@dataclass(frozen=True)
+class BandScores:
+    """The scores of a part of an image (the seam band along chunk borders, or the interior)."""
+
+    iou: tuple[float, ...]
+    dice: tuple[float, ...]
+    mean_iou: float
+    mean_dice: float
+    pixels: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, NaN as null."""
+        return finite_or_none({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BandScores:
+        return cls(
+            _nan_for_none(data["iou"]),
+            _nan_for_none(data["dice"]),
+            _nan_for_none(data["mean_iou"]),
+            _nan_for_none(data["mean_dice"]),
+            int(data["pixels"]),
+        )
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores of one confusion matrix (see the module docstring): per class, their macro means, pixel
+    accuracy, frequency-weighted IoU, and the pixel counts and matrix they come from."""
+
+    iou: tuple[float, ...]
+    dice: tuple[float, ...]
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    mean_iou: float
+    mean_dice: float
+    mean_precision: float
+    mean_recall: float
+    pixel_accuracy: float
+    frequency_weighted_iou: float
+    pixels: int
+    truth_pixels: tuple[int, ...]
+    predicted_pixels: tuple[int, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """The (K, K) int64 confusion matrix."""
+        return np.asarray(self.confusion_matrix, dtype=np.int64).reshape(len(self.iou), len(self.iou))
+
+    def band(self) -> BandScores:
+        """The brief form kept for a part of an image."""
+        return BandScores(self.iou, self.dice, self.mean_iou, self.mean_dice, self.pixels)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, NaN as null."""
+        return finite_or_none({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Scores:
+        floats = {name: _nan_for_none(data[name]) for name in (*PER_CLASS, *MEANS)}
+        return cls(
+            **floats,
+            pixels=int(data["pixels"]),
+            truth_pixels=tuple(int(n) for n in data["truth_pixels"]),
+            predicted_pixels=tuple(int(n) for n in data["predicted_pixels"]),
+            confusion_matrix=tuple(tuple(int(n) for n in row) for row in data["confusion_matrix"]),
+        )
+
+
+def scores(confusion: np.ndarray) -> Scores:
     """Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel
     accuracy; frequency-weighted IoU; truth and predicted pixels per class."""
     per_class = class_scores(confusion)
     counts = np.asarray(confusion, dtype=np.int64)
     total = int(counts.sum())
-    return {
-        **{name: per_class[name].tolist() for name in PER_CLASS},
-        **{f"mean_{name}": _nanmean(per_class[name]) for name in PER_CLASS},
-        "pixel_accuracy": float(np.trace(counts) / total) if total else float("nan"),
-        "frequency_weighted_iou": _frequency_weighted(per_class["iou"], counts.sum(axis=1)),
-        "pixels": total,
-        "truth_pixels": counts.sum(axis=1).tolist(),
-        "predicted_pixels": counts.sum(axis=0).tolist(),
-        "confusion_matrix": counts.tolist(),
-    }
+    values: dict[str, Any] = {name: tuple(per_class[name].tolist()) for name in PER_CLASS}
+    values.update({f"mean_{name}": _nanmean(per_class[name]) for name in PER_CLASS})
+    return Scores(
+        **values,
+        pixel_accuracy=float(np.trace(counts) / total) if total else float("nan"),
+        frequency_weighted_iou=_frequency_weighted(per_class["iou"], counts.sum(axis=1)),
+        pixels=total,
+        truth_pixels=tuple(counts.sum(axis=1).tolist()),
+        predicted_pixels=tuple(counts.sum(axis=0).tolist()),
+        confusion_matrix=tuple(tuple(row) for row in counts.tolist()),
+    )
 
 
 def class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
@@ -224,7 +319,43 @@ def _nanmean(values: np.ndarray) -> float:
     return float(present.mean()) if present.size else float("nan")
 
 
-def batch_aggregates(confusions: Sequence[np.ndarray]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PerImageScores:
+    """Each score averaged over the images where it is defined (NaN skipped); ``images_per_class`` counts the
+    images that scored each class."""
+
+    iou: tuple[float, ...]
+    dice: tuple[float, ...]
+    precision: tuple[float, ...]
+    recall: tuple[float, ...]
+    images_per_class: tuple[int, ...]
+    mean_iou: float
+    mean_dice: float
+    mean_precision: float
+    mean_recall: float
+    pixel_accuracy: float
+    frequency_weighted_iou: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form, NaN as null."""
+        return finite_or_none({f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PerImageScores:
+        floats = {name: _nan_for_none(data[name]) for name in (*PER_CLASS, *MEANS)}
+        return cls(**floats, images_per_class=tuple(int(n) for n in data["images_per_class"]))
+
+
+@dataclass(frozen=True)
+class BatchAggregates:
+    """``micro``: scores of the summed matrix; ``per_image``: scores averaged over the images."""
+
+    micro: Scores
+    per_image: PerImageScores
+    images: int
+
+
+def batch_aggregates(confusions: Sequence[np.ndarray]) -> BatchAggregates:
     """``micro``: scores of the summed matrix; ``per_image``: each score averaged over the images where it is
     defined (NaN skipped), with ``images_per_class`` counting the images that scored each class.
 
@@ -238,15 +369,16 @@ def batch_aggregates(confusions: Sequence[np.ndarray]) -> dict[str, Any]:
         raise InputError(f"confusion matrices of different shapes: {sorted(shapes)}")
     stacked = np.stack([np.asarray(c, dtype=np.int64) for c in confusions])
     each = [scores(c) for c in stacked]
-    per_image: dict[str, Any] = {}
-    for key in PER_CLASS:
-        values = np.array([s[key] for s in each], dtype=np.float64)
-        per_image[key] = _nanmean_columns(values).tolist()
-    scored = ~np.isnan(np.array([s["iou"] for s in each], dtype=np.float64))
-    per_image["images_per_class"] = np.count_nonzero(scored, axis=0).tolist()
-    for key in MEANS:
-        per_image[key] = _nanmean(np.array([s[key] for s in each], dtype=np.float64))
-    return {"micro": scores(stacked.sum(axis=0)), "per_image": per_image, "images": len(each)}
+    per_class: dict[str, Any] = {
+        key: tuple(_nanmean_columns(np.array([getattr(s, key) for s in each], dtype=np.float64)).tolist())
+        for key in PER_CLASS
+    }
+    scored = ~np.isnan(np.array([s.iou for s in each], dtype=np.float64))
+    means: dict[str, Any] = {
+        key: _nanmean(np.array([getattr(s, key) for s in each], dtype=np.float64)) for key in MEANS
+    }
+    per_image = PerImageScores(**per_class, images_per_class=tuple(np.count_nonzero(scored, axis=0).tolist()), **means)
+    return BatchAggregates(scores(stacked.sum(axis=0)), per_image, len(each))
 
 
 def _nanmean_columns(values: np.ndarray) -> np.ndarray:

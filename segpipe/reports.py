@@ -61,11 +61,42 @@ class ImageResult:
 
     name: str
     confusion: np.ndarray
-    scores: dict[str, Any] | None = None
+    scores: metrics.Scores | None = None
     objects: list[dict[str, Any]] | None = None
 
-    def resolved_scores(self) -> dict[str, Any]:
+    def resolved_scores(self) -> metrics.Scores:
         return self.scores if self.scores is not None else metrics.scores(self.confusion)
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """A batch's scores: ``micro`` (summed matrices) and ``per_image`` (means over images) aggregates, summed
+    object metrics (None without any), and the images from worst to best by mean Dice."""
+
+    class_names: tuple[str, ...]
+    aggregates: metrics.BatchAggregates
+    objects: list[dict[str, Any]] | None
+    worst_by_mean_dice: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The form of ``summary.json``, NaN as null."""
+        return {
+            "classes": list(self.class_names),
+            "images": self.aggregates.images,
+            "micro": self.aggregates.micro.to_json(),
+            "per_image": self.aggregates.per_image.to_json(),
+            "objects": metrics.finite_or_none(self.objects),
+            "worst_by_mean_dice": list(self.worst_by_mean_dice),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScoreSummary:
+        aggregates = metrics.BatchAggregates(
+            metrics.Scores.from_json(data["micro"]),
+            metrics.PerImageScores.from_json(data["per_image"]),
+            int(data["images"]),
+        )
+        return cls(tuple(data["classes"]), aggregates, data["objects"], tuple(data["worst_by_mean_dice"]))
 
 
 def column_name(class_name: str) -> str:
@@ -92,12 +123,12 @@ def per_image_rows(results: Sequence[ImageResult], class_names: Sequence[str]) -
     rows = []
     for result in results:
         scores = result.resolved_scores()
-        columns = _class_columns(class_names, len(scores["iou"]))
+        columns = _class_columns(class_names, len(scores.iou))
         row: dict[str, Any] = {"image": result.name}
         for metric in metrics.PER_CLASS:
-            row.update({f"{metric}_{c}": v for c, v in zip(columns, scores[metric], strict=True)})
-        row.update({key: scores.get(key, math.nan) for key in metrics.MEANS})
-        row["pixels"] = scores["pixels"]
+            row.update({f"{metric}_{c}": v for c, v in zip(columns, getattr(scores, metric), strict=True)})
+        row.update({key: getattr(scores, key) for key in metrics.MEANS})
+        row["pixels"] = scores.pixels
         if with_objects:
             row.update(_object_cells(result.objects))
         rows.append(row)
@@ -124,49 +155,47 @@ def write_per_image_csv(path: str | Path, results: Sequence[ImageResult], class_
     return Path(path)
 
 
-def batch_summary(results: Sequence[ImageResult], class_names: Sequence[str]) -> dict[str, Any]:
-    """Batch metrics: ``micro`` (summed matrices), ``per_image`` (means over images), summed object metrics,
+def score_summary(results: Sequence[ImageResult], class_names: Sequence[str]) -> ScoreSummary:
+    """Batch scores: ``micro`` (summed matrices), ``per_image`` (means over images), summed object metrics,
     and the images from worst to best by mean Dice."""
     aggregates = metrics.batch_aggregates([r.confusion for r in results])
-    _class_columns(class_names, len(aggregates["micro"]["iou"]))
+    _class_columns(class_names, len(aggregates.micro.iou))
     objects = [r.objects for r in results if r.objects]
-    return {
-        "classes": list(class_names),
-        "images": aggregates["images"],
-        "micro": aggregates["micro"],
-        "per_image": aggregates["per_image"],
-        "objects": sum_object_metrics(objects) if objects else None,
-        "worst_by_mean_dice": [r.name for r in worst_images(results, len(results))],
-    }
+    return ScoreSummary(
+        tuple(class_names),
+        aggregates,
+        sum_object_metrics(objects) if objects else None,
+        tuple(r.name for r in worst_images(results, len(results))),
+    )
 
 
-def summary_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def summary_rows(summary: ScoreSummary) -> list[dict[str, Any]]:
     """One row per class (micro scores, then per-image means) and a last row of macro means."""
-    micro, per_image = summary["micro"], summary["per_image"]
+    micro, per_image = summary.aggregates.micro, summary.aggregates.per_image
     rows = []
-    for k, name in enumerate(summary["classes"]):
+    for k, name in enumerate(summary.class_names):
         row: dict[str, Any] = {
             "class": name,
-            "truth_pixels": micro["truth_pixels"][k],
-            "predicted_pixels": micro["predicted_pixels"][k],
-            "images_scored": per_image["images_per_class"][k],
+            "truth_pixels": micro.truth_pixels[k],
+            "predicted_pixels": micro.predicted_pixels[k],
+            "images_scored": per_image.images_per_class[k],
         }
-        row.update({m: micro[m][k] for m in metrics.PER_CLASS})
-        row.update({f"per_image_{m}": per_image[m][k] for m in metrics.PER_CLASS})
+        row.update({m: getattr(micro, m)[k] for m in metrics.PER_CLASS})
+        row.update({f"per_image_{m}": getattr(per_image, m)[k] for m in metrics.PER_CLASS})
         rows.append(row)
-    total = micro["pixels"]
+    total = micro.pixels
     mean: dict[str, Any] = {
         "class": "mean",
         "truth_pixels": total,
         "predicted_pixels": total,
-        "images_scored": summary["images"],
+        "images_scored": summary.aggregates.images,
     }
-    mean.update({m: micro[f"mean_{m}"] for m in metrics.PER_CLASS})
-    mean.update({f"per_image_{m}": per_image[f"mean_{m}"] for m in metrics.PER_CLASS})
+    mean.update({m: getattr(micro, f"mean_{m}") for m in metrics.PER_CLASS})
+    mean.update({f"per_image_{m}": getattr(per_image, f"mean_{m}") for m in metrics.PER_CLASS})
     return [*rows, mean]
 
 
-def write_summary_csv(path: str | Path, summary: dict[str, Any]) -> Path:
+def write_summary_csv(path: str | Path, summary: ScoreSummary) -> Path:
     """Write ``summary_rows`` as CSV."""
     with _atomic(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=list(SUMMARY_COLUMNS))
@@ -175,27 +204,15 @@ def write_summary_csv(path: str | Path, summary: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def write_summary_json(path: str | Path, summary: dict[str, Any]) -> Path:
+def write_summary_json(path: str | Path, summary: ScoreSummary) -> Path:
     """Write the summary as JSON, NaN as null."""
     with _atomic(path) as handle:
-        json.dump(_finite(summary), handle, indent=2, allow_nan=False)
+        json.dump(summary.to_json(), handle, indent=2, allow_nan=False)
     return Path(path)
 
 
 def _cell(value: Any) -> Any:
     return "" if isinstance(value, float) and math.isnan(value) else value
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 @contextmanager
@@ -258,23 +275,23 @@ def _count(value: int) -> str:
     return str(int(value))
 
 
-def plot_class_scores(path: str | Path, scores: dict[str, Any], class_names: Sequence[str]) -> Path:
+def plot_class_scores(path: str | Path, scores: metrics.Scores, class_names: Sequence[str]) -> Path:
     """Grouped bars of IoU and Dice per class, values written on the bars, mean IoU and Dice as dashed lines;
     a class without a score is marked n/a."""
-    _class_columns(class_names, len(scores["iou"]))
+    _class_columns(class_names, len(scores.iou))
     k = len(class_names)
     fig = Figure(figsize=(min(3.0 + 1.1 * k, 24.0), 4.5), dpi=100)
     ax = fig.add_subplot()
     x = np.arange(k)
     for offset, key, colour in ((-0.2, "iou", "#4c72b0"), (0.2, "dice", "#dd8452")):
-        values = np.array(scores[key], dtype=np.float64)
+        values = np.array(getattr(scores, key), dtype=np.float64)
         label = "IoU" if key == "iou" else "Dice"
         bars = ax.bar(x + offset, np.nan_to_num(values), width=0.4, color=colour, label=label)
         for bar, value in zip(bars, values, strict=True):
             text = "n/a" if np.isnan(value) else f"{value:.3f}"
             centre = bar.get_x() + bar.get_width() / 2
             ax.text(centre, bar.get_height() + 0.01, text, ha="center", va="bottom", fontsize=7)
-        mean = scores[f"mean_{key}"]
+        mean = getattr(scores, f"mean_{key}")
         if not np.isnan(mean):
             ax.axhline(mean, color=colour, linestyle="--", linewidth=1, label=f"mean {label}: {mean:.3f}")
     _class_ticks(ax, class_names, tilt=k > 6)
@@ -385,7 +402,7 @@ def worst_images(results: Sequence[ImageResult], n: int, key: str = "mean_dice")
     """The ``n`` results with the lowest ``key`` score; images without a score (NaN) come last."""
 
     def rank(result: ImageResult) -> tuple[bool, float]:
-        value = _as_number(result.resolved_scores().get(key))
+        value = _as_number(getattr(result.resolved_scores(), key))
         return (value is None, value if value is not None else 0.0)
 
     return sorted(results, key=rank)[: max(0, n)]
@@ -403,7 +420,7 @@ def write_worst_overlays(
     paths = []
     for rank, result in enumerate(worst_images(results, n), start=1):
         image, prediction, truth = load(result.name)
-        dice = _as_number(result.resolved_scores().get("mean_dice"))
+        dice = _as_number(result.resolved_scores().mean_dice)
         title = f"#{rank} {result.name}: mean Dice {_number(dice, 3)}"
         leaf = f"worst_{rank}_{column_name(result.name)}.png"
         paths.append(write_overlay(Path(directory) / leaf, image, prediction, truth, title, ignore_index))
@@ -421,14 +438,14 @@ def write_report(
     class_scores.png and, given ``load``, overlays of the ``worst`` images. Returns the paths by role."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    summary = batch_summary(results, class_names)
-    confusion = np.array(summary["micro"]["confusion_matrix"])
+    summary = score_summary(results, class_names)
+    confusion = summary.aggregates.micro.confusion
     paths: dict[str, Any] = {
         "per_image_csv": write_per_image_csv(directory / "per_image.csv", results, class_names),
         "summary_csv": write_summary_csv(directory / "summary.csv", summary),
         "summary_json": write_summary_json(directory / "summary.json", summary),
         "confusion_png": plot_confusion(directory / "confusion.png", confusion, class_names),
-        "class_scores_png": plot_class_scores(directory / "class_scores.png", summary["micro"], class_names),
+        "class_scores_png": plot_class_scores(directory / "class_scores.png", summary.aggregates.micro, class_names),
     }
     if load is not None:
         paths["overlays"] = write_worst_overlays(directory, results, load, worst)

@@ -1,9 +1,9 @@
 """Lineage of a batch run read back from MLflow: which inputs, which model bytes, which code, where it ran.
 
-``read_lineage`` reads the params and tags the batch flow logs (``flows/segment_batch.py``: params ``model``,
-``model_uri``, ``model_sha256``, ``model_registry_*``, ``cluster``, ``images``, ``out``; tags ``segpipe.version``,
-``segpipe.git_commit``, ``segpipe.model_*``, ``segpipe.cluster``, ``prefect.*``, ``segpipe.input.<i>.*``) and its
-nested image runs into a ``RunLineage``; ``render_lineage`` prints it. Every URL is shown without its
+``read_lineage`` reads the params and tags a batch run is logged with (``segpipe.tracking.batch_log``: params
+``model``, ``model_uri``, ``model_sha256``, ``model_registry_*``, ``cluster``, ``images``, ``out``; tags as
+``segpipe.tracking.Lineage.to_tags`` writes them, read back by ``Lineage.from_tags``) and its nested image runs
+into a ``RunLineage``; ``render_lineage`` prints it. Every URL is shown without its
 ``user:password@`` part. ``check_reachable`` fails fast on an MLflow server that is down (MLflow's own client
 retries for about four minutes).
 """
@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import ast
 import os
-import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from segpipe.errors import ConfigError, TrackingError
 from segpipe.storage import public_url
-from segpipe.tracking import check_tracking_uri, create_sqlite_store, public_uri
+from segpipe.tracking import (
+    IMAGE_TAG,
+    PARENT_TAG,
+    InputLineage,
+    Lineage,
+    check_tracking_uri,
+    create_sqlite_store,
+    public_uri,
+)
 
-PARENT_TAG = "mlflow.parentRunId"
-_INPUT_TAG = re.compile(r"^segpipe\.input\.(\d+)\.(url|fingerprint)$")
 _MISSING_RUN = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
@@ -44,15 +49,6 @@ class ModelLineage:
         if self.registry_name is None or self.registry_version is None:
             return None
         return f"models:/{self.registry_name}/{self.registry_version}"
-
-
-@dataclass(frozen=True)
-class InputLineage:
-    """One input of the batch: its URL and its identity (the fingerprint its outputs are keyed on)."""
-
-    index: int
-    url: str
-    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -168,37 +164,33 @@ def _tracking_error(tracking_uri: str, what: str, exc: Exception) -> TrackingErr
 
 
 def _lineage(run: Any, children: list[Any], tracking_uri: str) -> RunLineage:
-    params, tags = dict(run.data.params), dict(run.data.tags)
-    value = _reader(params, tags)
+    params = dict(run.data.params)
+    tags = Lineage.from_tags(dict(run.data.tags))
     return RunLineage(
         run_id=run.info.run_id,
         run_name=run.info.run_name or "",
         status=run.info.status,
         started=_iso(run.info.start_time),
         tracking_uri=tracking_uri,
-        model=_model(value),
+        model=_model(params, tags),
         inputs=_inputs(params, tags),
-        segpipe_version=tags.get("segpipe.version", ""),
-        git_commit=tags.get("segpipe.git_commit", ""),
-        segpipe_run_id=value("run_id"),
-        prefect_flow_run_id=tags.get("prefect.flow_run_id", ""),
-        prefect_deployment=tags.get("prefect.deployment", ""),
-        cluster=public_uri(value("cluster")),
+        segpipe_version=tags.segpipe_version,
+        git_commit=tags.git_commit,
+        segpipe_run_id=params.get("run_id") or tags.run_id,
+        prefect_flow_run_id=tags.prefect_flow_run_id,
+        prefect_deployment=tags.prefect_deployment,
+        cluster=public_uri(params.get("cluster") or tags.cluster),
         out=public_url(params.get("out", "")),
         images=tuple(sorted((_image_run(child) for child in children), key=lambda image: image.name)),
     )
 
 
-def _reader(params: dict[str, str], tags: dict[str, str]) -> Any:
-    """``value(key)``: the param ``key``, else the tag ``segpipe.<key>``, else ''."""
+def _model(params: dict[str, str], tags: Lineage) -> ModelLineage:
+    """The model from the params, else from the lineage tags."""
 
     def value(key: str) -> str:
-        return params.get(key) or tags.get(f"segpipe.{key}", "")
+        return params.get(key) or (tags.model_uri if key == "model_uri" else tags.model_value(key))
 
-    return value
-
-
-def _model(value: Any) -> ModelLineage:
     version = value("model_registry_version")
     return ModelLineage(
         name=value("model"),
@@ -211,19 +203,12 @@ def _model(value: Any) -> ModelLineage:
     )
 
 
-def _inputs(params: dict[str, str], tags: dict[str, str]) -> tuple[InputLineage, ...]:
-    """From the ``segpipe.input.<i>.*`` tags; a run without them falls back to its ``images`` param."""
-    found: dict[int, dict[str, str]] = {}
-    for key, text in tags.items():
-        match = _INPUT_TAG.match(key)
-        if match:
-            found.setdefault(int(match[1]), {})[match[2]] = text
-    if not found:
-        found = {i: {"url": str(url)} for i, url in enumerate(_literal_list(params.get("images", "")))}
-    return tuple(
-        InputLineage(i, public_url(entry.get("url", "")), entry.get("fingerprint", ""))
-        for i, entry in sorted(found.items())
+def _inputs(params: dict[str, str], tags: Lineage) -> tuple[InputLineage, ...]:
+    """From the lineage tags; a run without them falls back to its ``images`` param."""
+    found = tags.inputs or tuple(
+        InputLineage(i, str(url), "") for i, url in enumerate(_literal_list(params.get("images", "")))
     )
+    return tuple(InputLineage(i.index, public_url(i.url), i.fingerprint) for i in found)
 
 
 def _literal_list(text: str) -> list[Any]:
@@ -240,7 +225,7 @@ def _image_run(run: Any) -> ImageRun:
     dice = run.data.metrics.get("mean_dice")
     return ImageRun(
         run_id=run.info.run_id,
-        name=run.data.tags.get("segpipe.image") or run.info.run_name or "",
+        name=run.data.tags.get(IMAGE_TAG) or run.info.run_name or "",
         image=public_url(params.get("image", "")),
         truth=public_url(params.get("truth", "")),
         status=run.info.status,

@@ -4,7 +4,7 @@ seam band along chunk borders scored apart from the interior; object matching fo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,13 +22,45 @@ OBJECT_METRICS_MAX_PIXELS = 64 * 2**20
 
 
 @dataclass(frozen=True)
-class Evaluated:
-    """The confusion matrix of one image and its scores (``metrics.scores`` plus ``seam_band``/``interior``
-    and, for instance truth, ``objects``)."""
+class Evaluation:
+    """An image's scores against its truth: the whole image, the interior and the seam band apart, and, when
+    object matching was asked for (instance truth), the object metrics per IoU threshold (None where the
+    image was too large to match)."""
 
-    confusion: np.ndarray
-    scores: dict[str, Any] = field(default_factory=dict)
+    scores: metrics.Scores
+    interior: metrics.BandScores
+    seam_band: metrics.BandScores
+    objects: list[dict[str, Any]] | None = None
+    object_matching: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: the scores' keys, then ``interior``, ``seam_band`` and (if asked for) ``objects``."""
+        data = {**self.scores.to_json(), "interior": self.interior.to_json(), "seam_band": self.seam_band.to_json()}
+        if self.object_matching:
+            data["objects"] = metrics.finite_or_none(self.objects)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        return cls(
+            metrics.Scores.from_json(data),
+            metrics.BandScores.from_json(data["interior"]),
+            metrics.BandScores.from_json(data["seam_band"]),
+            data.get("objects"),
+            "objects" in data,
+        )
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The evaluate stage's result: the image's evaluation and the seconds it took."""
+
+    evaluation: Evaluation
     seconds: float = 0.0
+
+    @property
+    def confusion(self) -> np.ndarray:
+        return self.evaluation.scores.confusion
 
 
 def evaluate_image(
@@ -39,15 +71,15 @@ def evaluate_image(
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
     start = time.perf_counter()
     split = evaluate_split(open_image(mask), job.truth, plan.model.card.num_classes, config, plan.chunk, executor)
-    confusion = split.sum(axis=0)
-    scores = {
-        **metrics.scores(confusion),
-        "interior": _brief(metrics.scores(split[0])),
-        "seam_band": _brief(metrics.scores(split[1])),
-    }
-    if config.truth_instances:
-        scores["objects"] = object_scores(job, mask)
-    return Evaluated(confusion, scores, time.perf_counter() - start)
+    objects = object_scores(job, mask) if config.truth_instances else None
+    evaluation = Evaluation(
+        metrics.scores(split.sum(axis=0)),
+        metrics.scores(split[0]).band(),
+        metrics.scores(split[1]).band(),
+        objects,
+        config.truth_instances,
+    )
+    return Evaluated(evaluation, time.perf_counter() - start)
 
 
 def object_scores(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
@@ -60,7 +92,3 @@ def object_scores(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
     instances = truth.read(0, truth.height, 0, truth.width)[0]
     predicted = open_image(mask)
     return score_objects(instances, predicted.read(0, predicted.height, 0, predicted.width)[0], foreground=1)
-
-
-def _brief(scores: dict[str, Any]) -> dict[str, Any]:
-    return {key: scores[key] for key in ("iou", "dice", "mean_iou", "mean_dice", "pixels")}

@@ -39,6 +39,35 @@ class RunSettings:
     export_tiff: bool = False
     save_probabilities: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able values (a Prefect deployment's parameters); ``from_dict`` gives the settings back."""
+        values = asdict(self)
+        mapping = self.evaluation.truth_mapping
+        values["evaluation"]["truth_mapping"] = [list(pair) for pair in mapping] if mapping is not None else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunSettings:
+        """From plain values (Prefect deployments pass parameters as JSON); unknown keys are refused.
+
+        Raises:
+            InputError: an unknown key. ConfigError: a bad value.
+        """
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"unknown settings: {sorted(unknown)}")
+        return cls(
+            model=values.get("model", "builtin"),
+            out=values.get("out", "segpipe-out"),
+            tiling=from_dict(TilingConfig, values.get("tiling") or {}),
+            inference=from_dict(InferenceConfig, values.get("inference") or {}),
+            evaluation=_eval_config(values.get("evaluation") or {}),
+            overwrite=bool(values.get("overwrite", False)),
+            export_tiff=bool(values.get("export_tiff", False)),
+            save_probabilities=bool(values.get("save_probabilities", False)),
+            trust_model_pickle=bool(values.get("trust_model_pickle", False)),
+        )
+
 
 @dataclass(frozen=True)
 class ImageJob:
@@ -117,6 +146,15 @@ class CanarySet:
             int(values.get("nights", 7)),
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able values; ``from_dict`` gives the set back."""
+        return {
+            "images": list(self.images),
+            "truths": list(self.truths),
+            "tolerance": self.tolerance,
+            "nights": self.nights,
+        }
+
 
 def plan_batch(
     images: list[str],
@@ -181,21 +219,8 @@ def _jobs(
 
 
 def settings_from_dict(values: dict[str, Any]) -> RunSettings:
-    """``RunSettings`` from plain values (Prefect deployments pass parameters as JSON); unknown keys are refused."""
-    unknown = set(values) - {f for f in RunSettings.__dataclass_fields__}
-    if unknown:
-        raise InputError(f"unknown settings: {sorted(unknown)}")
-    return RunSettings(
-        model=values.get("model", "builtin"),
-        out=values.get("out", "segpipe-out"),
-        tiling=from_dict(TilingConfig, values.get("tiling") or {}),
-        inference=from_dict(InferenceConfig, values.get("inference") or {}),
-        evaluation=_eval_config(values.get("evaluation") or {}),
-        overwrite=bool(values.get("overwrite", False)),
-        export_tiff=bool(values.get("export_tiff", False)),
-        save_probabilities=bool(values.get("save_probabilities", False)),
-        trust_model_pickle=bool(values.get("trust_model_pickle", False)),
-    )
+    """``RunSettings.from_dict``."""
+    return RunSettings.from_dict(values)
 
 
 def _eval_config(values: dict[str, Any]) -> EvalConfig:

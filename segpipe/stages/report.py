@@ -1,12 +1,12 @@
 """Report: one typed report per image (written as ``metrics.json`` with a ``preview.png``, then the image's
-``done.json`` commit record, written last), a failure record for an image that failed alone, and the batch
-summary and report files (``batch.json``, ``report/``) in the output location."""
+``done.json`` commit record, written last), a failure record for an image that failed alone, and the batch's
+report files (``report/``) in the output location."""
 
 from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,11 @@ from segpipe.errors import InputError, OutputError
 from segpipe.evaluation import truth_classes
 from segpipe.io.images import ImageSource, open_image
 from segpipe.io.progress import read_commit, write_commit
-from segpipe.metrics import batch_aggregates
-from segpipe.metrics import scores as compute_scores
+from segpipe.metrics import finite_or_none
 from segpipe.normalize import BandStats
-from segpipe.objects import sum_object_metrics
 from segpipe.preview import gray_thumbnail, render_preview, thumbnail
 from segpipe.reports import ImageResult, write_report
-from segpipe.stages.evaluate import Evaluated
+from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
 from segpipe.stages.infer import Inferred
 from segpipe.stages.ingest import Ingested, is_committed, stored_stats
@@ -33,8 +31,8 @@ from segpipe.storage import location
 
 @dataclass(frozen=True)
 class ImageReport:
-    """What happened to one image. ``scores`` holds ``metrics.scores`` (and seam band, interior, objects) when
-    a truth was given; ``megapixels_per_second`` counts only pixels this run computed (None if none)."""
+    """What happened to one image. ``evaluation`` holds its scores when a truth was given;
+    ``megapixels_per_second`` counts only pixels this run computed (None if none)."""
 
     name: str
     image: str
@@ -48,7 +46,7 @@ class ImageReport:
     chunks: int
     chunks_computed: int
     seconds: dict[str, float]
-    scores: dict[str, Any] = field(default_factory=dict)
+    evaluation: Evaluation | None = None
     tiff: str | None = None
     probabilities: str | None = None
     skipped: bool = False
@@ -61,27 +59,32 @@ class ImageReport:
     image_version: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form: the fields, with the scores at the top level (``iou``, ``dice``, ...)."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scores"}
+        """The JSON form: the fields, with the evaluation's scores at the top level (``iou``, ``dice``, ...)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evaluation"}
         data.update(shape_cyx=list(self.shape_cyx), class_pixels=list(self.class_pixels))
         data["pixel_size"] = list(self.pixel_size)
-        return finite_or_none({**data, **self.scores})
+        scores = self.evaluation.to_json() if self.evaluation is not None else {}
+        return {**finite_or_none(data), **scores}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ImageReport:
-        names = {f.name for f in fields(cls)} - {"scores"}
-        scores = {k: v for k, v in data.items() if k not in names and k not in ("failed", "mlflow_run_id")}
-        known = {k: v for k, v in data.items() if k in names}
-        values: dict[str, Any] = {**known, "scores": scores}
+        """From ``to_json``'s form (``metrics.json``, the ``report`` of ``done.json``, a ``batch.json`` entry)."""
+        names = {f.name for f in fields(cls)} - {"evaluation"}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in names}
         for key in ("shape_cyx", "class_pixels", "pixel_size"):
-            if key in known:
-                values[key] = tuple(known[key])
-        return cls(**values)
+            if key in values:
+                values[key] = tuple(values[key])
+        evaluation = Evaluation.from_json(data) if "iou" in data else None
+        return cls(**values, evaluation=evaluation)
 
     @property
     def confusion(self) -> np.ndarray | None:
-        matrix = self.scores.get("confusion_matrix")
-        return None if matrix is None else np.asarray(matrix, dtype=np.int64)
+        return None if self.evaluation is None else self.evaluation.scores.confusion
+
+    @property
+    def objects(self) -> list[dict[str, Any]] | None:
+        """The object metrics per IoU threshold, when they were computed."""
+        return None if self.evaluation is None else self.evaluation.objects
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class ImageFailure:
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "failed": True}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ImageFailure:
+        return cls(data["name"], data["image"], data["error"], int(data["exit_code"]))
 
 
 def image_report(
@@ -121,7 +128,7 @@ def image_report(
         chunks=inferred.chunks,
         chunks_computed=inferred.chunks_computed,
         seconds=seconds,
-        scores=evaluated.scores if evaluated is not None else {},
+        evaluation=evaluated.evaluation if evaluated is not None else None,
         tiff=finalized.tiff,
         probabilities=finalized.probabilities,
         class_pixels=inferred.class_pixels or _predicted_pixels(evaluated),
@@ -159,33 +166,6 @@ def commit_image(
     write_commit(location(job.out_dir), job.done_key, report.to_json())
 
 
-def batch_summary(
-    reports: list[ImageReport], failures: list[ImageFailure], class_names: tuple[str, ...], seconds: float
-) -> dict[str, Any]:
-    """Batch figures: micro scores (all pixels weigh the same) at the top level, ``per_image`` means (every image
-    weighs the same), summed object metrics, and throughput over the pixels this run computed."""
-    computed = sum(r.megapixels_computed for r in reports)
-    batch: dict[str, Any] = {
-        "images": len(reports) + len(failures),
-        "images_failed": len(failures),
-        "images_skipped": sum(r.skipped for r in reports),
-        "megapixels": sum(r.megapixels for r in reports),
-        "megapixels_computed": computed,
-        "seconds": seconds,
-        "megapixels_per_second": computed / seconds if computed and seconds else None,
-        "class_names": list(class_names),
-    }
-    scored = [r.confusion for r in reports if r.confusion is not None]
-    if scored:
-        batch.update(finite_or_none(compute_scores(np.sum(scored, axis=0))))
-        per_image = batch_aggregates(scored)["per_image"]
-        batch["per_image"] = finite_or_none({k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")})
-    objects = [r.scores["objects"] for r in reports if r.scores.get("objects")]
-    if objects:
-        batch["objects"] = finite_or_none(sum_object_metrics(objects))
-    return batch
-
-
 def write_batch_report(
     plan: BatchPlan, out: str, reports: list[ImageReport], config: EvalConfig, worst: int = 4
 ) -> list[str]:
@@ -195,7 +175,7 @@ def write_batch_report(
     scored = [r for r in reports if r.confusion is not None]
     if not scored:
         return []
-    results = [ImageResult(r.name, r.confusion, None, r.scores.get("objects")) for r in scored]  # type: ignore[arg-type]
+    results = [ImageResult(r.name, r.confusion, None, r.objects) for r in scored]  # type: ignore[arg-type]
     jobs = {job.name: job for job in plan.jobs}
     target = location(out).child("report")
     with tempfile.TemporaryDirectory(prefix="segpipe-report-") as staging:
@@ -231,14 +211,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def finite_or_none(value: Any) -> Any:
-    """Replace NaN and infinities by None, recursively, for JSON."""
-    if isinstance(value, float):
-        return None if not np.isfinite(value) else value
-    if isinstance(value, list | tuple):
-        return [finite_or_none(v) for v in value]
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    return value

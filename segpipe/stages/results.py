@@ -1,4 +1,6 @@
-"""Results for analytics teams, readable without MLflow: every run appends one Parquet file to
+"""A batch's typed results (``BatchSummary``, ``BatchResult``, the canary check) and the results table.
+
+Results for analytics teams, readable without MLflow: every run appends one Parquet file to
 ``<out>/results/run_date=YYYY-MM-DD/<run_id>.parquet`` (Hive partitions, so pandas, DuckDB and Polars read the
 folder as one table with a ``run_date`` column), one row per image per run. Canary images (a fixed labelled set
 scored every run) are rows too, and ``check_canary`` compares tonight's canary figures with recent nights'.
@@ -14,15 +16,19 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segpipe.metrics import finite_or_none
 from segpipe.models import ModelRef
-from segpipe.stages.report import ImageReport
+from segpipe.reports import ImageResult, ScoreSummary, score_summary
+from segpipe.stages.plan import BatchPlan, CanarySet
+from segpipe.stages.report import ImageFailure, ImageReport, write_json
 from segpipe.storage import location, public_url
 
 RESULTS_DIR = "results"
@@ -64,6 +70,7 @@ def result_rows(run: RunInfo, reports: list[ImageReport], class_names: tuple[str
 
 def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dict[str, Any]:
     registry = run.model.registry
+    scores = report.evaluation.scores if report.evaluation is not None else None
     pixel_area = report.pixel_size[0] * report.pixel_size[1]
     total = max(1, sum(report.class_pixels))
     row: dict[str, Any] = {
@@ -85,8 +92,8 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         "pixel_area": pixel_area,
         "area_unit": f"{report.unit}^2" if report.unit else "pixel",
         "mean_confidence": report.mean_confidence,
-        "mean_iou": report.scores.get("mean_iou"),
-        "mean_dice": report.scores.get("mean_dice"),
+        "mean_iou": scores.mean_iou if scores is not None else None,
+        "mean_dice": scores.mean_dice if scores is not None else None,
     }
     for k, name in enumerate(class_names):
         pixels = report.class_pixels[k] if k < len(report.class_pixels) else None
@@ -94,8 +101,8 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         row[f"fraction_{name}"] = None if pixels is None else pixels / total
         row[f"area_{name}"] = None if pixels is None else pixels * pixel_area
         for metric in ("iou", "dice"):
-            values = report.scores.get(metric)
-            row[f"{metric}_{name}"] = values[k] if values is not None and k < len(values) else None
+            values = getattr(scores, metric) if scores is not None else ()
+            row[f"{metric}_{name}"] = values[k] if k < len(values) else None
     return row
 
 
@@ -148,3 +155,182 @@ def check_canary(
 def _mean(values: Any) -> float | None:
     present = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return sum(present) / len(present) if present else None
+
+
+@dataclass(frozen=True)
+class CanarySummary:
+    """Tonight's canary figures against recent runs'; ``alert`` when one moved beyond tolerance."""
+
+    checks: tuple[CanaryCheck, ...]
+
+    @property
+    def alert(self) -> bool:
+        return any(check.alert for check in self.checks)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alert": self.alert, "checks": [{**asdict(check), "alert": check.alert} for check in self.checks]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CanarySummary:
+        fields = ("metric", "tonight", "recent_mean", "nights", "tolerance")
+        return cls(tuple(CanaryCheck(**{k: check[k] for k in fields}) for check in data["checks"]))
+
+
+def canary_summary(
+    out: str, run: RunInfo, reports: list[ImageReport], class_names: tuple[str, ...], canary: CanarySet
+) -> CanarySummary:
+    """Tonight's canary figures (the ``canary`` reports) against the results table's recent runs."""
+    tonight = result_rows(run, [r for r in reports if r.role == "canary"], class_names)
+    return CanarySummary(tuple(check_canary(read_results(out), tonight, class_names, canary.tolerance, canary.nights)))
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Batch figures (``batch.json`` less its images): counts, throughput over the pixels this run computed, and
+    with truths the scores (micro at the top level, ``per_image`` means, summed object metrics)."""
+
+    images: int
+    images_failed: int
+    images_skipped: int
+    megapixels: float
+    megapixels_computed: float
+    seconds: float
+    class_names: tuple[str, ...]
+    scores: ScoreSummary | None = None
+    run_id: str = ""
+    results_table: str = ""
+    canary: CanarySummary | None = None
+
+    @property
+    def megapixels_per_second(self) -> float | None:
+        computed, seconds = self.megapixels_computed, self.seconds
+        return computed / seconds if computed and seconds else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of ``batch.json`` (without its ``images`` entries), NaN as null."""
+        data: dict[str, Any] = {
+            "images": self.images,
+            "images_failed": self.images_failed,
+            "images_skipped": self.images_skipped,
+            "megapixels": self.megapixels,
+            "megapixels_computed": self.megapixels_computed,
+            "seconds": self.seconds,
+            "megapixels_per_second": self.megapixels_per_second,
+            "class_names": list(self.class_names),
+        }
+        if self.scores is not None:
+            data.update(self.scores.aggregates.micro.to_json())
+            per_image = self.scores.aggregates.per_image.to_json()
+            data["per_image"] = {k: per_image[k] for k in ("iou", "dice", "mean_iou", "mean_dice")}
+            if self.scores.objects:
+                data["objects"] = finite_or_none(self.scores.objects)
+        data.update(run_id=self.run_id, results_table=self.results_table)
+        if self.canary is not None:
+            data["canary"] = self.canary.to_json()
+        return finite_or_none(data)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchSummary:
+        """From ``to_json``'s form; the scores, of which batch.json keeps a part, are given apart (``report/
+        summary.json`` holds them whole)."""
+        canary = CanarySummary.from_json(data["canary"]) if data.get("canary") else None
+        return cls(
+            images=int(data["images"]),
+            images_failed=int(data["images_failed"]),
+            images_skipped=int(data["images_skipped"]),
+            megapixels=float(data["megapixels"]),
+            megapixels_computed=float(data["megapixels_computed"]),
+            seconds=float(data["seconds"]),
+            class_names=tuple(data["class_names"]),
+            scores=scores,
+            run_id=data.get("run_id", ""),
+            results_table=data.get("results_table", ""),
+            canary=canary,
+        )
+
+
+def summarize_batch(
+    reports: Sequence[ImageReport], failures: Sequence[ImageFailure], class_names: tuple[str, ...], seconds: float
+) -> BatchSummary:
+    """The batch figures of the input images' ``reports`` and ``failures``."""
+    scored = [
+        ImageResult(r.name, r.evaluation.scores.confusion, r.evaluation.scores, r.objects)
+        for r in reports
+        if r.evaluation is not None
+    ]
+    return BatchSummary(
+        images=len(reports) + len(failures),
+        images_failed=len(failures),
+        images_skipped=sum(r.skipped for r in reports),
+        megapixels=sum(r.megapixels for r in reports),
+        megapixels_computed=sum(r.megapixels_computed for r in reports),
+        seconds=seconds,
+        class_names=class_names,
+        scores=score_summary(scored, class_names) if scored else None,
+    )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch run returns: every image's outcome (in plan order), the summary, and where it was logged."""
+
+    images: tuple[ImageReport | ImageFailure, ...]
+    batch: BatchSummary
+    out: str
+    mlflow_run_id: str = ""
+    image_run_ids: tuple[tuple[str, str], ...] = ()  # (image name, its MLflow run id)
+    tracking_uri: str = ""
+
+    @property
+    def failures(self) -> tuple[ImageFailure, ...]:
+        return tuple(o for o in self.images if isinstance(o, ImageFailure))
+
+    @property
+    def reports(self) -> tuple[ImageReport, ...]:
+        return tuple(o for o in self.images if isinstance(o, ImageReport))
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``segpipe run --json``): each image entry carries its MLflow run id."""
+        run_ids = dict(self.image_run_ids)
+        return {
+            "images": [{**o.to_json(), "mlflow_run_id": run_ids.get(o.name, "")} for o in self.images],
+            "batch": self.batch.to_json(),
+            "failures": [f.to_json() for f in self.failures],
+            "mlflow_run_id": self.mlflow_run_id,
+            "tracking_uri": self.tracking_uri,
+            "out": self.out,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchResult:
+        images = tuple(
+            ImageFailure.from_json(e) if e.get("failed") else ImageReport.from_json(e) for e in data["images"]
+        )
+        run_ids = tuple((e["name"], e["mlflow_run_id"]) for e in data["images"] if e.get("mlflow_run_id"))
+        batch = BatchSummary.from_json(data["batch"], scores)
+        return cls(images, batch, data["out"], data["mlflow_run_id"], run_ids, data["tracking_uri"])
+
+
+def summarize_run(
+    out: str,
+    plan: BatchPlan,
+    run: RunInfo,
+    outcomes: Sequence[ImageReport | ImageFailure],
+    seconds: float,
+    canary: CanarySet | None,
+) -> BatchSummary:
+    """The batch summary of a run's outcomes, after appending its rows to the results table (and checking the
+    canary against the table's recent runs)."""
+    reports = [o for o in outcomes if isinstance(o, ImageReport)]
+    failures = [o for o in outcomes if isinstance(o, ImageFailure)]
+    class_names = plan.model.card.class_names
+    summary = summarize_batch([r for r in reports if r.role == "input"], failures, class_names, seconds)
+    table = public_url(append_results(out, run, reports, class_names))
+    checked = canary_summary(out, run, reports, class_names, canary) if canary is not None else None
+    return replace(summary, run_id=run.run_id, results_table=table, canary=checked)
+
+
+def write_batch_json(out: str, summary: BatchSummary, outcomes: Sequence[ImageReport | ImageFailure]) -> str:
+    """Write ``<out>/batch.json``: the summary and every image's entry; returns its URL."""
+    entries = [o.to_json() for o in outcomes]
+    return write_json(location(out).child("batch.json").url, {**summary.to_json(), "images": entries})

@@ -72,7 +72,7 @@ def test_a_card_less_model_segments_an_rgb_image(
     assert not model.with_suffix(".json").exists()
     settings = {"model": str(model), "out": str(tmp_path / "out"), "tiling": {"chunk": 128, "tile": 64, "halo": 4}}
     with pytest.warns(SegpipeWarning, match="3 input band"):
-        report = segment_batch([str(image)], None, settings, cluster=dask_cluster)
+        report = segment_batch([str(image)], None, settings, cluster=dask_cluster).to_json()
     (entry,) = report["images"]
     mask = zarr.open_array(entry["mask"], mode="r")[:]
     assert mask.shape == red.shape

@@ -103,7 +103,7 @@ def _segment(model: str, sample: tuple[str, str], out: Path, tracking_uri: str |
         workers=1,
         tracking_uri=tracking_uri,
         experiment=EXPERIMENT,
-    )
+    ).to_json()
 
 
 @pytest.fixture(scope="module")

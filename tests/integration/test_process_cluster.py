@@ -38,7 +38,7 @@ def _segment(sample: tuple[str, str], out: Path, cluster: str | None) -> dict[st
     """
     image, truth = sample
     settings = {"out": str(out), "tiling": {"chunk": CHUNK, "tile": CHUNK}, "inference": {"batch_size": 4}}
-    return segment_batch([image], [truth], settings, cluster=cluster or "local", workers=2)
+    return segment_batch([image], [truth], settings, cluster=cluster or "local", workers=2).to_json()
 
 
 def test_worker_killed_mid_run_on_a_process_cluster_gives_the_local_mask(

@@ -84,14 +84,16 @@ def test_worker_killed_mid_run_gives_the_same_mask(tmp_path: Path, sample: tuple
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         reference = segment_batch(
             [image], [truth], {**settings, "out": str(tmp_path / "ref")}, cluster=cluster.scheduler_address
-        )
+        ).to_json()
         with Client(cluster.scheduler_address) as client:
             pids = list(client.run(os.getpid).values())
         out = tmp_path / "victim"
         result: dict = {}
         runner = threading.Thread(
             target=lambda: result.update(
-                segment_batch([image], [truth], {**settings, "out": str(out)}, cluster=cluster.scheduler_address)
+                segment_batch(
+                    [image], [truth], {**settings, "out": str(out)}, cluster=cluster.scheduler_address
+                ).to_json()
             )
         )
         runner.start()
@@ -121,7 +123,7 @@ def test_tracking_outage_keeps_masks_and_resume_only_logs(
     written = file_tree(mask)
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    report = segment_batch([image], [truth], settings, workers=2, tracking_uri=tracking_uri)
+    report = segment_batch([image], [truth], settings, workers=2, tracking_uri=tracking_uri).to_json()
     assert report["images"][0]["skipped"] is True
     assert report["batch"]["images_skipped"] == 1
     assert file_tree(mask) == written

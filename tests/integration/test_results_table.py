@@ -59,14 +59,14 @@ def test_two_runs_append_to_one_table_and_the_canary_flags_a_worse_model(tmp_pat
         tmp_path / "broken.pt",
         {"name": "broken", "in_channels": 1, "num_classes": 2, "class_names": ["background", "nucleus"]},
     )
-    first = segment_batch([str(p) for p in night], None, settings, cluster=dask_cluster, canary=canary)
+    first = segment_batch([str(p) for p in night], None, settings, cluster=dask_cluster, canary=canary).to_json()
     second = segment_batch(
         [str(p) for p in night],
         None,
         {**settings, "model": str(broken), "overwrite": True},
         cluster=dask_cluster,
         canary=canary,
-    )
+    ).to_json()
 
     table = pd.read_parquet(out / "results")  # Hive partitions: run_date=YYYY-MM-DD
     assert COLUMNS <= set(table.columns)

@@ -43,7 +43,7 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
         cluster=dask_cluster,
         tracking_uri=tracking_uri,
         experiment="integration",
-    )
+    ).to_json()
 
     confusions = []
     for entry, (image, truth) in zip(report["images"], [first, second], strict=True):
@@ -52,10 +52,10 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
         assert mask.shape == truth_labels.shape  # same height and width as the input, any size
         confusion = confusion_matrix(truth_labels, mask[:], 2)
         confusions.append(confusion)
-        assert entry["iou"] == pytest.approx(scores(confusion)["iou"])
+        assert entry["iou"] == pytest.approx(list(scores(confusion).iou))
         assert entry["dice"][1] > 0.9, entry
         assert (tmp_path / "out" / Path(image).stem / "preview.png").stat().st_size > 0
-    assert report["batch"]["iou"] == pytest.approx(scores(confusions[0] + confusions[1])["iou"])
+    assert report["batch"]["iou"] == pytest.approx(list(scores(confusions[0] + confusions[1]).iou))
 
     client = _mlflow(tracking_uri)
     parent = client.get_run(report["mlflow_run_id"])
@@ -70,7 +70,7 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
         assert artifacts == {"metrics.json", "preview.png"}
     batch_json = json.loads((tmp_path / "out" / "batch.json").read_text())
     assert batch_json["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
-    per_image_mean = np.nanmean([scores(c)["mean_dice"] for c in confusions])
+    per_image_mean = np.nanmean([scores(c).mean_dice for c in confusions])
     assert report["batch"]["per_image"]["mean_dice"] == pytest.approx(per_image_mean)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {
@@ -108,7 +108,7 @@ def test_real_nuclei_are_segmented(tmp_path: Path, real_nuclei: tuple[str, str],
     image, truth = real_nuclei
     settings = _settings(tmp_path / "out")
     settings["evaluation"] = {"truth_instances": True}
-    report = segment_batch([image], [truth], settings, cluster=dask_cluster)
+    report = segment_batch([image], [truth], settings, cluster=dask_cluster).to_json()
     (entry,) = report["images"]
     assert entry["dice"][1] > 0.85, entry
     thresholds = [row["threshold"] for row in entry["objects"]]
@@ -133,7 +133,7 @@ def test_bad_truth_fails_before_anything_is_written(tmp_path: Path, dask_cluster
 
 def test_without_truth_no_metrics_are_computed(tmp_path: Path, dask_cluster: str) -> None:
     image, _ = write_image_pair(tmp_path, "no_truth", 300, 200, seed=6)
-    report = segment_batch([image], None, _settings(tmp_path / "out"), cluster=dask_cluster)
+    report = segment_batch([image], None, _settings(tmp_path / "out"), cluster=dask_cluster).to_json()
     (entry,) = report["images"]
     assert "iou" not in entry and "iou" not in report["batch"]
     assert zarr.open_array(entry["mask"], mode="r").shape == (300, 200)
@@ -147,7 +147,9 @@ def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_
     image, truth = write_image_pair(tmp_path, "again", 256, 256, seed=8)
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = [
-        segment_batch([image], [truth], _settings(tmp_path / "out"), cluster=dask_cluster, tracking_uri=tracking_uri)
+        segment_batch(
+            [image], [truth], _settings(tmp_path / "out"), cluster=dask_cluster, tracking_uri=tracking_uri
+        ).to_json()
         for _ in range(2)
     ]
     first, again = (run["batch"] for run in runs)

@@ -13,7 +13,6 @@ import tifffile
 from segpipe.cli import main
 from segpipe.errors import InputError, ModelError
 from segpipe.metrics import confusion_matrix, scores
-from segpipe.stages.report import finite_or_none
 
 
 @pytest.fixture
@@ -105,7 +104,7 @@ def test_eval_json_matches_metrics_scores(workdir, capsys) -> None:
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     result = json.loads(captured.out)
-    expected = finite_or_none(scores(confusion_matrix(truth, prediction, 4)))
+    expected = scores(confusion_matrix(truth, prediction, 4)).to_json()
     for key in ("iou", "dice", "mean_iou", "mean_dice", "confusion_matrix", "pixels", "pixel_accuracy"):
         assert result[key] == expected[key], key  # JSON floats round-trip exactly
     assert result["iou"][1] is None and result["dice"][1] is None
@@ -190,21 +189,30 @@ def test_version_and_help_say_what_a_user_needs(capsys: pytest.CaptureFixture[st
 
 def test_table_has_no_blank_first_or_whitespace_only_lines(capsys: pytest.CaptureFixture[str]) -> None:
     from segpipe.cli import _print_table
+    from segpipe.stages.evaluate import Evaluation
+    from segpipe.stages.report import ImageReport
+    from segpipe.stages.results import BatchResult, summarize_batch
 
-    image = {
-        "image": "a.tif",
-        "mask": "out/a/a.ome.zarr/labels/mask/0",
-        "megapixels": 1.0,
-        "megapixels_per_second": None,
-        "skipped": True,
-        "iou": [0.9, 0.8],
-        "dice": [0.95, 0.9],
-        "mean_iou": 0.85,
-        "mean_dice": 0.925,
-    }
-    batch = {"class_names": ["background", "nucleus"], "iou": [0.9, 0.8], "dice": [0.95, 0.9]}
-    report = {"images": [image], "batch": {**batch, "mean_iou": 0.85, "mean_dice": 0.925}}
-    _print_table({**report, "mlflow_run_id": "abc", "tracking_uri": "sqlite:///x.db", "out": "out", "wall_seconds": 1})
+    matrix = scores(np.array([[9, 1], [1, 9]]))
+    evaluation = Evaluation(matrix, matrix.band(), matrix.band())
+    image = ImageReport(
+        "a",
+        "a.tif",
+        "a_truth.tif",
+        "out/a/a.ome.zarr/labels/mask/0",
+        "out/a/a.ome.zarr",
+        (1, 4, 5),
+        1.0,
+        0.0,
+        None,
+        1,
+        0,
+        {},
+        evaluation,
+        skipped=True,
+    )
+    batch = summarize_batch([image], [], ("background", "nucleus"), 1.0)
+    _print_table(BatchResult((image,), batch, "out", "abc", (), "sqlite:///x.db"), 1.0)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("a.tif") and "nothing computed" in lines[0]
     assert all(line == "" or line.strip() for line in lines)  # blank separators only, never spaces alone

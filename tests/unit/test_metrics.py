@@ -70,11 +70,11 @@ def test_iou_of_a_labelling_with_itself_is_one_for_present_classes(pair) -> None
     result = scores(confusion_matrix(truth, truth, k))
     for c in range(k):
         if (truth == c).any():
-            assert result["iou"][c] == 1.0 and result["dice"][c] == 1.0
+            assert result.iou[c] == 1.0 and result.dice[c] == 1.0
         else:
-            assert math.isnan(result["iou"][c]) and math.isnan(result["dice"][c])
-    assert result["mean_iou"] == 1.0 and result["mean_dice"] == 1.0
-    assert result["pixel_accuracy"] == 1.0
+            assert math.isnan(result.iou[c]) and math.isnan(result.dice[c])
+    assert result.mean_iou == 1.0 and result.mean_dice == 1.0
+    assert result.pixel_accuracy == 1.0
 
 
 @PROPERTY
@@ -84,18 +84,18 @@ def test_scores_match_the_textbook_definitions(pair, ignore: bool) -> None:
     ignore_index = k - 1 if ignore else None
     result = scores(confusion_matrix(truth, prediction, k, ignore_index))
     iou, dice = naive_scores(truth, prediction, k, ignore_index)
-    np.testing.assert_allclose(result["iou"], iou, rtol=1e-12, equal_nan=True)
-    np.testing.assert_allclose(result["dice"], dice, rtol=1e-12, equal_nan=True)
-    for values, mean in ((iou, result["mean_iou"]), (dice, result["mean_dice"])):
+    np.testing.assert_allclose(result.iou, iou, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(result.dice, dice, rtol=1e-12, equal_nan=True)
+    for values, mean in ((iou, result.mean_iou), (dice, result.mean_dice)):
         present = [v for v in values if not math.isnan(v)]
         if present:
             assert mean == pytest.approx(float(np.mean(present)), rel=1e-12)
         else:
             assert math.isnan(mean)
-    for v in result["dice"] + result["iou"]:
+    for v in result.dice + result.iou:
         assert math.isnan(v) or 0.0 <= v <= 1.0
     # Dice = 2 IoU / (1 + IoU) for every class
-    for i, d in zip(result["iou"], result["dice"], strict=True):
+    for i, d in zip(result.iou, result.dice, strict=True):
         assert math.isnan(i) == math.isnan(d)
         if not math.isnan(i):
             assert d == pytest.approx(2 * i / (1 + i), abs=1e-12)
@@ -105,19 +105,19 @@ def test_class_absent_from_truth_and_prediction_is_nan_and_left_out_of_means() -
     truth = np.array([[0, 0, 1], [1, 1, 0]])
     prediction = np.array([[0, 1, 1], [1, 1, 0]])
     result = scores(confusion_matrix(truth, prediction, 3))
-    assert math.isnan(result["iou"][2]) and math.isnan(result["dice"][2])
-    assert result["iou"][:2] == [2 / 3, 3 / 4]
-    assert result["mean_iou"] == pytest.approx((2 / 3 + 3 / 4) / 2)
-    assert result["mean_dice"] == pytest.approx((4 / 5 + 6 / 7) / 2)
-    assert result["pixels"] == 6 and result["pixel_accuracy"] == pytest.approx(5 / 6)
-    assert result["confusion_matrix"] == [[2, 1, 0], [0, 3, 0], [0, 0, 0]]
+    assert math.isnan(result.iou[2]) and math.isnan(result.dice[2])
+    assert result.iou[:2] == (2 / 3, 3 / 4)
+    assert result.mean_iou == pytest.approx((2 / 3 + 3 / 4) / 2)
+    assert result.mean_dice == pytest.approx((4 / 5 + 6 / 7) / 2)
+    assert result.pixels == 6 and result.pixel_accuracy == pytest.approx(5 / 6)
+    assert result.confusion_matrix == ((2, 1, 0), (0, 3, 0), (0, 0, 0))
 
 
 def test_empty_confusion_has_nan_scores() -> None:
     result = scores(np.zeros((2, 2), np.int64))
-    assert all(math.isnan(v) for v in result["iou"] + result["dice"])
-    assert math.isnan(result["mean_iou"]) and math.isnan(result["pixel_accuracy"])
-    assert result["pixels"] == 0
+    assert all(math.isnan(v) for v in result.iou + result.dice)
+    assert math.isnan(result.mean_iou) and math.isnan(result.pixel_accuracy)
+    assert result.pixels == 0
 
 
 def test_ignore_index_pixels_are_left_out_of_every_count() -> None:
@@ -125,7 +125,7 @@ def test_ignore_index_pixels_are_left_out_of_every_count() -> None:
     prediction = np.array([[1, 0, 1, 0]], np.uint8)
     matrix = confusion_matrix(truth, prediction, 2, ignore_index=255)
     np.testing.assert_array_equal(matrix, [[1, 0], [0, 1]])
-    assert scores(matrix)["pixels"] == 2
+    assert scores(matrix).pixels == 2
     # A truth that is all ignore counts nothing and raises nothing.
     assert confusion_matrix(np.full((3, 3), 255), np.ones((3, 3)), 2, 255).sum() == 0
 

@@ -4,6 +4,7 @@ aggregates, instance-to-class mapping and every dtype path of ``confusion_matrix
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -95,7 +96,7 @@ def test_per_class_scores_match_torchmetrics_where_the_class_occurs(case) -> Non
     for zero_division in (0, 1):
         theirs = torchmetrics_scores(truth, prediction, k, ignore, None, zero_division)
         for name in ("iou", "dice", "precision", "recall"):
-            mine = np.array(ours[name])
+            mine = np.array(getattr(ours, name))
             if zero_division == 0:  # 0/0 inside an occurring class is 0 for both
                 np.testing.assert_allclose(mine[occurs], theirs[name][occurs], atol=TOL)
             # documented difference: a class absent from both is NaN here, zero_division there
@@ -109,15 +110,15 @@ def test_means_match_torchmetrics_macro_and_weighted(case) -> None:
     truth, prediction, k, ignore = case
     ours = scores(confusion_matrix(truth, prediction, k, ignore))
     macro = torchmetrics_scores(truth, prediction, k, ignore, "macro")
-    if ours["pixels"] == 0:
+    if ours.pixels == 0:
         return  # all ignored: covered by test_all_pixels_ignored
     for name in ("iou", "dice", "precision", "recall"):
-        assert ours[f"mean_{name}"] == pytest.approx(float(macro[name]), abs=TOL)
+        assert getattr(ours, f"mean_{name}") == pytest.approx(float(macro[name]), abs=TOL)
     weighted = torchmetrics_scores(truth, prediction, k, ignore, "weighted")
-    assert ours["frequency_weighted_iou"] == pytest.approx(float(weighted["iou"]), abs=TOL)
+    assert ours.frequency_weighted_iou == pytest.approx(float(weighted["iou"]), abs=TOL)
     t, p = torch.from_numpy(truth.astype(np.int64)), torch.from_numpy(prediction.astype(np.int64))
     accuracy = tmc.MulticlassAccuracy(num_classes=k, average="micro", ignore_index=ignore)(p, t)
-    assert ours["pixel_accuracy"] == pytest.approx(float(accuracy), abs=TOL)
+    assert ours.pixel_accuracy == pytest.approx(float(accuracy), abs=TOL)
 
 
 def test_binary_matches_torchmetrics_binary_metrics() -> None:
@@ -125,19 +126,19 @@ def test_binary_matches_torchmetrics_binary_metrics() -> None:
     truth, prediction = rng.integers(0, 2, (64, 64)), rng.integers(0, 2, (64, 64))
     ours = scores(confusion_matrix(truth, prediction, 2))
     t, p = torch.from_numpy(truth), torch.from_numpy(prediction)
-    assert ours["iou"][1] == pytest.approx(float(tmc.BinaryJaccardIndex()(p, t)), abs=TOL)
-    assert ours["dice"][1] == pytest.approx(float(tmc.BinaryF1Score()(p, t)), abs=TOL)
-    assert ours["precision"][1] == pytest.approx(float(tmc.BinaryPrecision()(p, t)), abs=TOL)
-    assert ours["recall"][1] == pytest.approx(float(tmc.BinaryRecall()(p, t)), abs=TOL)
+    assert ours.iou[1] == pytest.approx(float(tmc.BinaryJaccardIndex()(p, t)), abs=TOL)
+    assert ours.dice[1] == pytest.approx(float(tmc.BinaryF1Score()(p, t)), abs=TOL)
+    assert ours.precision[1] == pytest.approx(float(tmc.BinaryPrecision()(p, t)), abs=TOL)
+    assert ours.recall[1] == pytest.approx(float(tmc.BinaryRecall()(p, t)), abs=TOL)
 
 
 def test_one_class_only() -> None:
     truth = prediction = np.zeros((5, 7), np.uint8)
     ours = scores(confusion_matrix(truth, prediction, 3))
-    assert ours["iou"][0] == 1.0
-    assert all(math.isnan(v) for v in ours["iou"][1:] + ours["recall"][1:])
+    assert ours.iou[0] == 1.0
+    assert all(math.isnan(v) for v in ours.iou[1:] + ours.recall[1:])
     for key in ("mean_iou", "mean_dice", "pixel_accuracy", "frequency_weighted_iou"):
-        assert ours[key] == 1.0
+        assert getattr(ours, key) == 1.0
     per_class = torchmetrics_scores(truth, prediction, 3, None)
     np.testing.assert_array_equal(per_class["iou"], [1.0, 0.0, 0.0])  # zero_division for absent classes
     assert float(torchmetrics_scores(truth, prediction, 3, None, "macro")["iou"]) == 1.0  # absent: skipped
@@ -151,11 +152,11 @@ def test_class_absent_from_truth_but_predicted() -> None:
     truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1]], np.uint8)
     prediction = np.array([[0, 2, 1, 1], [0, 0, 2, 1]], np.uint8)
     ours = scores(confusion_matrix(truth, prediction, 3))
-    assert ours["iou"] == [0.75, 0.75, 0.0]
-    assert ours["dice"] == pytest.approx([6 / 7, 6 / 7, 0.0])
-    assert ours["precision"] == [1.0, 1.0, 0.0]
-    assert ours["recall"] == [0.75, 0.75, 0.0]
-    assert ours["mean_iou"] == pytest.approx(0.5)
+    assert ours.iou == (0.75, 0.75, 0.0)
+    assert ours.dice == pytest.approx((6 / 7, 6 / 7, 0.0))
+    assert ours.precision == (1.0, 1.0, 0.0)
+    assert ours.recall == (0.75, 0.75, 0.0)
+    assert ours.mean_iou == pytest.approx(0.5)
     theirs = torchmetrics_scores(truth, prediction, 3, None)
     np.testing.assert_allclose(theirs["iou"], [0.75, 0.75, 0.0], atol=TOL)
     np.testing.assert_allclose(theirs["recall"], [0.75, 0.75, 0.0], atol=TOL)
@@ -171,13 +172,13 @@ def test_class_absent_from_truth_but_predicted() -> None:
 def test_all_pixels_ignored() -> None:
     truth, prediction = np.full((4, 4), VOID, np.uint8), np.ones((4, 4), np.uint8)
     ours = scores(confusion_matrix(truth, prediction, 3, VOID))
-    assert ours["pixels"] == 0
-    assert ours["truth_pixels"] == [0, 0, 0]
+    assert ours.pixels == 0
+    assert ours.truth_pixels == (0, 0, 0)
     for key in ("iou", "dice", "precision", "recall"):
-        assert all(math.isnan(v) for v in ours[key])
-        assert math.isnan(ours[f"mean_{key}"])
-    assert math.isnan(ours["pixel_accuracy"])
-    assert math.isnan(ours["frequency_weighted_iou"])
+        assert all(math.isnan(v) for v in getattr(ours, key))
+        assert math.isnan(getattr(ours, f"mean_{key}"))
+    assert math.isnan(ours.pixel_accuracy)
+    assert math.isnan(ours.frequency_weighted_iou)
     # torchmetrics: zero_division per class; macro Jaccard NaN but macro F1 0
     np.testing.assert_array_equal(torchmetrics_scores(truth, prediction, 3, VOID)["iou"], [0, 0, 0])
     macro = torchmetrics_scores(truth, prediction, 3, VOID, "macro")
@@ -193,10 +194,10 @@ def test_ignore_index_inside_the_classes() -> None:
     ours = scores(confusion_matrix(truth, prediction, 3, ignore_index=2))
     theirs = torchmetrics_scores(truth, prediction, 3, 2)
     for name in ("iou", "dice", "precision", "recall"):
-        np.testing.assert_allclose(ours[name], theirs[name], atol=TOL)
+        np.testing.assert_allclose(getattr(ours, name), theirs[name], atol=TOL)
     macro = torchmetrics_scores(truth, prediction, 3, 2, "macro")
-    assert ours["mean_dice"] == pytest.approx(float(macro["dice"]), abs=TOL) == (0.5 + 0.8 + 0.0) / 3
-    assert ours["mean_iou"] == pytest.approx((1 / 3 + 2 / 3 + 0.0) / 3)
+    assert ours.mean_dice == pytest.approx(float(macro["dice"]), abs=TOL) == (0.5 + 0.8 + 0.0) / 3
+    assert ours.mean_iou == pytest.approx((1 / 3 + 2 / 3 + 0.0) / 3)
     assert float(macro["iou"]) == pytest.approx((1 / 3 + 2 / 3) / 2, abs=TOL)
 
 
@@ -213,7 +214,7 @@ def test_iou_and_dice_match_monai_where_truth_has_the_class(case) -> None:
     strict = monai_scores(truth, prediction, k, ignore, ignore_empty=True)
     lenient = monai_scores(truth, prediction, k, ignore, ignore_empty=False)
     for name in ("iou", "dice"):
-        mine = np.array(ours[name])
+        mine = np.array(getattr(ours, name))
         np.testing.assert_allclose(mine[in_truth], strict[name][in_truth], atol=TOL)
         assert np.isnan(strict[name][~in_truth]).all()  # ignore_empty=True: empty truth is NaN
         false_positive_only = ~in_truth & in_prediction
@@ -233,8 +234,8 @@ def test_monai_mean_dice_skips_false_positive_only_classes() -> None:
         torch.from_numpy(eye[truth].transpose(0, 2, 1).copy()),
     )
     ours = scores(confusion_matrix(truth, prediction, 3))
-    assert float(metric.aggregate()) == pytest.approx((ours["dice"][0] + ours["dice"][1]) / 2)
-    assert ours["mean_dice"] == pytest.approx((ours["dice"][0] + ours["dice"][1] + 0.0) / 3)
+    assert float(metric.aggregate()) == pytest.approx((ours.dice[0] + ours.dice[1]) / 2)
+    assert ours.mean_dice == pytest.approx((ours.dice[0] + ours.dice[1] + 0.0) / 3)
 
 
 # --------------------------------------------------------------------------------------- invariants
@@ -250,9 +251,8 @@ def test_scores_of_summed_chunk_matrices_equal_scores_of_the_whole(case, chunk: 
         for r in chunk_grid(truth.shape[0], truth.shape[1], chunk)
     ]
     summed = scores(np.sum(parts, axis=0))
-    assert summed.keys() == whole.keys()
-    for key, value in whole.items():
-        np.testing.assert_array_equal(summed[key], value)  # NaN equals NaN here
+    for field in dataclasses.fields(whole):
+        np.testing.assert_array_equal(getattr(summed, field.name), getattr(whole, field.name))  # NaN equals NaN here
 
 
 @PROPERTY
@@ -260,15 +260,15 @@ def test_scores_of_summed_chunk_matrices_equal_scores_of_the_whole(case, chunk: 
 def test_score_invariants(case) -> None:
     truth, prediction, k, ignore = case
     ours = scores(confusion_matrix(truth, prediction, k, ignore))
-    for i, d, p, r in zip(ours["iou"], ours["dice"], ours["precision"], ours["recall"], strict=True):
+    for i, d, p, r in zip(ours.iou, ours.dice, ours.precision, ours.recall, strict=True):
         assert all(math.isnan(v) for v in (i, d, p, r)) or all(0.0 <= v <= 1.0 for v in (i, d, p, r))
         if not math.isnan(i):
             assert d == pytest.approx(2 * i / (1 + i), abs=1e-12)
             assert d == pytest.approx(2 * p * r / (p + r) if p + r else 0.0, abs=1e-12)
     same = scores(confusion_matrix(truth, np.where(truth == VOID, 0, truth), k, ignore))
-    present = np.array(same["truth_pixels"]) > 0
-    assert all(np.array(same["iou"])[present] == 1.0)
-    assert all(np.isnan(np.array(same["iou"])[~present]))
+    present = np.array(same.truth_pixels) > 0
+    assert all(np.array(same.iou)[present] == 1.0)
+    assert all(np.isnan(np.array(same.iou)[~present]))
 
 
 # --------------------------------------------------------------------------------------- batches
@@ -279,13 +279,13 @@ def test_batch_aggregates_micro_and_per_image() -> None:
     poor = np.array([[2, 2], [2, 2]])  # iou [1/3, 1/3]
     empty_class = np.array([[4, 0], [0, 0]])  # class 1 absent from both: iou [1, nan]
     result = batch_aggregates([good, poor, empty_class])
-    assert result["images"] == 3
-    assert result["micro"] == scores(good + poor + empty_class)
-    per_image = result["per_image"]
-    assert per_image["iou"] == pytest.approx([(1 + 1 / 3 + 1) / 3, (1 + 1 / 3) / 2])
-    assert per_image["images_per_class"] == [3, 2]
-    assert per_image["mean_iou"] == pytest.approx((1 + 1 / 3 + 1) / 3)
-    assert per_image["pixel_accuracy"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert result.images == 3
+    assert result.micro == scores(good + poor + empty_class)
+    per_image = result.per_image
+    assert per_image.iou == pytest.approx(((1 + 1 / 3 + 1) / 3, (1 + 1 / 3) / 2))
+    assert per_image.images_per_class == (3, 2)
+    assert per_image.mean_iou == pytest.approx((1 + 1 / 3 + 1) / 3)
+    assert per_image.pixel_accuracy == pytest.approx((1 + 0.5 + 1) / 3)
 
 
 def test_per_image_dice_equals_monai_mean_batch() -> None:
@@ -296,23 +296,23 @@ def test_per_image_dice_equals_monai_mean_batch() -> None:
         truth = rng.integers(0, used, (1, 40)).astype(np.uint8)
         noisy = np.where(rng.random(truth.shape) < 0.3, rng.integers(0, used, truth.shape), truth)
         pairs.append((truth, noisy.astype(np.uint8)))
-    ours = batch_aggregates([confusion_matrix(t, p, 3) for t, p in pairs])["per_image"]
+    ours = batch_aggregates([confusion_matrix(t, p, 3) for t, p in pairs]).per_image
     eye = np.eye(3)
     truths = torch.from_numpy(np.stack([eye[t[0]].T for t, _ in pairs]))
     predictions = torch.from_numpy(np.stack([eye[p[0]].T for _, p in pairs]))
     metric = monai_metrics.DiceMetric(reduction="mean_batch")
     metric(predictions, truths)
-    np.testing.assert_allclose(ours["dice"], metric.aggregate().double().numpy(), atol=TOL)
-    assert ours["images_per_class"] == [4, 3, 1]
+    np.testing.assert_allclose(ours.dice, metric.aggregate().double().numpy(), atol=TOL)
+    assert ours.images_per_class == (4, 3, 1)
 
 
 def test_batch_aggregates_skip_images_with_every_pixel_ignored() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = batch_aggregates([np.zeros((2, 2), np.int64), np.array([[1, 1], [0, 2]])])
-    assert result["per_image"]["iou"] == pytest.approx([0.5, 2 / 3])
-    assert result["per_image"]["images_per_class"] == [1, 1]
-    assert math.isnan(batch_aggregates([np.zeros((2, 2))])["per_image"]["mean_dice"])
+    assert result.per_image.iou == pytest.approx((0.5, 2 / 3))
+    assert result.per_image.images_per_class == (1, 1)
+    assert math.isnan(batch_aggregates([np.zeros((2, 2))]).per_image.mean_dice)
 
 
 @pytest.mark.parametrize("bad", [[], [np.zeros((2, 2)), np.zeros((3, 3))]])

@@ -12,17 +12,17 @@ import pytest
 from PIL import Image
 
 from segpipe.errors import InputError
-from segpipe.metrics import confusion_matrix, scores
+from segpipe.metrics import Scores, confusion_matrix, scores
 from segpipe.objects import object_metrics
 from segpipe.reports import (
     OVERLAY_COLOURS,
     ImageResult,
-    batch_summary,
     column_name,
     compare_runs,
     overlay,
     plot_class_scores,
     plot_confusion,
+    score_summary,
     worst_images,
     write_overlay,
     write_per_image_csv,
@@ -73,8 +73,8 @@ def test_per_image_csv_columns_and_values(tmp_path: Path) -> None:
     ):
         assert expected in columns
     noisy = scores(items[1].confusion)
-    assert float(rows[1]["iou_nucleus_large"]) == noisy["iou"][1]  # full precision, exactly
-    assert float(rows[1]["mean_dice"]) == noisy["mean_dice"]
+    assert float(rows[1]["iou_nucleus_large"]) == noisy.iou[1]  # full precision, exactly
+    assert float(rows[1]["mean_dice"]) == noisy.mean_dice
     assert int(rows[1]["pixels"]) == 32 * 48
     assert rows[0]["mean_iou"] == "1.0" and rows[0]["object_f1"] == "1.0"
     assert rows[2]["iou_membrane"] == "" and rows[2]["dice_membrane"] == ""  # NaN: empty cell
@@ -82,23 +82,23 @@ def test_per_image_csv_columns_and_values(tmp_path: Path) -> None:
 
 def test_summary_csv_and_json(tmp_path: Path) -> None:
     items, _ = results()
-    summary = batch_summary(items, CLASSES)
+    summary = score_summary(items, CLASSES)
     rows = read_csv(write_summary_csv(tmp_path / "summary.csv", summary))
     assert [r["class"] for r in rows] == [*CLASSES, "mean"]
     micro = scores(np.sum([r.confusion for r in items], axis=0))
-    assert float(rows[1]["iou"]) == micro["iou"][1]
-    assert int(rows[2]["truth_pixels"]) == micro["truth_pixels"][2]
+    assert float(rows[1]["iou"]) == micro.iou[1]
+    assert int(rows[2]["truth_pixels"]) == micro.truth_pixels[2]
     assert rows[2]["images_scored"] == "2"  # membrane is absent from the third image
-    assert float(rows[-1]["dice"]) == micro["mean_dice"]
-    assert float(rows[2]["per_image_iou"]) == pytest.approx((1.0 + scores(items[1].confusion)["iou"][2]) / 2)
+    assert float(rows[-1]["dice"]) == micro.mean_dice
+    assert float(rows[2]["per_image_iou"]) == pytest.approx((1.0 + scores(items[1].confusion).iou[2]) / 2)
     loaded = json.loads(write_summary_json(tmp_path / "summary.json", summary).read_text())
     assert loaded["classes"] == list(CLASSES) and loaded["images"] == 3
     assert loaded["worst_by_mean_dice"][0] == "noisy"
     assert loaded["objects"][0]["threshold"] == 0.5
-    assert loaded["micro"]["confusion_matrix"] == micro["confusion_matrix"]
+    assert loaded["micro"]["confusion_matrix"] == [list(row) for row in micro.confusion_matrix]
     only_nan = json.loads(
         write_summary_json(
-            tmp_path / "nan.json", batch_summary([ImageResult("void", np.zeros((3, 3), np.int64))], CLASSES)
+            tmp_path / "nan.json", score_summary([ImageResult("void", np.zeros((3, 3), np.int64))], CLASSES)
         ).read_text()
     )
     assert only_nan["micro"]["mean_iou"] is None and only_nan["objects"] is None
@@ -161,7 +161,9 @@ def test_worst_images_and_report_files(tmp_path: Path) -> None:
     void = ImageResult("void", np.zeros((3, 3), np.int64))
     assert [r.name for r in worst_images([void, *items], 2)] == ["noisy", "perfect"]
     assert [r.name for r in worst_images([void, *items], 10)][-1] == "void"  # no score: last
-    from_json = ImageResult("from json", void.confusion, scores={"mean_dice": None})  # NaN read back as null
+    from_json = ImageResult(
+        "from json", void.confusion, Scores.from_json(scores(void.confusion).to_json())
+    )  # null: NaN
     assert worst_images([from_json, *items], 1)[0].name == "noisy"
     paths = write_report(tmp_path / "report", items, CLASSES, load=thumbs.__getitem__, worst=2)
     assert [p.name for p in paths["overlays"]] == ["worst_1_noisy.png", "worst_2_perfect.png"]

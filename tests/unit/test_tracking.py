@@ -54,7 +54,7 @@ def test_a_tracker_waits_for_the_warm_up_of_its_store(tmp_path: Path, monkeypatc
     import threading
     import time
 
-    from segpipe import tracking
+    from segpipe.tracking import mlflow as tracking
 
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     slow = threading.Thread(target=time.sleep, args=(0.5,))  # a warm-up still at work
@@ -88,3 +88,31 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypa
     tracker = MlflowTracker(uri, "segpipe")
     tracker.end(tracker.start_batch({"model": "builtin"}, {}))
     assert [p.name for p in database.parent.iterdir() if p.suffix != ".db"] == []  # no partial left beside it
+
+
+def test_lineage_round_trips_through_its_tags() -> None:
+    from segpipe.tracking import InputLineage, Lineage
+
+    lineage = Lineage(
+        segpipe_version="0.1.0",
+        git_commit="c0ffee",
+        model_uri="models:/nuclei@champion",
+        model_card="{'name': 'nuclei'}",
+        model=(("model_format", "torchscript"), ("model_sha256", "ab" * 32), ("model_registry_version", "3")),
+        cluster="LocalCluster, 2 workers",
+        run_id="run-1",
+        python="3.11.9",
+        prefect_flow_run_id="flow-1",
+        prefect_deployment="nightly",
+        inputs=(InputLineage(0, "/data/a.tif", "fp-a"), InputLineage(1, "s3://bucket/b.tif", "fp-b")),
+    )
+    tags = lineage.to_tags()
+    assert tags["segpipe.input.1.fingerprint"] == "fp-b"
+    assert tags["segpipe.model_sha256"] == "ab" * 32
+    assert Lineage.from_tags(tags) == lineage
+
+
+def test_lineage_of_a_run_without_tags_is_empty() -> None:
+    from segpipe.tracking import Lineage
+
+    assert Lineage.from_tags({"mlflow.user": "bob"}) == Lineage()

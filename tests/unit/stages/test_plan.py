@@ -14,10 +14,11 @@ import zarr
 
 from segpipe.config import EvalConfig, TilingConfig
 from segpipe.errors import InputError, OutputError
+from segpipe.metrics import finite_or_none
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.plan import RunSettings, plan_batch, resolve_tiling
-from segpipe.stages.report import finite_or_none, write_json
+from segpipe.stages.report import write_json
 
 
 @pytest.mark.parametrize(
@@ -224,3 +225,22 @@ def test_a_resumed_build_removes_partial_writes_a_kill_left(tmp_path: Path) -> N
     ingest_image(job, plan)
     assert not debris.exists()
     assert [p for p in Path(job.store).rglob("*.partial")] == []
+
+
+def test_run_settings_round_trip_through_json() -> None:
+    import json
+
+    from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
+    from segpipe.stages.plan import CanarySet, RunSettings
+
+    settings = RunSettings(
+        model="baseline",
+        out="/out",
+        tiling=TilingConfig(chunk=256, tile=128, halo=16),
+        inference=InferenceConfig(batch_size=4, device="cpu"),
+        evaluation=EvalConfig(ignore_index=255, truth_mapping=((17, 1), (18, 2))),
+        export_tiff=True,
+    )
+    assert RunSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    canary = CanarySet(("/c/a.tif",), ("/c/a_truth.tif",), 0.05, 3)
+    assert CanarySet.from_dict(json.loads(json.dumps(canary.to_dict()))) == canary

@@ -1,4 +1,4 @@
-"""Experiment tracking behind a small protocol: ``MlflowTracker`` for real runs, ``NullTracker`` to opt out.
+"""MLflow behind a small protocol: ``MlflowTracker`` for real runs, ``NullTracker`` to opt out.
 
 MLflow is used through ``MlflowClient`` with explicit run ids (no fluent ``active_run`` state), so logging is
 safe from any thread a Prefect task runs in. One parent run per batch, one nested run per image.
@@ -9,85 +9,24 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import threading
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
-from segpipe.errors import ConfigError, TrackingError
-
-DEFAULT_EXPERIMENT = "segpipe"
-_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
-
-
-def segpipe_home() -> Path:
-    """Where segpipe keeps its per-user state: ``$SEGPIPE_HOME``, else ``$XDG_DATA_HOME/segpipe``, else
-    ``~/.local/share/segpipe``."""
-    if os.environ.get("SEGPIPE_HOME"):
-        return Path(os.environ["SEGPIPE_HOME"]).expanduser().resolve()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser().resolve() / "segpipe"
-
-
-def default_tracking_uri() -> str:
-    """The one store every command uses unless told otherwise: ``MLFLOW_TRACKING_URI`` if set, else the
-    per-user sqlite store ``segpipe_home()/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{segpipe_home() / 'mlflow.db'}"
-
-
-def default_artifact_root(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a sqlite store (``<its folder>/mlartifacts``), never
-    the current directory; for a server or any other store, the store's own choice (None)."""
-    database = sqlite_path(tracking_uri)
-    return None if database is None else str(database.parent / "mlartifacts")
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return Path(tracking_uri.removeprefix("sqlite:///").split("?")[0]).absolute()
-
-
-def create_sqlite_store(tracking_uri: str) -> None:
-    """Make a new SQLite store whole or not at all. MLflow creates its schema one migration at a time, so a run
-    killed during the first use of a store left a file on which every later run failed ("table ... already
-    exists"). The store is built under a temporary name beside it, then linked into place, which also never
-    overwrites a store another process created meanwhile. No-op for other URIs and existing stores."""
-    path = sqlite_path(tracking_uri)
-    if path is None or path.exists():
-        return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        store = SqlAlchemyStore(f"sqlite:///{partial}", default_artifact_root(tracking_uri))
-        store.engine.dispose()
-        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
-            os.link(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def public_uri(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part, for logs, reports and MLflow params."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
-
-
-def check_tracking_uri(uri: str) -> None:
-    """Refuse a malformed URI before any work starts."""
-    match = re.match(r"^([a-z][a-z0-9+.-]*):", uri)
-    scheme = match.group(1).split("+")[0] if match else ""
-    if scheme not in _SCHEMES:
-        raise ConfigError(f"--tracking-uri {uri!r}: expected one of {', '.join(s + ':' for s in _SCHEMES)}")
+from segpipe.errors import TrackingError
+from segpipe.tracking.lineage import IMAGE_TAG, PARENT_TAG
+from segpipe.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    check_tracking_uri,
+    create_sqlite_store,
+    default_artifact_root,
+    public_uri,
+)
 
 
 class Tracker(Protocol):
+    """Where a batch is logged: a parent run per batch, a nested run per image."""
+
     def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str: ...
     def start_image(self, name: str, params: dict[str, Any]) -> str: ...
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None: ...
@@ -187,7 +126,7 @@ class MlflowTracker:
         return self.batch_run_id
 
     def start_image(self, name: str, params: dict[str, Any]) -> str:
-        tags = {"mlflow.parentRunId": self.batch_run_id, "segpipe.image": name}
+        tags = {PARENT_TAG: self.batch_run_id, IMAGE_TAG: name}
         run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
         self._log_params(run.info.run_id, params)
         return str(run.info.run_id)
@@ -221,17 +160,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def flatten_scores(scores: dict[str, Any], class_names: tuple[str, ...], prefix: str = "") -> dict[str, float]:
-    """``{iou_nucleus: .., dice_nucleus: .., mean_iou: ..}`` from a scores dict, for logging."""
-    flat: dict[str, float] = {}
-    for metric in ("iou", "dice"):
-        for name, value in zip(class_names, scores[metric], strict=True):
-            flat[f"{prefix}{metric}_{name}"] = value
-    for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
-        flat[f"{prefix}{key}"] = scores[key]
-    return flat
-
-
 def fetch_runs(
     tracking_uri: str, run_ids: list[str], experiment: str | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:
@@ -254,7 +182,7 @@ def fetch_runs(
                 for r in client.search_runs(
                     [found.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit * 20
                 )
-                if "mlflow.parentRunId" not in r.data.tags
+                if PARENT_TAG not in r.data.tags
             ][:limit]
     except TrackingError:
         raise

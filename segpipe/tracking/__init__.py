@@ -1,0 +1,37 @@
+"""Experiment tracking: where the store is (``store``), MLflow behind the ``Tracker`` protocol (``mlflow``), a
+run's lineage as a value (``lineage``) and the logging of a finished batch (``batch_log``, imported on use:
+it knows the stages' results). MLflow is imported only inside this package and the model registry."""
+
+from segpipe.tracking.lineage import IMAGE_TAG, PARENT_TAG, InputLineage, Lineage
+from segpipe.tracking.mlflow import MlflowTracker, NullTracker, Tracker, fetch_runs, wait_for_warm_up, warm_up
+from segpipe.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    check_tracking_uri,
+    create_sqlite_store,
+    default_artifact_root,
+    default_tracking_uri,
+    public_uri,
+    segpipe_home,
+    sqlite_path,
+)
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "IMAGE_TAG",
+    "PARENT_TAG",
+    "InputLineage",
+    "Lineage",
+    "MlflowTracker",
+    "NullTracker",
+    "Tracker",
+    "check_tracking_uri",
+    "create_sqlite_store",
+    "default_artifact_root",
+    "default_tracking_uri",
+    "fetch_runs",
+    "public_uri",
+    "segpipe_home",
+    "sqlite_path",
+    "wait_for_warm_up",
+    "warm_up",
+]

@@ -1,0 +1,212 @@
+"""Log a finished batch: one parent run with the batch's params, lineage tags, metrics, ``batch.json`` and the
+report files, and a nested run per image with its metrics, ``metrics.json`` and ``preview.png``. Metrics are
+flattened from the typed results here, and only here."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import segpipe
+from segpipe.errors import TrackingError
+from segpipe.metrics import Scores
+from segpipe.stages.plan import BatchPlan, RunSettings
+from segpipe.stages.report import ImageReport
+from segpipe.stages.results import BatchSummary
+from segpipe.storage import location, public_url
+from segpipe.tracking.lineage import InputLineage, Lineage
+from segpipe.tracking.mlflow import Tracker
+
+OBJECT_THRESHOLDS = (0.5, 0.75, 0.9)  # object F1 logged at these IoU thresholds
+
+
+@dataclass(frozen=True)
+class LoggedRuns:
+    """The MLflow run ids of a logged batch: the parent run, and each image's run by name."""
+
+    batch: str
+    images: tuple[tuple[str, str], ...]
+
+
+def batch_params(plan: BatchPlan, settings: RunSettings, cluster: str, run_id: str) -> dict[str, Any]:
+    """The parent run's params: the model, the tiling and inference settings, the inputs and the output."""
+    return {
+        "model": plan.model.card.name,
+        **plan.model.lineage(),
+        "model_uri": public_url(plan.model.uri),
+        "chunk": plan.chunk,
+        "tile": plan.tile,
+        "halo": plan.halo,
+        "stitch": plan.tiling.stitch,
+        "overlap": plan.tiling.overlap,
+        "pad_mode": plan.tiling.pad_mode,
+        "batch_size": settings.inference.batch_size,
+        "device": settings.inference.device,
+        "precision": settings.inference.precision,
+        "torch_threads": settings.inference.torch_threads,
+        "cluster": cluster,
+        "images": [public_url(j.image.path) for j in plan.jobs],
+        "truths": [public_url(j.truth.path) if j.truth else "" for j in plan.jobs],
+        "out": public_url(settings.out),
+        "ignore_index": settings.evaluation.ignore_index,
+        "truth_instances": settings.evaluation.truth_instances,
+        "run_id": run_id,
+    }
+
+
+def batch_lineage(plan: BatchPlan, params: dict[str, Any], flow_run_id: str = "", deployment: str = "") -> Lineage:
+    """Where every input, the model and the code came from, and where the run ran (``flow_run_id`` and
+    ``deployment``: the orchestrator's, if any)."""
+    model = {k: v for k, v in plan.model.lineage().items() if k != "model_uri"}
+    return Lineage(
+        segpipe_version=segpipe.__version__,
+        git_commit=git_commit(),
+        model_uri=str(params["model_uri"]),
+        model_card=str(asdict(plan.model.card)),
+        model=tuple(model.items()),
+        cluster=str(params["cluster"]),
+        run_id=str(params["run_id"]),
+        python=platform.python_version(),
+        prefect_flow_run_id=flow_run_id,
+        prefect_deployment=deployment,
+        inputs=tuple(InputLineage(i, public_url(j.image.path), j.done_key) for i, j in enumerate(plan.jobs)),
+    )
+
+
+def git_commit() -> str:
+    """The commit of the segpipe checkout this runs from, or '' when it is not one."""
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=os.path.dirname(segpipe.__file__),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def log_batch(
+    tracker: Tracker,
+    plan: BatchPlan,
+    params: dict[str, Any],
+    lineage: Lineage,
+    batch: BatchSummary,
+    reports: list[ImageReport],
+    report_files: list[str],
+) -> LoggedRuns:
+    """One parent run for the batch, a nested run per image; a failure ends the parent run FAILED."""
+    class_names = plan.model.card.class_names
+    batch_run = tracker.start_batch(params, lineage.to_tags())
+    try:
+        with tempfile.TemporaryDirectory(prefix="segpipe-mlflow-") as staging:
+            images = tuple((r.name, _log_image(tracker, plan, r, staging)) for r in reports)
+            tracker.log_metrics(batch_run, batch_metrics(batch, class_names))
+            tracker.log_artifact(batch_run, _local(location(params["out"]).child("batch.json").url, staging))
+            for url in report_files:
+                tracker.log_artifact(batch_run, _local(url, staging), "report")
+    except BaseException:
+        _end_quietly(tracker, batch_run)
+        raise
+    tracker.end(batch_run)
+    return LoggedRuns(batch_run, images)
+
+
+def _log_image(tracker: Tracker, plan: BatchPlan, report: ImageReport, staging: str) -> str:
+    job = next(j for j in plan.jobs if j.name == report.name)
+    params = {
+        "image": public_url(report.image),
+        "truth": public_url(report.truth) if report.truth else "",
+        "shape_cyx": report.shape_cyx,
+        "dtype": job.image.dtype,
+        "resumed_from_done": report.skipped,
+    }
+    run_id = tracker.start_image(report.name, params)
+    tracker.log_metrics(run_id, image_metrics(report, plan.model.card.class_names))
+    for leaf in ("metrics.json", "preview.png"):
+        tracker.log_artifact(run_id, _local(job.path(leaf), staging))
+    tracker.end(run_id)
+    return run_id
+
+
+def _local(url: str, staging: str) -> str:
+    """A local path holding the bytes of ``url`` (the file itself when it is local)."""
+    found = location(url)
+    if found.is_local:
+        return found.path
+    folder = tempfile.mkdtemp(dir=staging)
+    path = os.path.join(folder, url.rstrip("/").rsplit("/", 1)[-1])
+    with open(path, "wb") as handle:
+        handle.write(found.read_bytes())
+    return path
+
+
+def _end_quietly(tracker: Tracker, run_id: str) -> None:
+    try:
+        tracker.end(run_id, "FAILED")
+    except TrackingError:
+        pass
+
+
+def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str, float]:
+    """An image run's metrics: seconds per stage, pixels, throughput and, with a truth, its scores."""
+    values = {f"seconds_{stage}": value for stage, value in report.seconds.items()}
+    values.update(_throughput(report.megapixels, report.megapixels_computed, report.megapixels_per_second))
+    evaluation = report.evaluation
+    if evaluation is None:
+        return values
+    values.update(flatten_scores(evaluation.scores, class_names))
+    values.update(_object_f1(evaluation.objects))
+    for part, prefix in ((evaluation.seam_band, "seam_"), (evaluation.interior, "interior_")):
+        if part.pixels:
+            values[f"{prefix}mean_dice"] = part.mean_dice
+            values[f"{prefix}mean_iou"] = part.mean_iou
+    return values
+
+
+def batch_metrics(batch: BatchSummary, class_names: tuple[str, ...]) -> dict[str, float]:
+    """The parent run's metrics: total seconds, pixels, throughput, micro and per-image scores, the canary."""
+    values = {"seconds_total": batch.seconds}
+    values.update(_throughput(batch.megapixels, batch.megapixels_computed, batch.megapixels_per_second))
+    if batch.scores is not None:
+        values.update(flatten_scores(batch.scores.aggregates.micro, class_names))
+        values["per_image_mean_iou"] = batch.scores.aggregates.per_image.mean_iou
+        values["per_image_mean_dice"] = batch.scores.aggregates.per_image.mean_dice
+        values.update(_object_f1(batch.scores.objects))
+    if batch.canary is not None:
+        values.update({f"canary_{check.metric}": check.tonight for check in batch.canary.checks})
+        values["canary_alert"] = float(batch.canary.alert)
+    return values
+
+
+def _throughput(megapixels: float, computed: float, rate: float | None) -> dict[str, float]:
+    values = {"megapixels": megapixels, "megapixels_computed": computed}
+    if rate is not None:  # a run that computed nothing is not ranked on speed
+        values["megapixels_per_second"] = rate
+    return values
+
+
+def _object_f1(objects: list[dict[str, Any]] | None) -> dict[str, float]:
+    return {
+        f"object_f1_at_{row['threshold']:.2f}": row["f1"]
+        for row in objects or []
+        if row["threshold"] in OBJECT_THRESHOLDS
+    }
+
+
+def flatten_scores(scores: Scores, class_names: tuple[str, ...], prefix: str = "") -> dict[str, float]:
+    """``{iou_nucleus: .., dice_nucleus: .., mean_iou: ..}`` from scores, for logging."""
+    flat: dict[str, float] = {}
+    for metric in ("iou", "dice"):
+        for name, value in zip(class_names, getattr(scores, metric), strict=True):
+            flat[f"{prefix}{metric}_{name}"] = value
+    for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
+        flat[f"{prefix}{key}"] = getattr(scores, key)
+    return flat

@@ -1,0 +1,61 @@
+"""The image report (segpipe/stages/report.py): metrics.json's form and back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from segpipe.metrics import scores
+from segpipe.stages.evaluate import Evaluation
+from segpipe.stages.report import ImageFailure, ImageReport
+
+
+def report(scored: bool = True) -> ImageReport:
+    whole = scores(np.array([[9, 1], [2, 8]]))
+    evaluation = Evaluation(whole, whole.band(), whole.band()) if scored else None
+    return ImageReport(
+        name="a",
+        image="/in/a.tif",
+        truth="/in/a_truth.tif" if scored else None,
+        mask="/out/a/a.ome.zarr/labels/mask/0",
+        ome_zarr="/out/a/a.ome.zarr",
+        shape_cyx=(1, 4, 5),
+        megapixels=2e-5,
+        megapixels_computed=2e-5,
+        megapixels_per_second=0.5,
+        chunks=1,
+        chunks_computed=1,
+        seconds={"ingest": 0.1, "infer": 0.2},
+        evaluation=evaluation,
+        class_pixels=(11, 9),
+        pixel_size=(0.5, 0.5),
+        unit="micrometer",
+    )
+
+
+def test_a_report_round_trips_through_json() -> None:
+    for value in (report(), report(scored=False)):
+        assert ImageReport.from_json(json.loads(json.dumps(value.to_json()))) == value
+
+
+def test_metrics_json_has_the_fields_then_the_scores() -> None:
+    data = report().to_json()
+    keys = list(data)
+    assert keys[:2] == ["name", "image"]
+    assert keys.index("image_version") < keys.index("iou")
+    assert data["confusion_matrix"] == [[9, 1], [2, 8]]
+    assert "iou" not in report(scored=False).to_json()
+
+
+def test_the_confusion_matrix_comes_back_as_an_array() -> None:
+    confusion = report().confusion
+    assert confusion is not None
+    np.testing.assert_array_equal(confusion, [[9, 1], [2, 8]])
+
+
+def test_a_failure_round_trips_through_json() -> None:
+    failure = ImageFailure("b", "/in/b.tif", "/in/b.tif: truncated", 2)
+    data = failure.to_json()
+    assert data["failed"] is True
+    assert ImageFailure.from_json(data) == failure
