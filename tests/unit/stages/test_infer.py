@@ -11,7 +11,7 @@ import tifffile
 import zarr
 
 from segpipe.config import TilingConfig
-from segpipe.models.loader import load_predictor
+from segpipe.models import load_predictor
 from segpipe.stages.infer import Inferred, infer_image
 from segpipe.stages.ingest import Ingested, ingest_image
 from segpipe.stages.plan import BatchPlan, RunSettings, plan_batch
