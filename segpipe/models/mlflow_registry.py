@@ -19,8 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from segpipe.errors import ModelError
-from segpipe.models.backends import one_line
+from segpipe.errors import ModelError, one_line
 from segpipe.models.cache import model_payload
 from segpipe.models.ref import ModelRef, RegistryEntry
 from segpipe.models.resolve import REGISTRY_PREFIX, resolve_model

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segpipe.errors import ModelError
-from segpipe.models.backends import Backend, find_for_bytes, find_named, one_line
+from segpipe.errors import ModelError, one_line
+from segpipe.models.backends import Backend, find_for_bytes, find_named
 from segpipe.models.cache import build_model, remember, sha256_of
 from segpipe.models.card import FALLBACK_HALO, ModelCard, card_locations
 from segpipe.models.predictor import LoadedModel, Predictor
