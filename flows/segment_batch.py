@@ -48,7 +48,7 @@ from segpipe.stages.report import (
 )
 from segpipe.stages.results import RunInfo, append_results, check_canary, read_results, result_rows
 from segpipe.storage import location, public_url
-from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, public_uri, warm_up
+from segpipe.tracking import MlflowTracker, Tracker, flatten_scores, warm_up
 
 IMAGES_IN_FLIGHT = 4  # images whose chunks are on the cluster together; each image's tasks are small
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
@@ -182,7 +182,7 @@ def segment_batch(
         "batch": batch,
         "failures": [f.to_json() for f in failures],
         "mlflow_run_id": run_ids["batch"],
-        "tracking_uri": public_uri(tracking_uri or ""),
+        "tracking_uri": public_url(tracking_uri or ""),
         "out": public_url(run_settings.out),
     }
 

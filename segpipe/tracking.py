@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segpipe.errors import ConfigError, TrackingError
+from segpipe.storage.urls import public_url
 
 DEFAULT_EXPERIMENT = "segpipe"
 _SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
@@ -72,11 +73,6 @@ def create_sqlite_store(tracking_uri: str) -> None:
             os.link(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def public_uri(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part, for logs, reports and MLflow params."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -158,7 +154,7 @@ class MlflowTracker:
 
         check_tracking_uri(tracking_uri)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its run URLs carry credentials
-        self.tracking_uri = public_uri(tracking_uri)
+        self.tracking_uri = public_url(tracking_uri)
         self._raw_uri = tracking_uri
         self._call("create the store", create_sqlite_store, tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -248,7 +244,7 @@ def fetch_runs(
         else:
             found = client.get_experiment_by_name(experiment or DEFAULT_EXPERIMENT)
             if found is None:
-                raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: no experiment {experiment!r}")
+                raise TrackingError(f"MLflow at {public_url(tracking_uri)}: no experiment {experiment!r}")
             runs = [
                 r
                 for r in client.search_runs(
@@ -259,7 +255,7 @@ def fetch_runs(
     except TrackingError:
         raise
     except Exception as exc:  # MlflowException for an unknown id, connection errors...
-        raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot read runs ({exc})") from None
+        raise TrackingError(f"MLflow at {public_url(tracking_uri)}: cannot read runs ({exc})") from None
     return [
         {
             "run_id": r.info.run_id,
