@@ -62,7 +62,8 @@ class Location(abc.ABC):
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", normalise(str(self.url)))
         if not self.serves(self.protocol):
-            raise ValueError(f"{public_url(self.url)}: not a {type(self).__name__} (use segpipe.storage.location)")
+            name = type(self).__name__
+            raise ValueError(f"{public_url(self.url)}: {name} does not serve {self.protocol}:// (use location())")
 
     @classmethod
     def serves(cls, protocol: str) -> bool:
