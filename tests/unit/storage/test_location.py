@@ -1,5 +1,5 @@
 """Locations behave the same on a local folder, ``memory://`` and S3 (a real moto server): bytes, JSON, listing,
-removal, identity, zarr stores, writability checks (segpipe/storage/location.py)."""
+removal, identity, zarr stores, writability checks (segpipe/storage/; the per-backend suite is test_backends.py)."""
 
 from __future__ import annotations
 
