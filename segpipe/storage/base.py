@@ -220,4 +220,3 @@ def tree_identity(url: str, members: list[tuple[str, int, str]]) -> InputIdentit
     for relative, size, version in sorted(members):
         digest.update(f"{relative}\0{size}\0{version}\n".encode())
     return InputIdentity(url, sum(m[1] for m in members), f"tree:{digest.hexdigest()[:32]}")
-

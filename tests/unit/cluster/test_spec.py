@@ -62,10 +62,10 @@ def test_a_spec_built_directly_is_checked_too() -> None:
 @pytest.mark.parametrize(
     ("address", "public"),
     [
-        ("tcp://alice:s3cret@10.0.0.1:8786", "tcp://***@10.0.0.1:8786"),
-        ("tls://token@host:8786?key=abc#frag", "tls://***@host:8786?key=***#frag"),
+        ("tcp://alice:s3cret@10.0.0.1:8786", "tcp://10.0.0.1:8786"),
+        ("tls://token@host:8786?key=abc#frag", "tls://host:8786#frag"),
         ("tcp://10.0.0.1:8786", "tcp://10.0.0.1:8786"),
-        ("alice:pw@host:1", "***@host:1"),
+        ("alice:pw@host:1", "host:1"),
     ],
 )
 def test_public_url_strips_credentials_from_addresses(address: str, public: str) -> None:
@@ -74,7 +74,7 @@ def test_public_url_strips_credentials_from_addresses(address: str, public: str)
 
 def test_describe_is_the_kind_or_the_public_address() -> None:
     assert ClusterSpec.parse("slurm").describe() == "slurm"
-    assert ClusterSpec.parse("tcp://alice:s3cret@10.0.0.1:8786").describe() == "tcp://***@10.0.0.1:8786"
+    assert ClusterSpec.parse("tcp://alice:s3cret@10.0.0.1:8786").describe() == "tcp://10.0.0.1:8786"
 
 
 def test_only_gpu_clusters_ask_for_a_gpu_and_only_for_inference() -> None:

@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from segpipe.errors import ConfigError, OutputError
-from segpipe.storage import InputIdentity, LocalLocation, create_array, location, open_array, open_group
+from segpipe.storage import InputIdentity, LocalLocation, create_array, location, open_array, open_group, public_url
 
 
 def test_write_then_read_bytes_and_json(store_url: str) -> None:
@@ -179,6 +179,9 @@ def test_urls_are_normalised_and_never_hold_credentials(tmp_path: Path, monkeypa
         "file",
     )
     assert pickle.loads(pickle.dumps(location("s3://bucket/a"))) == location("s3://bucket/a")
+    assert public_url("s3://AKIA:secret@bucket/key") == "s3://bucket/key"
+    assert public_url("https://user:pw@host:9000/x?y=1") == "https://host:9000/x?y=1"
+    assert public_url("/plain/path") == "/plain/path"
     with pytest.raises(ConfigError) as info:
         location("s3://AKIA:secret@bucket/key")
     assert "secret" not in str(info.value) and "AWS_ACCESS_KEY_ID" in str(info.value)
