@@ -42,7 +42,7 @@ from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finis
 from segpipe.stages.report import write_batch_report as _write_batch_report
 from segpipe.stages.results import BatchResult, BatchSummary, RunInfo, summarize_run, write_batch_json
 from segpipe.storage import public_url
-from segpipe.tracking import MlflowTracker, batch_log, public_uri, warm_up
+from segpipe.tracking import MlflowTracker, batch_log, warm_up
 
 IMAGES_IN_FLIGHT = 4  # images whose chunks are on the cluster together; each image's tasks are small
 TASK_OPTIONS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
@@ -157,7 +157,7 @@ def segment_batch(
     if tracking_uri:
         params = batch_log.batch_params(plan, run_settings, description, run.run_id)
         logged = log_batch(tracking_uri, experiment, plan, params, summary, reports, report_files)
-    return BatchResult(ordered, summary, public_url(out), logged.batch, logged.images, public_uri(tracking_uri or ""))
+    return BatchResult(ordered, summary, public_url(out), logged.batch, logged.images, public_url(tracking_uri or ""))
 
 
 def run_plan(plan: BatchPlan, settings: RunSettings, **options: Any) -> BatchResult:

@@ -328,7 +328,8 @@ def _plan_and_segment(
     flow's wall time."""
     from segpipe.runs import check_reachable
     from segpipe.stages.plan import plan_batch
-    from segpipe.tracking import check_tracking_uri, default_tracking_uri, public_uri
+    from segpipe.storage import public_url
+    from segpipe.tracking import check_tracking_uri, default_tracking_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
@@ -340,7 +341,7 @@ def _plan_and_segment(
     _log(
         args,
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
-        f"halo {plan.halo}, cluster {args.cluster}; MLflow at {public_uri(tracking_uri)}",
+        f"halo {plan.halo}, cluster {args.cluster}; MLflow at {public_url(tracking_uri)}",
     )
     from flows.segment_batch import run_plan
 
@@ -525,7 +526,8 @@ def _model_register(args: argparse.Namespace) -> int:
     from segpipe.models import resolve_model
     from segpipe.models.register import EXPERIMENT
     from segpipe.runs import check_reachable
-    from segpipe.tracking import MlflowTracker, check_tracking_uri, default_tracking_uri, public_uri
+    from segpipe.storage import public_url
+    from segpipe.tracking import MlflowTracker, check_tracking_uri, default_tracking_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
@@ -536,7 +538,7 @@ def _model_register(args: argparse.Namespace) -> int:
     model = _register(args, tracking_uri)
     if args.json:
         values = {**dataclasses.asdict(model), "alias": args.alias, "format": ref.format, "sha256": ref.sha256}
-        print(json.dumps({**values, "tracking_uri": public_uri(tracking_uri)}, indent=2))
+        print(json.dumps({**values, "tracking_uri": public_url(tracking_uri)}, indent=2))
     else:
         alias = f", alias {args.alias}" if args.alias else ""
         print(f"registered {model.name} version {model.version} ({model.uri}){alias}")
@@ -549,13 +551,13 @@ def _register(args: argparse.Namespace, tracking_uri: str) -> Any:
 
     from segpipe.errors import TrackingError
     from segpipe.models.register import register_model
-    from segpipe.tracking import public_uri
+    from segpipe.storage import public_url
 
     try:
         return register_model(args.file, args.name, args.alias, tracking_uri, channels=args.channels)
     except (MlflowException, OSError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot register {args.name} ({first})") from None
+        raise TrackingError(f"MLflow at {public_url(tracking_uri)}: cannot register {args.name} ({first})") from None
 
 
 def _add_runs_commands(commands: Any) -> None:

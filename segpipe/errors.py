@@ -5,6 +5,8 @@ The command line prints ``segpipe: error: <message>`` and exits with the class's
 
 from __future__ import annotations
 
+MAX_ERROR_CHARS = 300  # the longest cause ``one_line`` quotes; longer ones end in "..."
+
 
 class SegpipeError(Exception):
     """Base class of every error segpipe raises on purpose."""
@@ -44,3 +46,14 @@ class TrackingError(SegpipeError, RuntimeError):
 
 class SegpipeWarning(UserWarning):
     """Something works but not as well as it could (e.g. a halo below the receptive field)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its last line after any (TorchScript) traceback, whitespace collapsed."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+        lines = lines[-1:]
+    text = " ".join(" ".join(lines).split()) or type(exc).__name__
+    if not text.startswith(type(exc).__name__):
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."

@@ -25,7 +25,6 @@ from segpipe.tracking import (
     Lineage,
     check_tracking_uri,
     create_sqlite_store,
-    public_uri,
 )
 
 _MISSING_RUN = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -101,7 +100,7 @@ def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
         requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout, verify=_tls_verify())
     except requests.RequestException as exc:
         reason = type(exc).__name__
-        message = f"MLflow at {public_uri(tracking_uri)}: unreachable ({reason}; is the server running?)"
+        message = f"MLflow at {public_url(tracking_uri)}: unreachable ({reason}; is the server running?)"
         raise TrackingError(message) from None
 
 
@@ -135,7 +134,7 @@ def read_lineage(run_id: str, tracking_uri: str) -> RunLineage:
         [run.info.experiment_id],
         f"tags.{PARENT_TAG} = '{run.info.run_id}'",
     )
-    return _lineage(run, children, public_uri(tracking_uri))
+    return _lineage(run, children, public_url(tracking_uri))
 
 
 def _get_run(client: Any, run_id: str, tracking_uri: str) -> Any:
@@ -145,7 +144,7 @@ def _get_run(client: Any, run_id: str, tracking_uri: str) -> Any:
         return client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code in _MISSING_RUN:
-            raise ConfigError(f"{run_id}: no such run in MLflow at {public_uri(tracking_uri)}") from None
+            raise ConfigError(f"{run_id}: no such run in MLflow at {public_url(tracking_uri)}") from None
         raise _tracking_error(tracking_uri, "read the run", exc) from None
     except Exception as exc:  # requests errors, OSError, a store that cannot be opened...
         raise _tracking_error(tracking_uri, "read the run", exc) from None
@@ -160,7 +159,7 @@ def _call(tracking_uri: str, what: str, fn: Any, *args: Any) -> Any:
 
 def _tracking_error(tracking_uri: str, what: str, exc: Exception) -> TrackingError:
     first = (str(exc).strip().splitlines() or [""])[0]
-    return TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot {what} ({type(exc).__name__}: {first})")
+    return TrackingError(f"MLflow at {public_url(tracking_uri)}: cannot {what} ({type(exc).__name__}: {first})")
 
 
 def _lineage(run: Any, children: list[Any], tracking_uri: str) -> RunLineage:
@@ -179,7 +178,7 @@ def _lineage(run: Any, children: list[Any], tracking_uri: str) -> RunLineage:
         segpipe_run_id=params.get("run_id") or tags.run_id,
         prefect_flow_run_id=tags.prefect_flow_run_id,
         prefect_deployment=tags.prefect_deployment,
-        cluster=public_uri(params.get("cluster") or tags.cluster),
+        cluster=public_url(params.get("cluster") or tags.cluster),
         out=public_url(params.get("out", "")),
         images=tuple(sorted((_image_run(child) for child in children), key=lambda image: image.name)),
     )

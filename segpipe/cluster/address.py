@@ -7,7 +7,8 @@ from contextlib import contextmanager
 
 from distributed import Client
 
-from segpipe.cluster.spec import ClusterHandle, ClusterSpec, public_address
+from segpipe.cluster.spec import ClusterHandle, ClusterSpec
+from segpipe.storage.urls import public_url
 
 
 @contextmanager
@@ -22,5 +23,5 @@ def open_address(spec: ClusterSpec) -> Iterator[ClusterHandle]:
     with Client(spec.address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         workers = client.scheduler_info(n_workers=-1)["workers"]
         gpu = any(info.get("resources", {}).get("GPU") for info in workers.values())
-        description = f"scheduler {public_address(spec.address)} ({len(workers)} workers at start)"
+        description = f"scheduler {public_url(spec.address)} ({len(workers)} workers at start)"
         yield ClusterHandle(client, "address", len(workers), gpu, description)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from distributed import Client
 
 from segpipe.errors import ConfigError
+from segpipe.storage.urls import public_url
 
 KINDS = ("local", "cuda", "slurm", "kubernetes")
 SCHEMES = ("tcp", "tls")
@@ -42,13 +43,13 @@ class ClusterSpec:
             return cls(value.lower(), None, workers)
         if "://" in value:
             return cls("address", _checked_address(value), workers)
-        shown = public_address(value)
+        shown = public_url(value)
         hint = f" (did you mean tcp://{shown}?)" if ":" in shown else ""
         raise ConfigError(f"--cluster {shown!r}: expected {CHOICES}{hint}")
 
     def describe(self) -> str:
         """The spec as a user wrote it, without credentials (for logs)."""
-        return public_address(self.address) if self.address else self.kind
+        return public_url(self.address) if self.address else self.kind
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,9 @@ class ClusterHandle:
         return {"infer": {"GPU": 1}} if self.gpu else {}
 
 
-def public_address(address: str) -> str:
-    """``address`` without ``user:password@``, query or fragment."""
-    parts = urlsplit(address)
-    if "://" not in address:
-        return address.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
-
-
 def _checked_address(address: str) -> str:
     """``address`` if it is ``tcp://HOST[:PORT]`` or ``tls://HOST[:PORT]``; else a ConfigError."""
-    shown = public_address(address)
+    shown = public_url(address)
     parts = urlsplit(address)
     if parts.scheme.lower() not in SCHEMES:
         raise ConfigError(f"--cluster {shown!r}: a scheduler address starts with tcp:// or tls://")

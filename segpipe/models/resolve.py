@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segpipe.errors import ModelError
-from segpipe.models.backends import one_line
+from segpipe.errors import ModelError, one_line
 from segpipe.models.cache import build_model, remember
 from segpipe.models.card import FALLBACK_HALO, ModelCard
 from segpipe.models.predictor import LoadedModel, Predictor

@@ -10,7 +10,6 @@ from segpipe.tracking.store import (
     create_sqlite_store,
     default_artifact_root,
     default_tracking_uri,
-    public_uri,
     segpipe_home,
     sqlite_path,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "default_artifact_root",
     "default_tracking_uri",
     "fetch_runs",
-    "public_uri",
     "segpipe_home",
     "sqlite_path",
     "wait_for_warm_up",

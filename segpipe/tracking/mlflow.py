@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from segpipe.errors import TrackingError
+from segpipe.storage.urls import public_url
 from segpipe.tracking.lineage import IMAGE_TAG, PARENT_TAG
 from segpipe.tracking.store import (
     DEFAULT_EXPERIMENT,
     check_tracking_uri,
     create_sqlite_store,
     default_artifact_root,
-    public_uri,
 )
 
 
@@ -97,7 +97,7 @@ class MlflowTracker:
 
         check_tracking_uri(tracking_uri)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # its run URLs carry credentials
-        self.tracking_uri = public_uri(tracking_uri)
+        self.tracking_uri = public_url(tracking_uri)
         self._raw_uri = tracking_uri
         self._call("create the store", create_sqlite_store, tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri)
@@ -176,7 +176,7 @@ def fetch_runs(
         else:
             found = client.get_experiment_by_name(experiment or DEFAULT_EXPERIMENT)
             if found is None:
-                raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: no experiment {experiment!r}")
+                raise TrackingError(f"MLflow at {public_url(tracking_uri)}: no experiment {experiment!r}")
             runs = [
                 r
                 for r in client.search_runs(
@@ -187,7 +187,7 @@ def fetch_runs(
     except TrackingError:
         raise
     except Exception as exc:  # MlflowException for an unknown id, connection errors...
-        raise TrackingError(f"MLflow at {public_uri(tracking_uri)}: cannot read runs ({exc})") from None
+        raise TrackingError(f"MLflow at {public_url(tracking_uri)}: cannot read runs ({exc})") from None
     return [
         {
             "run_id": r.info.run_id,

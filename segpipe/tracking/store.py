@@ -68,11 +68,6 @@ def create_sqlite_store(tracking_uri: str) -> None:
         partial.unlink(missing_ok=True)
 
 
-def public_uri(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part, for logs, reports and MLflow params."""
-    return re.sub(r"(?<=://)[^/@]*@", "***@", uri)
-
-
 def check_tracking_uri(uri: str) -> None:
     """Refuse a malformed URI before any work starts."""
     match = re.match(r"^([a-z][a-z0-9+.-]*):", uri)

@@ -163,11 +163,11 @@ def test_report_compares_runs_and_marks_the_best(tmp_path, capsys) -> None:
 
 
 def test_credentials_never_reach_reports_or_logs() -> None:
-    from segpipe.tracking import public_uri
+    from segpipe.storage import public_url
 
-    assert public_uri("https://alice:s3cret@mlflow.example.org/api") == "https://***@mlflow.example.org/api"
-    assert public_uri("http://token@host:5000") == "http://***@host:5000"
-    assert public_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+    assert public_url("https://alice:s3cret@mlflow.example.org/api") == "https://mlflow.example.org/api"
+    assert public_url("http://token@host:5000") == "http://host:5000"
+    assert public_url("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
 
 
 def test_version_and_help_say_what_a_user_needs(capsys: pytest.CaptureFixture[str]) -> None:

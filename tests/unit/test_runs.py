@@ -165,7 +165,7 @@ def _free_port() -> int:
 def test_an_unreachable_server_fails_fast_without_its_password(capsys: pytest.CaptureFixture[str]) -> None:
     uri = f"http://bob:{SECRET}@127.0.0.1:{_free_port()}"
     started = time.monotonic()
-    with pytest.raises(TrackingError, match=r"MLflow at http://\*\*\*@127\.0\.0\.1:\d+: unreachable") as caught:
+    with pytest.raises(TrackingError, match=r"MLflow at http://127\.0\.0\.1:\d+: unreachable") as caught:
         check_reachable(uri)
     assert SECRET not in str(caught.value)
     assert main(["runs", "show", "abc", "--tracking-uri", uri]) == 5

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from segpipe.tracking import MlflowTracker, default_artifact_root, default_tracking_uri, public_uri, segpipe_home
+from segpipe.storage import public_url
+from segpipe.tracking import MlflowTracker, default_artifact_root, default_tracking_uri, segpipe_home
 
 
 def test_default_store_is_per_user_unless_mlflow_tracking_uri_is_set(
@@ -44,8 +45,8 @@ def test_tracker_writes_nothing_in_the_current_folder(tmp_path: Path, monkeypatc
     assert [p.name for p in (store / "mlartifacts").rglob("note.txt")] == ["note.txt"]
 
 
-def test_public_uri_hides_credentials() -> None:
-    assert public_uri("postgresql://user:secret@db:5432/mlflow") == "postgresql://***@db:5432/mlflow"
+def test_public_url_hides_credentials() -> None:
+    assert public_url("postgresql://user:secret@db:5432/mlflow") == "postgresql://db:5432/mlflow"
 
 
 def test_a_tracker_waits_for_the_warm_up_of_its_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from segpipe.errors import ModelError
 from segpipe.models.backends import baseline, builtin, onnx, pickle, state_dict, torchscript
-from segpipe.models.backends.base import Backend, Named, Source, one_line
+from segpipe.models.backends.base import Backend, Named, Source
 
 _REGISTRY: list[Backend] = [
     builtin.BACKEND,
@@ -67,7 +67,6 @@ __all__ = [
     "find_for_bytes",
     "find_named",
     "get_backend",
-    "one_line",
     "register_backend",
     "registered_backends",
     "unregister_backend",

@@ -17,8 +17,6 @@ import torch
 from segpipe.models.card import ModelCard
 from segpipe.models.predictor import LoadedModel
 
-MAX_ERROR_CHARS = 300
-
 
 @dataclass(frozen=True)
 class Source:
@@ -75,14 +73,3 @@ def zip_names(payload: bytes | None) -> list[str] | None:
             return archive.namelist()
     except (zipfile.BadZipFile, ValueError):
         return None
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line: its last line after any (TorchScript) traceback, whitespace collapsed."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if any(line.startswith("Traceback") for line in lines):
-        lines = lines[-1:]
-    text = " ".join(" ".join(lines).split()) or type(exc).__name__
-    if not text.startswith(type(exc).__name__):
-        text = f"{type(exc).__name__}: {text}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segpipe.errors import ModelError, SegpipeWarning
-from segpipe.models.backends.base import Backend, Source, one_line, zip_names
+from segpipe.errors import ModelError, SegpipeWarning, one_line
+from segpipe.models.backends.base import Backend, Source, zip_names
 from segpipe.models.card import ModelCard
 
 EXTRA = "onnx"

@@ -7,8 +7,8 @@ import pickle
 
 import torch
 
-from segpipe.errors import ModelError
-from segpipe.models.backends.base import Backend, Source, one_line, zip_names
+from segpipe.errors import ModelError, one_line
+from segpipe.models.backends.base import Backend, Source, zip_names
 from segpipe.models.card import ModelCard
 
 

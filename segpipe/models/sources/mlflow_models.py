@@ -15,8 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from segpipe.errors import ModelError
-from segpipe.models.backends import one_line
+from segpipe.errors import ModelError, one_line
 from segpipe.models.ref import ModelRef, RegistryEntry, sha256_of
 from segpipe.models.sources.base import Found, ModelSource, Request
 from segpipe.models.sources.files import find_file

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from segpipe.cluster import ClusterHandle, ClusterSpec
-from segpipe.cluster.spec import public_address
 from segpipe.errors import ConfigError
+from segpipe.storage import public_url
 
 
 @pytest.mark.parametrize("kind", ["local", "cuda", "slurm", "kubernetes", " CUDA "])
@@ -65,13 +65,13 @@ def test_a_spec_built_directly_is_checked_too() -> None:
     ("address", "public"),
     [
         ("tcp://alice:s3cret@10.0.0.1:8786", "tcp://10.0.0.1:8786"),
-        ("tls://token@host:8786?key=abc#frag", "tls://host:8786"),
+        ("tls://token@host:8786?key=abc#frag", "tls://host:8786#frag"),
         ("tcp://10.0.0.1:8786", "tcp://10.0.0.1:8786"),
         ("alice:pw@host:1", "host:1"),
     ],
 )
-def test_public_address_strips_credentials(address: str, public: str) -> None:
-    assert public_address(address) == public
+def test_public_url_strips_credentials_from_addresses(address: str, public: str) -> None:
+    assert public_url(address) == public
 
 
 def test_describe_is_the_kind_or_the_public_address() -> None:

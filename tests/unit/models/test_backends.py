@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segpipe.errors import ModelError
+from segpipe.errors import MAX_ERROR_CHARS, ModelError, one_line
 from segpipe.models import (
     Backend,
     load_predictor,
@@ -19,7 +19,7 @@ from segpipe.models import (
     resolve_model,
     unregister_backend,
 )
-from segpipe.models.backends import base, find_for_bytes, get_backend
+from segpipe.models.backends import find_for_bytes, get_backend
 from segpipe.models.card import ModelCard
 from segpipe.models.unet import UNet
 
@@ -132,9 +132,9 @@ def test_detection_order_puts_torchscript_before_plain_weights(tmp_path: Path) -
 
 def test_one_line_keeps_the_last_line_of_a_torchscript_traceback() -> None:
     exc = RuntimeError("The following operation failed.\nTraceback of TorchScript:\n  File x\nRuntimeError: bad")
-    assert base.one_line(exc) == "RuntimeError: bad"
-    assert base.one_line(ValueError("a\n  b")) == "ValueError: a b"
-    assert len(base.one_line(ValueError("x" * 1000))) == base.MAX_ERROR_CHARS
+    assert one_line(exc) == "RuntimeError: bad"
+    assert one_line(ValueError("a\n  b")) == "ValueError: a b"
+    assert len(one_line(ValueError("x" * 1000))) == MAX_ERROR_CHARS
 
 
 def test_card_of_a_loaded_module_is_the_resolved_one(tiny_ref) -> None:

@@ -1,5 +1,5 @@
 """Locations behave the same on a local folder, ``memory://`` and S3 (a real moto server): bytes, JSON, listing,
-removal, identity, zarr stores, writability checks (segpipe/storage/location.py)."""
+removal, identity, zarr stores, writability checks (segpipe/storage/; the per-backend suite is test_backends.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from segpipe.errors import ConfigError, OutputError
-from segpipe.storage import InputIdentity, Location, create_array, location, open_array, open_group, public_url
+from segpipe.storage import InputIdentity, LocalLocation, create_array, location, open_array, open_group, public_url
 
 
 def test_write_then_read_bytes_and_json(store_url: str) -> None:
@@ -168,7 +168,7 @@ def test_urls_are_normalised_and_never_hold_credentials(tmp_path: Path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert location("relative/x.tif").url == str(tmp_path / "relative" / "x.tif")
     assert location(f"file://{tmp_path}/a/").url == str(tmp_path / "a")
-    assert location(tmp_path / "a") == location(str(tmp_path / "a")) == Location(f"{tmp_path}/a")
+    assert location(tmp_path / "a") == location(str(tmp_path / "a")) == LocalLocation(f"{tmp_path}/a")
     assert location("s3://bucket/prefix/").url == "s3://bucket/prefix"
     assert location("memory:///a//b").url == "memory://a/b"
     assert location("s3://bucket/a").child("b", "c/").url == "s3://bucket/a/b/c"
