@@ -37,6 +37,7 @@ from segpipe.stages.evaluate import evaluate_image
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
+from segpipe.stages.ownership import finished_meanwhile, hold_outputs
 from segpipe.stages.plan import BatchPlan, CanarySet, ImageJob, RunSettings, plan_batch
 from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finished_report, image_report
 from segpipe.stages.report import write_batch_report as _write_batch_report
@@ -144,9 +145,13 @@ def segment_batch(
     pending = [job for job in plan.jobs if job.name not in outcomes]
     description = "none started: every image was finished earlier"
     if pending:  # a re-run over finished images starts no cluster at all
-        with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
-            outcomes.update(_segment_on(handle, pending, plan, run_settings, show_progress))
-            description = handle.description
+        with hold_outputs(pending, run.run_id, run_settings.lease) as held:
+            outcomes.update(finished_meanwhile(held))  # by a run of the same fingerprint this one waited for
+            todo = [job for job in held if job.name not in outcomes]
+            if todo:
+                with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
+                    outcomes.update(_segment_on(handle, todo, plan, run_settings, show_progress))
+                    description = handle.description
     ordered = tuple(outcomes[job.name] for job in plan.jobs)
     out = run_settings.out
     summary = summarize_run(out, plan, run, ordered, time.perf_counter() - started, canary_set)

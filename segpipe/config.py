@@ -116,6 +116,28 @@ class EvalConfig:
             raise ConfigError("--truth-mapping: instance ids and classes must be >= 0")
 
 
+@dataclass(frozen=True)
+class LeaseConfig:
+    """How a run claims its outputs so that no two runs write one output at once.
+
+    Attributes:
+        enabled: take a lease per output image (``--no-lease`` turns it off, for stores without conditional
+            writes where only one run writes at a time).
+        wait: wait for a run that holds a lease instead of refusing (``--wait``); a holder with the same
+            fingerprint is always waited for.
+        seconds: how long a lease lasts unless renewed; a holder that dies frees its outputs after this long.
+    """
+
+    enabled: bool = True
+    wait: bool = False
+    seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Refuse a lease too short to be renewed in time."""
+        if not isinstance(self.seconds, (int, float)) or isinstance(self.seconds, bool) or self.seconds < 1:
+            raise ConfigError(f"--lease-seconds must be a number of at least 1, got {self.seconds!r}")
+
+
 def to_dict(config: DataclassInstance) -> dict[str, Any]:
     """Flat dict of a settings object, for logging."""
     return asdict(config)

@@ -264,6 +264,8 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     A task killed between the two leaves the chunk to be rewritten, never half-marked.
     """
     region, predicted = chunk.region, chunk.prediction()
+    if outputs.outputs.ledger is not None:
+        outputs.outputs.ledger.check_fence()
     outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = predicted.labels
     if outputs.outputs.probabilities and predicted.probabilities is not None:
         outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = predicted.probabilities

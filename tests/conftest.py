@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +93,19 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         location(url).parent.remove()
     else:
         yield f"{request.getfixturevalue('s3_bucket')}/root"
+
+
+@pytest.fixture
+def atomic_s3_puts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the test server's PUT atomic, as S3's is: moto checks ``If-None-Match`` and then stores, two steps
+    that concurrent requests can interleave (moto/s3/responses.py ``put_object``). The server runs in this
+    process, so one lock around its handler serialises every PUT it answers, from any client process."""
+    responses = pytest.importorskip("moto.s3.responses")
+    lock = threading.Lock()
+    put_object = responses.S3Response.put_object
+
+    def locked(self: Any) -> Any:
+        with lock:
+            return put_object(self)
+
+    monkeypatch.setattr(responses.S3Response, "put_object", locked)

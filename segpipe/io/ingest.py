@@ -26,6 +26,8 @@ def ingest_chunk(
 ) -> np.ndarray:
     """Copy one chunk into the array at URL ``dest``, mark it done; return its strided (C, n) sample."""
     data = source.read(*region)
+    if ledger is not None:
+        ledger.check_fence()
     open_array(dest, mode="r+", zarr_format=OWN_FORMAT)[:, region.y0 : region.y1, region.x0 : region.x1] = data
     if ledger is not None:
         ledger.mark_done(region)

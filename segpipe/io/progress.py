@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Any
 
 from segpipe.storage import Location, location
+from segpipe.storage.lease import LeaseFence
 from segpipe.tiling import Region
 
 STATE_DIR = ".segpipe"
@@ -45,12 +46,20 @@ class ChunkLedger:
     Small and picklable (a URL and two strings): chunk tasks carry it and mark their chunk done themselves.
     """
 
-    def __init__(self, store: str | os.PathLike[str] | Location, stage: str, key: str) -> None:
+    def __init__(
+        self, store: str | os.PathLike[str] | Location, stage: str, key: str, fence: LeaseFence | None = None
+    ) -> None:
         """The ledger of ``stage`` under fingerprint ``key`` in ``store``; nothing is read or written."""
         self.state = location(store).child(STATE_DIR)
         self.root = self.state.child(f"{stage}-{key}")
         self.stage = stage
         self.key = key
+        self.fence = fence
+
+    def check_fence(self) -> None:
+        """Raise ``LeaseLost`` unless this run still holds the output's lease (no-op without a lease)."""
+        if self.fence is not None:
+            self.fence.check()
 
     def __repr__(self) -> str:
         """``ChunkLedger('<its folder's URL>')``."""
@@ -69,6 +78,7 @@ class ChunkLedger:
 
         For when the stage's output is being created anew.
         """
+        self.check_fence()
         for name in self.state.listdir():
             if name.startswith(f"{self.stage}-"):
                 self.state.child(name).remove()
@@ -96,6 +106,7 @@ class ChunkLedger:
 
     def mark_done(self, region: Region) -> None:
         """Mark ``region`` done; call only after its write has returned."""
+        self.check_fence()
         self._marker(region).write_bytes(b"")
 
     def done_count(self) -> int:

@@ -39,6 +39,8 @@ def finalize_image(
     """Build the pyramids and write the metadata (committing the store) unless already committed."""
     start = time.perf_counter()
     if not is_committed(job):
+        if job.fence is not None:
+            job.fence.check()
         levels = level_count(job.image.height, job.image.width)
         build_pyramid(job.store, levels, plan.chunk, labels=False, executor=executor)
         build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor)
@@ -59,6 +61,8 @@ def finalize_image(
 
 def _commit(job: ImageJob, plan: BatchPlan, stats: BandStats, levels: int) -> None:
     """Write the NGFF metadata; the image group's ``segpipe.infer_key`` is the store's commit, written last."""
+    if job.fence is not None:
+        job.fence.check()
     meta = read_metadata(job.image)
     extra = {
         "infer_key": job.infer_key,

@@ -62,7 +62,7 @@ def infer_image(
     chunks = len(chunk_grid(tiled.height, tiled.width, plan.chunk))
     if is_committed(job):
         return Inferred(job.mask, 0.0, megapixels, 0.0, chunks, 0, 0.0)
-    ledger = ChunkLedger(location(job.store), "infer", job.infer_key)
+    ledger = ChunkLedger(location(job.store), "infer", job.infer_key, job.fence)
     probabilities = probabilities_path(job) if plan.save_probabilities else None
     if ledger.is_fresh() or not location(job.mask).exists():
         ledger.reset()

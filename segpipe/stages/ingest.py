@@ -48,6 +48,8 @@ def stored_stats(store: str) -> BandStats:
 def prepare_build(job: ImageJob) -> None:
     """Before building a store in place: a mask committed under another fingerprint (``--overwrite``) is removed
     whole, so no stale commit survives; in an unfinished build of ours, partial writes a kill left are removed."""
+    if job.fence is not None:
+        job.fence.check()
     store = location(job.store)
     committed = mask_fingerprint(job.store)
     if committed is not None and committed != job.infer_key:
@@ -62,6 +64,6 @@ def ingest_image(job: ImageJob, plan: BatchPlan, executor: Executor = local_exec
     if is_committed(job):
         return Ingested(ingest_io.open_copy(job.image, level0(job)), stored_stats(job.store), 0.0, True)
     prepare_build(job)
-    ledger = ChunkLedger(location(job.store), "ingest", job.ingest_key)
+    ledger = ChunkLedger(location(job.store), "ingest", job.ingest_key, job.fence)
     stats = ingest_io.ingest(job.image, level0(job), plan.chunk, executor, ledger)
     return Ingested(ingest_io.open_copy(job.image, level0(job)), stats, time.perf_counter() - start, False)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import dask
 import numpy as np
 
-from segpipe.config import EvalConfig, InferenceConfig, TilingConfig, from_dict
+from segpipe.config import EvalConfig, InferenceConfig, LeaseConfig, TilingConfig, from_dict
 from segpipe.errors import InputError, OutputError, SegpipeWarning
 from segpipe.io.images import ImageSource, open_image
 from segpipe.io.omezarr import read_segpipe_attrs
@@ -21,6 +21,7 @@ from segpipe.tiling import Region, chunk_grid, round_up
 
 if TYPE_CHECKING:
     from segpipe.models import ModelRef
+    from segpipe.storage.lease import LeaseFence
 
 IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr")
 
@@ -38,6 +39,7 @@ class RunSettings:
     trust_model_pickle: bool = False
     export_tiff: bool = False
     save_probabilities: bool = False
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able values (a Prefect deployment's parameters); ``from_dict`` gives the settings back."""
@@ -66,6 +68,7 @@ class RunSettings:
             export_tiff=bool(values.get("export_tiff", False)),
             save_probabilities=bool(values.get("save_probabilities", False)),
             trust_model_pickle=bool(values.get("trust_model_pickle", False)),
+            lease=from_dict(LeaseConfig, values.get("lease") or {}),
         )
 
 
@@ -86,6 +89,7 @@ class ImageJob:
     done_key: str = ""
     role: str = "input"  # or "canary": a fixed labelled image scored every run to track the model's quality
     identity: InputIdentity | None = None  # what the store reported of the input when planned (size, etag/mtime)
+    fence: LeaseFence | None = None  # set while this run holds the output's lease: every write checks it
 
     def path(self, leaf: str) -> str:
         """URL of ``leaf`` in the image's output folder."""

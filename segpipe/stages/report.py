@@ -160,6 +160,8 @@ def commit_image(
     job: ImageJob, report: ImageReport, source: ImageSource, stats: BandStats, class_names: tuple[str, ...]
 ) -> None:
     """Write ``preview.png`` and ``metrics.json``, then, last, the image's ``done.json`` commit record."""
+    if job.fence is not None:
+        job.fence.check()
     png = render_preview(source, open_image(report.mask), job.truth, stats, class_names=class_names)
     location(job.path("preview.png")).write_bytes(png)
     write_json(job.path("metrics.json"), report.to_json())

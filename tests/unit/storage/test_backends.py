@@ -3,11 +3,10 @@ S3 (a real moto server on loopback)."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
@@ -39,24 +38,8 @@ class TestS3Location(LocationSuite):
     backend: ClassVar[type[Location]] = S3Location
 
     @pytest.fixture
-    def root(self, s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Location:
-        _serialise_moto_puts(monkeypatch)
+    def root(self, s3_bucket: str, atomic_s3_puts: None) -> Location:
         return location(f"{s3_bucket}/root")
-
-
-def _serialise_moto_puts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the test server's PUT atomic, as S3's is: moto checks ``If-None-Match`` and then stores, two steps
-    that concurrent requests can interleave (moto/s3/responses.py ``put_object``). The server runs in this
-    process, so one lock around its handler serialises every PUT it answers."""
-    responses = pytest.importorskip("moto.s3.responses")
-    lock = threading.Lock()
-    put_object = responses.S3Response.put_object
-
-    def locked(self: Any) -> Any:
-        with lock:
-            return put_object(self)
-
-    monkeypatch.setattr(responses.S3Response, "put_object", locked)
 
 
 def test_the_factory_picks_a_class_per_protocol(tmp_path: Path) -> None:

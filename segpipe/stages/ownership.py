@@ -1,0 +1,66 @@
+"""Ownership: the run that writes an image's outputs holds that image's lease for as long as it writes.
+
+Leases are taken for every pending image before any of them is written, in one global order (their URLs), so
+two runs that wait for each other cannot deadlock. A holder of another fingerprint is refused with one line
+(or waited for, with ``--wait``); a holder of the same fingerprint is waited for, after which the image is
+usually finished and skipped. Every write of a stage is fenced by the job's ``fence`` (``segpipe.storage.lease``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+
+from segpipe.config import LeaseConfig
+from segpipe.stages.plan import ImageJob
+from segpipe.stages.report import ImageReport, finished_report
+from segpipe.storage import location
+from segpipe.storage.lease import Lease, LeaseKeeper, LeaseRecord, acquire
+
+LEASE_DIR = ".lease"
+
+
+def lease_folder(job: ImageJob) -> str:
+    """Where the image's lease generations live: ``<out>/<name>/.lease/``, beside its store."""
+    return location(job.out_dir).child(LEASE_DIR).url
+
+
+@contextmanager
+def hold_outputs(jobs: Sequence[ImageJob], run_id: str, config: LeaseConfig) -> Iterator[tuple[ImageJob, ...]]:
+    """Hold the lease of every job's output while the block runs; yields the jobs with their fences set.
+
+    Raises:
+        LeaseHeld: another run holds one of the leases (those taken already are released).
+        OutputError: the output store cannot create files conditionally (pass ``--no-lease``).
+    """
+    if not config.enabled:
+        yield tuple(jobs)
+        return
+    with ExitStack() as stack:
+        leases: dict[str, Lease] = {}
+        stack.callback(_release_all, leases)
+        for job in sorted(jobs, key=lease_folder):
+            leases[job.name] = acquire(lease_folder(job), run_id, job.infer_key, config, _same_mask(job))
+        stack.enter_context(LeaseKeeper(list(leases.values()), config.seconds / 4))
+        yield tuple(replace(job, fence=leases[job.name].fence) for job in jobs)
+
+
+def _same_mask(job: ImageJob) -> Callable[[LeaseRecord], bool]:
+    """Wait for a holder that writes the very mask this job would."""
+
+    def may_wait(holder: LeaseRecord) -> bool:
+        return holder.fingerprint == job.infer_key
+
+    return may_wait
+
+
+def _release_all(leases: dict[str, Lease]) -> None:
+    for lease in leases.values():
+        lease.release()
+
+
+def finished_meanwhile(jobs: Sequence[ImageJob]) -> dict[str, ImageReport]:
+    """The jobs another run finished while this one waited for their leases, by name."""
+    found = {job.name: finished_report(job) for job in jobs}
+    return {name: report for name, report in found.items() if report is not None}
