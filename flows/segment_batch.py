@@ -37,11 +37,11 @@ from segpipe.stages.evaluate import evaluate_image
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
-from segpipe.stages.ownership import finished_meanwhile, hold_outputs
+from segpipe.stages.ownership import finished_meanwhile, hold_outputs, hold_plan
 from segpipe.stages.plan import BatchPlan, CanarySet, ImageJob, RunSettings, plan_batch
 from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finished_report, image_report
 from segpipe.stages.report import write_batch_report as _write_batch_report
-from segpipe.stages.results import BatchResult, BatchSummary, RunInfo, summarize_run, write_batch_json
+from segpipe.stages.results import BatchResult, BatchSummary, RunInfo, append_results, summarize_run, write_batch_json
 from segpipe.storage import public_url
 from segpipe.tracking import MlflowTracker, batch_log, warm_up
 
@@ -145,7 +145,7 @@ def segment_batch(
     pending = [job for job in plan.jobs if job.name not in outcomes]
     description = "none started: every image was finished earlier"
     if pending:  # a re-run over finished images starts no cluster at all
-        with hold_outputs(pending, run.run_id, run_settings.lease) as held:
+        with hold_outputs(pending, run.run_id, run_settings.lease, run_settings.overwrite) as held:
             outcomes.update(finished_meanwhile(held))  # by a run of the same fingerprint this one waited for
             todo = [job for job in held if job.name not in outcomes]
             if todo:
@@ -162,6 +162,7 @@ def segment_batch(
     if tracking_uri:
         params = batch_log.batch_params(plan, run_settings, description, run.run_id)
         logged = log_batch(tracking_uri, experiment, plan, params, summary, reports, report_files)
+    append_results(out, run, reports, plan.model.card.class_names)  # last: no row for a run that did not finish
     return BatchResult(ordered, summary, public_url(out), logged.batch, logged.images, public_url(tracking_uri or ""))
 
 
@@ -169,7 +170,7 @@ def run_plan(plan: BatchPlan, settings: RunSettings, **options: Any) -> BatchRes
     """``segment_batch`` on a plan already made (its images and truths), handed over in process; ``options``
     are the flow's other parameters (cluster, workers, tracking_uri, experiment, show_progress, canary)."""
     images = list(dict.fromkeys(job.image.path for job in plan.jobs))  # for the flow run's record
-    with _handing(plan) as plan_id:
+    with hold_plan(plan, settings) as held, _handing(held) as plan_id:
         return segment_batch(images=images, settings=settings.to_dict(), plan_id=plan_id, **options)
 
 

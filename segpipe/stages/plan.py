@@ -200,7 +200,7 @@ def plan_batch(
     for job in jobs:
         _scan_contents(job, model, settings.evaluation, chunk)
         if not settings.overwrite:
-            _check_existing_mask(job)
+            check_existing_mask(job)
     return replace(plan, jobs=jobs)
 
 
@@ -332,7 +332,7 @@ def _check_mapping(truth: ImageSource, mapping: dict[int, int], classes: int, ch
         )
 
 
-def _check_existing_mask(job: ImageJob) -> None:
+def check_existing_mask(job: ImageJob) -> None:
     """Refuse to replace a mask committed under another fingerprint, or a store segpipe did not make; an
     unfinished build of segpipe's own (it holds chunk ledgers) is resumed or restarted."""
     store = location(job.store)

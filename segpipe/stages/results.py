@@ -106,12 +106,17 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
     return row
 
 
+def results_url(out: str, run: RunInfo) -> str:
+    """Where a run's rows go: ``<out>/results/run_date=<date>/<run_id>.parquet``."""
+    return location(out).child(RESULTS_DIR, f"{PARTITION}={run.run_date}", f"{run.run_id}.parquet").url
+
+
 def append_results(out: str, run: RunInfo, reports: list[ImageReport], class_names: tuple[str, ...]) -> str:
-    """Write this run's rows as ``<out>/results/run_date=<date>/<run_id>.parquet``; returns its URL."""
+    """Write this run's rows in one object, as the run's last step (a run that never finished has no row)."""
     table = pa.Table.from_pylist(result_rows(run, reports, class_names))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    target = location(out).child(RESULTS_DIR, f"{PARTITION}={run.run_date}", f"{run.run_id}.parquet")
+    target = location(results_url(out, run))
     target.write_bytes(buffer.getvalue())
     return target.url
 
@@ -319,13 +324,13 @@ def summarize_run(
     seconds: float,
     canary: CanarySet | None,
 ) -> BatchSummary:
-    """The batch summary of a run's outcomes, after appending its rows to the results table (and checking the
-    canary against the table's recent runs)."""
+    """The batch summary of a run's outcomes, with the canary checked against the results table's earlier runs
+    (this run's rows are appended last, by ``append_results``)."""
     reports = [o for o in outcomes if isinstance(o, ImageReport)]
     failures = [o for o in outcomes if isinstance(o, ImageFailure)]
     class_names = plan.model.card.class_names
     summary = summarize_batch([r for r in reports if r.role == "input"], failures, class_names, seconds)
-    table = public_url(append_results(out, run, reports, class_names))
+    table = public_url(results_url(out, run))
     checked = canary_summary(out, run, reports, class_names, canary) if canary is not None else None
     return replace(summary, run_id=run.run_id, results_table=table, canary=checked)
 

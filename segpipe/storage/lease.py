@@ -9,8 +9,9 @@ The holder renews its generation's expiry while it works, and every write it mak
 ``LeaseFence``: a small picklable token that chunk tasks carry and check before each write. A fence trusts the
 expiry it last read until ``margin`` seconds before it, then reads the lease again; a fence whose generation is no
 longer the highest, or has expired, raises ``LeaseLost``. A holder killed with SIGKILL stops renewing, its lease
-expires and the next run takes it over. Expiry is wall-clock time of the writer's host: hosts sharing an output
-need clocks within ``margin`` of each other (NTP is far closer).
+expires and the next run takes it over (at once on the same host, where the holder's process is seen gone).
+Expiry is wall-clock time of the writer's host: hosts sharing an output need clocks within ``margin`` of each
+other (NTP is far closer).
 """
 
 from __future__ import annotations
@@ -56,8 +57,20 @@ class LeaseRecord:
     released: bool = False
 
     def is_free(self, now: float) -> bool:
-        """Released, or expired at ``now``."""
-        return self.released or now >= self.expires_at
+        """Released, expired at ``now``, or held by a process of this host that no longer exists."""
+        return self.released or now >= self.expires_at or self.died_here()
+
+    def died_here(self) -> bool:
+        """The holder ran on this host and its process is gone (killed), so its lease need not run out."""
+        if self.host != socket.gethostname() or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
 
     def describe(self) -> str:
         """``run R on HOST (pid P), expires 2026-12-01 20:15:03 UTC``, for error lines."""
@@ -188,9 +201,11 @@ def acquire(
             continue  # another run created that generation first: read again
         holder = current[1]
         if not (config.wait or may_wait(holder)):
-            raise LeaseHeld(f"{root.url}: another run is writing this output: {holder.describe()} (or pass --wait)")
+            raise LeaseHeld(
+                f"{root.parent.url}: another run is writing this output: {holder.describe()} (or pass --wait)"
+            )
         if time.monotonic() > deadline:
-            raise LeaseHeld(f"{root.url}: gave up waiting for {holder.describe()}")
+            raise LeaseHeld(f"{root.parent.url}: gave up waiting for {holder.describe()}")
         time.sleep(POLL_SECONDS)
 
 

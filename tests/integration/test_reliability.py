@@ -68,6 +68,8 @@ def test_kill_dash_nine_then_resume_is_byte_identical(
         stdout, stderr = resumed.communicate(timeout=300)
         assert resumed.returncode == 0, f"{stage}:{after}, seed {seed}: {stderr[-3000:]}"
         assert file_tree(out / "scene" / "scene.ome.zarr" / "labels") == expected, f"{stage}:{after}, seed {seed}"
+        rows = sorted(p.name for p in (out / "results").rglob("*.parquet"))
+        assert len(rows) == 1, f"results rows of unfinished runs after a kill at {stage}:{after} (seed {seed}): {rows}"
         if stage == "infer":
             import json
 

@@ -171,3 +171,15 @@ def test_a_store_without_conditional_writes_is_refused_in_one_line() -> None:
 def test_a_lease_too_short_to_renew_is_a_config_error(seconds: float) -> None:
     with pytest.raises(ConfigError, match="--lease-seconds"):
         LeaseConfig(seconds=seconds)
+
+
+def test_a_holder_killed_on_this_host_frees_its_lease_at_once(tmp_path: Path) -> None:
+    folder = str(tmp_path / "img" / ".lease")
+    context = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[str] = context.Queue()
+    holder = context.Process(target=_take_in_process, args=(folder, 0, 0.0, results))
+    holder.start()
+    assert results.get(timeout=60) == "run-0"
+    holder.join(timeout=30)  # it exits holding a lease that has most of a minute to run
+    taker = acquire(folder, "run-1", "fp-1", LeaseConfig())
+    assert taker.generation == 1
