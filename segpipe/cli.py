@@ -17,7 +17,15 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from segpipe.config import PAD_MODES, PRECISIONS, STITCH_MODES, EvalConfig, InferenceConfig, TilingConfig
+from segpipe.config import (
+    PAD_MODES,
+    PRECISIONS,
+    STITCH_MODES,
+    EvalConfig,
+    InferenceConfig,
+    LeaseConfig,
+    TilingConfig,
+)
 from segpipe.errors import SegpipeError, SegpipeWarning
 
 if TYPE_CHECKING:
@@ -203,6 +211,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         action="store_true",
         help="replace masks in the output made with another model, input or settings",
     )
+    _add_lease_options(parser)
     if with_io:
         parser.add_argument(
             "--trust-model-pickle",
@@ -212,6 +221,25 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
         parser.add_argument("--truth-mapping", metavar="FILE", help="JSON {instance id: class} for instance truth")
         parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
+
+
+def _add_lease_options(parser: argparse.ArgumentParser) -> None:
+    """``--wait``, ``--no-lease``, ``--lease-seconds``: how a run claims its outputs against other runs."""
+    lease = LeaseConfig()
+    parser.add_argument(
+        "--wait", action="store_true", help="wait for another run writing the same output instead of refusing"
+    )
+    parser.add_argument(
+        "--no-lease",
+        action="store_true",
+        help="take no lease on the outputs (for stores without conditional writes; only one run may write there)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=lease.seconds,
+        help=f"how long an output's lease lasts unless renewed: a killed run's outputs free then ({lease.seconds:g})",
+    )
 
 
 def _batch_size(text: str) -> int | str:
@@ -252,6 +280,7 @@ def _settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
         trust_model_pickle=getattr(args, "trust_model_pickle", False),
         export_tiff=args.export_tiff,
         save_probabilities=args.save_probabilities,
+        lease=LeaseConfig(enabled=not args.no_lease, wait=args.wait, seconds=args.lease_seconds),
     )
 
 
