@@ -30,11 +30,11 @@ from bench.data import tile_pool, write_pointwise_model
 from bench.harness import Context, ratio
 from bench.latency_proxy import LatencyProxy
 from bench.s3_vs_local import BUCKET, moto_server, s3_client
+from segpipe.chunk_inference import ChunkJob, ChunkOutputs, Windowing, chunks_per_task, create_mask, segment_image
 from segpipe.config import InferenceConfig
 from segpipe.executor import local_executor, task_slots
-from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, chunks_per_task, create_mask, segment_image
 from segpipe.io.images import open_image
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.ledger import ChunkLedger
 from segpipe.models import resolve_model
 from segpipe.storage import create_array
 from segpipe.tiling import chunk_grid

@@ -21,8 +21,8 @@ from typing import Any
 from common import write_result  # bench/common.py, beside this script
 
 from flows.segment_batch import segment_batch
-from segpipe.io.datasets import write_nuclei_mosaic
 from segpipe.synthetic import write_sample
+from tests.data.dsb import write_nuclei_mosaic
 
 MODES: dict[str, dict[str, Any]] = {
     "trim_model_halo": {"stitch": "trim"},

@@ -29,8 +29,9 @@ from segpipe.stages.incremental import (
     outcomes,
     plan_inputs,
 )
-from segpipe.stages.plan import BatchPlan, RunSettings
+from segpipe.stages.plan import BatchPlan
 from segpipe.stages.report import write_json
+from segpipe.stages.settings import RunSettings
 from segpipe.storage import location, public_url
 from segpipe.storage.listing import expand_inputs, pair_truths
 

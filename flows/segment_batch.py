@@ -38,10 +38,11 @@ from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.ownership import finished_meanwhile, hold_outputs, hold_plan
-from segpipe.stages.plan import BatchPlan, CanarySet, ImageJob, RunSettings, plan_batch
+from segpipe.stages.plan import BatchPlan, ImageJob, plan_batch
 from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finished_report, image_report
 from segpipe.stages.report import write_batch_report as _write_batch_report
 from segpipe.stages.results import BatchResult, BatchSummary, RunInfo, append_results, summarize_run, write_batch_json
+from segpipe.stages.settings import CanarySet, RunSettings
 from segpipe.storage import public_url
 from segpipe.tracking import MlflowTracker, batch_log, warm_up
 

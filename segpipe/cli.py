@@ -30,8 +30,8 @@ from segpipe.errors import SegpipeError, SegpipeWarning
 
 if TYPE_CHECKING:
     from segpipe.metrics import Scores
-    from segpipe.stages.plan import RunSettings
     from segpipe.stages.results import BatchResult
+    from segpipe.stages.settings import RunSettings
 
 DEMO_SIZE = 4096
 TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $SEGPIPE_HOME)"
@@ -254,7 +254,7 @@ def _batch_size(text: str) -> int | str:
 
 def _settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
     """The run's settings from the command line, validated now, before anything starts."""
-    from segpipe.stages.plan import RunSettings
+    from segpipe.stages.settings import RunSettings
 
     tiling = TilingConfig(
         chunk=args.chunk,
@@ -397,10 +397,10 @@ def _absolute(url: str) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from segpipe.evaluation import evaluate
     from segpipe.io.images import open_image
     from segpipe.io.labels import resolve_label_image
     from segpipe.metrics import scores
+    from segpipe.scoring import evaluate
 
     TilingConfig(chunk=args.chunk)
     labels = resolve_label_image(args.prediction)
@@ -434,7 +434,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _largest_label(prediction: Any, truth: Any, chunk: int, config: EvalConfig) -> int:
     """The largest class id in the prediction and the (mapped) truth, read chunk by chunk."""
-    from segpipe.evaluation import truth_classes
+    from segpipe.scoring import truth_classes
     from segpipe.tiling import chunk_grid
 
     largest = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -28,20 +27,6 @@ def thumbnail(source: ImageSource, max_side: int, chunk: int = 1024) -> np.ndarr
         y, x = -(-region.y0 // stride), -(-region.x0 // stride)
         out[y : y + part.shape[0], x : x + part.shape[1]] = part
     return out
-
-
-def write_preview(
-    path: str | Path,
-    image: ImageSource,
-    prediction: ImageSource,
-    truth: ImageSource | None,
-    stats: normalize.BandStats | None,
-    max_side: int = 512,
-    class_names: Sequence[str] = (),
-) -> Path:
-    """Save ``render_preview`` to a local ``path``."""
-    Path(path).write_bytes(render_preview(image, prediction, truth, stats, max_side, class_names))
-    return Path(path)
 
 
 def render_preview(

@@ -3,7 +3,7 @@
 ``TrimWindows``: tiles, each with a halo of context, the halo trimmed from the logits. ``BlendWindows``: the
 image's global grid of sliding windows that overlap the chunk, their logits Gaussian-weighted and averaged.
 Both hold one chunk's input pixels and what its windows predicted; a stream of chunks can feed their windows to
-the model in batches that cross chunk borders (``segpipe.inference.predict_chunks``). ``TrimWindows`` can keep
+the model in batches that cross chunk borders (``segpipe.chunk_inference.predict_chunks``). ``TrimWindows`` can keep
 labels instead of logits (``streaming``): a tile's kept logits are final once predicted, so a chunk then holds 1
 byte per pixel instead of 4 per class.
 """

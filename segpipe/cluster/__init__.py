@@ -7,10 +7,10 @@ slurm, kubernetes, address); each reads its settings from Dask config ``segpipe.
 
 from __future__ import annotations
 
-from segpipe.cluster.executor import distributed_executor
+from segpipe.cluster.distributed_executor import distributed_executor
 from segpipe.cluster.local import default_workers, local_cluster_options, torch_threads_per_worker
 from segpipe.cluster.plugins import ModelPlugin, register_model
-from segpipe.cluster.registry import BACKENDS, dask_client, open_cluster
+from segpipe.cluster.registry import BACKENDS, open_cluster
 from segpipe.cluster.spec import ClusterHandle, ClusterSpec
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "ClusterHandle",
     "ClusterSpec",
     "ModelPlugin",
-    "dask_client",
     "default_workers",
     "distributed_executor",
     "local_cluster_options",

@@ -12,10 +12,10 @@ import numpy as np
 from segpipe import metrics
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
-from segpipe.evaluation import evaluate_split
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import open_image
 from segpipe.objects import score_objects
+from segpipe.scoring import evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
 
 OBJECT_METRICS_MAX_PIXELS = 64 * 2**20

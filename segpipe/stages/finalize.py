@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from segpipe.executor import Executor, local_executor
-from segpipe.io import ingest as ingest_io
+from segpipe.io import copy as ingest_io
 from segpipe.io.export import export_tiff
 from segpipe.io.images import ImageSource, read_metadata
 from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, write_metadata

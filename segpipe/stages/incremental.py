@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from segpipe.errors import InputError
+from segpipe.io.ledger import read_commit
 from segpipe.io.omezarr import read_segpipe_attrs
-from segpipe.io.progress import read_commit
-from segpipe.stages.plan import BatchPlan, ImageJob, image_name, plan_batch, settings_from_dict
+from segpipe.stages.plan import BatchPlan, ImageJob, image_name, plan_batch
+from segpipe.stages.settings import settings_from_dict
 from segpipe.storage import location, public_url
 
 Pair = tuple[str, str | None]

@@ -7,9 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from segpipe.config import InferenceConfig
-from segpipe.executor import Executor, local_executor
-from segpipe.inference import (
+from segpipe.chunk_inference import (
     ChunkJob,
     ChunkOutputs,
     Windowing,
@@ -17,7 +15,9 @@ from segpipe.inference import (
     create_probabilities,
     segment_image,
 )
-from segpipe.io.progress import ChunkLedger
+from segpipe.config import InferenceConfig
+from segpipe.executor import Executor, local_executor
+from segpipe.io.ledger import ChunkLedger
 from segpipe.stages.ingest import Ingested, is_committed
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location

@@ -7,12 +7,13 @@ import time
 from dataclasses import asdict, dataclass
 
 from segpipe.executor import Executor, local_executor
-from segpipe.io import ingest as ingest_io
+from segpipe.io import copy as ingest_io
 from segpipe.io.images import ImageSource
+from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import read_segpipe_attrs
-from segpipe.io.progress import ChunkLedger
 from segpipe.normalize import BandStats
-from segpipe.stages.plan import BatchPlan, ImageJob, mask_fingerprint
+from segpipe.stages.fingerprints import mask_fingerprint
+from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
 
 

@@ -14,8 +14,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 
 from segpipe.config import LeaseConfig
-from segpipe.stages.plan import BatchPlan, ImageJob, RunSettings, check_existing_mask
+from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.stages.report import ImageReport, finished_report
+from segpipe.stages.settings import RunSettings
+from segpipe.stages.validation import check_existing_mask
 from segpipe.storage import location
 from segpipe.storage.lease import Lease, LeaseKeeper, LeaseRecord, acquire
 
@@ -52,7 +54,7 @@ def hold_outputs(
         if not overwrite:
             for job in jobs:
                 if finished_report(job) is None:
-                    check_existing_mask(job)
+                    check_existing_mask(job.store, job.infer_key)
         stack.enter_context(LeaseKeeper(list(leases.values()), config.seconds / 4))
         yield tuple(replace(job, fence=leases[job.name].fence) for job in jobs)
 

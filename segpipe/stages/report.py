@@ -14,13 +14,13 @@ import numpy as np
 
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError, OutputError
-from segpipe.evaluation import truth_classes
 from segpipe.io.images import ImageSource, open_image
-from segpipe.io.progress import read_commit, write_commit
+from segpipe.io.ledger import read_commit, write_commit
 from segpipe.metrics import finite_or_none
 from segpipe.normalize import BandStats
 from segpipe.preview import gray_thumbnail, render_preview, thumbnail
 from segpipe.reports import ImageResult, write_report
+from segpipe.scoring import truth_classes
 from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
 from segpipe.stages.infer import Inferred

@@ -27,8 +27,9 @@ import pyarrow.parquet as pq
 from segpipe.metrics import finite_or_none
 from segpipe.models import ModelRef
 from segpipe.reports import ImageResult, ScoreSummary, score_summary
-from segpipe.stages.plan import BatchPlan, CanarySet
+from segpipe.stages.plan import BatchPlan
 from segpipe.stages.report import ImageFailure, ImageReport, write_json
+from segpipe.stages.settings import CanarySet
 from segpipe.storage import location, public_url
 
 RESULTS_DIR = "results"

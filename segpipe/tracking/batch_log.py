@@ -14,9 +14,10 @@ from typing import Any
 import segpipe
 from segpipe.errors import TrackingError
 from segpipe.metrics import Scores
-from segpipe.stages.plan import BatchPlan, RunSettings
+from segpipe.stages.plan import BatchPlan
 from segpipe.stages.report import ImageReport
 from segpipe.stages.results import BatchSummary
+from segpipe.stages.settings import RunSettings
 from segpipe.storage import location, public_url
 from segpipe.tracking.lineage import InputLineage, Lineage
 from segpipe.tracking.mlflow import Tracker

@@ -19,7 +19,7 @@ import pytest
 import tifffile
 
 from segpipe import synthetic
-from segpipe.io import datasets
+from tests.data import dsb
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_CACHE = REPO / ".cache" / "test-data"
@@ -59,8 +59,8 @@ def write_image_pair(directory: Path, name: str, height: int, width: int, seed: 
 def real_nuclei() -> tuple[str, str]:
     """stardist 0.9.2's DSB 2018 nuclei image and instance mask, fetched from the package registry once."""
     try:
-        image, mask = datasets.dsb_nuclei(DATA_CACHE)
-    except datasets.DataUnavailable as exc:
+        image, mask = dsb.dsb_nuclei(DATA_CACHE)
+    except dsb.DataUnavailable as exc:
         pytest.skip(f"no package registry reachable: {exc}")
     return str(image), str(mask)
 

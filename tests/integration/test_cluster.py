@@ -8,7 +8,7 @@ import dask
 import pytest
 from distributed import Client, Scheduler, SpecCluster, Worker, get_worker
 
-from segpipe.cluster import ClusterSpec, dask_client, distributed_executor, open_cluster
+from segpipe.cluster import ClusterSpec, distributed_executor, open_cluster
 from segpipe.executor import task_slots
 
 pytestmark = pytest.mark.integration
@@ -70,9 +70,9 @@ def test_joining_an_address_reports_its_workers_and_whether_they_have_gpus(
         assert (mixed.workers, mixed.gpu, mixed.task_resources) == (2, True, {"infer": {"GPU": 1}})
 
 
-def test_dask_client_still_joins_host_port_without_a_scheme(dask_cluster: str) -> None:
-    with dask_client(1, dask_cluster.removeprefix("tcp://")) as client:
-        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+def test_address_backend_client_sees_every_worker_of_the_scheduler(dask_cluster: str) -> None:
+    with open_cluster(ClusterSpec.parse(dask_cluster, 1)) as handle:
+        assert len(handle.client.scheduler_info(n_workers=-1)["workers"]) == 2
 
 
 def test_local_backend_starts_single_threaded_worker_processes() -> None:

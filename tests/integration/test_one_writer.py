@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segpipe.stages.plan import mask_fingerprint
+from segpipe.stages.fingerprints import mask_fingerprint
 from segpipe.storage import open_array
 from segpipe.synthetic import write_sample
 from tests.flaky_proxy import FlakyProxy

@@ -15,7 +15,8 @@ from flows.segment_batch import segment_batch
 from segpipe.errors import SegpipeWarning, TrackingError
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
-from segpipe.stages.plan import RunSettings, plan_batch
+from segpipe.stages.plan import plan_batch
+from segpipe.stages.settings import RunSettings
 from segpipe.synthetic import write_sample
 from tests.outputs import file_tree, kill_seed, markers_done, start_segpipe_run
 
@@ -26,7 +27,7 @@ RUN_ARGS = ["--chunk", "128", "--tile", "128", "--workers", "2", "--batch-size",
 
 def _committed(image_dir: Path) -> bool:
     """The image's done.json exists, or its store carries a commit (its infer_key)."""
-    from segpipe.stages.plan import mask_fingerprint
+    from segpipe.stages.fingerprints import mask_fingerprint
 
     store = image_dir / f"{image_dir.name}.ome.zarr"
     return (image_dir / "done.json").exists() or mask_fingerprint(str(store)) is not None
@@ -147,7 +148,7 @@ def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, 
     first = plan_batch([image], None, replace(settings, tiling=TilingConfig(chunk=256, halo=32)))
     job = first.jobs[0]
     ingested = ingest_image(job, first)
-    from segpipe.io.progress import ChunkLedger
+    from segpipe.io.ledger import ChunkLedger
     from segpipe.storage import location
     from segpipe.tiling import chunk_grid
 
@@ -155,7 +156,7 @@ def test_changed_setting_never_reuses_chunks(tmp_path: Path, sample: tuple[str, 
     ledger.reset()
     for region in chunk_grid(1024, 1024, 256)[:8]:
         ledger.mark_done(region)  # as if a killed run had finished these under halo 32
-    from segpipe.inference import create_mask
+    from segpipe.chunk_inference import create_mask
 
     create_mask(job.mask, 1024, 1024, 256, 2)
     with pytest.warns(SegpipeWarning, match="smaller than the receptive-field radius"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,12 @@ import zarr
 from torch import nn
 
 from segpipe import normalize
+from segpipe.chunk_inference import predict_chunks
 from segpipe.io.images import ImageSource, open_image
 from segpipe.models import Predictor
+from segpipe.preview import render_preview
+from segpipe.tiling import Region
+from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows
 
 TINY_RADIUS = 8  # an upper bound on TinyNet's receptive-field radius (see its docstring)
 
@@ -80,3 +85,45 @@ def whole_image_labels(
     padded = np.pad(data, ((0, 0), (halo, halo + extra_y), (halo, halo + extra_x)), mode="symmetric")
     logits = predictor(padded[np.newaxis])[0]
     return logits[:, halo : halo + height, halo : halo + width].argmax(axis=0)
+
+
+def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int | str) -> np.ndarray:
+    """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile.
+
+    ``batch_size`` tiles go through each forward pass; each tile sees ``halo`` pixels of context on every side.
+    """
+    region = Region(0, window.shape[1] - 2 * halo, 0, window.shape[2] - 2 * halo)
+    card = predictor.card
+    chunk = TrimWindows(window, region, halo, tile, card.size_divisor, card.num_classes)
+    return _predict_one(predictor, batch_size, chunk)
+
+
+def blend_windows(
+    predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int | str
+) -> np.ndarray:
+    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``.
+
+    ``window`` holds ``region`` grown by ``patch`` on each side. Memory is one chunk's logits, never the image's.
+    """
+    chunk = BlendWindows(window, region, patch, stride, predictor.card.num_classes)
+    return _predict_one(predictor, batch_size, chunk)
+
+
+def _predict_one(predictor: Predictor, batch_size: int | str, chunk: ChunkWindows) -> np.ndarray:
+    for finished in predict_chunks(predictor, batch_size, [chunk], len(chunk)):
+        return finished.logits()
+    raise AssertionError("a chunk with no windows")  # pragma: no cover (every chunk has at least one)
+
+
+def write_preview(
+    path: str | Path,
+    image: ImageSource,
+    prediction: ImageSource,
+    truth: ImageSource | None,
+    stats: normalize.BandStats | None,
+    max_side: int = 512,
+    class_names: Sequence[str] = (),
+) -> Path:
+    """Save ``render_preview`` to a local ``path``."""
+    Path(path).write_bytes(render_preview(image, prediction, truth, stats, max_side, class_names))
+    return Path(path)

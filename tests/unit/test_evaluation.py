@@ -1,4 +1,4 @@
-"""Streaming evaluation: per-chunk confusion matrices summed in a tree (segpipe/evaluation.py)."""
+"""Streaming evaluation: per-chunk confusion matrices summed in a tree (segpipe/scoring.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
-from segpipe.evaluation import evaluate, tree_sum
 from segpipe.metrics import confusion_matrix
+from segpipe.scoring import evaluate, tree_sum
 
 from .helpers import write_zarr
 
@@ -78,8 +78,8 @@ def test_tree_sum_adds_every_part(parts: int, fan_in: int) -> None:
 def test_instance_truth_maps_to_classes(tmp_path) -> None:
     """Instance ids map to class ids through truth_mapping, chunk by chunk; 0 stays background."""
     from segpipe.config import EvalConfig
-    from segpipe.evaluation import evaluate
     from segpipe.metrics import confusion_matrix
+    from segpipe.scoring import evaluate
     from tests.unit.helpers import write_zarr
 
     instances = np.zeros((30, 40), np.uint16)

@@ -9,7 +9,8 @@ import tifffile
 from PIL import Image
 
 from segpipe.io.images import open_image
-from segpipe.preview import BAND, PALETTE, write_preview
+from segpipe.preview import BAND, PALETTE
+from tests.unit.helpers import write_preview
 
 
 def test_preview_has_titles_and_a_legend(tmp_path: Path) -> None:

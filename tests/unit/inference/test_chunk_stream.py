@@ -1,4 +1,4 @@
-"""Inside one infer task: chunks read ahead, batches across chunk borders, writes behind (segpipe/inference.py).
+"""Inside one infer task: chunks read ahead, batches across chunk borders, writes behind (segpipe/chunk_inference.py).
 
 The overlap tests need no clock: the model's forward pass waits for a signal that only the reader (or writer)
 thread can give while that pass runs; run in sequence, the pass would wait out its 30 s and see no signal.
@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 import zarr
 
-import segpipe.inference as inference
-from segpipe.config import InferenceConfig
-from segpipe.executor import local_executor, task_slots
-from segpipe.inference import (
+import segpipe.chunk_inference as inference
+from segpipe.chunk_inference import (
     MAX_CHUNKS_PER_TASK,
     ChunkJob,
     ChunkOutputs,
@@ -26,8 +24,10 @@ from segpipe.inference import (
     create_mask,
     segment_image,
 )
+from segpipe.config import InferenceConfig
+from segpipe.executor import local_executor, task_slots
 from segpipe.io.images import ImageSource
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.ledger import ChunkLedger
 from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.tiling import Region, chunk_grid
 

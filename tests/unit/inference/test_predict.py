@@ -1,4 +1,4 @@
-"""Tiled inference equals whole-image inference (segpipe/inference.py), the pipeline's key property.
+"""Tiled inference equals whole-image inference (segpipe/chunk_inference.py), the pipeline's key property.
 
 Each case writes the image as a Zarr array, resolves chunk/tile/halo the way the pipeline does, predicts every
 chunk into a Zarr mask with the local executor, and compares with one forward pass over the whole image.
@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import zarr
 
+from segpipe.chunk_inference import ChunkJob, ChunkOutputs, Windowing, create_mask, label_dtype, segment_image
 from segpipe.config import InferenceConfig, TilingConfig
-from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, create_mask, label_dtype, segment_image, trim_windows
-from segpipe.io.ingest import measure
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.copy import measure
+from segpipe.io.ledger import ChunkLedger
 from segpipe.models import ModelRef, load_predictor
 from segpipe.stages.plan import resolve_tiling
 from segpipe.synthetic import render
 from segpipe.tiling import chunk_grid
 
-from ..helpers import whole_image_labels, write_zarr
+from ..helpers import trim_windows, whole_image_labels, write_zarr
 
 
 def _builtin_image(height: int, width: int) -> np.ndarray:
@@ -154,7 +154,7 @@ def test_segment_image_skips_chunks_the_ledger_marks_done(tmp_path, tiny_ref) ->
 def test_the_next_batch_is_launched_before_this_one_is_collected() -> None:
     """On a GPU the host cuts batch i + 1 while the device computes batch i: launches run one pass ahead of
     collections, and results still come in order."""
-    from segpipe.inference import one_pass_ahead
+    from segpipe.chunk_inference import one_pass_ahead
 
     events: list[str] = []
 

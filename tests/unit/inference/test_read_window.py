@@ -1,11 +1,11 @@
-"""Reading a chunk's window grown by its halo (segpipe/inference.py ``read_window``): mirrored only past the border."""
+"""Reading a chunk's window grown by its halo (``chunk_inference.read_window``): mirrored only past the border."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segpipe.inference import read_window
+from segpipe.chunk_inference import read_window
 from segpipe.tiling import Region, clip
 
 from ..helpers import write_zarr

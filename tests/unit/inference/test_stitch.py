@@ -12,11 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segpipe import normalize
+from segpipe.chunk_inference import ChunkJob, ChunkOutputs, Windowing, create_mask, read_window, segment_image
 from segpipe.config import InferenceConfig
-from segpipe.inference import ChunkJob, ChunkOutputs, Windowing, blend_windows, create_mask, read_window, segment_image
 from segpipe.io.images import ImageSource
 from segpipe.models import load_predictor, resolve_model
 from segpipe.tiling import Region, gaussian_weight, window_origins
+
+from ..helpers import blend_windows
 
 MODEL = resolve_model("builtin")
 PREDICTOR = load_predictor(MODEL, "cpu", 1)

@@ -1,4 +1,4 @@
-"""Ingest of an image into a chunked Zarr array and its band statistics (segpipe/io/ingest.py)."""
+"""Ingest of an image into a chunked Zarr array and its band statistics (segpipe/io/copy.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import tifffile
 import zarr
 
 from segpipe import normalize
+from segpipe.io.copy import ingest, measure
 from segpipe.io.images import open_image
-from segpipe.io.ingest import ingest, measure
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.ledger import ChunkLedger
 from segpipe.normalize import BandStats
 from segpipe.tiling import chunk_grid
 

@@ -16,7 +16,8 @@ from segpipe.io.omezarr import level_count, mean_2x2
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
-from segpipe.stages.plan import RunSettings, plan_batch
+from segpipe.stages.plan import plan_batch
+from segpipe.stages.settings import RunSettings
 from segpipe.synthetic import render
 
 GEO_TAGS = [

@@ -1,5 +1,5 @@
 """Outputs at any URL: ingest with its ledger, pyramids, NGFF metadata and the (Geo)TIFF export behave the same
-on a local folder, ``memory://`` and S3 (segpipe/io/ingest.py, omezarr.py, export.py)."""
+on a local folder, ``memory://`` and S3 (segpipe/io/copy.py, omezarr.py, export.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tifffile
 
+from segpipe.io.copy import ingest, open_copy
 from segpipe.io.export import export_tiff
 from segpipe.io.images import open_image
-from segpipe.io.ingest import ingest, open_copy
+from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import build_pyramid, read_segpipe_attrs, write_metadata
-from segpipe.io.progress import ChunkLedger
 from segpipe.normalize import BandStats
 from segpipe.storage import create_array, location, open_array
 from segpipe.tiling import chunk_grid

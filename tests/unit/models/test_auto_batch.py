@@ -10,9 +10,9 @@ import torch
 
 from segpipe.config import InferenceConfig
 from segpipe.errors import ConfigError
-from segpipe.inference import trim_windows
 from segpipe.models import load_predictor, resolve_model
 from segpipe.models.predictor import Predictor, batch_for_memory
+from tests.unit.helpers import trim_windows
 
 GIB, MIB = 2**30, 2**20
 

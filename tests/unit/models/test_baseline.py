@@ -10,10 +10,10 @@ from scipy import ndimage
 
 from segpipe import normalize
 from segpipe.errors import ModelError
-from segpipe.inference import trim_windows
 from segpipe.models import load_predictor, resolve_model
 from segpipe.models.backends.baseline import DEFAULT_THRESHOLD, LOGIT, OPENING_RADIUS, disk, otsu_threshold
 from segpipe.synthetic import write_sample
+from tests.unit.helpers import trim_windows
 
 from ..helpers import whole_image_labels
 

@@ -10,12 +10,13 @@ import pytest
 import tifffile
 import zarr
 
+from segpipe.chunk_inference import create_mask
 from segpipe.config import TilingConfig
-from segpipe.inference import create_mask
 from segpipe.io.omezarr import level_count
 from segpipe.stages.finalize import Finalized, finalize_image
 from segpipe.stages.ingest import ingest_image, is_committed
-from segpipe.stages.plan import BatchPlan, RunSettings, plan_batch
+from segpipe.stages.plan import BatchPlan, plan_batch
+from segpipe.stages.settings import RunSettings
 from segpipe.storage import location
 
 HEIGHT, WIDTH, CHUNK = 517, 263, 128  # three levels, odd sides at every level

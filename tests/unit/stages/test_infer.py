@@ -14,7 +14,8 @@ from segpipe.config import TilingConfig
 from segpipe.models import load_predictor
 from segpipe.stages.infer import Inferred, infer_image
 from segpipe.stages.ingest import Ingested, ingest_image
-from segpipe.stages.plan import BatchPlan, RunSettings, plan_batch
+from segpipe.stages.plan import BatchPlan, plan_batch
+from segpipe.stages.settings import RunSettings
 from segpipe.synthetic import render
 from segpipe.tiling import chunk_grid
 

@@ -12,10 +12,11 @@ import zarr
 
 from segpipe import normalize
 from segpipe.config import TilingConfig
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.ledger import ChunkLedger
 from segpipe.normalize import BandStats
 from segpipe.stages.ingest import ingest_image, level0
-from segpipe.stages.plan import BatchPlan, RunSettings, plan_batch
+from segpipe.stages.plan import BatchPlan, plan_batch
+from segpipe.stages.settings import RunSettings
 from segpipe.storage import location
 from segpipe.tiling import Region, chunk_grid, strided_sample
 

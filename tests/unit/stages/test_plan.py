@@ -17,8 +17,9 @@ from segpipe.errors import InputError, OutputError
 from segpipe.metrics import finite_or_none
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
-from segpipe.stages.plan import RunSettings, plan_batch, resolve_tiling
+from segpipe.stages.plan import plan_batch, resolve_tiling
 from segpipe.stages.report import write_json
+from segpipe.stages.settings import RunSettings
 
 
 @pytest.mark.parametrize(
@@ -209,7 +210,7 @@ def test_a_resumed_build_removes_partial_writes_a_kill_left(tmp_path: Path) -> N
     store must not survive the re-run, so the finished tree equals an uninterrupted run's."""
     import uuid
 
-    from segpipe.io.progress import ChunkLedger
+    from segpipe.io.ledger import ChunkLedger
     from segpipe.storage import location
     from segpipe.synthetic import write_sample
     from segpipe.tiling import Region
@@ -231,7 +232,7 @@ def test_run_settings_round_trip_through_json() -> None:
     import json
 
     from segpipe.config import EvalConfig, InferenceConfig, TilingConfig
-    from segpipe.stages.plan import CanarySet, RunSettings
+    from segpipe.stages.settings import CanarySet, RunSettings
 
     settings = RunSettings(
         model="baseline",

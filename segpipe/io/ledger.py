@@ -1,6 +1,6 @@
-"""Crash-safe progress: which output chunks are finished, and the commit record that says an image is finished.
+"""The chunk ledger: which output chunks are finished, and the commit record that says an image is finished.
 
-Chunks are keyed by a fingerprint of everything they depend on.
+Chunks are keyed by a fingerprint of everything they depend on (``segpipe.stages.fingerprints``).
 
 A chunk is marked done (an empty marker object) only after its Zarr write has returned, so a process killed at
 any moment leaves at worst a chunk that is rewritten on the next run. Markers live inside the output store,
@@ -12,12 +12,9 @@ current fingerprint is finished and skipped whole.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import asdict
 from typing import Any
 
 from segpipe.storage import Location, location
@@ -27,17 +24,6 @@ from segpipe.tiling import Region
 STATE_DIR = ".segpipe"
 COMMIT_NAME = "done.json"
 MARKER = re.compile(r"^(\d+)_(\d+)$")
-
-
-def file_identity(url: str | os.PathLike[str]) -> dict[str, Any]:
-    """``Location.identity()`` as a dict, ``{"url", "size", "version"}``, for fingerprints built from dicts."""
-    return asdict(location(url).identity())
-
-
-def fingerprint(parts: dict[str, Any]) -> str:
-    """A short, stable hash of a JSON-able description."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:20]
 
 
 class ChunkLedger:
@@ -129,7 +115,3 @@ def write_commit(where: str | os.PathLike[str] | Location, key: str, report: dic
     Written last and atomically (local: temp file and rename; object store: one PUT).
     """
     location(where).child(COMMIT_NAME).write_json({"fingerprint": key, "report": report})
-
-
-read_done = read_commit  # aliases: the commit record is the image's done.json
-write_done = write_commit

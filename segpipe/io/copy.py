@@ -13,7 +13,7 @@ from dask.delayed import delayed
 
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.ledger import ChunkLedger
 from segpipe.normalize import BandStats, sample_stride
 from segpipe.storage import OWN_FORMAT, Location, create_array, location, open_array
 from segpipe.tiling import Region, chunk_grid, strided_sample

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import dask
 import numpy as np
+from dask.delayed import delayed
 
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
@@ -68,12 +68,12 @@ def chunk_confusion(
 
 
 def _sum(parts: Sequence[np.ndarray]) -> np.ndarray:
-    return np.sum(parts, axis=0)
+    return np.asarray(np.sum(parts, axis=0))
 
 
 def tree_sum(parts: list[Any], fan_in: int = FAN_IN) -> Any:
     """Sum delayed arrays in a tree of ``fan_in``-way additions (no single task sees them all)."""
-    add = dask.delayed(_sum, pure=True)
+    add = delayed(_sum, pure=True)
     while len(parts) > 1:
         parts = [add(parts[i : i + fan_in]) for i in range(0, len(parts), fan_in)]
     return parts[0]
@@ -88,9 +88,11 @@ def evaluate_split(
     executor: Executor = local_executor,
     seam_band: int = SEAM_BAND,
 ) -> np.ndarray:
-    """(2, K, K) confusion matrices [interior, seam band] of ``prediction`` against ``truth``, chunk by chunk
-    on the chunk grid of edge ``chunk``."""
-    task = dask.delayed(chunk_confusion, pure=True)
+    """(2, K, K) confusion matrices [interior, seam band] of ``prediction`` against ``truth``, chunk by chunk.
+
+    The chunks are those of the grid of edge ``chunk``.
+    """
+    task = delayed(chunk_confusion, pure=True)
     regions = chunk_grid(prediction.height, prediction.width, chunk)
     parts = [task(prediction, truth, region, num_classes, config, seam_band) for region in regions]
     (total,) = executor([tree_sum(parts)], "evaluate")
@@ -106,4 +108,4 @@ def evaluate(
     executor: Executor = local_executor,
 ) -> np.ndarray:
     """The (K, K) confusion matrix of ``prediction`` against ``truth``, computed chunk by chunk."""
-    return evaluate_split(prediction, truth, num_classes, config, chunk, executor).sum(axis=0)
+    return np.asarray(evaluate_split(prediction, truth, num_classes, config, chunk, executor).sum(axis=0))

@@ -24,12 +24,10 @@ from dask.delayed import delayed
 
 from segpipe import normalize
 from segpipe.config import AUTO, InferenceConfig
-from segpipe.executor import Executor as Executor  # re-exported: the executor seam lives in segpipe.executor
-from segpipe.executor import local_executor as local_executor
-from segpipe.executor import task_slots
+from segpipe.executor import Executor, local_executor, task_slots
 from segpipe.io.blocks import cached_blocks
 from segpipe.io.images import ImageSource
-from segpipe.io.progress import ChunkLedger
+from segpipe.io.ledger import ChunkLedger
 from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.models.card import ModelCard
 from segpipe.storage import OWN_FORMAT, create_array, open_array
@@ -315,34 +313,6 @@ def _summed(counts: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
     """Element-wise sum of per-class pixel counts (empty for none)."""
     rows = list(counts)
     return tuple(int(n) for n in np.atleast_1d(np.sum(rows, axis=0, dtype=np.int64))) if rows else ()
-
-
-def trim_windows(predictor: Predictor, window: np.ndarray, halo: int, tile: int, batch_size: int | str) -> np.ndarray:
-    """(K, h, w) logits of the centre of ``window`` (its halo trimmed), tile by tile.
-
-    ``batch_size`` tiles go through each forward pass; each tile sees ``halo`` pixels of context on every side.
-    """
-    region = Region(0, window.shape[1] - 2 * halo, 0, window.shape[2] - 2 * halo)
-    card = predictor.card
-    chunk = TrimWindows(window, region, halo, tile, card.size_divisor, card.num_classes)
-    return _predict_one(predictor, batch_size, chunk)
-
-
-def blend_windows(
-    predictor: Predictor, window: np.ndarray, region: Region, patch: int, stride: int, batch_size: int | str
-) -> np.ndarray:
-    """Gaussian-weighted mean of the logits of every global-grid window overlapping ``region``.
-
-    ``window`` holds ``region`` grown by ``patch`` on each side. Memory is one chunk's logits, never the image's.
-    """
-    chunk = BlendWindows(window, region, patch, stride, predictor.card.num_classes)
-    return _predict_one(predictor, batch_size, chunk)
-
-
-def _predict_one(predictor: Predictor, batch_size: int | str, chunk: ChunkWindows) -> np.ndarray:
-    for finished in predict_chunks(predictor, batch_size, [chunk], len(chunk)):
-        return finished.logits()
-    raise AssertionError("a chunk with no windows")  # pragma: no cover (every chunk has at least one)
 
 
 def create_probabilities(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:
