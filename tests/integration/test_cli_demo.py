@@ -44,8 +44,10 @@ def test_demo_json(tmp_path: Path, prefect_server: str) -> None:
     assert entry["mean_dice"] > 0.95
     assert report["batch"]["mean_dice"] == pytest.approx(entry["mean_dice"])
     assert report["tracking_uri"] == f"sqlite:///{home.resolve() / 'mlflow.db'}"  # the one per-user store
-    assert (home / "mlartifacts").is_dir() and not list(cwd.iterdir())  # artifacts beside it, none in cwd
-    assert "temporary server" not in done.stderr and "Creating initial MLflow database" not in done.stderr
+    assert (home / "mlartifacts").is_dir(), "artifacts belong beside the per-user store"
+    assert not list(cwd.iterdir()), "nothing may be written to the working directory"
+    assert "temporary server" not in done.stderr
+    assert "Creating initial MLflow database" not in done.stderr
 
     from mlflow.tracking import MlflowClient
 

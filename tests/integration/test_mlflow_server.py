@@ -83,7 +83,8 @@ def registered(mlflow_server: str, weights: Path) -> dict[str, Any]:
     (stdout holds that JSON alone: MLflow's run-URL lines, which would show the password, are suppressed)."""
     argv = ["model", "register", str(weights), "--name", NAME, "--alias", "champion", "--json"]
     rc, out = _cli(*argv, "--tracking-uri", _with_password(mlflow_server))
-    assert rc == 0 and PASSWORD not in out, out
+    assert rc == 0, out
+    assert PASSWORD not in out, out
     return dict(json.loads(out))
 
 
@@ -126,7 +127,8 @@ def test_register_over_http_gives_version_1_with_alias(
     registered: dict[str, Any], weights: Path, mlflow_server: str
 ) -> None:
     assert (registered["name"], registered["version"], registered["uri"]) == (NAME, 1, f"models:/{NAME}/1")
-    assert registered["alias"] == "champion" and registered["format"] == "state_dict"
+    assert registered["alias"] == "champion"
+    assert registered["format"] == "state_dict"
     assert registered["sha256"] == resolve_model(weights).sha256
     assert registered["tracking_uri"] == mlflow_server
 
@@ -175,19 +177,26 @@ def test_runs_show_reports_the_version_and_lineage(
     rc, out = _cli("runs", "show", batch_id, "--tracking-uri", mlflow_server, "--json")
     assert rc == 0
     shown = json.loads(out)
-    assert shown["run_id"] == batch_id and shown["status"] == "FINISHED"
+    assert shown["run_id"] == batch_id
+    assert shown["status"] == "FINISHED"
     model = shown["model"]
     assert (model["registry_name"], model["registry_version"], model["pinned_uri"]) == (NAME, 1, f"models:/{NAME}/1")
-    assert model["sha256"] == registered["sha256"] and model["uri"] == f"models:/{NAME}@champion"
-    assert [i["url"] for i in shown["inputs"]] == [sample[0]] and shown["inputs"][0]["fingerprint"]
+    assert model["sha256"] == registered["sha256"]
+    assert model["uri"] == f"models:/{NAME}@champion"
+    assert [i["url"] for i in shown["inputs"]] == [sample[0]]
+    assert shown["inputs"][0]["fingerprint"], "the input has no fingerprint"
     commit = shown["git_commit"]  # the checkout's commit when the flow ran (HEAD may have moved on since)
     ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", commit, "HEAD"], check=False, capture_output=True)
-    assert len(commit) == 40 and ancestor.returncode == 0, commit
+    assert len(commit) == 40, commit
+    assert ancestor.returncode == 0, commit
     assert shown["segpipe_version"] == segpipe.__version__
-    assert shown["prefect_flow_run_id"] and shown["cluster"]
+    assert shown["prefect_flow_run_id"], "no Prefect flow run id recorded"
+    assert shown["cluster"], "no cluster recorded"
     assert [i["run_id"] for i in shown["images"]] == [by_alias["images"][0]["mlflow_run_id"]]
     rc, text = _cli("runs", "show", by_alias["images"][0]["mlflow_run_id"], "--tracking-uri", mlflow_server)
-    assert rc == 0 and f"{NAME} version 1 (models:/{NAME}/1)" in text and batch_id in text
+    assert rc == 0, text
+    assert f"{NAME} version 1 (models:/{NAME}/1)" in text
+    assert batch_id in text
 
 
 def test_pinned_version_with_credentials_in_the_uri_logs_none_of_them(
@@ -203,14 +212,18 @@ def test_pinned_version_with_credentials_in_the_uri_logs_none_of_them(
     assert PASSWORD not in json.dumps(report)
     client = _client(mlflow_server)
     batch = client.get_run(report["mlflow_run_id"])
-    assert batch.data.params["model_uri"] == f"models:/{NAME}/1" and batch.data.params["model_registry_version"] == "1"
+    assert batch.data.params["model_uri"] == f"models:/{NAME}/1"
+    assert batch.data.params["model_registry_version"] == "1"
     children = client.search_runs([batch.info.experiment_id], f"tags.mlflow.parentRunId = '{batch.info.run_id}'")
     assert len(children) == 1
     for run in (batch, *children):
         recorded = json.dumps([run.data.params, run.data.tags, run.info.run_name])
-        assert PASSWORD not in recorded and "alice" not in recorded
+        assert PASSWORD not in recorded
+        assert "alice" not in recorded
     rc, out = _cli("runs", "show", batch.info.run_id, "--tracking-uri", secret_uri, "--json")
-    assert rc == 0 and PASSWORD not in out and json.loads(out)["model"]["registry_version"] == 1
+    assert rc == 0, out
+    assert PASSWORD not in out, out
+    assert json.loads(out)["model"]["registry_version"] == 1
     printed = capfd.readouterr()
     leaks = [
         line.replace(PASSWORD, "<password>") for line in (printed.out + printed.err).splitlines() if PASSWORD in line
@@ -234,8 +247,11 @@ def test_a_newer_version_leaves_the_alias_where_it_was(
     assert (rc, out) == (0, f"registered {NAME} version 2 (models:/{NAME}/2)\n")
     champion = resolve_model(f"models:/{NAME}@champion", tracking_uri=mlflow_server)
     second = resolve_model(f"models:/{NAME}/2", tracking_uri=mlflow_server)
-    assert champion.registry is not None and champion.registry.version == 1 and champion.format == "state_dict"
-    assert second.format == "torchscript" and second.card.normalization == "percentile"
+    assert champion.registry is not None
+    assert champion.registry.version == 1
+    assert champion.format == "state_dict"
+    assert second.format == "torchscript"
+    assert second.card.normalization == "percentile"
 
 
 def test_server_sh_serves_on_loopback_and_stops_with_its_whole_process_group(tmp_path: Path) -> None:
@@ -251,7 +267,8 @@ def test_server_sh_serves_on_loopback_and_stops_with_its_whole_process_group(tmp
         pgid = server.process.pid
         port = int(server.url.rsplit(":", 1)[1])
         assert listening_addresses(port) == {"127.0.0.1"}
-        assert (tmp_path / "store" / "mlflow.db").is_file() and group_alive(pgid)
+        assert (tmp_path / "store" / "mlflow.db").is_file(), "the server made no store"
+        assert group_alive(pgid), "the server's process group died while serving"
     deadline = time.monotonic() + 10
     while group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -333,7 +350,8 @@ def test_mlflow_command_uses_postgres_and_served_s3_artifacts_with_no_password_i
     assert mlflow["command"][:2] == ["mlflow", "server"]
     assert flags["backend-store-uri"] == "postgresql://mlflow@postgres:5432/mlflow"
     assert flags["artifacts-destination"] == "s3://mlflow/artifacts"
-    assert "default-artifact-root" not in flags and "no-serve-artifacts" not in mlflow["command"]
+    assert "default-artifact-root" not in flags
+    assert "no-serve-artifacts" not in mlflow["command"]
     assert mlflow["environment"]["PGPASSWORD"] == "pw-in-env-only"  # libpq reads it; ps and logs never show it
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
 
@@ -406,7 +424,8 @@ def test_team_server_spec_runs_on_postgresql_with_s3_artifacts(s3_server: str, w
             rc, out = _cli(*argv, "--tracking-uri", server.url)
             assert rc == 0, out
             ref = resolve_model("models:/team-unet@champion", tracking_uri=server.url)
-            assert ref.sha256 == json.loads(out)["sha256"] and ref.registry is not None
+            assert ref.sha256 == json.loads(out)["sha256"]
+            assert ref.registry is not None
         keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
         assert any(key.startswith("artifacts/") and key.endswith("/model/unet.pt") for key in keys), keys
         with psycopg.connect(host="127.0.0.1", port=pg_port, user="mlflow", password=password, dbname="mlflow") as db:

@@ -76,13 +76,18 @@ def test_nights_on_a_folder_process_only_new_changed_and_unfinished_images(tmp_p
     (inputs / "b_truth.tif").unlink()
 
     state, first = _night(str(inputs), str(out), cluster)
-    assert state == "COMPLETED" and _why(first) == {"a": ("new", "processed"), "b": ("new", "processed")}
-    assert first["images"][0]["mean_dice"] > 0.8 and "mean_dice" not in first["images"][1]
+    assert state == "COMPLETED"
+    assert _why(first) == {"a": ("new", "processed"), "b": ("new", "processed")}
+    assert first["images"][0]["mean_dice"] > 0.8
+    assert "mean_dice" not in first["images"][1]
     masks = {name: _mask(out, name) for name in ("a", "b")}
 
     state, second = _night(str(inputs), str(out), cluster)  # nothing new: a success that computes nothing
-    assert state == "COMPLETED" and _why(second) == {"a": ("unchanged", "skipped"), "b": ("unchanged", "skipped")}
-    assert second["batch"] is None and second["images"] == [] and second["mlflow_run_id"] == ""
+    assert state == "COMPLETED"
+    assert _why(second) == {"a": ("unchanged", "skipped"), "b": ("unchanged", "skipped")}
+    assert second["batch"] is None
+    assert second["images"] == []
+    assert second["mlflow_run_id"] == ""
 
     write_sample(inputs, 256, seed=3, name="c")
     (inputs / "c_truth.tif").unlink()
@@ -92,7 +97,8 @@ def test_nights_on_a_folder_process_only_new_changed_and_unfinished_images(tmp_p
     assert state == "COMPLETED"
     assert _why(third) == {"a": ("unchanged", "skipped"), "b": ("changed", "processed"), "c": ("new", "processed")}
     assert [entry["name"] for entry in third["images"]] == ["b", "c"]  # only these went to the batch
-    assert not np.array_equal(_mask(out, "b"), masks["b"]) and np.array_equal(_mask(out, "a"), masks["a"])
+    assert not np.array_equal(_mask(out, "b"), masks["b"]), "the changed image b was not segmented again"
+    assert np.array_equal(_mask(out, "a"), masks["a"]), "the unchanged image a was rewritten"
 
     write_sample(inputs, 512, seed=5, name="d")
     write_sample(inputs, 256, seed=6, name="e")
@@ -101,11 +107,14 @@ def test_nights_on_a_folder_process_only_new_changed_and_unfinished_images(tmp_p
     state, fourth = _night(str(inputs), str(out), cluster)
     why = _why(fourth)
     assert state == "FAILED", "a failed or rejected image must make the night visible as failed"
-    assert why["d"] == ("new", "failed") and why["e"] == ("new", "rejected")
+    assert why["d"] == ("new", "failed")
+    assert why["e"] == ("new", "rejected")
     assert {why[n] for n in "abc"} == {("unchanged", "skipped")}
     errors = {entry["name"]: entry["error"] for entry in fourth["nightly"]["images"]}
-    assert "d.tif" in errors["d"] and "truncated" in errors["e"]
-    assert not (out / "d" / "done.json").exists() and (out / "d").exists()
+    assert "d.tif" in errors["d"]
+    assert "truncated" in errors["e"]
+    assert not (out / "d" / "done.json").exists(), "the failed image d was marked done"
+    assert (out / "d").exists(), "the failed image d left no output folder"
 
     write_sample(inputs, 512, seed=5, name="d")  # both fixed
     write_sample(inputs, 256, seed=6, name="e")
@@ -132,21 +141,26 @@ def test_nights_on_s3_find_new_objects_and_replaced_ones(tmp_path: Path, s3_buck
     bucket = s3_bucket.removeprefix("s3://")
     inputs, out = f"{s3_bucket}/in/*.tif", f"{s3_bucket}/out"
     state, empty = _night(inputs, out, cluster)  # nothing uploaded yet: a success with nothing to do
-    assert state == "COMPLETED" and empty["nightly"]["images"] == [] and empty["batch"] is None
+    assert state == "COMPLETED"
+    assert empty["nightly"]["images"] == []
+    assert empty["batch"] is None
 
     for seed, name in ((1, "a"), (2, "b")):
         image, truth = write_sample(tmp_path / "local", 256, seed=seed, name=name)
         fs.put_file(str(image), f"{bucket}/in/{name}.tif")
         fs.put_file(str(truth), f"{bucket}/in/{name}_truth.tif")  # matched by in/*.tif too: paired, not an input
     state, first = _night(inputs, out, cluster)
-    assert state == "COMPLETED" and _why(first) == {"a": ("new", "processed"), "b": ("new", "processed")}
+    assert state == "COMPLETED"
+    assert _why(first) == {"a": ("new", "processed"), "b": ("new", "processed")}
     assert all(entry["truth"].endswith("_truth.tif") and entry["mean_dice"] > 0.8 for entry in first["images"])
 
     state, second = _night(inputs, out, cluster)
-    assert state == "COMPLETED" and _why(second) == {"a": ("unchanged", "skipped"), "b": ("unchanged", "skipped")}
+    assert state == "COMPLETED"
+    assert _why(second) == {"a": ("unchanged", "skipped"), "b": ("unchanged", "skipped")}
 
     image, _ = write_sample(tmp_path / "other", 256, seed=9, name="a")
     fs.put_file(str(image), f"{bucket}/in/a.tif")  # same key, new content: a new ETag
     state, third = _night(inputs, out, cluster)
-    assert state == "COMPLETED" and _why(third) == {"a": ("changed", "processed"), "b": ("unchanged", "skipped")}
+    assert state == "COMPLETED"
+    assert _why(third) == {"a": ("changed", "processed"), "b": ("unchanged", "skipped")}
     assert third["nightly"]["images"][0]["detail"] == "input content or settings changed"

@@ -239,7 +239,8 @@ def test_deployed_nightly_run_by_a_worker_equals_a_direct_run(server: Server, tm
 
     with _api(server) as client:
         deployment = client.read_deployment_by_name(DEPLOYMENT)
-    assert deployment.work_pool_name == pool and deployment.parameters == {**deployment.parameters, **params}
+    assert deployment.work_pool_name == pool
+    assert deployment.parameters == {**deployment.parameters, **params}
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in deployment.schedules] == [
         ("0 2 * * *", "UTC", True)
     ]
@@ -297,7 +298,8 @@ def test_flows_serve_registers_the_schedule_and_runs_the_nightly(server: Server,
     finally:
         _stop(served)
     report = json.loads(next((tmp_path / "out").glob("nightly-*.json")).read_text())
-    assert report["nightly"]["images"] == [] and report["batch"] is None
+    assert report["nightly"]["images"] == []
+    assert report["batch"] is None
 
 
 def _named(name: str) -> Any:

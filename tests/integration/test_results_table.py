@@ -70,8 +70,10 @@ def test_two_runs_append_to_one_table_and_the_canary_flags_a_worse_model(tmp_pat
 
     table = pd.read_parquet(out / "results")  # Hive partitions: run_date=YYYY-MM-DD
     assert COLUMNS <= set(table.columns)
-    assert len(table) == 6 and set(table["role"]) == {"input", "canary"}
-    assert table["run_id"].nunique() == 2 and table["run_date"].nunique() == 1
+    assert len(table) == 6
+    assert set(table["role"]) == {"input", "canary"}
+    assert table["run_id"].nunique() == 2
+    assert table["run_date"].nunique() == 1
     inputs = table[table["role"] == "input"]
     assert inputs["dice_nucleus"].isna().all()  # nightly data has no truth: no scores, but counts and areas
     mask = np.asarray(tifffile.imread(night[0]))  # same height and width as the mask
@@ -79,11 +81,13 @@ def test_two_runs_append_to_one_table_and_the_canary_flags_a_worse_model(tmp_pat
     scene1 = inputs[inputs["image_name"] == "scene1"]
     assert scene1["image_size"].eq(Path(night[0]).stat().st_size).all()  # what the store reported when planned
     assert scene1["image_version"].str.startswith("mtime_ns:").all()
-    assert inputs["area_unit"].eq("pixel").all() and inputs["mean_confidence"].between(0.5, 1).all()
+    assert inputs["area_unit"].eq("pixel").all(), set(inputs["area_unit"])
+    assert inputs["mean_confidence"].between(0.5, 1).all(), list(inputs["mean_confidence"])
     canary_rows = table[table["role"] == "canary"].sort_values("run_started_at")
     assert canary_rows["dice_nucleus"].iloc[0] > 0.9
     assert not first["batch"]["canary"]["alert"]  # nothing to compare with on the first night
     assert second["batch"]["canary"]["alert"]  # a much worse model: the canary Dice fell beyond 0.05
     moved = {c["metric"] for c in second["batch"]["canary"]["checks"] if c["alert"]}
     assert "mean_dice" in moved
-    assert first["batch"]["images"] == 2 and "iou" not in first["batch"]  # the canary is not part of the batch
+    assert first["batch"]["images"] == 2, "the canary is not part of the batch"
+    assert "iou" not in first["batch"], "the canary is not part of the batch"

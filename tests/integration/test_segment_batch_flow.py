@@ -60,7 +60,8 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
     client = _mlflow(tracking_uri)
     parent = client.get_run(report["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
-    assert parent.data.params["chunk"] == "256" and parent.data.params["halo"] == "28"
+    assert parent.data.params["chunk"] == "256"
+    assert parent.data.params["halo"] == "28"
     assert parent.data.metrics["mean_dice"] == pytest.approx(report["batch"]["mean_dice"])
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == 2
@@ -82,7 +83,8 @@ def test_batch_of_tiff_and_zarr_matches_truth_and_is_logged(tmp_path: Path, dask
     } <= logged
     assert len([p for p in logged if p.startswith("report/worst_")]) == 2  # overlays of the two images
     rows = (tmp_path / "out" / "report" / "per_image.csv").read_text().splitlines()
-    assert rows[0].startswith("image,") and len(rows) == 3
+    assert rows[0].startswith("image,")
+    assert len(rows) == 3
 
     from tests.bad_inputs import invoke
 
@@ -113,7 +115,8 @@ def test_real_nuclei_are_segmented(tmp_path: Path, real_nuclei: tuple[str, str],
     assert entry["dice"][1] > 0.85, entry
     thresholds = [row["threshold"] for row in entry["objects"]]
     assert thresholds == pytest.approx([0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9])
-    assert entry["objects"][0]["f1"] > 0.5 and entry["objects"][0]["f1"] >= entry["objects"][-1]["f1"]
+    assert entry["objects"][0]["f1"] > 0.5
+    assert entry["objects"][0]["f1"] >= entry["objects"][-1]["f1"]
     assert report["batch"]["objects"][0]["tp"] == entry["objects"][0]["tp"]
     truth_fg = tifffile.imread(truth) > 0
     predicted = zarr.open_array(entry["mask"], mode="r")[:]
@@ -135,7 +138,8 @@ def test_without_truth_no_metrics_are_computed(tmp_path: Path, dask_cluster: str
     image, _ = write_image_pair(tmp_path, "no_truth", 300, 200, seed=6)
     report = segment_batch([image], None, _settings(tmp_path / "out"), cluster=dask_cluster).to_json()
     (entry,) = report["images"]
-    assert "iou" not in entry and "iou" not in report["batch"]
+    assert "iou" not in entry
+    assert "iou" not in report["batch"]
     assert zarr.open_array(entry["mask"], mode="r").shape == (300, 200)
     assert os.path.exists(os.path.join(tmp_path, "out", "no_truth", "metrics.json"))
 
@@ -153,11 +157,16 @@ def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_
         for _ in range(2)
     ]
     first, again = (run["batch"] for run in runs)
-    assert first["megapixels_computed"] == pytest.approx(256 * 256 / 1e6) and first["megapixels_per_second"] > 0
-    assert runs[1]["images"][0]["skipped"] and again["megapixels_computed"] == 0
-    assert again["megapixels_per_second"] is None and runs[1]["images"][0]["megapixels_per_second"] is None
+    assert first["megapixels_computed"] == pytest.approx(256 * 256 / 1e6)
+    assert first["megapixels_per_second"] > 0
+    assert runs[1]["images"][0]["skipped"], "the re-run did not skip the finished image"
+    assert again["megapixels_computed"] == 0
+    assert again["megapixels_per_second"] is None
+    assert runs[1]["images"][0]["megapixels_per_second"] is None
     logged = fetch_runs(tracking_uri, [runs[1]["mlflow_run_id"], runs[0]["mlflow_run_id"]])
-    assert "megapixels_per_second" not in logged[0]["metrics"] and logged[0]["metrics"]["megapixels_computed"] == 0
+    assert "megapixels_per_second" not in logged[0]["metrics"]
+    assert logged[0]["metrics"]["megapixels_computed"] == 0
     assert logged[0]["params"]["cluster"].startswith("none started")  # nothing to compute: no cluster either
     speed_row = next(line for line in compare_runs(logged).splitlines() if line.startswith("megapixels_per_second"))
-    assert speed_row.split()[1] == "-" and "*" not in speed_row  # the re-run shows no speed; nothing to rank
+    assert speed_row.split()[1] == "-", f"the re-run shows no speed: {speed_row}"
+    assert "*" not in speed_row, f"one speed, nothing to rank: {speed_row}"

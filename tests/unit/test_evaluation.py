@@ -64,7 +64,9 @@ def test_truth_label_out_of_range_names_the_truth_file_and_place(tmp_path: Path)
     with pytest.raises(InputError) as info:
         evaluate(pred, truth_source, 2, EvalConfig(), 8)
     message = str(info.value)
-    assert message.startswith(truth_source.path) and "9" in message and "y=8, x=8" in message
+    assert message.startswith(truth_source.path)
+    assert "9" in message
+    assert "y=8, x=8" in message
 
 
 @pytest.mark.parametrize("parts", [1, 2, 8, 9, 65, 100])

@@ -49,7 +49,8 @@ def test_confusion_of_chunks_sums_to_the_whole(pair, chunk: int, ignore: bool) -
         for r in chunk_grid(*truth.shape, chunk)
     ]
     np.testing.assert_array_equal(np.sum(parts, axis=0), whole)
-    assert whole.dtype == np.int64 and whole.shape == (k, k)
+    assert whole.dtype == np.int64
+    assert whole.shape == (k, k)
     assert whole.sum() == ((truth != 0).sum() if ignore else truth.size)
 
 
@@ -70,10 +71,13 @@ def test_iou_of_a_labelling_with_itself_is_one_for_present_classes(pair) -> None
     result = scores(confusion_matrix(truth, truth, k))
     for c in range(k):
         if (truth == c).any():
-            assert result.iou[c] == 1.0 and result.dice[c] == 1.0
+            assert result.iou[c] == 1.0, f"class {c}"
+            assert result.dice[c] == 1.0, f"class {c}"
         else:
-            assert math.isnan(result.iou[c]) and math.isnan(result.dice[c])
-    assert result.mean_iou == 1.0 and result.mean_dice == 1.0
+            assert math.isnan(result.iou[c]), f"absent class {c}"
+            assert math.isnan(result.dice[c]), f"absent class {c}"
+    assert result.mean_iou == 1.0
+    assert result.mean_dice == 1.0
     assert result.pixel_accuracy == 1.0
 
 
@@ -105,18 +109,21 @@ def test_class_absent_from_truth_and_prediction_is_nan_and_left_out_of_means() -
     truth = np.array([[0, 0, 1], [1, 1, 0]])
     prediction = np.array([[0, 1, 1], [1, 1, 0]])
     result = scores(confusion_matrix(truth, prediction, 3))
-    assert math.isnan(result.iou[2]) and math.isnan(result.dice[2])
+    assert math.isnan(result.iou[2])
+    assert math.isnan(result.dice[2])
     assert result.iou[:2] == (2 / 3, 3 / 4)
     assert result.mean_iou == pytest.approx((2 / 3 + 3 / 4) / 2)
     assert result.mean_dice == pytest.approx((4 / 5 + 6 / 7) / 2)
-    assert result.pixels == 6 and result.pixel_accuracy == pytest.approx(5 / 6)
+    assert result.pixels == 6
+    assert result.pixel_accuracy == pytest.approx(5 / 6)
     assert result.confusion_matrix == ((2, 1, 0), (0, 3, 0), (0, 0, 0))
 
 
 def test_empty_confusion_has_nan_scores() -> None:
     result = scores(np.zeros((2, 2), np.int64))
     assert all(math.isnan(v) for v in result.iou + result.dice)
-    assert math.isnan(result.mean_iou) and math.isnan(result.pixel_accuracy)
+    assert math.isnan(result.mean_iou)
+    assert math.isnan(result.pixel_accuracy)
     assert result.pixels == 0
 
 

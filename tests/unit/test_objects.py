@@ -101,8 +101,10 @@ def test_matches_are_one_to_one_and_shrink_with_the_threshold(pair) -> None:
     previous = math.inf
     for threshold in THRESHOLDS:
         t, p, iou = match_objects(overlap, threshold)
-        assert len(set(t.tolist())) == t.size and len(set(p.tolist())) == p.size
-        assert (iou >= threshold).all() and t.size <= previous
+        assert len(set(t.tolist())) == t.size
+        assert len(set(p.tolist())) == p.size
+        assert (iou >= threshold).all(), f"a match below IoU {threshold}: {iou}"
+        assert t.size <= previous
         previous = t.size
     results = object_metrics(truth, prediction)
     assert [r["tp"] for r in results] == sorted((r["tp"] for r in results), reverse=True)
@@ -148,7 +150,8 @@ def test_split_and_merge_tie_at_one_half() -> None:
         assert (results[0.5]["tp"], results[0.5]["fp"], results[0.5]["fn"]) == expected
         assert results[0.5]["mean_matched_iou"] == 0.5
         for threshold in THRESHOLDS[1:]:
-            assert results[threshold]["tp"] == 0 and math.isnan(results[threshold]["mean_matched_iou"])
+            assert results[threshold]["tp"] == 0
+            assert math.isnan(results[threshold]["mean_matched_iou"])
 
 
 def test_perfect_prediction_scores_one_at_every_threshold() -> None:
@@ -160,7 +163,8 @@ def test_perfect_prediction_scores_one_at_every_threshold() -> None:
     prediction = truth.copy()
     for row in object_metrics(truth, prediction):
         assert row["f1"] == row["precision"] == row["recall"] == row["mean_matched_iou"] == 1.0
-        assert row["fp"] == row["fn"] == 0 and row["tp"] == len(np.unique(truth)) - 1
+        assert row["fp"] == row["fn"] == 0
+        assert row["tp"] == len(np.unique(truth)) - 1
 
 
 def test_empty_images_give_nan_where_stardist_gives_zero() -> None:
@@ -183,8 +187,10 @@ def test_label_objects_connectivity_and_foreground() -> None:
     assert label_objects(mask, connectivity=4)[1] == 5
     assert label_objects(mask, connectivity=8)[1] == 4
     labels, count = label_objects(mask, connectivity=8, foreground=2)
-    assert count == 2 and labels.dtype == np.int32
-    assert set(np.unique(labels[mask == 2])) == {1, 2} and (labels[mask != 2] == 0).all()
+    assert count == 2
+    assert labels.dtype == np.int32
+    assert set(np.unique(labels[mask == 2])) == {1, 2}
+    assert (labels[mask != 2] == 0).all(), "pixels outside the foreground class were labelled"
     with pytest.raises(ConfigError):
         label_objects(mask, connectivity=6)
 

@@ -62,7 +62,8 @@ def test_a_tracker_waits_for_the_warm_up_of_its_store(tmp_path: Path, monkeypatc
     monkeypatch.setitem(tracking._WARMING, uri, slow)
     slow.start()
     tracker = MlflowTracker(uri, "segpipe")
-    assert not slow.is_alive() and uri not in tracking._WARMING
+    assert not slow.is_alive(), "the tracker must wait for a warm-up still at work"
+    assert uri not in tracking._WARMING
     tracker.end(tracker.start_batch({"model": "builtin"}, {}))
     tracking.warm_up(uri, "segpipe").join()  # a real one, on the store the tracker made
 
@@ -84,7 +85,8 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypa
         patch.setattr(sqlalchemy_store.SqlAlchemyStore, "__init__", killed)
         with pytest.raises(KeyboardInterrupt):
             create_sqlite_store(uri)
-    assert not database.exists() and list(database.parent.iterdir()) == []
+    assert not database.exists(), "a store killed midway through its migrations must be removed"
+    assert list(database.parent.iterdir()) == []
     create_sqlite_store(uri)
     tracker = MlflowTracker(uri, "segpipe")
     tracker.end(tracker.start_batch({"model": "builtin"}, {}))

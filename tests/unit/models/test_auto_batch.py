@@ -54,7 +54,8 @@ def test_a_gpu_predictor_sizes_its_batch_from_one_probe(monkeypatch: pytest.Monk
         return 4 * GIB, 64 * MIB
 
     monkeypatch.setattr(gpu, "_probe_memory", probe)
-    assert gpu.batch_size_for(1, 312, 64) == 32 and gpu.batch_size_for(1, 312, 64) == 32
+    assert gpu.batch_size_for(1, 312, 64) == 32
+    assert gpu.batch_size_for(1, 312, 64) == 32, "the same arguments again give another size"
     assert gpu.batch_size_for(1, 312, 16) == 16
     assert probes == [312, 312]  # once per (channels, edge, limit, precision)
 

@@ -84,9 +84,11 @@ def test_each_backend_loads_and_predicts(tmp_path: Path, name: str) -> None:
     predictor = load_predictor(ref, "cpu")
     batch = np.random.default_rng(0).random((2, 1, 16, 12), np.float32)
     logits = predictor.predict(batch)
-    assert logits.shape == (2, ref.card.num_classes, 16, 12) and logits.dtype == np.float32
+    assert logits.shape == (2, ref.card.num_classes, 16, 12)
+    assert logits.dtype == np.float32
     np.testing.assert_array_equal(predictor(batch), logits)
-    assert predictor.card == ref.card and predictor.device == torch.device("cpu")
+    assert predictor.card == ref.card
+    assert predictor.device == torch.device("cpu")
 
 
 class Scale:
@@ -127,7 +129,8 @@ def test_unknown_format_is_a_model_error() -> None:
 def test_detection_order_puts_torchscript_before_plain_weights(tmp_path: Path) -> None:
     payload = Path(_torchscript(tmp_path)).read_bytes()
     backend = find_for_bytes("model.pt", payload)
-    assert backend is not None and backend.name == "torchscript"
+    assert backend is not None
+    assert backend.name == "torchscript"
 
 
 def test_one_line_keeps_the_last_line_of_a_torchscript_traceback() -> None:

@@ -35,15 +35,19 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nda
 def test_baseline_card_declares_its_receptive_field() -> None:
     ref = resolve_model("baseline")
     reach = 2 * OPENING_RADIUS
-    assert ref.format == "baseline" and ref.card.class_names == ("background", "foreground")
+    assert ref.format == "baseline"
+    assert ref.card.class_names == ("background", "foreground")
     assert (ref.card.receptive_field, ref.card.halo, ref.card.size_divisor) == (reach, reach, 1)
-    assert ref.card.normalization == "percentile" and ref.card.in_channels is None
-    assert ref.card.architecture["threshold"] == DEFAULT_THRESHOLD and ref.assumptions == ()
+    assert ref.card.normalization == "percentile"
+    assert ref.card.in_channels is None
+    assert ref.card.architecture["threshold"] == DEFAULT_THRESHOLD
+    assert ref.assumptions == ()
 
 
 def test_otsu_baseline_says_it_is_per_tile() -> None:
     ref = resolve_model("baseline:otsu")
-    assert ref.card.receptive_field is None and ref.card.architecture["threshold"] is None
+    assert ref.card.receptive_field is None
+    assert ref.card.architecture["threshold"] is None
     assert "computed per tile" in ref.assumptions[0]
     assert ref.sha256 != resolve_model("baseline").sha256 != resolve_model("baseline:0.4").sha256
 
@@ -59,7 +63,8 @@ def test_logits_are_two_classes_and_average_the_bands() -> None:
     batch[0, 0, 5:15, 5:15] = 3 * (DEFAULT_THRESHOLD + 0.01)  # band mean just above the threshold
     logits = predictor(batch)
     assert logits.shape == (1, 2, 20, 20)
-    assert np.all(logits[0, 0] == 0) and set(np.unique(logits[0, 1])) == {-LOGIT, LOGIT}
+    assert np.all(logits[0, 0] == 0), "background logits must all be 0"
+    assert set(np.unique(logits[0, 1])) == {-LOGIT, LOGIT}
     expected = ndimage.binary_opening(batch[0].mean(axis=0) > DEFAULT_THRESHOLD, structure=disk(OPENING_RADIUS))
     np.testing.assert_array_equal(logits[0].argmax(axis=0) == 1, expected)
 

@@ -56,7 +56,8 @@ def test_load_predictor_loads_once_per_process_and_device(tmp_path: Path) -> Non
     ref = resolve_model(_fresh_model(tmp_path, 99))
     first = load_predictor(ref, "cpu")
     second = load_predictor(ref, "cpu", torch_threads=1)
-    assert first is second and first.card == ref.card
+    assert first is second, "the second load_predictor loaded the model again"
+    assert first.card == ref.card
     assert loaded_models().count((ref.sha256, "cpu")) == 1
     if not torch.cuda.is_available():
         assert load_predictor(ref, "auto") is first  # auto is this process's device: the CPU here
@@ -73,7 +74,8 @@ def test_model_loads_on_a_worker_from_installed_bytes_with_no_file_on_disk(tmp_p
     shipped = pickle.dumps((ref, payload, batch))
     done = subprocess.run([sys.executable, "-c", WORKER], input=shipped, capture_output=True, timeout=300, check=True)
     result = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    assert result["file_exists"] is False and result["before"] == []
+    assert result["file_exists"] is False
+    assert result["before"] == []
     assert result["without_install"] == f"{path}: cannot read the model (No such file or directory)"
     assert result["same"] is True
     assert result["after"] == [[ref.sha256, "cpu"]]  # two calls, one load
@@ -112,5 +114,6 @@ def test_least_recently_used_models_are_forgotten(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(cache, "MAX_MODELS", 2)
     refs = [resolve_model(_fresh_model(tmp_path, 50 + i, f"m{i}.pt")) for i in range(3)]
     held = {sha for sha, _ in loaded_models()}
-    assert refs[0].sha256 not in held and {refs[1].sha256, refs[2].sha256} <= held
+    assert refs[0].sha256 not in held
+    assert {refs[1].sha256, refs[2].sha256} <= held
     assert json.loads(json.dumps(loaded_models()))  # plain data: fit for client.run on every worker

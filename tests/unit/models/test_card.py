@@ -37,7 +37,8 @@ def test_yaml_card_beside_the_weights(tmp_path: Path) -> None:
     (tmp_path / "model.yaml").write_text(YAML_CARD)
     card = resolve_model(path).card
     assert (card.name, card.in_channels, card.class_names) == ("tiny-yaml", 2, ("a", "b", "c"))
-    assert card.halo is None and card.default_halo == 6
+    assert card.halo is None
+    assert card.default_halo == 6
 
 
 def test_json_card_wins_over_yaml(tmp_path: Path) -> None:

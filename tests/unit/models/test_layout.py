@@ -21,13 +21,15 @@ def _predictors() -> tuple[Predictor, Predictor]:
 
 def test_channels_last_gives_the_same_masks_as_nchw() -> None:
     nhwc, nchw = _predictors()
-    assert nhwc.channels_last and not nchw.channels_last
+    assert nhwc.channels_last, "channels_last=True was not applied"
+    assert not nchw.channels_last, "channels_last=False was ignored"
     weight = next(p for p in nhwc.module.parameters() if p.ndim == 4)  # type: ignore[union-attr]
     assert weight.is_contiguous(memory_format=torch.channels_last)
     image, _ = render(0, 200, 0, 312, seed=4)
     batch = np.stack([image, image[::-1]])[:, None].astype(np.float32)
     fast, plain = nhwc(batch), nchw(batch)
-    assert fast.flags.c_contiguous and fast.shape == plain.shape == (2, 2, 200, 312)
+    assert fast.flags.c_contiguous, "channels-last logits must come back C-contiguous"
+    assert fast.shape == plain.shape == (2, 2, 200, 312)
     np.testing.assert_allclose(fast, plain, atol=1e-4)
     assert np.array_equal(fast.argmax(axis=1), plain.argmax(axis=1))
 
@@ -43,4 +45,5 @@ def test_a_module_that_cannot_convert_keeps_its_layout() -> None:
             return self
 
     module, converted = to_channels_last(Stubborn())
-    assert isinstance(module, Stubborn) and not converted
+    assert isinstance(module, Stubborn)
+    assert not converted, "a module that refused channels_last was reported as converted"

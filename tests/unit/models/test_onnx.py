@@ -55,7 +55,9 @@ def test_exported_builtin_unet_with_its_card_matches_torch(tmp_path: Path, built
     card = json.loads(BUILTIN_CARD.read_text())
     path = export_onnx(builtin_unet, tmp_path / "unet.onnx", 1, card)
     ref = resolve_model(path)
-    assert ref.format == "onnx" and ref.card.name == card["name"] and ref.assumptions == ()
+    assert ref.format == "onnx"
+    assert ref.card.name == card["name"]
+    assert ref.assumptions == ()
     batch = np.random.default_rng(0).random((3, 1, 48, 80), np.float32)
     with torch.no_grad():
         expected = builtin_unet(torch.from_numpy(batch)).numpy()

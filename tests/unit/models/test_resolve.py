@@ -65,9 +65,11 @@ class Touch:
 
 def test_builtin_model_resolves_with_two_classes(builtin_ref) -> None:
     card = builtin_ref.card
-    assert builtin_ref.format == "builtin" and builtin_ref.uri == BUILTIN_NAME
+    assert builtin_ref.format == "builtin"
+    assert builtin_ref.uri == BUILTIN_NAME
     assert Path(builtin_ref.path).name == "unet_nuclei.pt"
-    assert card.num_classes == 2 and len(card.class_names) == 2
+    assert card.num_classes == 2
+    assert len(card.class_names) == 2
     assert card.in_channels == 1
     architecture = {k: v for k, v in card.architecture.items() if k != "name"}
     assert card.halo >= UNet(**architecture).receptive_field_radius
@@ -80,16 +82,19 @@ def test_torchscript_model_without_card_has_its_classes_probed(tmp_path: Path) -
     torch.manual_seed(0)
     path = save_torchscript(TinyNet(in_channels=1, num_classes=4), tmp_path / "scripted.pt")
     ref = resolve_model(path)
-    assert ref.format == "torchscript" and ref.uri == str(path)
+    assert ref.format == "torchscript"
+    assert ref.uri == str(path)
     assert ref.card.num_classes == 4
     assert ref.card.class_names == ("class_0", "class_1", "class_2", "class_3")
-    assert ref.card.in_channels is None and ref.card.name == "scripted"
+    assert ref.card.in_channels is None
+    assert ref.card.name == "scripted"
     assert ref.assumptions == (
         "no model card: assumed 1 input band (a guess: pass the image's band count), 4 classes (from a probe), "
         "normalization none, receptive field unknown (halo 32)",
     )
     logits = load_predictor(ref, "cpu")(np.zeros((2, 1, 8, 6), np.float32))
-    assert logits.shape == (2, 4, 8, 6) and logits.dtype == np.float32
+    assert logits.shape == (2, 4, 8, 6)
+    assert logits.dtype == np.float32
 
 
 def test_torchscript_model_without_card_is_probed_with_the_images_bands(tmp_path: Path) -> None:
@@ -119,7 +124,8 @@ def test_state_dict_with_card_loads_a_unet(tmp_path: Path) -> None:
     torch.save(model.state_dict(), path)
     path.with_suffix(".json").write_text(json.dumps(UNET_CARD))
     ref = resolve_model(path)
-    assert ref.format == "state_dict" and ref.card.name == "my-unet"
+    assert ref.format == "state_dict"
+    assert ref.card.name == "my-unet"
     batch = np.random.default_rng(0).normal(size=(1, 1, 16, 12)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
@@ -212,7 +218,8 @@ def test_model_that_fails_its_probe_gives_one_line_naming_file_and_shapes(tmp_pa
     with pytest.raises(ModelError) as caught:
         resolve_model(path, channels=3)
     message = str(caught.value)
-    assert "\n" not in message and "Traceback" not in message, message
+    assert "\n" not in message, message
+    assert "Traceback" not in message, message
     assert message.startswith(f"{path}: model failed on probe input (1, 3, 64, 64) (expected output (1, classes")
     assert "expected input[1, 3, 64, 64] to have 2 channels" in message
 
@@ -238,7 +245,8 @@ def test_fully_pickled_module_loads_only_when_trusted(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="--trust-model-pickle"):
         resolve_model(path)
     ref = resolve_model(path, trust_pickle=True)
-    assert ref.format == "pickle" and ref.card.num_classes == 3
+    assert ref.format == "pickle"
+    assert ref.card.num_classes == 3
     batch = np.random.default_rng(1).normal(size=(1, 1, 8, 8)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(batch)).numpy()
@@ -269,4 +277,5 @@ def test_model_is_read_from_a_url(tmp_path: Path) -> None:
     path = save_torchscript(TinyNet(), tmp_path / "remote.pt", tiny_card(name="remote"))
     ref = resolve_model(path.as_uri())
     assert ref.uri == ref.path == path.as_uri()
-    assert ref.card.name == "remote" and ref.sha256 == resolve_model(path).sha256
+    assert ref.card.name == "remote"
+    assert ref.sha256 == resolve_model(path).sha256

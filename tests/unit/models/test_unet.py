@@ -33,7 +33,8 @@ def test_output_shape_equals_input_shape(depth: int, sizes) -> None:
     model = _random_unet(depth, in_channels=3, num_classes=5)
     assert model.size_divisor == 2 ** (depth - 1)
     for height, width in sizes:
-        assert height % model.size_divisor == 0 and width % model.size_divisor == 0
+        assert height % model.size_divisor == 0
+        assert width % model.size_divisor == 0
         with torch.no_grad():
             out = model(torch.randn(2, 3, height, width, dtype=torch.float64))
         assert out.shape == (2, 5, height, width)
@@ -93,4 +94,5 @@ def test_gradient_support_lies_within_the_radius(depth: int) -> None:
         model(x)[0, :, cy, cy].sum().backward()
         ys, xs = torch.nonzero(x.grad[0, 0], as_tuple=True)
         assert len(ys) > 0
-        assert int((ys - cy).abs().max()) <= radius and int((xs - cy).abs().max()) <= radius
+        assert int((ys - cy).abs().max()) <= radius
+        assert int((xs - cy).abs().max()) <= radius

@@ -39,15 +39,19 @@ def test_a_failed_staged_write_leaves_the_old_content(store_url: str) -> None:
 
 def test_listdir_exists_is_dir_and_remove(store_url: str) -> None:
     root = location(store_url)
-    assert not root.exists() and root.listdir() == []
+    assert not root.exists(), "a fresh store must not exist yet"
+    assert root.listdir() == []
     for name in ("x/1", "x/2", "x/sub/3", "y"):
         root.child(name).write_bytes(b"")
-    assert root.exists() and root.is_dir() and not root.child("y").is_dir()
+    assert root.exists(), "written children must make the root exist"
+    assert root.is_dir(), "a root with children must be a directory"
+    assert not root.child("y").is_dir(), "a file must not be a directory"
     assert root.child("x").listdir() == ["1", "2", "sub"]
     root.child("x").remove()
     root.child("x").remove()  # missing is fine
     root.child("y").remove()
-    assert not root.child("x").exists() and not root.child("x", "sub", "3").exists()
+    assert not root.child("x").exists(), "remove() left x behind"
+    assert not root.child("x", "sub", "3").exists(), "remove() left x/sub/3 behind"
     assert root.listdir() == []
 
 
@@ -70,11 +74,14 @@ def test_identity_changes_with_content_and_only_then(store_url: str) -> None:
     target = location(store_url).child("image.tif")
     target.write_bytes(b"one")
     first = target.identity()
-    assert isinstance(first, InputIdentity) and first.url == target.url and first.size == 3
+    assert isinstance(first, InputIdentity)
+    assert first.url == target.url
+    assert first.size == 3
     assert first.version.split(":")[0] in ("etag", "mtime_ns")
     assert target.identity() == first  # untouched: same identity
     target.write_bytes(b"one two")
-    assert target.identity() != first and target.identity().size == 7
+    assert target.identity() != first
+    assert target.identity().size == 7
 
 
 def test_s3_identity_is_the_etag_so_a_same_size_rewrite_changes_it(s3_bucket: str) -> None:
@@ -83,7 +90,8 @@ def test_s3_identity_is_the_etag_so_a_same_size_rewrite_changes_it(s3_bucket: st
     before = target.identity()
     target.write_bytes(b"bbbb")
     after = target.identity()
-    assert before.version.startswith("etag:") and before.size == after.size == 4
+    assert before.version.startswith("etag:")
+    assert before.size == after.size == 4
     assert before.version != after.version
 
 
@@ -91,11 +99,13 @@ def test_identity_of_a_zarr_directory_covers_its_files(store_url: str) -> None:
     array_url = location(store_url).child("input.zarr")
     array = create_array(array_url, shape=(8, 8), chunks=(4, 4), dtype="uint8", fill_value=0)
     before = array_url.identity()
-    assert before.version.startswith("tree:") and before.size > 0
+    assert before.version.startswith("tree:")
+    assert before.size > 0
     assert array_url.identity() == before
     array[4:, 4:] = 7  # writes a chunk the all-zero array lacked
     after = array_url.identity()
-    assert after.size > before.size and after.version != before.version
+    assert after.size > before.size
+    assert after.version != before.version
 
 
 def test_zarr_round_trip_through_the_store(store_url: str) -> None:
@@ -121,7 +131,8 @@ def test_check_writable_refuses_a_file_as_parent_in_one_line(tmp_path: Path) -> 
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError) as info:
         location(tmp_path / "file" / "out").check_writable()
-    assert "not a writable directory" in str(info.value) and "\n" not in str(info.value)
+    assert "not a writable directory" in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
@@ -140,7 +151,9 @@ def test_check_writable_refuses_a_missing_bucket_in_one_line(s3_server: str) -> 
     with pytest.raises(OutputError) as info:
         location("s3://segpipe-no-such-bucket/out").check_writable()
     message = str(info.value)
-    assert message.startswith("s3://segpipe-no-such-bucket/out: ") and "bucket" in message and "\n" not in message
+    assert message.startswith("s3://segpipe-no-such-bucket/out: ")
+    assert "bucket" in message
+    assert "\n" not in message
 
 
 def test_remove_partial_writes_deletes_only_zarr_debris(tmp_path: Path) -> None:
@@ -158,7 +171,8 @@ def test_remove_partial_writes_deletes_only_zarr_debris(tmp_path: Path) -> None:
     for item in debris + keep:
         item.write_bytes(b"half")
     assert store.remove_partial_writes() == 3
-    assert not any(item.exists() for item in debris) and all(item.exists() for item in keep)
+    assert not any(item.exists() for item in debris), [item.url for item in debris if item.exists()]
+    assert all(item.exists() for item in keep), [item.url for item in keep if not item.exists()]
     assert int(open_array(store.child("0"))[:].sum()) == 3 * 16
     assert store.remove_partial_writes() == 0
     assert location("memory://segpipe-test/none").remove_partial_writes() == 0
@@ -172,7 +186,8 @@ def test_urls_are_normalised_and_never_hold_credentials(tmp_path: Path, monkeypa
     assert location("s3://bucket/prefix/").url == "s3://bucket/prefix"
     assert location("memory:///a//b").url == "memory://a/b"
     assert location("s3://bucket/a").child("b", "c/").url == "s3://bucket/a/b/c"
-    assert location("s3://bucket/a/b").parent.url == "s3://bucket/a" and location("s3://bucket").name == "bucket"
+    assert location("s3://bucket/a/b").parent.url == "s3://bucket/a"
+    assert location("s3://bucket").name == "bucket"
     assert (location("s3://b/k").protocol, location("s3://b/k").is_local, location(tmp_path).protocol) == (
         "s3",
         False,
@@ -184,6 +199,7 @@ def test_urls_are_normalised_and_never_hold_credentials(tmp_path: Path, monkeypa
     assert public_url("/plain/path") == "/plain/path"
     with pytest.raises(ConfigError) as info:
         location("s3://AKIA:secret@bucket/key")
-    assert "secret" not in str(info.value) and "AWS_ACCESS_KEY_ID" in str(info.value)
+    assert "secret" not in str(info.value)
+    assert "AWS_ACCESS_KEY_ID" in str(info.value)
     with pytest.raises(ConfigError, match="unknown storage protocol"):
         location("nosuchproto://x")
