@@ -8,16 +8,7 @@ from pathlib import Path
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 
-# issue 17: split after the merge (files other helpers were rewriting when the chained asserts were split)
-CHAINED_ASSERTS_ALLOWED = frozenset(
-    {
-        "tests/unit/stages/test_plan.py",
-        "tests/unit/test_cli.py",
-        "tests/unit/test_cli_models.py",
-        "tests/unit/test_reports.py",
-        "tests/unit/test_runs.py",
-    }
-)
+CHAINED_ASSERTS_ALLOWED: frozenset[str] = frozenset()  # none left: every test asserts one thing at a time
 
 
 def chained_asserts(path: Path) -> list[int]:

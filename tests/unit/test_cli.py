@@ -107,7 +107,8 @@ def test_eval_json_matches_metrics_scores(workdir, capsys) -> None:
     expected = scores(confusion_matrix(truth, prediction, 4)).to_json()
     for key in ("iou", "dice", "mean_iou", "mean_dice", "confusion_matrix", "pixels", "pixel_accuracy"):
         assert result[key] == expected[key], key  # JSON floats round-trip exactly
-    assert result["iou"][1] is None and result["dice"][1] is None
+    assert result["iou"][1] is None
+    assert result["dice"][1] is None
     assert result["pixels"] == truth.size
     assert result["confusion_matrix"] == confusion_matrix(truth, prediction, 4).tolist()
 
@@ -155,7 +156,8 @@ def test_report_compares_runs_and_marks_the_best(tmp_path, capsys) -> None:
         ids.append(run.info.run_id)
     assert main(["report", *ids, "--tracking-uri", uri]) == 0
     table = capsys.readouterr().out
-    assert "model-a" in table and "model-b" in table
+    assert "model-a" in table
+    assert "model-b" in table
     row = next(line for line in table.splitlines() if line.startswith("mean_dice"))
     assert row.split()[1:] == ["0.8100", "0.9200*"]
     assert main(["report", "--experiment", "cmp", "--tracking-uri", uri]) == 0  # latest runs, no ids
@@ -175,16 +177,22 @@ def test_version_and_help_say_what_a_user_needs(capsys: pytest.CaptureFixture[st
 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
-    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"segpipe {__version__}"
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"segpipe {__version__}"
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = capsys.readouterr().out
-    assert "examples:" in text and "segpipe run scene.tif" in text
-    assert "preview.png" in text and "exit codes:" in text and "4 output location" in text
+    assert "examples:" in text
+    assert "segpipe run scene.tif" in text
+    assert "preview.png" in text
+    assert "exit codes:" in text
+    assert "4 output location" in text
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = capsys.readouterr().out
-    assert "PRED" in text and ".ome.zarr" in text and "same height and width" in text
+    assert "PRED" in text
+    assert ".ome.zarr" in text
+    assert "same height and width" in text
 
 
 def test_table_has_no_blank_first_or_whitespace_only_lines(capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,7 +222,8 @@ def test_table_has_no_blank_first_or_whitespace_only_lines(capsys: pytest.Captur
     batch = summarize_batch([image], [], ("background", "nucleus"), 1.0)
     _print_table(BatchResult((image,), batch, "out", "abc", (), "sqlite:///x.db"), 1.0)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("a.tif") and "nothing computed" in lines[0]
+    assert lines[0].startswith("a.tif")
+    assert "nothing computed" in lines[0]
     assert all(line == "" or line.strip() for line in lines)  # blank separators only, never spaces alone
     assert "  nucleus" in "\n".join(lines)
 
@@ -235,7 +244,9 @@ def test_eval_takes_an_ome_zarr_folder_and_names_its_classes(
     tifffile.imwrite(tmp_path / "truth.tif", labels)
     assert main(["eval", str(store), str(tmp_path / "truth.tif")]) == 0
     out = capsys.readouterr().out
-    assert "field" in out and "class_1" not in out and "1.0000" in out
+    assert "field" in out
+    assert "class_1" not in out
+    assert "1.0000" in out
     assert main(["eval", str(store / "labels"), str(tmp_path / "truth.tif")]) == 2
     assert "without labels/mask/0" in capsys.readouterr().err
 

@@ -84,7 +84,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 def _one_error_line(err: str, out: str) -> str:
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("segpipe: error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("segpipe: error: "), err
     assert out == ""
     return lines[0]
 
@@ -104,7 +105,8 @@ def test_each_format_registers_with_its_card_and_resolves_back(
     local = resolve_model(path)
     registered = resolve_model("models:/nuclei@champion", tracking_uri=tracking_uri)
     assert (registered.format, registered.sha256, registered.card) == (backend, local.sha256, local.card)
-    assert registered.registry is not None and registered.registry.version == 1
+    assert registered.registry is not None
+    assert registered.registry.version == 1
     assert list((tmp_path / "cwd").iterdir()) == []  # artifacts beside the store, never in the working directory
     assert (tmp_path / "store" / "mlartifacts").is_dir()
 
@@ -173,7 +175,8 @@ def test_bad_model_file_is_one_line_and_exit_3(
 
     line = _one_error_line(err, out)
     assert rc == ModelError.exit_code == 3
-    assert str(path) in line and fragment in line
+    assert str(path) in line
+    assert fragment in line
     assert not (tmp_path / "store").exists()  # nothing was written to the store
 
 
@@ -194,11 +197,14 @@ def test_unreachable_server_is_one_line_and_exit_5_without_credentials(
 
     line = _one_error_line(err, out)
     assert rc == TrackingError.exit_code == 5
-    assert "unreachable" in line and "s3cret" not in line and "127.0.0.1" in line
+    assert "unreachable" in line
+    assert "s3cret" not in line
+    assert "127.0.0.1" in line
     assert time.monotonic() - started < 30  # not MLflow's minutes of retries
 
 
 def test_malformed_tracking_uri_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = torchscript_with_json_card(tmp_path)
     rc, out, err = _run(capsys, "model", "register", str(path), "--name", "n", "--tracking-uri", "nowhere")
-    assert rc == ConfigError.exit_code == 2 and "--tracking-uri" in _one_error_line(err, out)
+    assert rc == ConfigError.exit_code == 2
+    assert "--tracking-uri" in _one_error_line(err, out)

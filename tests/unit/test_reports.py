@@ -76,8 +76,10 @@ def test_per_image_csv_columns_and_values(tmp_path: Path) -> None:
     assert float(rows[1]["iou_nucleus_large"]) == noisy.iou[1]  # full precision, exactly
     assert float(rows[1]["mean_dice"]) == noisy.mean_dice
     assert int(rows[1]["pixels"]) == 32 * 48
-    assert rows[0]["mean_iou"] == "1.0" and rows[0]["object_f1"] == "1.0"
-    assert rows[2]["iou_membrane"] == "" and rows[2]["dice_membrane"] == ""  # NaN: empty cell
+    assert rows[0]["mean_iou"] == "1.0"
+    assert rows[0]["object_f1"] == "1.0"
+    assert rows[2]["iou_membrane"] == ""
+    assert rows[2]["dice_membrane"] == ""  # NaN: empty cell
 
 
 def test_summary_csv_and_json(tmp_path: Path) -> None:
@@ -92,7 +94,8 @@ def test_summary_csv_and_json(tmp_path: Path) -> None:
     assert float(rows[-1]["dice"]) == micro.mean_dice
     assert float(rows[2]["per_image_iou"]) == pytest.approx((1.0 + scores(items[1].confusion).iou[2]) / 2)
     loaded = json.loads(write_summary_json(tmp_path / "summary.json", summary).read_text())
-    assert loaded["classes"] == list(CLASSES) and loaded["images"] == 3
+    assert loaded["classes"] == list(CLASSES)
+    assert loaded["images"] == 3
     assert loaded["worst_by_mean_dice"][0] == "noisy"
     assert loaded["objects"][0]["threshold"] == 0.5
     assert loaded["micro"]["confusion_matrix"] == [list(row) for row in micro.confusion_matrix]
@@ -101,7 +104,8 @@ def test_summary_csv_and_json(tmp_path: Path) -> None:
             tmp_path / "nan.json", score_summary([ImageResult("void", np.zeros((3, 3), np.int64))], CLASSES)
         ).read_text()
     )
-    assert only_nan["micro"]["mean_iou"] is None and only_nan["objects"] is None
+    assert only_nan["micro"]["mean_iou"] is None
+    assert only_nan["objects"] is None
 
 
 def test_plots_are_pngs_of_sensible_size(tmp_path: Path) -> None:
@@ -112,7 +116,9 @@ def test_plots_are_pngs_of_sensible_size(tmp_path: Path) -> None:
         plot_class_scores(tmp_path / "bars.png", scores(confusion), CLASSES),
     ):
         with Image.open(path) as image:
-            assert image.format == "PNG" and 400 <= image.width <= 2000 and 300 <= image.height <= 2000
+            assert image.format == "PNG"
+            assert 400 <= image.width <= 2000
+            assert 300 <= image.height <= 2000
             assert len(set(image.convert("RGB").getdata())) > 20  # drawn, not blank
     many = [f"class {i}" for i in range(12)]
     big = plot_confusion(tmp_path / "big.png", np.eye(12, dtype=np.int64) * 5, many)
@@ -126,14 +132,16 @@ def test_overlay_colours_each_outcome() -> None:
     truth = np.array([[0, 0, 1, 1, 2, 255]], np.uint8)
     prediction = np.array([[0, 1, 1, 0, 1, 1]], np.uint8)
     rgb = overlay(np.zeros(truth.shape), prediction, truth, ignore_index=255, alpha=1.0)
-    assert rgb.shape == (1, 6, 3) and rgb.dtype == np.uint8
+    assert rgb.shape == (1, 6, 3)
+    assert rgb.dtype == np.uint8
     assert tuple(rgb[0, 0]) == (0, 0, 0)  # true negative: the image
     assert tuple(rgb[0, 1]) == OVERLAY_COLOURS["FP"]
     assert tuple(rgb[0, 5]) == (0, 0, 0)  # ignored
     inner_truth = np.zeros((7, 7), np.uint8)
     inner_truth[1:6, 1:6] = 1
     rgb = overlay(np.full((7, 7), 0.5), inner_truth, inner_truth, alpha=1.0)
-    assert tuple(rgb[3, 3]) == OVERLAY_COLOURS["TP"] and tuple(rgb[1, 1]) == (255, 255, 255)  # outline
+    assert tuple(rgb[3, 3]) == OVERLAY_COLOURS["TP"]
+    assert tuple(rgb[1, 1]) == (255, 255, 255)  # outline
     missed = overlay(np.zeros((7, 7)), np.zeros((7, 7), np.uint8), inner_truth, alpha=1.0)
     assert tuple(missed[3, 3]) == OVERLAY_COLOURS["FN"]
     wrong = overlay(np.zeros((7, 7)), inner_truth * 2, inner_truth, alpha=1.0)
@@ -148,7 +156,8 @@ def test_write_overlay_enlarges_small_thumbnails(tmp_path: Path) -> None:
     image = np.linspace(0, 1, 2400).reshape(40, 60)
     path = write_overlay(tmp_path / "o.png", image, np.roll(truth, 3, 1), truth, title="scene 1")
     with Image.open(path) as png:
-        assert png.mode == "RGB" and png.size == (500, 7 * 40 + 40)  # 7x nearest, legend strip of two lines
+        assert png.mode == "RGB"
+        assert png.size == (500, 7 * 40 + 40)  # 7x nearest, legend strip of two lines
         pixels = np.asarray(png)
     picture = pixels[: 7 * 40, : 7 * 60]
     np.testing.assert_array_equal(picture[::7, ::7], overlay(image, np.roll(truth, 3, 1), truth))
@@ -168,12 +177,14 @@ def test_worst_images_and_report_files(tmp_path: Path) -> None:
     paths = write_report(tmp_path / "report", items, CLASSES, load=thumbs.__getitem__, worst=2)
     assert [p.name for p in paths["overlays"]] == ["worst_1_noisy.png", "worst_2_perfect.png"]
     for key in ("per_image_csv", "summary_csv", "summary_json", "confusion_png", "class_scores_png"):
-        assert paths[key].is_file() and paths[key].stat().st_size > 100
+        assert paths[key].is_file()
+        assert paths[key].stat().st_size > 100
     assert not list((tmp_path / "report").glob("*.tmp"))
 
 
 def test_column_names() -> None:
-    assert column_name("Nucleus (large)") == "nucleus_large" and column_name("??") == "class"
+    assert column_name("Nucleus (large)") == "nucleus_large"
+    assert column_name("??") == "class"
     with pytest.raises(InputError, match="collide"):
         write_per_image_csv("unused.csv", results()[0], ("a b", "a-b", "c"))
 

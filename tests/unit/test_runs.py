@@ -130,22 +130,30 @@ def test_text_and_json_name_the_version_and_never_a_credential(
     text = capsys.readouterr().out
     assert text == render_lineage(read_lineage(batch_id, store)) + "\n"
     assert "  registry   nuclei version 3 (models:/nuclei/3)" in text
-    assert f"sha256     {SHA}" in text and "deployment nightly" in text and "fingerprint fp-b" in text
+    assert f"sha256     {SHA}" in text
+    assert "deployment nightly" in text
+    assert "fingerprint fp-b" in text
     assert main(["runs", "show", batch_id, "--tracking-uri", store, "--json"]) == 0
     shown = capsys.readouterr().out
     values = json.loads(shown)
-    assert values["model"]["registry_version"] == 3 and values["model"]["pinned_uri"] == "models:/nuclei/3"
+    assert values["model"]["registry_version"] == 3
+    assert values["model"]["pinned_uri"] == "models:/nuclei/3"
     assert values["inputs"][1] == {"index": 1, "url": "s3://bucket/b.tif", "fingerprint": "fp-b"}
-    assert SECRET not in text and SECRET not in shown
+    assert SECRET not in text
+    assert SECRET not in shown
 
 
 def test_a_run_without_lineage_tags_falls_back_to_its_params(store: str) -> None:
     run_id = _run(store, {"model": "old", "images": "['/x.tif']"}, {}, "old run")
     lineage = read_lineage(run_id, store)
     assert lineage.inputs == (InputLineage(0, "/x.tif", ""),)
-    assert lineage.model.pinned_uri is None and lineage.git_commit == "" and lineage.images == ()
+    assert lineage.model.pinned_uri is None
+    assert lineage.git_commit == ""
+    assert lineage.images == ()
     text = render_lineage(lineage)
-    assert "registry" not in text and "git -" in text and "fingerprint -" in text
+    assert "registry" not in text
+    assert "git -" in text
+    assert "fingerprint -" in text
 
 
 def test_an_unknown_run_is_one_line_and_exit_2(store: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,7 +161,8 @@ def test_an_unknown_run_is_one_line_and_exit_2(store: str, capsys: pytest.Captur
         read_lineage("0123456789abcdef", store)
     assert main(["runs", "show", "0123456789abcdef", "--tracking-uri", store]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
 
 
 def _free_port() -> int:
@@ -170,7 +179,9 @@ def test_an_unreachable_server_fails_fast_without_its_password(capsys: pytest.Ca
     assert SECRET not in str(caught.value)
     assert main(["runs", "show", "abc", "--tracking-uri", uri]) == 5
     captured = capsys.readouterr()
-    assert captured.out == "" and SECRET not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.out == ""
+    assert SECRET not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
     assert time.monotonic() - started < 30  # MLflow's client alone would retry for minutes
 
 

@@ -89,7 +89,8 @@ def test_plan_batch_refuses_truth_labels_outside_the_model_classes(tmp_path: Pat
     # The same truth is fine as instance ids, or with 7 as the void label.
     assert plan_batch(images, truths, RunSettings(out=str(tmp_path / "o"), evaluation=EvalConfig(None, True)))
     assert plan_batch(images, truths, RunSettings(out=str(tmp_path / "o"), evaluation=EvalConfig(7)))
-    assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "o").exists()
 
 
 def test_plan_batch_refuses_a_foreign_mask_unless_overwrite(tmp_path: Path) -> None:
