@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from segpipe import normalize
 from segpipe.chunk_inference import predict_chunks
 from segpipe.io.images import ImageSource, open_image
 from segpipe.models import Predictor
-from segpipe.preview import render_preview
 from segpipe.tiling import Region
 from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows
 
@@ -113,17 +111,3 @@ def _predict_one(predictor: Predictor, batch_size: int | str, chunk: ChunkWindow
     for finished in predict_chunks(predictor, batch_size, [chunk], len(chunk)):
         return finished.logits()
     raise AssertionError("a chunk with no windows")  # pragma: no cover (every chunk has at least one)
-
-
-def write_preview(
-    path: str | Path,
-    image: ImageSource,
-    prediction: ImageSource,
-    truth: ImageSource | None,
-    stats: normalize.BandStats | None,
-    max_side: int = 512,
-    class_names: Sequence[str] = (),
-) -> Path:
-    """Save ``render_preview`` to a local ``path``."""
-    Path(path).write_bytes(render_preview(image, prediction, truth, stats, max_side, class_names))
-    return Path(path)

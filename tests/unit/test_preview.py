@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,7 @@ import tifffile
 from PIL import Image
 
 from segpipe.io.images import open_image
-from segpipe.preview import BAND, PALETTE
-from tests.unit.helpers import write_preview
+from segpipe.preview import BAND, PALETTE, render_preview
 
 
 def test_preview_has_titles_and_a_legend(tmp_path: Path) -> None:
@@ -19,8 +19,8 @@ def test_preview_has_titles_and_a_legend(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "image.tif", (labels * 200 + 20).astype(np.uint8))
     tifffile.imwrite(tmp_path / "labels.tif", labels)
     source, mask = open_image(tmp_path / "image.tif"), open_image(tmp_path / "labels.tif")
-    path = write_preview(tmp_path / "p.png", source, mask, mask, None, class_names=("background", "nucleus"))
-    pixels = np.asarray(Image.open(path).convert("RGB"))
+    png = render_preview(source, mask, mask, None, class_names=("background", "nucleus"))
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     assert pixels.shape[0] == BAND + 64 + BAND + 2  # title strip, panels, one legend row
     assert pixels.shape[1] == 3 * 96 + 2 * 4
     title_strip, legend = pixels[:BAND], pixels[BAND + 64 :]
