@@ -51,10 +51,9 @@ def hold_outputs(
         stack.callback(_release_all, leases)
         for job in sorted(jobs, key=lease_folder):
             leases[job.name] = acquire(lease_folder(job), run_id, job.infer_key, config, _same_mask(job))
-        if not overwrite:
+        if not overwrite:  # a store this run's fingerprint committed passes: finished images are not refused
             for job in jobs:
-                if finished_report(job) is None:
-                    check_existing_mask(job.store, job.infer_key)
+                check_existing_mask(job.store, job.infer_key)
         stack.enter_context(LeaseKeeper(list(leases.values()), config.seconds / 4))
         yield tuple(replace(job, fence=leases[job.name].fence) for job in jobs)
 
