@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segpipe.errors import ModelError
+from segpipe.errors import ModelError, TrackingError
 from segpipe.models.cache import model_payload
 from segpipe.models.ref import ModelRef
 from segpipe.models.resolve import resolve_model
@@ -28,6 +28,7 @@ from segpipe.models.sources.mlflow_models import (
     registry_client,
     tracking_uri_or_env,
 )
+from segpipe.storage import public_url
 
 EXPERIMENT = "segpipe-models"
 
@@ -57,11 +58,25 @@ def register_model(
 
     Returns:
         The new version; ``alias`` (e.g. ``champion``) points at it when given.
+
+    Raises:
+        TrackingError: MLflow refused or could not be reached (one line, exit 5).
     """
     ref = resolve_model(path, trust_pickle=trust_pickle, channels=channels)
     if ref.format == "baseline" or ref.registry is not None:
         raise ModelError(f"{ref.uri}: only a model file can be registered")
     uri = tracking_uri_or_env(tracking_uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _register(ref, name, alias, uri, experiment)
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise TrackingError(f"MLflow at {public_url(uri)}: cannot register {name} ({first})") from None
+
+
+def _register(ref: ModelRef, name: str, alias: str | None, uri: str, experiment: str) -> RegisteredModel:
+    """Log the model's file and card to a run and register it as a new version of ``name``."""
     client = registry_client(uri)
     filename = Path(ref.path).name
     run_id = _log_model_run(client, _experiment_id(client, experiment, uri), ref, filename)

@@ -196,7 +196,7 @@ def test_version_and_help_say_what_a_user_needs(capsys: pytest.CaptureFixture[st
 
 
 def test_table_has_no_blank_first_or_whitespace_only_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    from segpipe.cli import _print_table
+    from segpipe.cli.output import print_table
     from segpipe.stages.evaluate import Evaluation
     from segpipe.stages.report import ImageReport
     from segpipe.stages.results import BatchResult, summarize_batch
@@ -220,7 +220,7 @@ def test_table_has_no_blank_first_or_whitespace_only_lines(capsys: pytest.Captur
         skipped=True,
     )
     batch = summarize_batch([image], [], ("background", "nucleus"), 1.0)
-    _print_table(BatchResult((image,), batch, "out", "abc", (), "sqlite:///x.db"), 1.0)
+    print_table(BatchResult((image,), batch, "out", "abc", (), "sqlite:///x.db"), 1.0)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("a.tif")
     assert "nothing computed" in lines[0]
@@ -254,18 +254,18 @@ def test_eval_takes_an_ome_zarr_folder_and_names_its_classes(
 def test_run_expands_globs_and_finds_truths_by_pattern(tmp_path: Path) -> None:
     import argparse
 
-    from segpipe.cli import _inputs
+    from segpipe.cli.run import expand_images
 
     for name in ("b.tif", "a.tif", "a_truth.tif", "b_truth.tif"):
         tifffile.imwrite(tmp_path / name, np.zeros((8, 8), np.uint8))
     args = argparse.Namespace(images=[f"{tmp_path}/*.tif"], truth=None, truth_pattern="{dir}/{stem}_truth.tif")
-    images, truths = _inputs(args)
+    images, truths = expand_images(args)
     assert images == [str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]  # the truths the glob matched are left out
     assert truths == [str(tmp_path / "a_truth.tif"), str(tmp_path / "b_truth.tif")]
     plain = argparse.Namespace(images=[str(tmp_path / "a.tif")], truth=None, truth_pattern=None)
-    assert _inputs(plain) == ([str(tmp_path / "a.tif")], None)
+    assert expand_images(plain) == ([str(tmp_path / "a.tif")], None)
     with pytest.raises(InputError, match="matches no image"):
-        _inputs(argparse.Namespace(images=[f"{tmp_path}/*.png"], truth=None, truth_pattern=None))
+        expand_images(argparse.Namespace(images=[f"{tmp_path}/*.png"], truth=None, truth_pattern=None))
 
 
 def test_the_command_exits_with_the_error_code_and_its_one_line(tmp_path: Path) -> None:
