@@ -17,7 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.states import Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 
 from flows.segment_batch import RETRY, run_plan
 from segpipe.stages.incremental import (

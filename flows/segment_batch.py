@@ -172,7 +172,8 @@ def run_plan(plan: BatchPlan, settings: RunSettings, **options: Any) -> BatchRes
     are the flow's other parameters (cluster, workers, tracking_uri, experiment, show_progress, canary)."""
     images = list(dict.fromkeys(job.image.path for job in plan.jobs))  # for the flow run's record
     with hold_plan(plan, settings) as held, _handing(held) as plan_id:
-        return segment_batch(images=images, settings=settings.to_dict(), plan_id=plan_id, **options)
+        result: BatchResult = segment_batch(images=images, settings=settings.to_dict(), plan_id=plan_id, **options)
+        return result
 
 
 @contextmanager

@@ -134,7 +134,7 @@ def _histogram(codes: np.ndarray, bins: int) -> np.ndarray:
     counts = pairs.sum(axis=0) + pairs.sum(axis=1)
     if codes.size % 2:
         counts[codes[-1]] += 1
-    return counts[:bins]
+    return np.asarray(counts[:bins])
 
 
 @functools.lru_cache(maxsize=64)
@@ -212,7 +212,7 @@ class BandScores:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, NaN as null."""
-        return finite_or_none({f.name: getattr(self, f.name) for f in fields(self)})
+        return dict(finite_or_none({f.name: getattr(self, f.name) for f in fields(self)}))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BandScores:
@@ -256,7 +256,7 @@ class Scores:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, NaN as null."""
-        return finite_or_none({f.name: getattr(self, f.name) for f in fields(self)})
+        return dict(finite_or_none({f.name: getattr(self, f.name) for f in fields(self)}))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scores:
@@ -338,7 +338,7 @@ class PerImageScores:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form, NaN as null."""
-        return finite_or_none({f.name: getattr(self, f.name) for f in fields(self)})
+        return dict(finite_or_none({f.name: getattr(self, f.name) for f in fields(self)}))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PerImageScores:
@@ -384,7 +384,7 @@ def batch_aggregates(confusions: Sequence[np.ndarray]) -> BatchAggregates:
 def _nanmean_columns(values: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(values, axis=0)
+        return np.asarray(np.nanmean(values, axis=0))
 
 
 def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = None) -> np.ndarray:
@@ -410,7 +410,7 @@ def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = No
         count = len(missing)
         raise InputError(f"instance id {missing[0]} has no class in the mapping ({count} ids lack one)")
     classes = np.array([table[int(i)] for i in ids], dtype=np.min_scalar_type(max(table.values())))
-    return classes[index].reshape(labels.shape)
+    return np.asarray(classes[index].reshape(labels.shape))
 
 
 def distinct_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -47,7 +47,7 @@ class UNet(nn.Module):
     @property
     def size_divisor(self) -> int:
         """Tile edges must be multiples of this (one halving per pooling)."""
-        return 2 ** (self.depth - 1)
+        return int(2 ** (self.depth - 1))
 
     @property
     def receptive_field_radius(self) -> int:
@@ -76,4 +76,4 @@ class UNet(nn.Module):
         for level in reversed(range(self.depth - 1)):
             x = self.upsamplers[level](x)
             x = self.decoders[level](torch.cat([skips[level], x], dim=1))
-        return self.head(x)
+        return torch.as_tensor(self.head(x))

@@ -54,7 +54,7 @@ def finalize_image(
         time.perf_counter() - start,
         probabilities_path(job) if plan.save_probabilities else None,
         tiff,
-        tuple(attrs.get("pixel_size") or (1.0, 1.0)),  # type: ignore[arg-type]
+        tuple(attrs.get("pixel_size") or (1.0, 1.0)),
         attrs.get("unit"),
     )
 

@@ -233,7 +233,7 @@ class BatchSummary:
         data.update(run_id=self.run_id, results_table=self.results_table)
         if self.canary is not None:
             data["canary"] = self.canary.to_json()
-        return finite_or_none(data)
+        return dict(finite_or_none(data))
 
     @classmethod
     def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchSummary:

@@ -13,7 +13,7 @@ Where = str | os.PathLike[str] | Location
 OWN_FORMAT = 3  # the Zarr format of every array and group segpipe writes (zarr.create_array's default)
 
 
-def open_array(url: Where, mode: str = "r", zarr_format: int | None = None) -> zarr.Array:
+def open_array(url: Where, mode: str = "r", zarr_format: int | None = None) -> zarr.Array[Any]:
     """Open the Zarr array at ``url`` (``mode``: ``r`` read-only, ``r+`` read-write, ``a``, ``w``).
 
     ``zarr_format=OWN_FORMAT`` for arrays segpipe wrote: zarr then reads ``zarr.json`` only, without also looking for
@@ -22,7 +22,7 @@ def open_array(url: Where, mode: str = "r", zarr_format: int | None = None) -> z
     return zarr.open_array(store, mode=mode, zarr_format=zarr_format)  # type: ignore[arg-type]
 
 
-def create_array(url: Where, **kwargs: Any) -> zarr.Array:
+def create_array(url: Where, **kwargs: Any) -> zarr.Array[Any]:
     """Create a Zarr array at ``url``; ``kwargs`` are ``zarr.create_array``'s (shape, chunks, dtype, ...)."""
     return zarr.create_array(location(url).zarr_store(), **kwargs)
 

@@ -60,7 +60,7 @@ def create_sqlite_store(tracking_uri: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
-        store = SqlAlchemyStore(f"sqlite:///{partial}", default_artifact_root(tracking_uri))
+        store = SqlAlchemyStore(f"sqlite:///{partial}", default_artifact_root(tracking_uri))  # type: ignore[no-untyped-call]
         store.engine.dispose()
         with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
             os.link(partial, path)

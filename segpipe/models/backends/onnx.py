@@ -32,7 +32,7 @@ class OnnxModel:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, h, w) float32 -> the model's first output."""
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        return np.asarray(self.session.run([self.output_name], {self.input_name: batch})[0])
 
 
 def detect(source: Source) -> bool:

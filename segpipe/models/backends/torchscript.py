@@ -20,7 +20,8 @@ def detect(source: Source) -> bool:
 def load(payload: bytes, card: ModelCard, device: torch.device) -> torch.nn.Module:
     """``torch.jit.load`` from memory, onto the CPU (the predictor moves it to ``device``)."""
     try:
-        return torch.jit.load(io.BytesIO(payload), map_location="cpu")
+        module: torch.nn.Module = torch.jit.load(io.BytesIO(payload), map_location="cpu")  # type: ignore[no-untyped-call]
+        return module
     except Exception as exc:  # torch raises RuntimeError, ValueError, ... for a bad archive
         raise ModelError(f"cannot load TorchScript model ({one_line(exc)})") from None
 
