@@ -1,7 +1,8 @@
 """The batch flow: every image goes ingest -> infer -> finalize -> evaluate on a Dask cluster, several images at
 once, then the batch is reported and logged to MLflow.
 
-Prefect sees a task per image and stage, never per chunk: chunks go straight to Dask through the executor.
+Prefect sees one task per image (its stages run inside it, each retried on its own) and one per batch step,
+never one per chunk: chunks go straight to Dask through the executor.
 Masks are committed before anything is logged, so a tracking outage loses no work: the run fails with a
 TrackingError, and re-running the same command skips the finished images (their ``done.json`` fingerprint
 matches) and only logs. An image that fails (a corrupt tile, a vanished object) fails alone: the others finish
@@ -30,7 +31,7 @@ from prefect.runtime import deployment, flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from segpipe.cluster import ClusterHandle, ClusterSpec, distributed_executor, open_cluster, register_model
-from segpipe.errors import ConfigError, SegpipeError, TrackingError
+from segpipe.errors import ConfigError, SegpipeError
 from segpipe.executor import Executor
 from segpipe.models import model_payload
 from segpipe.stages.evaluate import evaluate_image
@@ -42,6 +43,7 @@ from segpipe.stages.plan import BatchPlan, ImageJob, plan_batch
 from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finished_report, image_report
 from segpipe.stages.report import write_batch_report as _write_batch_report
 from segpipe.stages.results import BatchResult, BatchSummary, RunInfo, append_results, summarize_run, write_batch_json
+from segpipe.stages.retry import is_transient, retrying
 from segpipe.stages.settings import CanarySet, RunSettings
 from segpipe.storage import public_url
 from segpipe.tracking import MlflowTracker, batch_log, warm_up
@@ -55,27 +57,21 @@ def _retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     """Retry transient faults; never retry a SegpipeError (bad input stays bad) except tracking outages."""
     try:
         state.result()
-    except TrackingError:
-        return True
-    except SegpipeError:
-        return False
-    except Exception:
-        return True
+    except Exception as exc:
+        return is_transient(exc)
     return False
 
 
 RETRY = {**TASK_OPTIONS, "retry_condition_fn": _retry_unless_bad_input}
-ingest = task(name="ingest", retries=2, **RETRY)(ingest_image)
-infer = task(name="infer", retries=1, **RETRY)(infer_image)
-finalize = task(name="finalize", retries=1, **RETRY)(finalize_image)
-evaluate = task(name="evaluate", retries=2, **RETRY)(evaluate_image)
 write_reports = task(name="report", retries=1, **RETRY)(_write_batch_report)
+ingest, infer = retrying(ingest_image, 2), retrying(infer_image, 1)
+finalize, evaluate = retrying(finalize_image, 1), retrying(evaluate_image, 2)
 
 
 @task(name="image", **TASK_OPTIONS)
 def segment_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, executor: Executor) -> ImageReport:
-    """Every stage of one image, then its preview, metrics.json and, last, done.json (the flow sends only images
-    not finished earlier)."""
+    """Every stage of one image in one task run (each stage retried on its own), then its preview, metrics.json
+    and, last, done.json (the flow sends only images not finished earlier)."""
     ingested = ingest(job, plan, executor)
     inferred = infer(job, ingested, plan, settings.inference, executor)
     final = finalize(job, plan, ingested.stats, settings.export_tiff, executor)
