@@ -423,7 +423,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from segpipe.reports import compare_runs
+    from segpipe.runs import compare_runs
     from segpipe.tracking import default_tracking_uri, fetch_runs
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
