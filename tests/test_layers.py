@@ -199,10 +199,10 @@ def test_distributed_is_imported_only_in_the_cluster_package_and_flows() -> None
     assert not unexpected, f"distributed imported outside segpipe/cluster/ and flows/:\n{unexpected}"
 
 
-MLFLOW_MODULES = ("segpipe.tracking", "segpipe.runs", "segpipe.models.register", "segpipe.models.sources.mlflow_models")
+MLFLOW_MODULES = ("segpipe.tracking", "segpipe.models.register", "segpipe.models.sources.mlflow_models")
 
 
-def test_mlflow_is_imported_only_in_tracking_runs_and_the_model_registry_modules() -> None:
+def test_mlflow_is_imported_only_in_tracking_and_the_model_registry_modules() -> None:
     found = breaches(IMPORTS, ("mlflow",), lambda m: within(m, *MLFLOW_MODULES))
     unexpected = _unexpected(found, "mlflow")
     assert not unexpected, f"mlflow imported outside {', '.join(MLFLOW_MODULES)}:\n{unexpected}"

@@ -8,7 +8,7 @@ import json
 
 def compare_command(args: argparse.Namespace) -> int:
     """Print the given (or the latest) batch runs as a table or JSON."""
-    from segpipe.reports import compare_runs
+    from segpipe.runs import compare_runs
     from segpipe.tracking import default_tracking_uri, fetch_runs
 
     tracking_uri = args.tracking_uri or default_tracking_uri()

@@ -13,9 +13,8 @@ def register_command(args: argparse.Namespace) -> int:
     """Validate FILE as ``run --model FILE`` would, then register it; a bad file fails before any server."""
     from segpipe.models import resolve_model
     from segpipe.models.register import EXPERIMENT, register_model
-    from segpipe.runs import check_reachable
     from segpipe.storage import public_url
-    from segpipe.tracking import MlflowTracker, check_tracking_uri, default_tracking_uri
+    from segpipe.tracking import MlflowTracker, check_reachable, check_tracking_uri, default_tracking_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)

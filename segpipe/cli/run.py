@@ -81,10 +81,9 @@ def _plan_and_segment(
 ) -> tuple[BatchResult, float]:
     """Plan (every input checked, nothing written), then run the plan as a flow; returns its result and the
     flow's wall time."""
-    from segpipe.runs import check_reachable
     from segpipe.stages.plan import plan_batch
     from segpipe.storage import public_url
-    from segpipe.tracking import check_tracking_uri, default_tracking_uri
+    from segpipe.tracking import check_reachable, check_tracking_uri, default_tracking_uri
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)

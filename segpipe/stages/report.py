@@ -5,9 +5,7 @@ report files (``report/``) in the output location."""
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,7 @@ from segpipe.io.ledger import read_commit, write_commit
 from segpipe.metrics import finite_or_none
 from segpipe.normalize import BandStats
 from segpipe.preview import gray_thumbnail, render_preview, thumbnail
-from segpipe.reports import ImageResult, write_report
+from segpipe.reports import ImageResult, report_files
 from segpipe.scoring import truth_classes
 from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
@@ -172,20 +170,19 @@ def write_batch_report(
     plan: BatchPlan, out: str, reports: list[ImageReport], config: EvalConfig, worst: int = 4
 ) -> list[str]:
     """Write ``<out>/report/`` (per-image CSV, batch summary, confusion heatmap, per-class bars, overlays of the
-    ``worst`` images by mean Dice) through a local staging folder; returns the URLs written (none without
-    truths)."""
+    ``worst`` images by mean Dice), every file rendered before the first is written; returns the URLs written
+    in name order (none without truths)."""
     scored = [r for r in reports if r.confusion is not None]
     if not scored:
         return []
     results = [ImageResult(r.name, r.confusion, None, r.objects) for r in scored]  # type: ignore[arg-type]
     jobs = {job.name: job for job in plan.jobs}
+    files = report_files(results, plan.model.card.class_names, lambda name: _thumbnails(jobs[name], config), worst)
     target = location(out).child("report")
-    with tempfile.TemporaryDirectory(prefix="segpipe-report-") as staging:
-        write_report(staging, results, plan.model.card.class_names, lambda name: _thumbnails(jobs[name], config), worst)
-        written = []
-        for path in sorted(Path(staging).iterdir()):
-            written.append(target.child(path.name).url)
-            target.child(path.name).write_bytes(path.read_bytes())
+    written = []
+    for name, data in sorted(files.items()):
+        written.append(target.child(name).url)
+        target.child(name).write_bytes(data)
     return written
 
 

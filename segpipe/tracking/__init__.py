@@ -1,9 +1,11 @@
 """Experiment tracking: where the store is (``store``), MLflow behind the ``Tracker`` protocol (``mlflow``), a
-run's lineage as a value (``lineage``) and the logging of a finished batch (``batch_log``, imported on use:
-it knows the stages' results). MLflow is imported only inside this package and the model registry."""
+run's lineage as a value (``lineage``), runs read back as plain values (``reader``) and the logging of a
+finished batch (``batch_log``, imported on use: it knows the stages' results). MLflow is imported only inside
+this package and the model registry."""
 
 from segpipe.tracking.lineage import IMAGE_TAG, PARENT_TAG, InputLineage, Lineage
 from segpipe.tracking.mlflow import MlflowTracker, NullTracker, Tracker, fetch_runs, wait_for_warm_up, warm_up
+from segpipe.tracking.reader import RunReader, RunRecord, check_reachable
 from segpipe.tracking.store import (
     DEFAULT_EXPERIMENT,
     check_tracking_uri,
@@ -22,7 +24,10 @@ __all__ = [
     "Lineage",
     "MlflowTracker",
     "NullTracker",
+    "RunReader",
+    "RunRecord",
     "Tracker",
+    "check_reachable",
     "check_tracking_uri",
     "create_sqlite_store",
     "default_artifact_root",

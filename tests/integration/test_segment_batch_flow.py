@@ -145,7 +145,7 @@ def test_without_truth_no_metrics_are_computed(tmp_path: Path, dask_cluster: str
 
 
 def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_cluster: str) -> None:
-    from segpipe.reports import compare_runs
+    from segpipe.runs import compare_runs
     from segpipe.tracking import fetch_runs
 
     image, truth = write_image_pair(tmp_path, "again", 256, 256, seed=8)

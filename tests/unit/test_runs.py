@@ -190,7 +190,7 @@ def test_a_non_http_store_needs_no_reachability_check() -> None:
 
 
 def test_the_reachability_check_verifies_tls_as_mlflow_does(monkeypatch: pytest.MonkeyPatch) -> None:
-    from segpipe.runs import _tls_verify
+    from segpipe.tracking.reader import _tls_verify
 
     monkeypatch.delenv("MLFLOW_TRACKING_INSECURE_TLS", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)

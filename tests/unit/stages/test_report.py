@@ -1,14 +1,22 @@
-"""The image report (segpipe/stages/report.py): metrics.json's form and back."""
+"""The image report (segpipe/stages/report.py): metrics.json's form and back; the batch's report files."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import tifffile
 
+from segpipe.config import EvalConfig
 from segpipe.metrics import scores
+from segpipe.reports import ImageResult, report_files
 from segpipe.stages.evaluate import Evaluation
-from segpipe.stages.report import ImageFailure, ImageReport
+from segpipe.stages.plan import plan_batch
+from segpipe.stages.report import ImageFailure, ImageReport, write_batch_report
+from segpipe.stages.settings import RunSettings
+from segpipe.storage import location
 
 
 def report(scored: bool = True) -> ImageReport:
@@ -59,3 +67,19 @@ def test_a_failure_round_trips_through_json() -> None:
     data = failure.to_json()
     assert data["failed"] is True
     assert ImageFailure.from_json(data) == failure
+
+
+def test_the_batch_report_is_written_through_the_output_location(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((30, 40), np.uint16))
+    tifffile.imwrite(tmp_path / "a_truth.tif", np.zeros((30, 40), np.uint8))
+    plan = plan_batch([str(tmp_path / "a.tif")], [str(tmp_path / "a_truth.tif")], RunSettings(out=str(tmp_path)))
+    scored = report()
+    out = f"memory://segpipe-test/{tmp_path.name}/out"
+    written = write_batch_report(plan, out, [scored, replace(scored, truth=None, evaluation=None)], EvalConfig(), 0)
+    confusion = scored.confusion
+    assert confusion is not None
+    expected = report_files([ImageResult(scored.name, confusion)], plan.model.card.class_names)
+    target = location(out).child("report")
+    assert written == [target.child(name).url for name in sorted(expected)]
+    for name, data in expected.items():
+        assert target.child(name).read_bytes() == data, name

@@ -4,30 +4,18 @@
 ``model``, ``model_uri``, ``model_sha256``, ``model_registry_*``, ``cluster``, ``images``, ``out``; tags as
 ``segpipe.tracking.Lineage.to_tags`` writes them, read back by ``Lineage.from_tags``) and its nested image runs
 into a ``RunLineage``; ``render_lineage`` prints it. Every URL is shown without its
-``user:password@`` part. ``check_reachable`` fails fast on an MLflow server that is down (MLflow's own client
-retries for about four minutes).
+``user:password@`` part. The runs are read through ``segpipe.tracking.RunReader``: no MLflow import here.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from segpipe.errors import ConfigError, TrackingError
 from segpipe.storage import public_url
-from segpipe.tracking import (
-    IMAGE_TAG,
-    PARENT_TAG,
-    InputLineage,
-    Lineage,
-    check_tracking_uri,
-    create_sqlite_store,
-)
-
-_MISSING_RUN = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+from segpipe.tracking import IMAGE_TAG, PARENT_TAG, InputLineage, Lineage, RunReader, RunRecord
 
 
 @dataclass(frozen=True)
@@ -89,87 +77,28 @@ class RunLineage:
         return values
 
 
-def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
-    """For an ``http(s)`` tracking URI, one request to ``/health``; a server that does not answer is a
-    ``TrackingError`` now rather than after MLflow's minutes of retries. Any HTTP answer counts as reachable."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import requests
-
-    try:
-        requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout, verify=_tls_verify())
-    except requests.RequestException as exc:
-        reason = type(exc).__name__
-        message = f"MLflow at {public_url(tracking_uri)}: unreachable ({reason}; is the server running?)"
-        raise TrackingError(message) from None
-
-
-def _tls_verify() -> bool | str:
-    """Verify TLS as MLflow's client does: ``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH``."""
-    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
-        return False
-    return os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or True
-
-
 def read_lineage(run_id: str, tracking_uri: str) -> RunLineage:
     """The lineage of batch run ``run_id`` (an image run's id gives its batch's lineage).
 
     Raises:
         ConfigError: no such run. TrackingError: the tracking server cannot be reached or read.
     """
-    from mlflow import MlflowClient
-
-    check_tracking_uri(tracking_uri)
-    check_reachable(tracking_uri)
-    create_sqlite_store(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    run = _get_run(client, run_id, tracking_uri)
-    parent = run.data.tags.get(PARENT_TAG)
+    reader = RunReader(tracking_uri)
+    run = reader.run(run_id)
+    parent = run.tags.get(PARENT_TAG)
     if parent:
-        run = _get_run(client, parent, tracking_uri)
-    children = _call(
-        tracking_uri,
-        "list image runs",
-        client.search_runs,
-        [run.info.experiment_id],
-        f"tags.{PARENT_TAG} = '{run.info.run_id}'",
-    )
-    return _lineage(run, children, public_url(tracking_uri))
+        run = reader.run(parent)
+    return _lineage(run, reader.children(run), public_url(tracking_uri))
 
 
-def _get_run(client: Any, run_id: str, tracking_uri: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code in _MISSING_RUN:
-            raise ConfigError(f"{run_id}: no such run in MLflow at {public_url(tracking_uri)}") from None
-        raise _tracking_error(tracking_uri, "read the run", exc) from None
-    except Exception as exc:  # requests errors, OSError, a store that cannot be opened...
-        raise _tracking_error(tracking_uri, "read the run", exc) from None
-
-
-def _call(tracking_uri: str, what: str, fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except Exception as exc:  # MlflowException, requests errors, OSError...
-        raise _tracking_error(tracking_uri, what, exc) from None
-
-
-def _tracking_error(tracking_uri: str, what: str, exc: Exception) -> TrackingError:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return TrackingError(f"MLflow at {public_url(tracking_uri)}: cannot {what} ({type(exc).__name__}: {first})")
-
-
-def _lineage(run: Any, children: list[Any], tracking_uri: str) -> RunLineage:
-    params = dict(run.data.params)
-    tags = Lineage.from_tags(dict(run.data.tags))
+def _lineage(run: RunRecord, children: list[RunRecord], tracking_uri: str) -> RunLineage:
+    params = run.params
+    tags = Lineage.from_tags(run.tags)
     return RunLineage(
-        run_id=run.info.run_id,
-        run_name=run.info.run_name or "",
-        status=run.info.status,
-        started=_iso(run.info.start_time),
+        run_id=run.run_id,
+        run_name=run.run_name,
+        status=run.status,
+        started=_iso(run.start_time),
         tracking_uri=tracking_uri,
         model=_model(params, tags),
         inputs=_inputs(params, tags),
@@ -219,15 +148,15 @@ def _literal_list(text: str) -> list[Any]:
     return list(parsed) if isinstance(parsed, (list, tuple)) else []
 
 
-def _image_run(run: Any) -> ImageRun:
-    params = run.data.params
-    dice = run.data.metrics.get("mean_dice")
+def _image_run(run: RunRecord) -> ImageRun:
+    params = run.params
+    dice = run.metrics.get("mean_dice")
     return ImageRun(
-        run_id=run.info.run_id,
-        name=run.data.tags.get(IMAGE_TAG) or run.info.run_name or "",
+        run_id=run.run_id,
+        name=run.tags.get(IMAGE_TAG) or run.run_name,
         image=public_url(params.get("image", "")),
         truth=public_url(params.get("truth", "")),
-        status=run.info.status,
+        status=run.status,
         mean_dice=float(dice) if dice is not None else None,
     )
 
@@ -274,14 +203,3 @@ def _image_line(image: ImageRun) -> str:
 
 def _or_dash(text: str | None) -> str:
     return text if text else "-"
-
-
-__all__ = [
-    "ImageRun",
-    "InputLineage",
-    "ModelLineage",
-    "RunLineage",
-    "check_reachable",
-    "read_lineage",
-    "render_lineage",
-]

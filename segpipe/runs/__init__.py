@@ -1,0 +1,17 @@
+"""Batch runs read back: a run's lineage (``lineage``: ``read_lineage``, ``render_lineage``) and runs side by
+side (``compare``: ``compare_runs``). MLflow is reached only through ``segpipe.tracking``."""
+
+from segpipe.runs.compare import compare_runs
+from segpipe.runs.lineage import ImageRun, ModelLineage, RunLineage, read_lineage, render_lineage
+from segpipe.tracking import InputLineage, check_reachable
+
+__all__ = [
+    "ImageRun",
+    "InputLineage",
+    "ModelLineage",
+    "RunLineage",
+    "check_reachable",
+    "compare_runs",
+    "read_lineage",
+    "render_lineage",
+]
