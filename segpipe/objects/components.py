@@ -29,7 +29,6 @@ from segpipe.objects.grid import (
     Block,
     ChunkBorders,
     ChunkRelabel,
-    ComponentPlan,
     blocks_of,
     check_connectivity,
     id_dtype,
@@ -37,6 +36,15 @@ from segpipe.objects.grid import (
 from segpipe.objects.merge import merge_borders
 
 UINT32_MAX = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class Components:
+    """What ``connected_components`` wrote: the component count, the id dtype and the id array."""
+
+    count: int
+    dtype: np.dtype
+    ids: Any
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ def connected_components(
     connectivity: int = 4,
     by_class: bool = True,
     chunks: tuple[int, int] | None = None,
-) -> ComponentPlan:
+) -> Components:
     """Label ``mask`` block by block into ``out`` (both 2-D, sliceable; ``out`` made by ``create_id_array``).
 
     Args:
@@ -171,7 +179,7 @@ def connected_components(
         chunks: The block shape, when not ``mask.chunks``.
 
     Returns:
-        The plan (its ``count`` is the number of components).
+        The component count, the id dtype and the array written.
     """
     check_connectivity(connectivity)
     grid = blocks_of(mask, chunks)
@@ -179,9 +187,10 @@ def connected_components(
     plan = merge_borders(records, connectivity)
     target = out(plan.count, plan.dtype) if callable(out) else out
     for b in grid:
-        target[b.slices] = relabel_chunk(mask[b.slices], plan.chunks[b.index], classes, connectivity, by_class,
-                                         target.dtype)
-    return plan
+        target[b.slices] = relabel_chunk(
+            mask[b.slices], plan.chunks[b.index], classes, connectivity, by_class, target.dtype
+        )
+    return Components(plan.count, plan.dtype, target)
 
 
 def create_id_array(store: Any, shape: tuple[int, ...], chunks: tuple[int, ...], count: int, **kwargs: Any) -> Any:

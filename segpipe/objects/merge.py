@@ -103,12 +103,15 @@ def merge_borders(records: Sequence[ChunkBorders], connectivity: int = 4) -> Com
         band = [by_index[(i, j)] for j in cols]
         own = [owned[offset[r.block.index] : offset[r.block.index] + r.ids.size] for r in band]
         hist = np.stack(
-            [r.row_counts - np.bincount(r.first_row[~o], minlength=r.row_counts.size) for r, o in zip(band, own)]
+            [
+                r.row_counts - np.bincount(r.first_row[~o], minlength=r.row_counts.size)
+                for r, o in zip(band, own, strict=True)
+            ]
         )
         per_row = hist.sum(axis=0)
         above = np.concatenate(([0], np.cumsum(per_row)[:-1]))
         left = np.cumsum(hist, axis=0) - hist
-        for j, (r, o) in enumerate(zip(band, own)):
+        for j, (r, o) in enumerate(zip(band, own, strict=True)):
             base = 1 + before + above + left[j]
             lost = np.sort(r.first_row[~o] * r.block.shape[1] + r.first_col[~o])
             mine = r.first_row[o] * r.block.shape[1] + r.first_col[o]

@@ -137,7 +137,11 @@ def _patterns(padded: np.ndarray) -> np.ndarray:
 
 
 def object_sums(
-    ids: np.ndarray, where: Block, mask: np.ndarray, image: np.ndarray | None = None, confidence: np.ndarray | None = None
+    ids: np.ndarray,
+    where: Block,
+    mask: np.ndarray,
+    image: np.ndarray | None = None,
+    confidence: np.ndarray | None = None,
 ) -> ObjectSums:
     """The partial sums of one block (worker side, pure).
 
@@ -154,7 +158,9 @@ def object_sums(
     h, w = where.shape
     core = ids[HALO : HALO + h, HALO : HALO + w]
     if core.shape != (h, w) or np.shape(mask) != (h, w):
-        raise InputError(f"block {where.index}: ids {ids.shape} with halo and mask {np.shape(mask)} do not fit {where.shape}")
+        raise InputError(
+            f"block {where.index}: ids {ids.shape} with halo and mask {np.shape(mask)} do not fit {where.shape}"
+        )
     flat = core.ravel()
     at = np.flatnonzero(flat)
     found, first, inv = np.unique(flat[at], return_index=True, return_inverse=True)
@@ -258,9 +264,7 @@ def finish(sums: ObjectSums, shape: tuple[int, int]) -> ObjectTable:
     )
 
 
-def object_table(
-    ids: Any, mask: Any, image: Any = None, confidence: Any = None, chunks: Any = None
-) -> ObjectTable:
+def object_table(ids: Any, mask: Any, image: Any = None, confidence: Any = None, chunks: Any = None) -> ObjectTable:
     """Measure every object of an id image block by block (serially; a stage maps ``object_sums`` instead).
 
     Args:
