@@ -112,7 +112,9 @@ def test_the_table_reads_zarr_id_images_made_by_connected_components(tmp_path) -
 
 def test_merging_partial_sums_in_two_stages_is_the_same_as_in_one() -> None:
     mask, ids, image, _ = scene(25)
-    parts = [object_sums(read_with_halo(ids, b), b, mask[b.slices], image[(..., *b.slices)]) for b in blocks_of(ids, (4, 4))]
+    parts = [
+        object_sums(read_with_halo(ids, b), b, mask[b.slices], image[(..., *b.slices)]) for b in blocks_of(ids, (4, 4))
+    ]
     once = merge_sums(parts)
     twice = merge_sums([merge_sums(parts[: len(parts) // 2]), merge_sums(parts[len(parts) // 2 :])])
     np.testing.assert_array_equal(twice.patterns, once.patterns)
