@@ -1,4 +1,4 @@
-"""Object metrics (segpipe/objects.py): hand-made masks with known matches, and stardist's matching algorithm
+"""Object metrics (segpipe/objects/matching.py): hand-made masks with known matches, and stardist's matching algorithm
 (dense overlap, optimal assignment by scipy's linear_sum_assignment with stardist's cost) as a reference."""
 
 from __future__ import annotations

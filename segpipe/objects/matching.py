@@ -1,4 +1,4 @@
-"""Object-level metrics for instance masks, in the sense of stardist's ``matching``. Pure numpy and scipy.
+"""Object-level metrics for whole instance masks, in the sense of stardist's ``matching``. Pure numpy and scipy.
 
 A predicted object matches a true object when their IoU >= the threshold (>=, as stardist). For thresholds
 >= 0.5 a match is one-to-one by construction: IoU > 0.5 forces each object to hold more than half of the
@@ -124,7 +124,12 @@ def object_metrics(
 ) -> list[dict[str, Any]]:
     """Per threshold: tp, fp, fn, precision, recall, f1, mean_matched_iou, panoptic_quality and the counts,
     for two instance label images."""
-    overlap = object_overlap(truth, prediction)
+    return metrics_from_overlap(object_overlap(truth, prediction), thresholds)
+
+
+def metrics_from_overlap(overlap: ObjectOverlap, thresholds: Sequence[float] = THRESHOLDS) -> list[dict[str, Any]]:
+    """Per threshold: tp, fp, fn, precision, recall, f1, mean_matched_iou, panoptic_quality and the counts,
+    for an overlap computed whole (``object_overlap``) or merged from chunks (``segpipe.objects.overlap``)."""
     results = []
     for threshold in thresholds:
         _, _, iou = match_objects(overlap, threshold)

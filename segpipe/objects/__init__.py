@@ -1,0 +1,31 @@
+"""Objects in segmentation masks: whole-image object metrics (``matching``), exact connected components at any
+size (``components``), per-object tables (``table``) and object metrics from per-chunk overlap counts
+(``overlap``). The names callers used from the former ``segpipe/objects.py`` are re-exported here."""
+
+from segpipe.objects.matching import (
+    COUNTS,
+    THRESHOLDS,
+    ObjectOverlap,
+    label_objects,
+    match_objects,
+    metrics_from_overlap,
+    object_metrics,
+    object_overlap,
+    score_objects,
+    sequential,
+    sum_object_metrics,
+)
+
+__all__ = [
+    "COUNTS",
+    "THRESHOLDS",
+    "ObjectOverlap",
+    "label_objects",
+    "match_objects",
+    "metrics_from_overlap",
+    "object_metrics",
+    "object_overlap",
+    "score_objects",
+    "sequential",
+    "sum_object_metrics",
+]
