@@ -38,6 +38,7 @@ from segpipe.stages.evaluate import evaluate_image
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
+from segpipe.stages.objects import count_objects
 from segpipe.stages.ownership import finished_meanwhile, hold_outputs, hold_plan
 from segpipe.stages.plan import BatchPlan, ImageJob, plan_batch
 from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finished_report, image_report
@@ -66,6 +67,7 @@ RETRY = {**TASK_OPTIONS, "retry_condition_fn": _retry_unless_bad_input}
 write_reports = task(name="report", retries=1, **RETRY)(_write_batch_report)
 ingest, infer = retrying(ingest_image, 2), retrying(infer_image, 1)
 finalize, evaluate = retrying(finalize_image, 1), retrying(evaluate_image, 2)
+count = retrying(count_objects, 1)
 
 
 @task(name="image", **TASK_OPTIONS)
@@ -75,8 +77,10 @@ def segment_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, executo
     ingested = ingest(job, plan, executor)
     inferred = infer(job, ingested, plan, settings.inference, executor)
     final = finalize(job, plan, ingested.stats, settings.export_tiff, executor)
-    evaluated = evaluate(job, final.mask, plan, settings.evaluation, executor) if job.truth is not None else None
-    report = image_report(job, ingested, inferred, final, evaluated)
+    counted = count(job, plan, settings.objects, executor) if settings.finds_objects else None
+    objects = counted.labels if counted is not None else None
+    evaluated = evaluate(job, final.mask, plan, settings.evaluation, executor, objects) if job.truth else None
+    report = image_report(job, ingested, inferred, final, evaluated, counted)
     commit_image(job, report, final.source, ingested.stats, plan.model.card.class_names)
     return report
 

@@ -138,6 +138,30 @@ class LeaseConfig:
             raise ConfigError(f"--lease-seconds must be a number of at least 1, got {self.seconds!r}")
 
 
+@dataclass(frozen=True)
+class ObjectsConfig:
+    """Whether and how objects are found in the mask (``--objects``).
+
+    Attributes:
+        enabled: find the connected components of every foreground class, measure them and draw their polygons.
+        connectivity: 4 (pixels sharing an edge) or 8 (an edge or a corner).
+        simplify: polygon simplification tolerance in pixels (0: the exact pixel outlines).
+        geojson: also write the polygons as QuPath-style GeoJSON (``--export-geojson``).
+    """
+
+    enabled: bool = False
+    connectivity: int = 4
+    simplify: float = 0.0
+    geojson: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse a connectivity other than 4 or 8 and a negative tolerance."""
+        if self.connectivity not in (4, 8):
+            raise ConfigError(f"--connectivity must be 4 or 8, got {self.connectivity!r}")
+        if not isinstance(self.simplify, (int, float)) or self.simplify < 0:
+            raise ConfigError(f"--simplify must be a number of pixels >= 0, got {self.simplify!r}")
+
+
 def to_dict(config: DataclassInstance) -> dict[str, Any]:
     """Flat dict of a settings object, for logging."""
     return asdict(config)

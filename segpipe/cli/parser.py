@@ -10,7 +10,15 @@ from segpipe.cli.evaluate import evaluate_command
 from segpipe.cli.model import register_command
 from segpipe.cli.run import DEMO_SIZE, demo_command, run_command
 from segpipe.cli.runs import show_command
-from segpipe.config import PAD_MODES, PRECISIONS, STITCH_MODES, InferenceConfig, LeaseConfig, TilingConfig
+from segpipe.config import (
+    PAD_MODES,
+    PRECISIONS,
+    STITCH_MODES,
+    InferenceConfig,
+    LeaseConfig,
+    ObjectsConfig,
+    TilingConfig,
+)
 
 TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $SEGPIPE_HOME)"
 
@@ -155,6 +163,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         help="replace masks in the output made with another model, input or settings",
     )
     _add_lease_options(parser)
+    _add_object_options(parser)
     if with_io:
         parser.add_argument(
             "--trust-model-pickle",
@@ -164,6 +173,35 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
         parser.add_argument("--truth-mapping", metavar="FILE", help="JSON {instance id: class} for instance truth")
         parser.add_argument("--truth-instances", action="store_true", help="truth holds instance ids: id>0 = 1")
+
+
+def _add_object_options(parser: argparse.ArgumentParser) -> None:
+    """``--objects`` and how objects are found and drawn."""
+    objects = ObjectsConfig()
+    parser.add_argument(
+        "--objects",
+        action="store_true",
+        help="find every object (connected component) per class: an id image, a table and polygons per image",
+    )
+    parser.add_argument(
+        "--connectivity",
+        type=int,
+        choices=(4, 8),
+        default=objects.connectivity,
+        help=f"objects: 4 (pixels sharing an edge) or 8 (an edge or a corner) ({objects.connectivity})",
+    )
+    parser.add_argument(
+        "--simplify",
+        type=float,
+        default=objects.simplify,
+        metavar="PIXELS",
+        help="objects: polygon simplification tolerance in pixels (default 0: exact pixel outlines)",
+    )
+    parser.add_argument(
+        "--export-geojson",
+        action="store_true",
+        help="objects: also write QuPath-style GeoJSON (objects.geojson) beside polygons.parquet",
+    )
 
 
 def _add_lease_options(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segpipe.config import EvalConfig, InferenceConfig, LeaseConfig, TilingConfig
+from segpipe.config import EvalConfig, InferenceConfig, LeaseConfig, ObjectsConfig, TilingConfig
 
 if TYPE_CHECKING:
     from segpipe.stages.settings import RunSettings
@@ -42,7 +42,13 @@ def run_settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
         export_tiff=args.export_tiff,
         save_probabilities=args.save_probabilities,
         lease=LeaseConfig(enabled=not args.no_lease, wait=args.wait, seconds=args.lease_seconds),
+        objects=_objects(args),
     )
+
+
+def _objects(args: argparse.Namespace) -> ObjectsConfig:
+    """``--objects`` and its options."""
+    return ObjectsConfig(args.objects, args.connectivity, args.simplify, args.export_geojson)
 
 
 def read_mapping(path: str | None) -> tuple[tuple[int, int], ...] | None:

@@ -8,24 +8,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from dask.delayed import delayed
 
 from segpipe import metrics
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
 from segpipe.executor import Executor, local_executor
-from segpipe.io.images import open_image
-from segpipe.objects import score_objects
+from segpipe.io.images import ImageSource, open_image
+from segpipe.objects import metrics_from_overlap
+from segpipe.objects.overlap import OverlapCounts, merge_counts, overlap_counts, to_overlap
 from segpipe.scoring import evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
-
-OBJECT_METRICS_MAX_PIXELS = 64 * 2**20
+from segpipe.storage import OWN_FORMAT, open_array
+from segpipe.tiling import Region, chunk_grid
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """An image's scores against its truth: the whole image, the interior and the seam band apart, and, when
-    object matching was asked for (instance truth), the object metrics per IoU threshold (None where the
-    image was too large to match)."""
+    """An image's scores against its truth: the whole image, the interior and the seam band apart.
+
+    With instance truth, also the object metrics per IoU threshold.
+    """
 
     scores: metrics.Scores
     interior: metrics.BandScores
@@ -64,31 +67,47 @@ class Evaluated:
 
 
 def evaluate_image(
-    job: ImageJob, mask: str, plan: BatchPlan, config: EvalConfig, executor: Executor = local_executor
+    job: ImageJob,
+    mask: str,
+    plan: BatchPlan,
+    config: EvalConfig,
+    executor: Executor = local_executor,
+    objects: str | None = None,
 ) -> Evaluated:
-    """Confusion matrix and scores of ``mask`` against the job's truth."""
+    """Confusion matrix and scores of ``mask`` against the job's truth.
+
+    With instance truth, ``objects`` (the id image of the objects stage) is matched against it too.
+    """
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
     start = time.perf_counter()
     split = evaluate_split(open_image(mask), job.truth, plan.model.card.num_classes, config, plan.chunk, executor)
-    objects = object_scores(job, mask) if config.truth_instances else None
+    matched = None
+    if config.truth_instances:
+        if objects is None:
+            raise InputError(f"{job.truth.path}: instance truth is matched against objects, and none were found")
+        matched = object_scores(job.truth, objects, plan.chunk, executor)
     evaluation = Evaluation(
         metrics.scores(split.sum(axis=0)),
         metrics.scores(split[0]).band(),
         metrics.scores(split[1]).band(),
-        objects,
+        matched,
         config.truth_instances,
     )
     return Evaluated(evaluation, time.perf_counter() - start)
 
 
-def object_scores(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
-    """Object-level matching (stardist-style, IoU thresholds 0.5..0.9) of the mask's connected components
-    against instance truth. Matching needs whole objects, so it reads both images whole: it is skipped
-    (None) above OBJECT_METRICS_MAX_PIXELS."""
-    truth = job.truth
-    if truth is None or truth.height * truth.width > OBJECT_METRICS_MAX_PIXELS:
-        return None
-    instances = truth.read(0, truth.height, 0, truth.width)[0]
-    predicted = open_image(mask)
-    return score_objects(instances, predicted.read(0, predicted.height, 0, predicted.width)[0], foreground=1)
+def object_scores(truth: ImageSource, objects: str, chunk: int, executor: Executor) -> list[dict[str, Any]]:
+    """Object matching (stardist-style, IoU thresholds 0.5..0.9) of the predicted objects against instance truth.
+
+    The (true id, predicted id) overlap counts are additive over chunks, so the result is exact at any size.
+    """
+    task = delayed(_overlap, pure=False)
+    parts = executor([task(truth, objects, r) for r in chunk_grid(truth.height, truth.width, chunk)], "evaluate")
+    return metrics_from_overlap(to_overlap(merge_counts(parts)))
+
+
+def _overlap(truth: ImageSource, objects: str, region: Region) -> OverlapCounts:
+    predicted = open_array(objects, mode="r", zarr_format=OWN_FORMAT)
+    ids = np.asarray(predicted[region.y0 : region.y1, region.x0 : region.x1])
+    return overlap_counts(truth.read(*region)[0], ids)

@@ -94,7 +94,10 @@ def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, setting
     truth_part = None
     if truth is not None:
         truth_part = {"input": asdict(location(truth.path).identity()), "plane": truth.plane}
-    done_key = fingerprint({"infer": infer_key, "truth": truth_part, "evaluation": asdict(settings.evaluation)})
+    done_parts: dict[str, Any] = {"infer": infer_key, "truth": truth_part, "evaluation": asdict(settings.evaluation)}
+    if settings.finds_objects:  # only then: a run without objects keeps the keys it always had
+        done_parts["objects"] = asdict(settings.objects)
+    done_key = fingerprint(done_parts)
     return JobKeys(ingest_key, infer_key, done_key, identity)
 
 

@@ -23,6 +23,7 @@ from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
 from segpipe.stages.infer import Inferred
 from segpipe.stages.ingest import Ingested, is_committed, stored_stats
+from segpipe.stages.objects import Counted
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
 
@@ -55,11 +56,16 @@ class ImageReport:
     role: str = "input"
     image_size: int = 0  # bytes, and the store's version of the input (etag/checksum or mtime) when planned
     image_version: str = ""
+    object_counts: tuple[int, ...] = ()  # per class, with --objects
+    median_areas: tuple[float | None, ...] = ()  # pixels, per class
+    objects_table: str | None = None
+    polygons: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the evaluation's scores at the top level (``iou``, ``dice``, ...)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "evaluation"}
         data.update(shape_cyx=list(self.shape_cyx), class_pixels=list(self.class_pixels))
+        data.update(object_counts=list(self.object_counts), median_areas=list(self.median_areas))
         data["pixel_size"] = list(self.pixel_size)
         scores = self.evaluation.to_json() if self.evaluation is not None else {}
         return {**finite_or_none(data), **scores}
@@ -69,7 +75,7 @@ class ImageReport:
         """From ``to_json``'s form (``metrics.json``, the ``report`` of ``done.json``, a ``batch.json`` entry)."""
         names = {f.name for f in fields(cls)} - {"evaluation"}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in names}
-        for key in ("shape_cyx", "class_pixels", "pixel_size"):
+        for key in ("shape_cyx", "class_pixels", "pixel_size", "object_counts", "median_areas"):
             if key in values:
                 values[key] = tuple(values[key])
         evaluation = Evaluation.from_json(data) if "iou" in data else None
@@ -108,9 +114,12 @@ def image_report(
     inferred: Inferred,
     finalized: Finalized,
     evaluated: Evaluated | None,
+    counted: Counted | None = None,
 ) -> ImageReport:
     """The report of an image that went through the stages in this run."""
     seconds = {"ingest": ingested.seconds, "infer": inferred.seconds, "finalize": finalized.seconds}
+    if counted is not None:
+        seconds["objects"] = counted.seconds
     if evaluated is not None:
         seconds["evaluate"] = evaluated.seconds
     return ImageReport(
@@ -136,6 +145,10 @@ def image_report(
         role=job.role,
         image_size=job.identity.size if job.identity else 0,
         image_version=job.identity.version if job.identity else "",
+        object_counts=counted.counts if counted is not None else (),
+        median_areas=counted.median_areas if counted is not None else (),
+        objects_table=counted.table if counted is not None else None,
+        polygons=counted.polygons if counted is not None else None,
     )
 
 

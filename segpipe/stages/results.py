@@ -9,7 +9,8 @@ Columns: run_id, run_started_at (UTC), model_name, model_uri, model_version, mod
 image_size, image_version (the store's etag/checksum or mtime), role (input | canary), skipped, height, width,
 megapixels, pixel_area and area_unit (physical units when the image has a pixel size), mean_confidence, and per
 class ``<class>``: ``pixels_``, ``fraction_``, ``area_``, ``iou_`` and ``dice_`` (null without truth), plus
-mean_iou and mean_dice.
+mean_iou and mean_dice; with ``--objects``, per foreground class ``objects_`` (count) and ``median_area_``
+(pixels).
 """
 
 from __future__ import annotations
@@ -51,17 +52,25 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class CanaryCheck:
-    """One canary figure tonight against its mean over recent nights; ``alert`` when it moved beyond tolerance."""
+    """One canary figure tonight against its mean over recent nights; ``alert`` when it moved beyond tolerance.
+
+    Scores and fractions move by an absolute ``tolerance``; object counts (``relative``) by that share of the mean.
+    """
 
     metric: str
     tonight: float
     recent_mean: float | None
     nights: int
     tolerance: float
+    relative: bool = False
 
     @property
     def alert(self) -> bool:
-        return self.recent_mean is not None and abs(self.tonight - self.recent_mean) > self.tolerance
+        """Whether tonight's figure moved beyond the tolerance from the recent mean."""
+        if self.recent_mean is None:
+            return False
+        allowed = self.tolerance * abs(self.recent_mean) if self.relative else self.tolerance
+        return abs(self.tonight - self.recent_mean) > allowed
 
 
 def result_rows(run: RunInfo, reports: list[ImageReport], class_names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -104,6 +113,9 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         for metric in ("iou", "dice"):
             values = getattr(scores, metric) if scores is not None else ()
             row[f"{metric}_{name}"] = values[k] if k < len(values) else None
+        if k and report.object_counts:  # background has no objects
+            row[f"objects_{name}"] = report.object_counts[k]
+            row[f"median_area_{name}"] = report.median_areas[k]
     return row
 
 
@@ -142,19 +154,24 @@ def check_canary(
     tolerance: float,
     nights: int = 7,
 ) -> list[CanaryCheck]:
-    """Tonight's canary mean Dice and class fractions against their means over the last ``nights`` earlier
-    run dates (same model or not: a new model's shift is what the check is for)."""
+    """Tonight's canary figures against their means over the last ``nights`` earlier run dates.
+
+    The figures: mean Dice, class fractions and, with ``--objects``, object counts per class. Same model or not:
+    a new model's shift is what the check is for.
+    """
     today = {row["run_id"] for row in tonight}
     earlier = [r for r in history if r["role"] == "canary" and r["run_id"] not in today]
     dates = sorted({r[PARTITION] for r in earlier})[-nights:]
     recent = [r for r in earlier if r[PARTITION] in dates]
     canary = [r for r in tonight if r["role"] == "canary"]
-    metrics = ["mean_dice", *(f"fraction_{name}" for name in class_names)]
+    metrics = ["mean_dice", *(f"fraction_{name}" for name in class_names), *(f"objects_{n}" for n in class_names[1:])]
     checks = []
     for metric in metrics:
         now = _mean(r.get(metric) for r in canary)
         if now is not None:
-            checks.append(CanaryCheck(metric, now, _mean(r.get(metric) for r in recent), len(dates), tolerance))
+            recent_mean = _mean(r.get(metric) for r in recent)
+            relative = metric.startswith("objects_")
+            checks.append(CanaryCheck(metric, now, recent_mean, len(dates), tolerance, relative))
     return checks
 
 
@@ -178,8 +195,8 @@ class CanarySummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CanarySummary:
-        fields = ("metric", "tonight", "recent_mean", "nights", "tolerance")
-        return cls(tuple(CanaryCheck(**{k: check[k] for k in fields}) for check in data["checks"]))
+        fields = ("metric", "tonight", "recent_mean", "nights", "tolerance", "relative")
+        return cls(tuple(CanaryCheck(**{k: check[k] for k in fields if k in check}) for check in data["checks"]))
 
 
 def canary_summary(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from segpipe.config import EvalConfig, InferenceConfig, LeaseConfig, TilingConfig, from_dict
+from segpipe.config import EvalConfig, InferenceConfig, LeaseConfig, ObjectsConfig, TilingConfig, from_dict
 from segpipe.errors import InputError
 
 
@@ -23,6 +23,12 @@ class RunSettings:
     export_tiff: bool = False
     save_probabilities: bool = False
     lease: LeaseConfig = field(default_factory=LeaseConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+
+    @property
+    def finds_objects(self) -> bool:
+        """Whether the objects stage runs: asked for, or instance truth to match objects against."""
+        return self.objects.enabled or self.evaluation.truth_instances
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able values (a Prefect deployment's parameters); ``from_dict`` gives the settings back."""
@@ -52,6 +58,7 @@ class RunSettings:
             save_probabilities=bool(values.get("save_probabilities", False)),
             trust_model_pickle=bool(values.get("trust_model_pickle", False)),
             lease=from_dict(LeaseConfig, values.get("lease") or {}),
+            objects=from_dict(ObjectsConfig, values.get("objects") or {}),
         )
 
 

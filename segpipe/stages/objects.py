@@ -1,0 +1,225 @@
+"""Objects: the connected components of a committed mask, measured and outlined chunk by chunk on the cluster.
+
+Four passes over the mask's chunks, each a task per chunk: border records (merged into a numbering on the
+driver), the relabel pass writing ``labels/objects`` (resumable: a ledger marks each chunk written), per-object
+partial sums (merged into the table) and polygon pieces (joined per object). The driver holds the border
+records, the merged sums and the polygons, never an image. Outputs, in the image's folder: the id image in the
+OME-Zarr with its pyramid, ``objects.parquet`` (the table) and ``polygons.parquet`` (GeoParquet), and with
+``--export-geojson`` ``objects.geojson``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dask.delayed import delayed
+
+from segpipe.config import ObjectsConfig
+from segpipe.executor import Executor, local_executor
+from segpipe.io import vectors
+from segpipe.io.images import read_metadata
+from segpipe.io.ledger import ChunkLedger
+from segpipe.io.omezarr import NGFF_VERSION, build_pyramid, level_count, multiscales, read_segpipe_attrs
+from segpipe.objects.components import chunk_borders, relabel_chunk
+from segpipe.objects.grid import Block, ChunkRelabel, blocks_of
+from segpipe.objects.merge import merge_borders
+from segpipe.objects.table import ObjectTable, finish, merge_sums, object_sums, read_with_halo
+from segpipe.stages.fingerprints import fingerprint
+from segpipe.stages.ingest import level0
+from segpipe.stages.plan import BatchPlan, ImageJob
+from segpipe.storage import OWN_FORMAT, create_array, location, open_array, open_group
+from segpipe.tiling import Region
+
+OBJECTS = "objects"
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The objects stage's result: where its outputs are, counts and median areas per class, its seconds."""
+
+    labels: str
+    table: str
+    polygons: str
+    geojson: str | None
+    counts: tuple[int, ...]  # per class, background included (always 0)
+    median_areas: tuple[float | None, ...]  # pixels, per class; None where a class has no object
+    seconds: float
+
+
+def count_objects(
+    job: ImageJob, plan: BatchPlan, config: ObjectsConfig, executor: Executor = local_executor
+) -> Counted:
+    """Find, measure and outline every foreground object of the job's committed mask."""
+    start = time.perf_counter()
+    mask = open_array(job.mask, mode="r", zarr_format=OWN_FORMAT)
+    grid = blocks_of(mask, (plan.chunk, plan.chunk))
+    classes = tuple(range(1, plan.model.card.num_classes))
+    records = executor(
+        [delayed(_borders, pure=False)(job.mask, b, classes, config.connectivity) for b in grid], OBJECTS
+    )
+    numbering = merge_borders(records, config.connectivity)
+    labels = _write_ids(job, plan, config, grid, numbering.chunks, numbering.dtype, classes, executor)
+    table = _measure(job, labels, grid, executor)
+    polygons = vectors.merge_polygons(
+        executor([delayed(_pieces, pure=False)(labels, b) for b in grid], OBJECTS), config.simplify
+    )
+    meta = read_metadata(job.image)
+    geo = vectors.georeference(meta["geotiff_tags"])
+    table_url = job.path("objects.parquet")
+    _check_fence(job)
+    location(table_url).write_bytes(_table_bytes(table, tuple(meta["pixel_size"]), meta["unit"], geo))
+    polygons_url = job.path("polygons.parquet")
+    names = plan.model.card.class_names
+    location(polygons_url).write_bytes(vectors.geoparquet_bytes(polygons, table.object_class, names, geo))
+    geojson = None
+    if config.geojson:
+        geojson = job.path("objects.geojson")
+        location(geojson).write_bytes(vectors.qupath_geojson(polygons, table.object_class, names))
+    counts, medians = class_counts(table, plan.model.card.num_classes)
+    return Counted(labels, table_url, polygons_url, geojson, counts, medians, time.perf_counter() - start)
+
+
+def class_counts(table: ObjectTable, num_classes: int) -> tuple[tuple[int, ...], tuple[float | None, ...]]:
+    """Objects per class and the median area (pixels) of each class's objects."""
+    counts, medians = [], []
+    for k in range(num_classes):
+        areas = table.area[table.object_class == k]
+        counts.append(int(areas.size))
+        medians.append(float(np.median(areas)) if areas.size else None)
+    return tuple(counts), tuple(medians)
+
+
+def _check_fence(job: ImageJob) -> None:
+    if job.fence is not None:
+        job.fence.check()
+
+
+def _borders(mask_url: str, block: Block, classes: tuple[int, ...], connectivity: int) -> Any:
+    mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
+    return chunk_borders(np.asarray(mask[block.slices]), block, classes, connectivity)
+
+
+def _write_ids(
+    job: ImageJob,
+    plan: BatchPlan,
+    config: ObjectsConfig,
+    grid: list[Block],
+    chunks: dict[tuple[int, int], ChunkRelabel],
+    dtype: np.dtype,
+    classes: tuple[int, ...],
+    executor: Executor,
+) -> str:
+    """The relabel pass into ``labels/objects/0`` (chunks marked done are skipped), then its pyramid."""
+    group = location(job.store).child("labels", OBJECTS)
+    ids_url = group.child("0").url
+    key = fingerprint({"mask": job.infer_key, "connectivity": config.connectivity, "dtype": str(dtype)})
+    ledger = ChunkLedger(location(job.store), OBJECTS, key, job.fence)
+    if ledger.is_fresh():
+        ledger.reset()
+        _check_fence(job)
+        create_array(
+            ids_url,
+            shape=(job.image.height, job.image.width),
+            chunks=(plan.chunk, plan.chunk),
+            dtype=dtype,
+            fill_value=0,
+            overwrite=True,
+            dimension_names=("y", "x"),
+        )
+    todo = set(ledger.todo(_region(b) for b in grid))
+    task = delayed(_relabel, pure=False)
+    args = (job.mask, ids_url, classes, config.connectivity, ledger)
+    executor([task(*args, b, chunks[b.index]) for b in grid if _region(b) in todo], OBJECTS)
+    levels = level_count(job.image.height, job.image.width)
+    build_pyramid(group.url, levels, plan.chunk, True, executor)
+    _write_label_metadata(job, levels)
+    return ids_url
+
+
+def _region(block: Block) -> Region:
+    (y, x), (h, w) = block.origin, block.shape
+    return Region(y, y + h, x, x + w)
+
+
+def _relabel(
+    mask_url: str,
+    ids_url: str,
+    classes: tuple[int, ...],
+    connectivity: int,
+    ledger: ChunkLedger,
+    block: Block,
+    chunk: ChunkRelabel,
+) -> None:
+    mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
+    ids = open_array(ids_url, mode="r+", zarr_format=OWN_FORMAT)
+    ledger.check_fence()
+    ids[block.slices] = relabel_chunk(np.asarray(mask[block.slices]), chunk, classes, connectivity, True, ids.dtype)
+    ledger.mark_done(_region(block))
+
+
+def _write_label_metadata(job: ImageJob, levels: int) -> None:
+    """Add ``objects`` to the store's labels and describe it as an NGFF label image of the input."""
+    attrs = read_segpipe_attrs(job.store)
+    pixel_size = tuple(attrs.get("pixel_size") or (1.0, 1.0))
+    labels = open_group(location(job.store).child("labels"), mode="a", zarr_format=OWN_FORMAT)
+    ome: Any = labels.attrs.get("ome") or {}
+    names = [str(n) for n in ome.get("labels", ["mask"])]
+    labels.attrs["ome"] = {"version": NGFF_VERSION, "labels": names if OBJECTS in names else [*names, OBJECTS]}
+    group = open_group(location(job.store).child("labels", OBJECTS), mode="a", zarr_format=OWN_FORMAT)
+    group.attrs["ome"] = {
+        "version": NGFF_VERSION,
+        "multiscales": multiscales(OBJECTS, "yx", levels, (pixel_size[0], pixel_size[1]), attrs.get("unit")),
+        "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}},
+    }
+
+
+def _measure(job: ImageJob, ids_url: str, grid: list[Block], executor: Executor) -> ObjectTable:
+    parts = executor([delayed(_sums, pure=False)(ids_url, job.mask, level0(job), b) for b in grid], OBJECTS)
+    return finish(merge_sums(parts), (job.image.height, job.image.width))
+
+
+def _sums(ids_url: str, mask_url: str, image_url: str, block: Block) -> Any:
+    ids = open_array(ids_url, mode="r", zarr_format=OWN_FORMAT)
+    mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
+    image = open_array(image_url, mode="r", zarr_format=OWN_FORMAT)
+    band = np.asarray(image[(..., *block.slices)])
+    return object_sums(read_with_halo(ids, block), block, np.asarray(mask[block.slices]), band)
+
+
+def _pieces(ids_url: str, block: Block) -> list[tuple[int, bytes]]:
+    ids = open_array(ids_url, mode="r", zarr_format=OWN_FORMAT)
+    return vectors.chunk_polygons(np.asarray(ids[block.slices]), block.origin)
+
+
+def _table_bytes(
+    table: ObjectTable, pixel_size: tuple[float, float], unit: str | None, geo: vectors.Georeference | None
+) -> bytes:
+    """The table as Parquet, with physical area and centroid (when the image has a pixel size) and map ones."""
+    arrow = table.to_arrow()
+    if unit:
+        arrow = arrow.append_column("area_physical", pa.array(table.area * pixel_size[0] * pixel_size[1]))
+        arrow = arrow.append_column("centroid_y_physical", pa.array((table.centroid_row + 0.5) * pixel_size[0]))
+        arrow = arrow.append_column("centroid_x_physical", pa.array((table.centroid_col + 0.5) * pixel_size[1]))
+    if geo is not None:
+        x, y = geo.to_map(table.centroid_col + 0.5, table.centroid_row + 0.5)  # pixel centres
+        x0, y0 = geo.to_map(table.bbox_min_col.astype(float), table.bbox_min_row.astype(float))
+        x1, y1 = geo.to_map(table.bbox_max_col.astype(float), table.bbox_max_row.astype(float))
+        for name, values in (
+            ("centroid_x_map", x),
+            ("centroid_y_map", y),
+            ("bbox_min_x_map", np.minimum(x0, x1)),
+            ("bbox_min_y_map", np.minimum(y0, y1)),
+            ("bbox_max_x_map", np.maximum(x0, x1)),
+            ("bbox_max_y_map", np.maximum(y0, y1)),
+        ):
+            arrow = arrow.append_column(name, pa.array(values))
+    arrow = arrow.replace_schema_metadata({"unit": unit or "pixel", "crs": (geo.crs or "") if geo else ""})
+    buffer = io.BytesIO()
+    pq.write_table(arrow, buffer)
+    return buffer.getvalue()
