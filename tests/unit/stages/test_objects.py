@@ -1,0 +1,168 @@
+"""The objects stage (segpipe/stages/objects.py) on a finalized store: the id image equals scipy's labelling of
+the whole mask, the table equals regionprops, the polygons are whole across chunk borders, resumes skip done
+chunks, and the outputs carry the input's georeferencing."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import geopandas
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import tifffile
+import zarr
+from scipy import ndimage
+from skimage.measure import regionprops_table
+
+from segpipe.chunk_inference import create_mask
+from segpipe.config import ObjectsConfig, TilingConfig
+from segpipe.errors import ConfigError
+from segpipe.executor import local_executor
+from segpipe.io.omezarr import level_count
+from segpipe.stages.finalize import finalize_image
+from segpipe.stages.ingest import ingest_image
+from segpipe.stages.objects import Counted, count_objects
+from segpipe.stages.plan import BatchPlan, ImageJob, plan_batch
+from segpipe.stages.settings import RunSettings
+from segpipe.storage import location
+
+HEIGHT, WIDTH, CHUNK = 300, 220, 64
+GEO_TAGS = {33550: (10.0, 10.0, 0.0), 33922: (0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0)}
+GEOKEYS = (1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32633)  # projected, EPSG:32633
+
+
+def _mask(seed: int) -> np.ndarray:
+    """Blobs of random size, many crossing chunk borders, some with holes."""
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.random((HEIGHT, WIDTH)), 3)
+    return (noise > np.quantile(noise, 0.7)).astype(np.uint8)
+
+
+def _finalized(tmp_path, mask: np.ndarray, geotiff: bool = False) -> tuple[ImageJob, BatchPlan]:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 4000, (HEIGHT, WIDTH)).astype(np.uint16)
+    extratags = [(33550, 12, 3, GEO_TAGS[33550], True), (33922, 12, 6, GEO_TAGS[33922], True)]
+    extratags.append((34735, 3, len(GEOKEYS), GEOKEYS, True))
+    tifffile.imwrite(tmp_path / "scene.tif", image, extratags=extratags if geotiff else ())
+    settings = replace(RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=CHUNK, tile=64))
+    plan = plan_batch([str(tmp_path / "scene.tif")], None, settings)
+    job = plan.jobs[0]
+    ingested = ingest_image(job, plan)
+    create_mask(job.mask, HEIGHT, WIDTH, plan.chunk, plan.model.card.num_classes)
+    zarr.open_array(job.mask, mode="r+")[:] = mask
+    finalize_image(job, plan, ingested.stats)
+    return job, plan
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageJob, np.ndarray, Counted]:
+    tmp_path = tmp_path_factory.mktemp("objects")
+    mask = _mask(3)
+    job, plan = _finalized(tmp_path, mask, geotiff=True)
+    return job, mask, count_objects(job, plan, ObjectsConfig(enabled=True, geojson=True))
+
+
+def _table(url: str):
+    return pq.read_table(io.BytesIO(location(url).read_bytes()))
+
+
+def test_the_id_image_is_scipys_labelling_of_the_whole_mask(counted) -> None:
+    _, mask, result = counted
+    expected, count = ndimage.label(mask == 1)
+    np.testing.assert_array_equal(zarr.open_array(result.labels, mode="r")[:], expected)
+    assert result.counts == (0, count)
+
+
+def test_the_table_equals_regionprops_on_the_whole_image(counted) -> None:
+    _, mask, result = counted
+    ids, _ = ndimage.label(mask == 1)
+    table = _table(result.table)
+    props = regionprops_table(ids, properties=("label", "area", "perimeter", "centroid"))
+    np.testing.assert_array_equal(table.column("object_id").to_numpy(), props["label"])
+    np.testing.assert_array_equal(table.column("area").to_numpy(), props["area"])
+    np.testing.assert_allclose(table.column("perimeter").to_numpy(), props["perimeter"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table.column("centroid_row").to_numpy(), props["centroid-0"], atol=1e-9)
+
+
+def test_the_median_area_is_the_tables(counted) -> None:
+    _, _, result = counted
+    assert result.median_areas[1] == float(np.median(_table(result.table).column("area").to_numpy()))
+
+
+def test_each_object_is_one_polygon_whose_area_is_its_pixels_in_map_units(counted) -> None:
+    _, _, result = counted
+    frame = geopandas.read_parquet(io.BytesIO(location(result.polygons).read_bytes()))
+    areas = _table(result.table).column("area").to_numpy()
+    assert frame.crs is not None
+    assert frame.crs.to_epsg() == 32633
+    assert len(frame) == len(areas)
+    np.testing.assert_allclose(frame.geometry.area.to_numpy(), areas * 100.0)  # 10 m pixels
+
+
+def test_map_centroids_follow_the_geotiff_transform(counted) -> None:
+    _, _, result = counted
+    table = _table(result.table)
+    col, row = table.column("centroid_col").to_numpy(), table.column("centroid_row").to_numpy()
+    np.testing.assert_allclose(table.column("centroid_x_map").to_numpy(), 500000.0 + (col + 0.5) * 10.0)
+    np.testing.assert_allclose(table.column("centroid_y_map").to_numpy(), 4000000.0 - (row + 0.5) * 10.0)
+
+
+def test_the_geojson_has_one_classified_detection_per_object(counted) -> None:
+    import json
+
+    _, _, result = counted
+    assert result.geojson is not None
+    features = json.loads(location(result.geojson).read_bytes())["features"]
+    assert len(features) == result.counts[1]
+    assert {f["properties"]["classification"]["name"] for f in features} == {"nucleus"}
+
+
+def test_labels_list_the_objects_image_with_its_pyramid(counted) -> None:
+    job, _, _ = counted
+    labels = zarr.open_group(location(job.store).child("labels").url, mode="r")
+    assert labels.attrs["ome"]["labels"] == ["mask", "objects"]
+    datasets = labels["objects"].attrs["ome"]["multiscales"][0]["datasets"]
+    levels = level_count(HEIGHT, WIDTH)
+    assert [d["path"] for d in datasets] == [str(n) for n in range(levels)]
+    assert levels > 1
+    top = zarr.open_array(location(job.store).child("labels", "objects", str(levels - 1)).url, mode="r")
+    assert top.dtype == np.uint32
+
+
+def test_a_resumed_run_relabels_only_the_chunks_not_marked_done(tmp_path) -> None:
+    mask = _mask(5)
+    job, plan = _finalized(tmp_path, mask)
+    first = count_objects(job, plan, ObjectsConfig(enabled=True))
+    expected = np.asarray(zarr.open_array(first.labels, mode="r")[:])
+    ledger = next(n for n in location(job.store).child(".segpipe").listdir() if n.startswith("objects-"))
+    markers = location(job.store).child(".segpipe", ledger)
+    lost = sorted(markers.listdir())[:3]  # as if the run died before these chunks were written
+    ids = zarr.open_array(first.labels, mode="r+")
+    for name in lost:
+        y, x = (int(v) for v in name.split("_"))
+        ids[y : y + CHUNK, x : x + CHUNK] = 0
+        markers.child(name).remove()
+    batches: list[int] = []
+
+    def recording(tasks, label=""):
+        batches.append(len(tasks))
+        return local_executor(tasks, label)
+
+    second = count_objects(job, plan, ObjectsConfig(enabled=True), recording)
+    assert batches[1] == len(lost)  # the relabel pass: only the chunks not marked done
+    np.testing.assert_array_equal(zarr.open_array(second.labels, mode="r")[:], expected)
+    assert second.counts == first.counts
+
+
+def test_eight_connectivity_joins_diagonal_neighbours(tmp_path) -> None:
+    mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+    mask[CHUNK - 1, CHUNK - 1] = mask[CHUNK, CHUNK] = 1  # diagonal across a chunk corner
+    job, plan = _finalized(tmp_path, mask)
+    assert count_objects(job, plan, ObjectsConfig(enabled=True, connectivity=8)).counts == (0, 1)
+
+
+def test_a_connectivity_other_than_4_or_8_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="--connectivity must be 4 or 8, got 6"):
+        ObjectsConfig(enabled=True, connectivity=6)
