@@ -52,8 +52,11 @@ def discover(input: str | list[str], out: str, truth_pattern: str | None) -> lis
 def plan_night(
     pairs: list[Pair], settings: dict[str, Any], tracking_uri: str | None
 ) -> tuple[BatchPlan | None, list[NightlyImage]]:
-    """One plan for every input that can be planned, and the rejected inputs. Images with and without a truth
-    are planned apart (a plan takes truths for all of its images or for none) and merged."""
+    """One plan for every input that can be planned, and the rejected inputs.
+
+    Images with and without a truth are planned apart (a plan takes truths for all of its images or for none) and
+    merged.
+    """
     return plan_inputs(pairs, settings, tracking_uri)
 
 

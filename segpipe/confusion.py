@@ -54,7 +54,8 @@ def _confusion_by_codes(
 
     ``row`` is ``truth * K`` when every truth label is a class and none is ignored (checked first: two fast
     passes); otherwise a lookup table that also sends ignored pixels to row K and labels outside the classes
-    to row K + 1, which raises."""
+    to row K + 1, which raises.
+    """
     k = num_classes
     bins = (k + 2) * k
     direct = (

@@ -1,5 +1,7 @@
-"""Segmentation metrics from confusion matrices. Pure numpy. The matrices are built in ``segpipe.confusion``
-(``confusion_matrix`` and its ``BLOCK`` are re-exported here); chunk matrices sum to the whole-image matrix.
+"""Segmentation metrics from confusion matrices.
+
+Pure numpy. The matrices are built in ``segpipe.confusion`` (``confusion_matrix`` and its ``BLOCK`` are re-exported
+here); chunk matrices sum to the whole-image matrix.
 
 Definitions, per class k, from ``confusion[t, p]`` (pixels of truth class ``t`` predicted as ``p``):
 

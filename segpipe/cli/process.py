@@ -1,5 +1,4 @@
-"""What the process needs around a command: fewer malloc arenas, and quiet logs from Prefect's and MLflow's
-services."""
+"""What the process needs around a command: fewer malloc arenas, and quiet logs from Prefect's and MLflow's services."""
 
 from __future__ import annotations
 

@@ -50,8 +50,10 @@ def write_report(
     load: Callable[[str], Thumbnails] | None = None,
     worst: int = 4,
 ) -> dict[str, Any]:
-    """Write ``report_files`` into ``directory``. Returns the paths by role (``ROLES``), the overlays' as a
-    list under ``overlays`` (given ``load``)."""
+    """Write ``report_files`` into ``directory``.
+
+    Returns the paths by role (``ROLES``), the overlays' as a list under ``overlays`` (given ``load``).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Any] = {}

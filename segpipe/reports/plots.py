@@ -1,5 +1,4 @@
-"""Report plots: the confusion heatmap (``confusion.png``) and per-class IoU and Dice bars
-(``class_scores.png``).
+"""Report plots: the confusion heatmap (``confusion.png``) and per-class IoU and Dice bars (``class_scores.png``).
 
 Matplotlib is used through ``Figure`` and the Agg canvas directly (no pyplot, no global backend state), so
 plots render headless and from worker threads.

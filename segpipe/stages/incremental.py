@@ -70,8 +70,11 @@ def nightly_settings(
 def plan_inputs(
     pairs: list[Pair], settings: dict[str, Any], tracking_uri: str | None
 ) -> tuple[BatchPlan | None, list[NightlyImage]]:
-    """One plan for every input that can be planned, and the rejected inputs. Images with and without a truth
-    are planned apart (a plan takes truths for all of its images or for none) and merged."""
+    """One plan for every input that can be planned, and the rejected inputs.
+
+    Images with and without a truth are planned apart (a plan takes truths for all of its images or for none) and
+    merged.
+    """
     plans: list[BatchPlan] = []
     rejected: list[NightlyImage] = []
     for group in ([p for p in pairs if p[1] is not None], [p for p in pairs if p[1] is None]):

@@ -29,8 +29,11 @@ from segpipe.storage import location
 
 @dataclass(frozen=True)
 class ImageReport:
-    """What happened to one image. ``evaluation`` holds its scores when a truth was given;
-    ``megapixels_per_second`` counts only pixels this run computed (None if none)."""
+    """What happened to one image.
+
+    ``evaluation`` holds its scores when a truth was given; ``megapixels_per_second`` counts only pixels this run
+    computed (None if none).
+    """
 
     name: str
     image: str
@@ -145,8 +148,7 @@ def _predicted_pixels(evaluated: Evaluated | None) -> tuple[int, ...]:
 
 
 def finished_report(job: ImageJob) -> ImageReport | None:
-    """The report of an image finished earlier under this job's ``done_key`` (skipped now: nothing computed),
-    or None."""
+    """The report of an image finished earlier under this job's ``done_key`` (skipped now: nothing computed), or None."""
     record = read_commit(location(job.out_dir))
     if not record or record.get("fingerprint") != job.done_key or not is_committed(job):
         return None

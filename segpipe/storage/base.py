@@ -152,7 +152,9 @@ class Location(abc.ABC):
     @abc.abstractmethod
     def staged_write(self) -> contextlib.AbstractContextManager[str]:
         """Yield a local path to write the whole file to; on success it becomes this location atomically.
-        On error nothing changes."""
+
+        On error nothing changes.
+        """
 
     @abc.abstractmethod
     def remove(self) -> None:

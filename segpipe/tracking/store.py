@@ -48,10 +48,13 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def create_sqlite_store(tracking_uri: str) -> None:
-    """Make a new SQLite store whole or not at all. MLflow creates its schema one migration at a time, so a run
-    killed during the first use of a store left a file on which every later run failed ("table ... already
-    exists"). The store is built under a temporary name beside it, then linked into place, which also never
-    overwrites a store another process created meanwhile. No-op for other URIs and existing stores."""
+    """Make a new SQLite store whole or not at all.
+
+    MLflow creates its schema one migration at a time, so a run killed during the first use of a store left a file on
+    which every later run failed ("table ... already exists"). The store is built under a temporary name beside it, then
+    linked into place, which also never overwrites a store another process created meanwhile. No-op for other URIs and
+    existing stores.
+    """
     path = sqlite_path(tracking_uri)
     if path is None or path.exists():
         return
