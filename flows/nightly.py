@@ -129,7 +129,8 @@ def _finish(
     images: list[NightlyImage], batch: dict[str, Any] | None, input: str, out: str
 ) -> dict[str, Any] | State[dict[str, Any]]:
     """Write ``<out>/nightly-<date>.json``; return the report, or a Failed state carrying it when an image failed
-    or was rejected."""
+    or was rejected.
+    """
     summary = nightly_summary(images, input, night_date())
     reasons = {image.name: image.reason for image in images}
     report = dict(batch or {"images": [], "batch": None, "failures": [], "mlflow_run_id": "", "out": public_url(out)})

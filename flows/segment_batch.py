@@ -71,7 +71,8 @@ finalize, evaluate = retrying(finalize_image, 1), retrying(evaluate_image, 2)
 @task(name="image", **TASK_OPTIONS)
 def segment_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, executor: Executor) -> ImageReport:
     """Every stage of one image in one task run (each stage retried on its own), then its preview, metrics.json
-    and, last, done.json (the flow sends only images not finished earlier)."""
+    and, last, done.json (the flow sends only images not finished earlier).
+    """
     ingested = ingest(job, plan, executor)
     inferred = infer(job, ingested, plan, settings.inference, executor)
     final = finalize(job, plan, ingested.stats, settings.export_tiff, executor)
@@ -165,7 +166,8 @@ def segment_batch(
 
 def run_plan(plan: BatchPlan, settings: RunSettings, **options: Any) -> BatchResult:
     """``segment_batch`` on a plan already made (its images and truths), handed over in process; ``options``
-    are the flow's other parameters (cluster, workers, tracking_uri, experiment, show_progress, canary)."""
+    are the flow's other parameters (cluster, workers, tracking_uri, experiment, show_progress, canary).
+    """
     images = list(dict.fromkeys(job.image.path for job in plan.jobs))  # for the flow run's record
     with hold_plan(plan, settings) as held, _handing(held) as plan_id:
         result: BatchResult = segment_batch(images=images, settings=settings.to_dict(), plan_id=plan_id, **options)

@@ -84,7 +84,8 @@ def _confusion_by_codes(
 
 def _histogram(codes: np.ndarray, bins: int) -> np.ndarray:
     """``np.bincount(codes, minlength=bins)``; for many uint8 codes, counted two at a time as uint16 pairs
-    (half the elements to count), then split back by summing the 256 x 256 pair table along each axis."""
+    (half the elements to count), then split back by summing the 256 x 256 pair table along each axis.
+    """
     if codes.dtype != np.uint8 or codes.size < 1 << 16:
         return np.bincount(codes, minlength=bins)[:bins]
     even = codes.size - codes.size % 2
@@ -99,7 +100,8 @@ def _histogram(codes: np.ndarray, bins: int) -> np.ndarray:
 def _row_offsets(dtype_str: str, num_classes: int, ignore_index: int | None) -> np.ndarray:
     """Table from every value of a <= 16-bit integer dtype (indexed by its unsigned bit pattern) to
     ``value * K`` for a class, ``K * K`` for ``ignore_index`` and ``(K + 1) * K`` for anything else; uint8
-    when the codes fit."""
+    when the codes fit.
+    """
     dtype = np.dtype(dtype_str)
     bits = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}")
     values = bits.view(dtype).astype(np.int64) if dtype.kind != "b" else bits.astype(np.int64)

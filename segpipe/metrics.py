@@ -112,7 +112,8 @@ class BandScores:
 @dataclass(frozen=True)
 class Scores:
     """Scores of one confusion matrix (see the module docstring): per class, their macro means, pixel
-    accuracy, frequency-weighted IoU, and the pixel counts and matrix they come from."""
+    accuracy, frequency-weighted IoU, and the pixel counts and matrix they come from.
+    """
 
     iou: tuple[float, ...]
     dice: tuple[float, ...]
@@ -156,7 +157,8 @@ class Scores:
 
 def scores(confusion: np.ndarray) -> Scores:
     """Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel
-    accuracy; frequency-weighted IoU; truth and predicted pixels per class."""
+    accuracy; frequency-weighted IoU; truth and predicted pixels per class.
+    """
     per_class = class_scores(confusion)
     counts = np.asarray(confusion, dtype=np.int64)
     total = int(counts.sum())
@@ -175,7 +177,8 @@ def scores(confusion: np.ndarray) -> Scores:
 
 def class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class ``iou``, ``dice``, ``precision``, ``recall`` as float64 arrays; NaN where a class is absent
-    from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring)."""
+    from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring).
+    """
     confusion = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(confusion)
     fp = confusion.sum(axis=0) - tp
@@ -206,7 +209,8 @@ def _nanmean(values: np.ndarray) -> float:
 @dataclass(frozen=True)
 class PerImageScores:
     """Each score averaged over the images where it is defined (NaN skipped); ``images_per_class`` counts the
-    images that scored each class."""
+    images that scored each class.
+    """
 
     iou: tuple[float, ...]
     dice: tuple[float, ...]
@@ -299,7 +303,8 @@ def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = No
 
 def distinct_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sorted distinct ids of non-negative integer ``labels`` and each pixel's index into them, flat (a
-    lookup table when the ids are small, a sort otherwise)."""
+    lookup table when the ids are small, a sort otherwise).
+    """
     flat = labels.ravel()
     top = int(flat.max()) if flat.size else 0
     if top >= max(1 << 24, 4 * flat.size):

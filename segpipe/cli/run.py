@@ -1,5 +1,6 @@
 """``segpipe run`` and ``segpipe demo``: plan the batch (every input checked, nothing written), run it as the
-batch flow, print its result."""
+batch flow, print its result.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def _plan_and_segment(
     args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings, prefect: Any
 ) -> tuple[BatchResult, float]:
     """Plan (every input checked, nothing written), then run the plan as a flow; returns its result and the
-    flow's wall time."""
+    flow's wall time.
+    """
     from segpipe.stages.plan import plan_batch
     from segpipe.storage import public_url
     from segpipe.tracking import check_reachable, check_tracking_uri, default_tracking_uri

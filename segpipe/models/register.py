@@ -91,7 +91,8 @@ def _register(ref: ModelRef, name: str, alias: str | None, uri: str, experiment:
 
 def _experiment_id(client: Any, experiment: str, tracking_uri: str) -> str:
     """The experiment's id; a new one keeps its artifacts where segpipe's runs keep theirs (beside a sqlite
-    store, never the current folder)."""
+    store, never the current folder).
+    """
     from segpipe.tracking import default_artifact_root
 
     found = client.get_experiment_by_name(experiment)

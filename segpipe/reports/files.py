@@ -1,5 +1,6 @@
 """A batch's report as files: every file rendered to bytes by name (``report_files``), so a stage can write
-them through ``segpipe.storage`` to any store, and ``write_report`` for a local folder."""
+them through ``segpipe.storage`` to any store, and ``write_report`` for a local folder.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def report_files(
     worst: int = 4,
 ) -> dict[str, bytes]:
     """Bytes by file name: per_image.csv, summary.csv, summary.json, confusion.png, class_scores.png and,
-    given ``load``, the overlays of the ``worst`` images (``worst_<rank>_<name>.png``)."""
+    given ``load``, the overlays of the ``worst`` images (``worst_<rank>_<name>.png``).
+    """
     summary = score_summary(results, class_names)
     micro = summary.aggregates.micro
     files = {

@@ -42,7 +42,8 @@ SUMMARY_COLUMNS = (
 @dataclass(frozen=True)
 class ImageResult:
     """One image's evaluation: its confusion matrix, its scores (computed from the matrix when None) and,
-    optionally, its object metrics (``segpipe.objects.object_metrics``)."""
+    optionally, its object metrics (``segpipe.objects.object_metrics``).
+    """
 
     name: str
     confusion: np.ndarray
@@ -56,7 +57,8 @@ class ImageResult:
 @dataclass(frozen=True)
 class ScoreSummary:
     """A batch's scores: ``micro`` (summed matrices) and ``per_image`` (means over images) aggregates, summed
-    object metrics (None without any), and the images from worst to best by mean Dice."""
+    object metrics (None without any), and the images from worst to best by mean Dice.
+    """
 
     class_names: tuple[str, ...]
     aggregates: metrics.BatchAggregates
@@ -137,7 +139,8 @@ def write_file(path: str | Path, data: bytes) -> Path:
 
 def per_image_rows(results: Sequence[ImageResult], class_names: Sequence[str]) -> list[dict[str, Any]]:
     """One row per image: name, per-class iou/dice/precision/recall, means, pixels (and object metrics at
-    IoU 0.5 plus F1 averaged over thresholds, when any image has them)."""
+    IoU 0.5 plus F1 averaged over thresholds, when any image has them).
+    """
     with_objects = any(r.objects for r in results)
     rows = []
     for result in results:
@@ -181,7 +184,8 @@ def write_per_image_csv(path: str | Path, results: Sequence[ImageResult], class_
 
 def score_summary(results: Sequence[ImageResult], class_names: Sequence[str]) -> ScoreSummary:
     """Batch scores: ``micro`` (summed matrices), ``per_image`` (means over images), summed object metrics,
-    and the images from worst to best by mean Dice."""
+    and the images from worst to best by mean Dice.
+    """
     aggregates = metrics.batch_aggregates([r.confusion for r in results])
     class_columns(class_names, len(aggregates.micro.iou))
     objects = [r.objects for r in results if r.objects]

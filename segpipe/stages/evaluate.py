@@ -1,5 +1,6 @@
 """Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster; the
-seam band along chunk borders scored apart from the interior; object matching for instance truth."""
+seam band along chunk borders scored apart from the interior; object matching for instance truth.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ OBJECT_METRICS_MAX_PIXELS = 64 * 2**20
 class Evaluation:
     """An image's scores against its truth: the whole image, the interior and the seam band apart, and, when
     object matching was asked for (instance truth), the object metrics per IoU threshold (None where the
-    image was too large to match)."""
+    image was too large to match).
+    """
 
     scores: metrics.Scores
     interior: metrics.BandScores
@@ -85,7 +87,8 @@ def evaluate_image(
 def object_scores(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
     """Object-level matching (stardist-style, IoU thresholds 0.5..0.9) of the mask's connected components
     against instance truth. Matching needs whole objects, so it reads both images whole: it is skipped
-    (None) above OBJECT_METRICS_MAX_PIXELS."""
+    (None) above OBJECT_METRICS_MAX_PIXELS.
+    """
     truth = job.truth
     if truth is None or truth.height * truth.width > OBJECT_METRICS_MAX_PIXELS:
         return None

@@ -1,6 +1,7 @@
 """Finalize: image and mask pyramids, NGFF metadata with the input's pixel size and GeoTIFF tags, and last the
 store's commit (its ``infer_key``); optionally the mask as a (Geo)TIFF. No rename: the store is built in place
-and trusted only once committed, on any store."""
+and trusted only once committed, on any store.
+"""
 
 from __future__ import annotations
 

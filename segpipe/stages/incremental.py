@@ -57,7 +57,8 @@ def nightly_settings(
     out: str, model: str, chunk: int, halo: int | None, settings: dict[str, Any] | None
 ) -> dict[str, Any]:
     """``RunSettings`` values for the night: ``settings`` (any ``RunSettings`` field) under the explicit parameters,
-    which win; ``overwrite`` defaults to true, so a changed input replaces its outputs."""
+    which win; ``overwrite`` defaults to true, so a changed input replaces its outputs.
+    """
     values = dict(settings or {})
     tiling = {**(values.get("tiling") or {}), "chunk": chunk}
     if halo is not None:

@@ -1,6 +1,7 @@
 """Report: one typed report per image (written as ``metrics.json`` with a ``preview.png``, then the image's
 ``done.json`` commit record, written last), a failure record for an image that failed alone, and the batch's
-report files (``report/``) in the output location."""
+report files (``report/``) in the output location.
+"""
 
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ def write_batch_report(
 ) -> list[str]:
     """Write ``<out>/report/`` (per-image CSV, batch summary, confusion heatmap, per-class bars, overlays of the
     ``worst`` images by mean Dice), every file rendered before the first is written; returns the URLs written
-    in name order (none without truths)."""
+    in name order (none without truths).
+    """
     scored = [r for r in reports if r.confusion is not None]
     if not scored:
         return []

@@ -143,7 +143,8 @@ def check_canary(
     nights: int = 7,
 ) -> list[CanaryCheck]:
     """Tonight's canary mean Dice and class fractions against their means over the last ``nights`` earlier
-    run dates (same model or not: a new model's shift is what the check is for)."""
+    run dates (same model or not: a new model's shift is what the check is for).
+    """
     today = {row["run_id"] for row in tonight}
     earlier = [r for r in history if r["role"] == "canary" and r["run_id"] not in today]
     dates = sorted({r[PARTITION] for r in earlier})[-nights:]
@@ -193,7 +194,8 @@ def canary_summary(
 @dataclass(frozen=True)
 class BatchSummary:
     """Batch figures (``batch.json`` less its images): counts, throughput over the pixels this run computed, and
-    with truths the scores (micro at the top level, ``per_image`` means, summed object metrics)."""
+    with truths the scores (micro at the top level, ``per_image`` means, summed object metrics).
+    """
 
     images: int
     images_failed: int
@@ -238,7 +240,8 @@ class BatchSummary:
     @classmethod
     def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchSummary:
         """From ``to_json``'s form; the scores, of which batch.json keeps a part, are given apart (``report/
-        summary.json`` holds them whole)."""
+        summary.json`` holds them whole).
+        """
         canary = CanarySummary.from_json(data["canary"]) if data.get("canary") else None
         return cls(
             images=int(data["images"]),
@@ -326,7 +329,8 @@ def summarize_run(
     canary: CanarySet | None,
 ) -> BatchSummary:
     """The batch summary of a run's outcomes, with the canary checked against the results table's earlier runs
-    (this run's rows are appended last, by ``append_results``)."""
+    (this run's rows are appended last, by ``append_results``).
+    """
     reports = [o for o in outcomes if isinstance(o, ImageReport)]
     failures = [o for o in outcomes if isinstance(o, ImageFailure)]
     class_names = plan.model.card.class_names

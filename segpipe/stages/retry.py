@@ -1,5 +1,6 @@
 """Stage retries inside an image's one task: a transient fault (a dropped connection, a worker lost, a tracking
-outage) is tried again; bad input is not, since it stays bad."""
+outage) is tried again; bad input is not, since it stays bad.
+"""
 
 from __future__ import annotations
 

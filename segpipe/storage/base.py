@@ -182,7 +182,8 @@ class Location(abc.ABC):
 
     def remove_partial_writes(self) -> int:
         """Delete the temporary files killed writes leave below this directory; return how many (stores that
-        write whole objects leave none: 0)."""
+        write whole objects leave none: 0).
+        """
         return 0
 
     def _check_mode(self, mode: str) -> None:

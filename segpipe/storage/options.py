@@ -81,7 +81,8 @@ def known_protocol(protocol: str) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is a passing I/O fault worth retrying (connection reset, timeout), not a missing or
-    forbidden object. Covers builtin OSErrors and the connection errors of botocore and aiohttp."""
+    forbidden object. Covers builtin OSErrors and the connection errors of botocore and aiohttp.
+    """
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
@@ -102,7 +103,8 @@ TRANSIENT_CLASSES = frozenset(
 
 def close_filesystems() -> int:
     """Close the network sessions of this process's cached asynchronous filesystems (those zarr stores use)
-    and forget every cached object-store filesystem; call at process or worker teardown. Returns how many."""
+    and forget every cached object-store filesystem; call at process or worker teardown. Returns how many.
+    """
     from zarr.core.sync import sync
 
     closed = 0

@@ -118,7 +118,8 @@ class FsspecLocation(Location):
 
     def check_writable(self) -> None:
         """Raise ``OutputError`` unless the bucket is reachable and a probe object can be written and deleted
-        under this prefix."""
+        under this prefix.
+        """
         try:
             self._check_bucket()
             probe = self.child(f".segpipe-probe-{uuid.uuid4().hex}")
@@ -152,7 +153,8 @@ class S3Location(FsspecLocation):
 
     def create_if_absent(self, data: bytes) -> bool:
         """One PUT with ``If-None-Match: *`` (s3fs ``pipe_file(mode="create")``); S3 answers 412
-        PreconditionFailed when the key exists, which s3fs raises as ``FileExistsError``."""
+        PreconditionFailed when the key exists, which s3fs raises as ``FileExistsError``.
+        """
         try:
             filesystem(self.protocol).pipe_file(self.path, bytes(data), mode="create")
         except FileExistsError:

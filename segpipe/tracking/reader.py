@@ -34,7 +34,8 @@ class RunRecord:
 
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
     """For an ``http(s)`` tracking URI, one request to ``/health``; a server that does not answer is a
-    ``TrackingError`` now rather than after MLflow's minutes of retries. Any HTTP answer counts as reachable."""
+    ``TrackingError`` now rather than after MLflow's minutes of retries. Any HTTP answer counts as reachable.
+    """
     if not tracking_uri.startswith(("http://", "https://")):
         return
     import requests
