@@ -1,5 +1,6 @@
-"""The nightly flow: find tonight's inputs, pair their truths, and segment only what is new, changed or left
-unfinished by an earlier run; the report says, for every image, what was done and why.
+"""The nightly flow: segment only what is new, changed or left unfinished by an earlier run.
+
+It finds tonight's inputs and pairs their truths; the report says, for every image, what was done and why.
 
 Why each image is (or is not) processed is decided by ``segpipe.stages.incremental`` before the batch.
 Only new, changed and retry images go to ``segment_batch`` (a subflow); a night with none of them starts no
@@ -128,8 +129,9 @@ def nightly(
 def _finish(
     images: list[NightlyImage], batch: dict[str, Any] | None, input: str, out: str
 ) -> dict[str, Any] | State[dict[str, Any]]:
-    """Write ``<out>/nightly-<date>.json``; return the report, or a Failed state carrying it when an image failed
-    or was rejected.
+    """Write ``<out>/nightly-<date>.json`` and return the report.
+
+    A Failed state carrying the report is returned instead when an image failed or was rejected.
     """
     summary = nightly_summary(images, input, night_date())
     reasons = {image.name: image.reason for image in images}

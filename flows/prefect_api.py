@@ -80,8 +80,10 @@ def configured_api_url() -> str | None:
 
 
 def api_url_hint() -> str | None:
-    """A quick look, without importing Prefect (0.6 s), for a configured API: ``PREFECT_API_URL`` in the
-    environment or in the active profile. ``configured_api_url`` has the final word before the flow starts.
+    """A quick look, without importing Prefect (0.6 s), for a configured API.
+
+    That is ``PREFECT_API_URL`` in the environment or in the active profile. ``configured_api_url`` has the final word
+    before the flow starts.
     """
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
@@ -103,8 +105,10 @@ def free_port() -> int:
 
 
 def launch_server() -> TemporaryServer:
-    """Start the server process without waiting for it (Prefect's own temporary-server command; the server reads
-    the same environment and profile as this process). Prefect itself is not imported here.
+    """Start the server process without waiting for it.
+
+    It is Prefect's own temporary-server command; the server reads the same environment and profile as this process.
+    Prefect itself is not imported here.
     """
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
@@ -148,8 +152,10 @@ def wait_until_healthy(server: TemporaryServer, timeout: float) -> TemporaryServ
 
 
 class EarlyPrefect:
-    """``start()`` launches a temporary server when no API is configured; ``api()`` waits for it and points
-    Prefect at it for the flow call; ``stop()`` ends it.
+    """A temporary Prefect API server for one flow call, started only when no API is configured.
+
+    ``start()`` launches a temporary server when no API is configured; ``api()`` waits for it and points Prefect at it
+    for the flow call; ``stop()`` ends it.
     """
 
     def __init__(self) -> None:
@@ -202,8 +208,10 @@ class DropLinksTo(logging.Filter):
 
 
 def drain_prefect_workers(timeout: float = 5.0) -> None:
-    """Send the logs and events Prefect still queues while the server is up (its workers would otherwise retry
-    a stopped server for over a minute at exit, as Prefect's own test harness also avoids).
+    """Send the logs and events Prefect still queues while the server is up.
+
+    Its workers would otherwise retry a stopped server for over a minute at exit, as Prefect's own test harness also
+    avoids.
     """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker

@@ -111,8 +111,10 @@ class BandScores:
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of one confusion matrix (see the module docstring): per class, their macro means, pixel
-    accuracy, frequency-weighted IoU, and the pixel counts and matrix they come from.
+    """Scores of one confusion matrix (see the module docstring).
+
+    Per class, their macro means, pixel accuracy, frequency-weighted IoU, and the pixel counts and matrix they come
+    from.
     """
 
     iou: tuple[float, ...]
@@ -156,8 +158,10 @@ class Scores:
 
 
 def scores(confusion: np.ndarray) -> Scores:
-    """Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel
-    accuracy; frequency-weighted IoU; truth and predicted pixels per class.
+    """Score one confusion matrix: per-class scores, their macro means and the pixel-level scores.
+
+    Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel accuracy;
+    frequency-weighted IoU; truth and predicted pixels per class.
     """
     per_class = class_scores(confusion)
     counts = np.asarray(confusion, dtype=np.int64)
@@ -176,8 +180,9 @@ def scores(confusion: np.ndarray) -> Scores:
 
 
 def class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class ``iou``, ``dice``, ``precision``, ``recall`` as float64 arrays; NaN where a class is absent
-    from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring).
+    """Per-class ``iou``, ``dice``, ``precision``, ``recall`` as float64 arrays.
+
+    NaN where a class is absent from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring).
     """
     confusion = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(confusion)
@@ -208,8 +213,9 @@ def _nanmean(values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class PerImageScores:
-    """Each score averaged over the images where it is defined (NaN skipped); ``images_per_class`` counts the
-    images that scored each class.
+    """Each score averaged over the images where it is defined (NaN skipped).
+
+    ``images_per_class`` counts the images that scored each class.
     """
 
     iou: tuple[float, ...]
@@ -244,8 +250,10 @@ class BatchAggregates:
 
 
 def batch_aggregates(confusions: Sequence[np.ndarray]) -> BatchAggregates:
-    """``micro``: scores of the summed matrix; ``per_image``: each score averaged over the images where it is
-    defined (NaN skipped), with ``images_per_class`` counting the images that scored each class.
+    """Scores of many images: the summed matrix's (``micro``) and the per-image means (``per_image``).
+
+    ``micro``: scores of the summed matrix; ``per_image``: each score averaged over the images where it is defined (NaN
+    skipped), with ``images_per_class`` counting the images that scored each class.
 
     Raises:
         InputError: no matrices, or matrices of different shapes.
@@ -276,8 +284,9 @@ def _nanmean_columns(values: np.ndarray) -> np.ndarray:
 
 
 def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = None) -> np.ndarray:
-    """Class labels from instance labels: ``mapping[id]`` for each id (0 maps to 0 unless given); without a
-    mapping every id > 0 is class 1. Returns the smallest unsigned dtype that holds the classes.
+    """Class labels from instance labels: ``mapping[id]`` for each id (0 maps to 0 unless given).
+
+    Without a mapping every id > 0 is class 1. Returns the smallest unsigned dtype that holds the classes.
 
     Raises:
         InputError: a negative id, or an id > 0 missing from ``mapping``.
@@ -302,8 +311,9 @@ def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = No
 
 
 def distinct_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted distinct ids of non-negative integer ``labels`` and each pixel's index into them, flat (a
-    lookup table when the ids are small, a sort otherwise).
+    """The sorted distinct ids of non-negative integer ``labels`` and each pixel's index into them, flat.
+
+    A lookup table finds them when the ids are small, a sort otherwise.
     """
     flat = labels.ravel()
     top = int(flat.max()) if flat.size else 0

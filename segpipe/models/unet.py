@@ -1,5 +1,7 @@
-"""A small U-Net in plain torch: fully convolutional, so any tile size that is a multiple of
-``size_divisor`` works, and a pixel's output depends only on inputs within ``receptive_field_radius``.
+"""A small U-Net in plain torch.
+
+It is fully convolutional, so any tile size that is a multiple of ``size_divisor`` works, and a pixel's output depends
+only on inputs within ``receptive_field_radius``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""A batch's report as files: every file rendered to bytes by name (``report_files``), so a stage can write
-them through ``segpipe.storage`` to any store, and ``write_report`` for a local folder.
+"""A batch's report as files.
+
+Every file is rendered to bytes by name (``report_files``), so a stage can write them through ``segpipe.storage`` to any
+store, and ``write_report`` writes them to a local folder.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ def report_files(
     load: Callable[[str], Thumbnails] | None = None,
     worst: int = 4,
 ) -> dict[str, bytes]:
-    """Bytes by file name: per_image.csv, summary.csv, summary.json, confusion.png, class_scores.png and,
-    given ``load``, the overlays of the ``worst`` images (``worst_<rank>_<name>.png``).
+    """Every report file rendered to bytes, by file name.
+
+    The files are per_image.csv, summary.csv, summary.json, confusion.png, class_scores.png and, given ``load``, the
+    overlays of the ``worst`` images (``worst_<rank>_<name>.png``).
     """
     summary = score_summary(results, class_names)
     micro = summary.aggregates.micro

@@ -20,8 +20,9 @@ from segpipe.reports.tables import class_columns, write_file
 
 
 def confusion_png(confusion: np.ndarray, class_names: Sequence[str]) -> bytes:
-    """PNG heatmap of the confusion matrix normalised by truth rows, each cell annotated with its pixel count
-    and row share; a row without truth pixels is grey.
+    """PNG heatmap of the confusion matrix normalised by truth rows.
+
+    Each cell is annotated with its pixel count and row share; a row without truth pixels is grey.
     """
     counts = np.asarray(confusion, dtype=np.int64)
     class_columns(class_names, counts.shape[0])
@@ -68,8 +69,9 @@ def _count(value: int) -> str:
 
 
 def class_scores_png(scores: metrics.Scores, class_names: Sequence[str]) -> bytes:
-    """PNG of grouped bars of IoU and Dice per class, values written on the bars, mean IoU and Dice as dashed
-    lines; a class without a score is marked n/a.
+    """PNG of grouped bars of IoU and Dice per class.
+
+    Values are written on the bars, mean IoU and Dice drawn as dashed lines; a class without a score is marked n/a.
     """
     class_columns(class_names, len(scores.iou))
     k = len(class_names)

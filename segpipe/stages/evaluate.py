@@ -1,5 +1,6 @@
-"""Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster; the
-seam band along chunk borders scored apart from the interior; object matching for instance truth.
+"""Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster.
+
+The seam band along chunk borders is scored apart from the interior; instance truth gets object matching.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ OBJECT_METRICS_MAX_PIXELS = 64 * 2**20
 
 @dataclass(frozen=True)
 class Evaluation:
-    """An image's scores against its truth: the whole image, the interior and the seam band apart, and, when
-    object matching was asked for (instance truth), the object metrics per IoU threshold (None where the
-    image was too large to match).
+    """An image's scores against its truth: the whole image, and the interior and the seam band apart.
+
+    When object matching was asked for (instance truth), it also holds the object metrics per IoU threshold (None where
+    the image was too large to match).
     """
 
     scores: metrics.Scores
@@ -85,9 +87,10 @@ def evaluate_image(
 
 
 def object_scores(job: ImageJob, mask: str) -> list[dict[str, Any]] | None:
-    """Object-level matching (stardist-style, IoU thresholds 0.5..0.9) of the mask's connected components
-    against instance truth. Matching needs whole objects, so it reads both images whole: it is skipped
-    (None) above OBJECT_METRICS_MAX_PIXELS.
+    """Object-level matching of the mask's connected components against instance truth.
+
+    Matching is stardist-style, at IoU thresholds 0.5..0.9. It needs whole objects, so it reads both images whole: it is
+    skipped (None) above OBJECT_METRICS_MAX_PIXELS.
     """
     truth = job.truth
     if truth is None or truth.height * truth.width > OBJECT_METRICS_MAX_PIXELS:

@@ -1,6 +1,7 @@
-"""Incremental runs: which of tonight's inputs need work, and why, decided before the batch from each image's
-``done.json`` and its store's commit compared with the fingerprints of tonight's plan (no Prefect here; the
-nightly flow in ``flows/nightly.py`` wraps these in tasks).
+"""Incremental runs: which of tonight's inputs need work, and why, decided before the batch.
+
+It is decided from each image's ``done.json`` and its store's commit compared with the fingerprints of tonight's plan
+(no Prefect here; the nightly flow in ``flows/nightly.py`` wraps these in tasks).
 
 - ``new``: no earlier output for this image.
 - ``changed``: an earlier commit under another fingerprint (the input's content, the model or a setting changed);
@@ -56,8 +57,10 @@ class NightlyImage:
 def nightly_settings(
     out: str, model: str, chunk: int, halo: int | None, settings: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """``RunSettings`` values for the night: ``settings`` (any ``RunSettings`` field) under the explicit parameters,
-    which win; ``overwrite`` defaults to true, so a changed input replaces its outputs.
+    """``RunSettings`` values for the night.
+
+    ``settings`` (any ``RunSettings`` field) go under the explicit parameters, which win; ``overwrite`` defaults to
+    true, so a changed input replaces its outputs.
     """
     values = dict(settings or {})
     tiling = {**(values.get("tiling") or {}), "chunk": chunk}

@@ -1,6 +1,8 @@
-"""Report: one typed report per image (written as ``metrics.json`` with a ``preview.png``, then the image's
-``done.json`` commit record, written last), a failure record for an image that failed alone, and the batch's
-report files (``report/``) in the output location.
+"""Report: one typed report per image, a failure record per failed image, and the batch's report files.
+
+An image's report is written as ``metrics.json`` with a ``preview.png``, then the image's ``done.json`` commit record,
+written last; a failure record is for an image that failed alone; the batch's report files go to ``report/`` in the
+output location.
 """
 
 from __future__ import annotations
@@ -149,7 +151,10 @@ def _predicted_pixels(evaluated: Evaluated | None) -> tuple[int, ...]:
 
 
 def finished_report(job: ImageJob) -> ImageReport | None:
-    """The report of an image finished earlier under this job's ``done_key`` (skipped now: nothing computed), or None."""
+    """The report of an image finished earlier under this job's ``done_key``, or None.
+
+    Such an image is skipped now: nothing is computed.
+    """
     record = read_commit(location(job.out_dir))
     if not record or record.get("fingerprint") != job.done_key or not is_committed(job):
         return None
@@ -172,9 +177,10 @@ def commit_image(
 def write_batch_report(
     plan: BatchPlan, out: str, reports: list[ImageReport], config: EvalConfig, worst: int = 4
 ) -> list[str]:
-    """Write ``<out>/report/`` (per-image CSV, batch summary, confusion heatmap, per-class bars, overlays of the
-    ``worst`` images by mean Dice), every file rendered before the first is written; returns the URLs written
-    in name order (none without truths).
+    """Write ``<out>/report/``, every file rendered before the first is written.
+
+    The files are the per-image CSV, batch summary, confusion heatmap, per-class bars and overlays of the ``worst``
+    images by mean Dice. Returns the URLs written in name order (none without truths).
     """
     scored = [r for r in reports if r.confusion is not None]
     if not scored:

@@ -142,8 +142,10 @@ def check_canary(
     tolerance: float,
     nights: int = 7,
 ) -> list[CanaryCheck]:
-    """Tonight's canary mean Dice and class fractions against their means over the last ``nights`` earlier
-    run dates (same model or not: a new model's shift is what the check is for).
+    """Tonight's canary mean Dice and class fractions against their means over earlier run dates.
+
+    The means are over the last ``nights`` earlier run dates (same model or not: a new model's shift is what the check
+    is for).
     """
     today = {row["run_id"] for row in tonight}
     earlier = [r for r in history if r["role"] == "canary" and r["run_id"] not in today]
@@ -193,8 +195,10 @@ def canary_summary(
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """Batch figures (``batch.json`` less its images): counts, throughput over the pixels this run computed, and
-    with truths the scores (micro at the top level, ``per_image`` means, summed object metrics).
+    """Batch figures (``batch.json`` less its images).
+
+    Counts, throughput over the pixels this run computed, and with truths the scores (micro at the top level,
+    ``per_image`` means, summed object metrics).
     """
 
     images: int
@@ -239,8 +243,9 @@ class BatchSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchSummary:
-        """From ``to_json``'s form; the scores, of which batch.json keeps a part, are given apart (``report/
-        summary.json`` holds them whole).
+        """From ``to_json``'s form.
+
+        The scores, of which batch.json keeps a part, are given apart (``report/summary.json`` holds them whole).
         """
         canary = CanarySummary.from_json(data["canary"]) if data.get("canary") else None
         return cls(
@@ -328,8 +333,10 @@ def summarize_run(
     seconds: float,
     canary: CanarySet | None,
 ) -> BatchSummary:
-    """The batch summary of a run's outcomes, with the canary checked against the results table's earlier runs
-    (this run's rows are appended last, by ``append_results``).
+    """The batch summary of a run's outcomes.
+
+    The canary is checked against the results table's earlier runs (this run's rows are appended last, by
+    ``append_results``).
     """
     reports = [o for o in outcomes if isinstance(o, ImageReport)]
     failures = [o for o in outcomes if isinstance(o, ImageFailure)]

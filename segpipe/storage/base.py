@@ -125,8 +125,9 @@ class Location(abc.ABC):
         """Write ``data`` atomically: readers see the old content or the new, never a part of it."""
 
     def create_if_absent(self, data: bytes) -> bool:
-        """Create the file here holding ``data`` unless something is already there, atomically: of many
-        callers at once, on any machines, exactly one gets True and its bytes are stored; the others get False
+        """Create the file here holding ``data`` unless something is already there, atomically.
+
+        Of many callers at once, on any machines, exactly one gets True and its bytes are stored; the others get False
         and change nothing. Readers never see a part of ``data``.
 
         Backends without ``supports_conditional_create`` raise (check the flag first). On object stores a
@@ -181,8 +182,9 @@ class Location(abc.ABC):
         """Raise ``OutputError`` (one line) unless segpipe can write here."""
 
     def remove_partial_writes(self) -> int:
-        """Delete the temporary files killed writes leave below this directory; return how many (stores that
-        write whole objects leave none: 0).
+        """Delete the temporary files killed writes leave below this directory; return how many.
+
+        Stores that write whole objects leave none: 0.
         """
         return 0
 

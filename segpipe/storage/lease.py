@@ -210,8 +210,9 @@ def acquire(
 
 
 def _create(root: Location, generation: int, record: LeaseRecord) -> bool:
-    """Create ``generation``; True when this call's record is the one stored (a retried PUT may report False
-    for its own write, so the stored token decides).
+    """Create ``generation``; True when this call's record is the one stored.
+
+    A retried PUT may report False for its own write, so the stored token decides.
     """
     target = root.child(_name(generation))
     if target.create_if_absent(_encode(record)):
@@ -241,8 +242,9 @@ def _forget_old(root: Location, newest: int) -> None:
 
 
 class LeaseKeeper:
-    """Renews every lease a run holds from one thread; a lost lease is remembered in ``lost`` (the run's
-    fences fail on their own at their next check).
+    """Renews every lease a run holds from one thread.
+
+    A lost lease is remembered in ``lost`` (the run's fences fail on their own at their next check).
     """
 
     def __init__(self, leases: list[Lease], interval: float) -> None:

@@ -63,8 +63,9 @@ _WARMING: dict[str, threading.Thread] = {}  # tracking URI -> its warm-up thread
 
 
 def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
-    """Import MLflow and open its store for ``tracking_uri`` in a background thread, while the images compute
-    (about 1 s of a small run's wall time otherwise); errors are left for the real call to report. A tracker
+    """Import MLflow and open its store for ``tracking_uri`` in a background thread, while images compute.
+
+    Otherwise this takes about 1 s of a small run's wall time; errors are left for the real call to report. A tracker
     for the same URI waits for it: two threads creating a new SQLite store would both run its migrations.
     """
 
@@ -89,8 +90,9 @@ def wait_for_warm_up(tracking_uri: str) -> None:
 
 
 class MlflowTracker:
-    """Logs to MLflow at ``tracking_uri``; artifacts of a new experiment go to ``artifact_root`` (default:
-    ``default_artifact_root``).
+    """Logs to MLflow at ``tracking_uri``.
+
+    Artifacts of a new experiment go to ``artifact_root`` (default: ``default_artifact_root``).
     """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
@@ -165,8 +167,9 @@ def _now_ms() -> int:
 def fetch_runs(
     tracking_uri: str, run_ids: list[str], experiment: str | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:
-    """Runs as ``{run_id, name, params, metrics}``: the given ids, or else the latest ``limit`` batch runs
-    (runs without a parent) of ``experiment``.
+    """Runs as ``{run_id, name, params, metrics}``.
+
+    The given ids, or else the latest ``limit`` batch runs (runs without a parent) of ``experiment``.
     """
     from mlflow.tracking import MlflowClient
 

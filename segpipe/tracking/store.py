@@ -1,5 +1,7 @@
-"""Where tracking data lives: segpipe's home folder, the default MLflow store, SQLite stores made whole, and
-tracking URIs checked and shown without credentials.
+"""Where tracking data lives.
+
+segpipe's home folder, the default MLflow store, SQLite stores made whole, and tracking URIs checked and shown without
+credentials.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ _SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databrick
 
 
 def segpipe_home() -> Path:
-    """Where segpipe keeps its per-user state: ``$SEGPIPE_HOME``, else ``$XDG_DATA_HOME/segpipe``, else
-    ``~/.local/share/segpipe``.
+    """Where segpipe keeps its per-user state.
+
+    ``$SEGPIPE_HOME``, else ``$XDG_DATA_HOME/segpipe``, else ``~/.local/share/segpipe``.
     """
     if os.environ.get("SEGPIPE_HOME"):
         return Path(os.environ["SEGPIPE_HOME"]).expanduser().resolve()
@@ -27,8 +30,9 @@ def segpipe_home() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """The one store every command uses unless told otherwise: ``MLFLOW_TRACKING_URI`` if set, else the
-    per-user sqlite store ``segpipe_home()/mlflow.db``.
+    """The one store every command uses unless told otherwise.
+
+    ``MLFLOW_TRACKING_URI`` if set, else the per-user sqlite store ``segpipe_home()/mlflow.db``.
     """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
@@ -37,8 +41,10 @@ def default_tracking_uri() -> str:
 
 
 def default_artifact_root(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a sqlite store (``<its folder>/mlartifacts``), never
-    the current directory; for a server or any other store, the store's own choice (None).
+    """Where a new experiment keeps its artifacts.
+
+    Beside a sqlite store (``<its folder>/mlartifacts``), never the current directory; for a server or any other store,
+    the store's own choice (None).
     """
     database = sqlite_path(tracking_uri)
     return None if database is None else str(database.parent / "mlartifacts")
