@@ -46,9 +46,11 @@ class TemporaryServer:
 
     @property
     def api_url(self) -> str:
+        """The server's API URL."""
         return f"http://127.0.0.1:{self.port}/api"
 
     def healthy(self) -> bool:
+        """Whether the server answers ``/health`` with 200 within 2 s."""
         try:
             with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                 return bool(response.status == 200)
@@ -56,6 +58,7 @@ class TemporaryServer:
             return False
 
     def last_error_line(self) -> str:
+        """The last line the server wrote to its log, or ``no output``."""
         self.log.seek(0)
         lines = self.log.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else "no output"
@@ -99,6 +102,7 @@ def api_url_hint() -> str | None:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -159,9 +163,11 @@ class EarlyPrefect:
     """
 
     def __init__(self) -> None:
+        """Start with no server; ``start()`` launches one when needed."""
         self.server: TemporaryServer | None = None
 
     def start(self) -> None:
+        """Launch a temporary server, unless one was launched already or an API is configured."""
         if self.server is None and api_url_hint() is None:
             self.server = launch_server()
 
@@ -191,6 +197,7 @@ class EarlyPrefect:
                 flow_runs.removeFilter(no_links)
 
     def stop(self) -> None:
+        """Stop the temporary server, if one was started."""
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -200,10 +207,12 @@ class DropLinksTo(logging.Filter):
     """Drops Prefect's 'View at <url>' lines for a server that serves no UI (the temporary one)."""
 
     def __init__(self, address: str) -> None:
+        """Filter out the 'View at' lines that link to the server at ``address``."""
         super().__init__()
         self.address = address
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop the record) for a 'View at <address>' line."""
         return not str(record.msg).startswith(f"View at {self.address}")
 
 

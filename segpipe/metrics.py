@@ -100,6 +100,7 @@ class BandScores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BandScores:
+        """From ``to_json``'s form, null back to NaN."""
         return cls(
             _nan_for_none(data["iou"]),
             _nan_for_none(data["dice"]),
@@ -147,6 +148,7 @@ class Scores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scores:
+        """From ``to_json``'s form, null back to NaN."""
         floats = {name: _nan_for_none(data[name]) for name in (*PER_CLASS, *MEANS)}
         return cls(
             **floats,
@@ -236,6 +238,7 @@ class PerImageScores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PerImageScores:
+        """From ``to_json``'s form, null back to NaN."""
         floats = {name: _nan_for_none(data[name]) for name in (*PER_CLASS, *MEANS)}
         return cls(**floats, images_per_class=tuple(int(n) for n in data["images_per_class"]))
 

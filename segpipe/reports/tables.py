@@ -55,6 +55,7 @@ class ImageResult:
     objects: list[dict[str, Any]] | None = None
 
     def resolved_scores(self) -> metrics.Scores:
+        """The given scores, or those computed from the confusion matrix."""
         return self.scores if self.scores is not None else metrics.scores(self.confusion)
 
 
@@ -84,6 +85,7 @@ class ScoreSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScoreSummary:
+        """From ``to_json``'s form (``summary.json``)."""
         aggregates = metrics.BatchAggregates(
             metrics.Scores.from_json(data["micro"]),
             metrics.PerImageScores.from_json(data["per_image"]),

@@ -46,6 +46,7 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        """From ``to_json``'s form."""
         return cls(
             metrics.Scores.from_json(data),
             metrics.BandScores.from_json(data["interior"]),
@@ -64,6 +65,7 @@ class Evaluated:
 
     @property
     def confusion(self) -> np.ndarray:
+        """The whole image's confusion matrix."""
         return self.evaluation.scores.confusion
 
 

@@ -47,6 +47,7 @@ class NightlyImage:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, URLs without credentials."""
         return {
             **asdict(self),
             "image": public_url(self.image),

@@ -30,6 +30,7 @@ class Ingested:
     reused: bool
 
     def stats_dict(self) -> dict[str, list[float]]:
+        """The band statistics as lists, by field."""
         return {key: list(value) for key, value in asdict(self.stats).items()}
 
 

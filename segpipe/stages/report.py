@@ -83,6 +83,7 @@ class ImageReport:
 
     @property
     def confusion(self) -> np.ndarray | None:
+        """The whole image's confusion matrix, or None without a truth."""
         return None if self.evaluation is None else self.evaluation.scores.confusion
 
     @property
@@ -101,10 +102,12 @@ class ImageFailure:
     exit_code: int
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, marked ``failed``."""
         return {**asdict(self), "failed": True}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ImageFailure:
+        """From ``to_json``'s form."""
         return cls(data["name"], data["image"], data["error"], int(data["exit_code"]))
 
 

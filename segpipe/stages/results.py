@@ -46,6 +46,7 @@ class RunInfo:
 
     @property
     def run_date(self) -> str:
+        """The day the run started (ISO, ``YYYY-MM-DD``)."""
         return self.started.date().isoformat()
 
 
@@ -61,6 +62,7 @@ class CanaryCheck:
 
     @property
     def alert(self) -> bool:
+        """Whether tonight's value is further than ``tolerance`` from the recent mean (never without one)."""
         return self.recent_mean is not None and abs(self.tonight - self.recent_mean) > self.tolerance
 
 
@@ -174,13 +176,16 @@ class CanarySummary:
 
     @property
     def alert(self) -> bool:
+        """Whether any check alerts."""
         return any(check.alert for check in self.checks)
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, each check with its ``alert``."""
         return {"alert": self.alert, "checks": [{**asdict(check), "alert": check.alert} for check in self.checks]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CanarySummary:
+        """From ``to_json``'s form."""
         fields = ("metric", "tonight", "recent_mean", "nights", "tolerance")
         return cls(tuple(CanaryCheck(**{k: check[k] for k in fields}) for check in data["checks"]))
 
@@ -215,6 +220,7 @@ class BatchSummary:
 
     @property
     def megapixels_per_second(self) -> float | None:
+        """Megapixels this run computed per second, or None when it computed none or took no time."""
         computed, seconds = self.megapixels_computed, self.seconds
         return computed / seconds if computed and seconds else None
 
@@ -297,10 +303,12 @@ class BatchResult:
 
     @property
     def failures(self) -> tuple[ImageFailure, ...]:
+        """The images that failed."""
         return tuple(o for o in self.images if isinstance(o, ImageFailure))
 
     @property
     def reports(self) -> tuple[ImageReport, ...]:
+        """The reports of the images that did not fail."""
         return tuple(o for o in self.images if isinstance(o, ImageReport))
 
     def to_json(self) -> dict[str, Any]:
@@ -317,6 +325,7 @@ class BatchResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchResult:
+        """From ``to_json``'s form; ``scores`` as for ``BatchSummary.from_json``."""
         images = tuple(
             ImageFailure.from_json(e) if e.get("failed") else ImageReport.from_json(e) for e in data["images"]
         )

@@ -60,6 +60,7 @@ class Location(abc.ABC):
     supports_rename: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        """Normalise ``url``; ValueError when this class does not serve its scheme."""
         object.__setattr__(self, "url", normalise(str(self.url)))
         if not self.serves(self.protocol):
             name = type(self).__name__
@@ -71,6 +72,7 @@ class Location(abc.ABC):
         return protocol in cls.protocols
 
     def __str__(self) -> str:
+        """The URL."""
         return self.url
 
     @property

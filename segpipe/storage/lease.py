@@ -133,6 +133,7 @@ class Lease:
     """A lease this run holds on one output: renew it while working, fence writes with it, release it."""
 
     def __init__(self, folder: Location, generation: int, record: LeaseRecord, config: LeaseConfig) -> None:
+        """The lease acquired as generation ``generation`` in ``folder``, its file holding ``record``."""
         self.folder = folder
         self.generation = generation
         self.record = record
@@ -248,6 +249,7 @@ class LeaseKeeper:
     """
 
     def __init__(self, leases: list[Lease], interval: float) -> None:
+        """Renew ``leases`` every ``interval`` seconds once entered."""
         self.leases = leases
         self.interval = interval
         self.lost: dict[str, str] = {}
@@ -255,10 +257,12 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="segpipe-lease-keeper", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
+        """Start renewing."""
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop renewing and wait for the thread."""
         self._stop.set()
         self._thread.join()
 

@@ -68,6 +68,7 @@ class RunReader:
     """
 
     def __init__(self, tracking_uri: str) -> None:
+        """Check ``tracking_uri`` and that it answers, create a missing SQLite store, open a client."""
         from mlflow import MlflowClient
 
         check_tracking_uri(tracking_uri)
