@@ -1,5 +1,6 @@
-"""The nightly flow: find tonight's inputs, pair their truths, and segment only what is new, changed or left
-unfinished by an earlier run; the report says, for every image, what was done and why.
+"""The nightly flow: segment only what is new, changed or left unfinished by an earlier run.
+
+It finds tonight's inputs and pairs their truths; the report says, for every image, what was done and why.
 
 Why each image is (or is not) processed is decided by ``segpipe.stages.incremental`` before the batch.
 Only new, changed and retry images go to ``segment_batch`` (a subflow); a night with none of them starts no
@@ -52,8 +53,11 @@ def discover(input: str | list[str], out: str, truth_pattern: str | None) -> lis
 def plan_night(
     pairs: list[Pair], settings: dict[str, Any], tracking_uri: str | None
 ) -> tuple[BatchPlan | None, list[NightlyImage]]:
-    """One plan for every input that can be planned, and the rejected inputs. Images with and without a truth
-    are planned apart (a plan takes truths for all of its images or for none) and merged."""
+    """One plan for every input that can be planned, and the rejected inputs.
+
+    Images with and without a truth are planned apart (a plan takes truths for all of its images or for none) and
+    merged.
+    """
     return plan_inputs(pairs, settings, tracking_uri)
 
 
@@ -125,8 +129,10 @@ def nightly(
 def _finish(
     images: list[NightlyImage], batch: dict[str, Any] | None, input: str, out: str
 ) -> dict[str, Any] | State[dict[str, Any]]:
-    """Write ``<out>/nightly-<date>.json``; return the report, or a Failed state carrying it when an image failed
-    or was rejected."""
+    """Write ``<out>/nightly-<date>.json`` and return the report.
+
+    A Failed state carrying the report is returned instead when an image failed or was rejected.
+    """
     summary = nightly_summary(images, input, night_date())
     reasons = {image.name: image.reason for image in images}
     report = dict(batch or {"images": [], "batch": None, "failures": [], "mlflow_run_id": "", "out": public_url(out)})

@@ -46,9 +46,11 @@ class TemporaryServer:
 
     @property
     def api_url(self) -> str:
+        """The server's API URL."""
         return f"http://127.0.0.1:{self.port}/api"
 
     def healthy(self) -> bool:
+        """Whether the server answers ``/health`` with 200 within 2 s."""
         try:
             with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
                 return bool(response.status == 200)
@@ -56,6 +58,7 @@ class TemporaryServer:
             return False
 
     def last_error_line(self) -> str:
+        """The last line the server wrote to its log, or ``no output``."""
         self.log.seek(0)
         lines = self.log.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else "no output"
@@ -80,8 +83,11 @@ def configured_api_url() -> str | None:
 
 
 def api_url_hint() -> str | None:
-    """A quick look, without importing Prefect (0.6 s), for a configured API: ``PREFECT_API_URL`` in the
-    environment or in the active profile. ``configured_api_url`` has the final word before the flow starts."""
+    """A quick look, without importing Prefect (0.6 s), for a configured API.
+
+    That is ``PREFECT_API_URL`` in the environment or in the active profile. ``configured_api_url`` has the final word
+    before the flow starts.
+    """
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
     path = Path(
@@ -96,14 +102,18 @@ def api_url_hint() -> str | None:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 def launch_server() -> TemporaryServer:
-    """Start the server process without waiting for it (Prefect's own temporary-server command; the server reads
-    the same environment and profile as this process). Prefect itself is not imported here."""
+    """Start the server process without waiting for it.
+
+    It is Prefect's own temporary-server command; the server reads the same environment and profile as this process.
+    Prefect itself is not imported here.
+    """
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
         raise PrefectStartError("prefect is not installed")
@@ -146,13 +156,18 @@ def wait_until_healthy(server: TemporaryServer, timeout: float) -> TemporaryServ
 
 
 class EarlyPrefect:
-    """``start()`` launches a temporary server when no API is configured; ``api()`` waits for it and points
-    Prefect at it for the flow call; ``stop()`` ends it."""
+    """A temporary Prefect API server for one flow call, started only when no API is configured.
+
+    ``start()`` launches a temporary server when no API is configured; ``api()`` waits for it and points Prefect at it
+    for the flow call; ``stop()`` ends it.
+    """
 
     def __init__(self) -> None:
+        """Start with no server; ``start()`` launches one when needed."""
         self.server: TemporaryServer | None = None
 
     def start(self) -> None:
+        """Launch a temporary server, unless one was launched already or an API is configured."""
         if self.server is None and api_url_hint() is None:
             self.server = launch_server()
 
@@ -182,6 +197,7 @@ class EarlyPrefect:
                 flow_runs.removeFilter(no_links)
 
     def stop(self) -> None:
+        """Stop the temporary server, if one was started."""
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -191,16 +207,21 @@ class DropLinksTo(logging.Filter):
     """Drops Prefect's 'View at <url>' lines for a server that serves no UI (the temporary one)."""
 
     def __init__(self, address: str) -> None:
+        """Filter out the 'View at' lines that link to the server at ``address``."""
         super().__init__()
         self.address = address
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop the record) for a 'View at <address>' line."""
         return not str(record.msg).startswith(f"View at {self.address}")
 
 
 def drain_prefect_workers(timeout: float = 5.0) -> None:
-    """Send the logs and events Prefect still queues while the server is up (its workers would otherwise retry
-    a stopped server for over a minute at exit, as Prefect's own test harness also avoids)."""
+    """Send the logs and events Prefect still queues while the server is up.
+
+    Its workers would otherwise retry a stopped server for over a minute at exit, as Prefect's own test harness also
+    avoids.
+    """
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 

@@ -1,5 +1,6 @@
-"""The batch flow: every image goes ingest -> infer -> finalize -> evaluate on a Dask cluster, several images at
-once, then the batch is reported and logged to MLflow.
+"""The batch flow: every image goes ingest -> infer -> finalize -> evaluate on a Dask cluster.
+
+Several images run at once, then the batch is reported and logged to MLflow.
 
 Prefect sees one task per image (its stages run inside it, each retried on its own) and one per batch step,
 never one per chunk: chunks go straight to Dask through the executor.
@@ -72,8 +73,10 @@ count = retrying(count_objects, 1)
 
 @task(name="image", **TASK_OPTIONS)
 def segment_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, executor: Executor) -> ImageReport:
-    """Every stage of one image in one task run (each stage retried on its own), then its preview, metrics.json
-    and, last, done.json (the flow sends only images not finished earlier)."""
+    """Every stage of one image in one task run, each stage retried on its own.
+
+    Then it writes its preview, metrics.json and, last, done.json (the flow sends only images not finished earlier).
+    """
     ingested = ingest(job, plan, executor)
     inferred = infer(job, ingested, plan, settings.inference, executor)
     final = finalize(job, plan, ingested.stats, settings.export_tiff, executor)
@@ -168,8 +171,10 @@ def segment_batch(
 
 
 def run_plan(plan: BatchPlan, settings: RunSettings, **options: Any) -> BatchResult:
-    """``segment_batch`` on a plan already made (its images and truths), handed over in process; ``options``
-    are the flow's other parameters (cluster, workers, tracking_uri, experiment, show_progress, canary)."""
+    """``segment_batch`` on a plan already made (its images and truths), handed over in process.
+
+    ``options`` are the flow's other parameters (cluster, workers, tracking_uri, experiment, show_progress, canary).
+    """
     images = list(dict.fromkeys(job.image.path for job in plan.jobs))  # for the flow run's record
     with hold_plan(plan, settings) as held, _handing(held) as plan_id:
         result: BatchResult = segment_batch(images=images, settings=settings.to_dict(), plan_id=plan_id, **options)

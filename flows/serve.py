@@ -1,5 +1,6 @@
-"""Serve the nightly flow from one machine, without a work pool or a worker: this process registers the deployment,
-keeps its schedule and runs each flow run itself (until interrupted).
+"""Serve the nightly flow from one machine, without a work pool or a worker.
+
+This process registers the deployment, keeps its schedule and runs each flow run itself (until interrupted).
 
     python -m flows.serve --input s3://bucket/in/ --out s3://bucket/out [--cron "0 2 * * *"] [--truth-pattern ...]
 

@@ -1,6 +1,7 @@
-"""Confusion matrices of label arrays: ``confusion[t, p]`` counts the pixels of truth class ``t`` predicted as
-``p``, pixels whose truth is ``ignore_index`` left out (see ``segpipe.metrics`` for the scores and their
-conventions). Pure numpy; chunk matrices sum to the whole-image matrix.
+"""Confusion matrices of label arrays: ``confusion[t, p]`` counts truth class ``t`` predicted as ``p``.
+
+Counts are in pixels; pixels whose truth is ``ignore_index`` are left out (see ``segpipe.metrics`` for the scores and
+their conventions). Pure numpy; chunk matrices sum to the whole-image matrix.
 
 Small integer labels are counted as one-byte codes block by block (``BLOCK`` pixels), other dtypes by an int64
 ``bincount``; both give the same matrix.
@@ -54,7 +55,8 @@ def _confusion_by_codes(
 
     ``row`` is ``truth * K`` when every truth label is a class and none is ignored (checked first: two fast
     passes); otherwise a lookup table that also sends ignored pixels to row K and labels outside the classes
-    to row K + 1, which raises."""
+    to row K + 1, which raises.
+    """
     k = num_classes
     bins = (k + 2) * k
     direct = (
@@ -82,8 +84,11 @@ def _confusion_by_codes(
 
 
 def _histogram(codes: np.ndarray, bins: int) -> np.ndarray:
-    """``np.bincount(codes, minlength=bins)``; for many uint8 codes, counted two at a time as uint16 pairs
-    (half the elements to count), then split back by summing the 256 x 256 pair table along each axis."""
+    """``np.bincount(codes, minlength=bins)``, for many uint8 codes counted two at a time.
+
+    Such codes are counted as uint16 pairs (half the elements to count), then split back by summing the 256 x 256 pair
+    table along each axis.
+    """
     if codes.dtype != np.uint8 or codes.size < 1 << 16:
         return np.bincount(codes, minlength=bins)[:bins]
     even = codes.size - codes.size % 2
@@ -96,9 +101,11 @@ def _histogram(codes: np.ndarray, bins: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _row_offsets(dtype_str: str, num_classes: int, ignore_index: int | None) -> np.ndarray:
-    """Table from every value of a <= 16-bit integer dtype (indexed by its unsigned bit pattern) to
-    ``value * K`` for a class, ``K * K`` for ``ignore_index`` and ``(K + 1) * K`` for anything else; uint8
-    when the codes fit."""
+    """Table from every value of a <= 16-bit integer dtype (indexed by its unsigned bit pattern) to a code.
+
+    The code is ``value * K`` for a class, ``K * K`` for ``ignore_index`` and ``(K + 1) * K`` for anything else; the
+    table is uint8 when the codes fit.
+    """
     dtype = np.dtype(dtype_str)
     bits = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}")
     values = bits.view(dtype).astype(np.int64) if dtype.kind != "b" else bits.astype(np.int64)

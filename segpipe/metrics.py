@@ -1,5 +1,7 @@
-"""Segmentation metrics from confusion matrices. Pure numpy. The matrices are built in ``segpipe.confusion``
-(``confusion_matrix`` and its ``BLOCK`` are re-exported here); chunk matrices sum to the whole-image matrix.
+"""Segmentation metrics from confusion matrices.
+
+Pure numpy. The matrices are built in ``segpipe.confusion`` (``confusion_matrix`` and its ``BLOCK`` are re-exported
+here); chunk matrices sum to the whole-image matrix.
 
 Definitions, per class k, from ``confusion[t, p]`` (pixels of truth class ``t`` predicted as ``p``):
 
@@ -98,6 +100,7 @@ class BandScores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BandScores:
+        """From ``to_json``'s form, null back to NaN."""
         return cls(
             _nan_for_none(data["iou"]),
             _nan_for_none(data["dice"]),
@@ -109,8 +112,11 @@ class BandScores:
 
 @dataclass(frozen=True)
 class Scores:
-    """Scores of one confusion matrix (see the module docstring): per class, their macro means, pixel
-    accuracy, frequency-weighted IoU, and the pixel counts and matrix they come from."""
+    """Scores of one confusion matrix (see the module docstring).
+
+    Per class, their macro means, pixel accuracy, frequency-weighted IoU, and the pixel counts and matrix they come
+    from.
+    """
 
     iou: tuple[float, ...]
     dice: tuple[float, ...]
@@ -142,6 +148,7 @@ class Scores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Scores:
+        """From ``to_json``'s form, null back to NaN."""
         floats = {name: _nan_for_none(data[name]) for name in (*PER_CLASS, *MEANS)}
         return cls(
             **floats,
@@ -153,8 +160,11 @@ class Scores:
 
 
 def scores(confusion: np.ndarray) -> Scores:
-    """Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel
-    accuracy; frequency-weighted IoU; truth and predicted pixels per class."""
+    """Score one confusion matrix: per-class scores, their macro means and the pixel-level scores.
+
+    Per-class IoU, Dice, precision and recall; their macro means over the classes that occur; pixel accuracy;
+    frequency-weighted IoU; truth and predicted pixels per class.
+    """
     per_class = class_scores(confusion)
     counts = np.asarray(confusion, dtype=np.int64)
     total = int(counts.sum())
@@ -172,8 +182,10 @@ def scores(confusion: np.ndarray) -> Scores:
 
 
 def class_scores(confusion: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-class ``iou``, ``dice``, ``precision``, ``recall`` as float64 arrays; NaN where a class is absent
-    from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring)."""
+    """Per-class ``iou``, ``dice``, ``precision``, ``recall`` as float64 arrays.
+
+    NaN where a class is absent from truth and prediction, 0/0 taken as 0 where it occurs (see the module docstring).
+    """
     confusion = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(confusion)
     fp = confusion.sum(axis=0) - tp
@@ -203,8 +215,10 @@ def _nanmean(values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class PerImageScores:
-    """Each score averaged over the images where it is defined (NaN skipped); ``images_per_class`` counts the
-    images that scored each class."""
+    """Each score averaged over the images where it is defined (NaN skipped).
+
+    ``images_per_class`` counts the images that scored each class.
+    """
 
     iou: tuple[float, ...]
     dice: tuple[float, ...]
@@ -224,6 +238,7 @@ class PerImageScores:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PerImageScores:
+        """From ``to_json``'s form, null back to NaN."""
         floats = {name: _nan_for_none(data[name]) for name in (*PER_CLASS, *MEANS)}
         return cls(**floats, images_per_class=tuple(int(n) for n in data["images_per_class"]))
 
@@ -238,8 +253,10 @@ class BatchAggregates:
 
 
 def batch_aggregates(confusions: Sequence[np.ndarray]) -> BatchAggregates:
-    """``micro``: scores of the summed matrix; ``per_image``: each score averaged over the images where it is
-    defined (NaN skipped), with ``images_per_class`` counting the images that scored each class.
+    """Scores of many images: the summed matrix's (``micro``) and the per-image means (``per_image``).
+
+    ``micro``: scores of the summed matrix; ``per_image``: each score averaged over the images where it is defined (NaN
+    skipped), with ``images_per_class`` counting the images that scored each class.
 
     Raises:
         InputError: no matrices, or matrices of different shapes.
@@ -270,8 +287,9 @@ def _nanmean_columns(values: np.ndarray) -> np.ndarray:
 
 
 def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = None) -> np.ndarray:
-    """Class labels from instance labels: ``mapping[id]`` for each id (0 maps to 0 unless given); without a
-    mapping every id > 0 is class 1. Returns the smallest unsigned dtype that holds the classes.
+    """Class labels from instance labels: ``mapping[id]`` for each id (0 maps to 0 unless given).
+
+    Without a mapping every id > 0 is class 1. Returns the smallest unsigned dtype that holds the classes.
 
     Raises:
         InputError: a negative id, or an id > 0 missing from ``mapping``.
@@ -296,8 +314,10 @@ def instances_to_classes(labels: np.ndarray, mapping: dict[int, int] | None = No
 
 
 def distinct_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted distinct ids of non-negative integer ``labels`` and each pixel's index into them, flat (a
-    lookup table when the ids are small, a sort otherwise)."""
+    """The sorted distinct ids of non-negative integer ``labels`` and each pixel's index into them, flat.
+
+    A lookup table finds them when the ids are small, a sort otherwise.
+    """
     flat = labels.ravel()
     top = int(flat.max()) if flat.size else 0
     if top >= max(1 << 24, 4 * flat.size):

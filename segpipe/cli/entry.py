@@ -33,7 +33,8 @@ def run_and_exit() -> None:
 
     Every output is committed before ``main`` returns, and the atexit handlers still run (Prefect drains its
     queues, temporary folders go); what is skipped is Python's module-by-module finalisation of torch, MLflow,
-    Prefect and Dask, which costs a second or more after every run."""
+    Prefect and Dask, which costs a second or more after every run.
+    """
     limit_malloc_arenas()
     code = main()
     import atexit

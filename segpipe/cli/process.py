@@ -1,5 +1,4 @@
-"""What the process needs around a command: fewer malloc arenas, and quiet logs from Prefect's and MLflow's
-services."""
+"""What the process needs around a command: fewer malloc arenas, and quiet logs from Prefect's and MLflow's services."""
 
 from __future__ import annotations
 
@@ -12,9 +11,11 @@ MALLOC_ARENAS = 2  # glibc allows 8 per core, and memory freed in one stays ther
 
 
 def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for the threads this process starts (its Dask workers are threads): each thread
-    otherwise gets its own arena, whose freed memory stays in the process. No-op without glibc, or when
-    ``MALLOC_ARENA_MAX`` is set (glibc read it already). Returns whether the cap was set."""
+    """Cap glibc's malloc arenas for the threads this process starts (its Dask workers are threads).
+
+    Each thread otherwise gets its own arena, whose freed memory stays in the process. No-op without glibc, or when
+    ``MALLOC_ARENA_MAX`` is set (glibc read it already). Returns whether the cap was set.
+    """
     if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -28,9 +29,10 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
 
 
 def quiet_service_logs() -> None:
-    """Keep the terminal for segpipe's own lines: no INFO chatter from Prefect's temporary server or MLflow's
-    database set-up (warnings and errors still show)."""
+    """Keep the terminal for segpipe's own lines.
 
+    No INFO chatter from Prefect's temporary server or MLflow's database set-up (warnings and errors still show).
+    """
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("prefect").addFilter(_DropTemporaryServerLines())

@@ -1,5 +1,7 @@
-"""``segpipe run`` and ``segpipe demo``: plan the batch (every input checked, nothing written), run it as the
-batch flow, print its result."""
+"""``segpipe run`` and ``segpipe demo``: plan the batch, run it as the batch flow, print its result.
+
+Planning checks every input and writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -79,8 +81,10 @@ def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | Non
 def _plan_and_segment(
     args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings, prefect: Any
 ) -> tuple[BatchResult, float]:
-    """Plan (every input checked, nothing written), then run the plan as a flow; returns its result and the
-    flow's wall time."""
+    """Plan (every input checked, nothing written), then run the plan as a flow.
+
+    Returns its result and the flow's wall time.
+    """
     from segpipe.stages.plan import plan_batch
     from segpipe.storage import public_url
     from segpipe.tracking import check_reachable, check_tracking_uri, default_tracking_uri

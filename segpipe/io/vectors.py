@@ -1,5 +1,4 @@
-"""Object polygons: traced per chunk of the id image, made whole across chunk borders, written as GeoParquet
-and QuPath-style GeoJSON.
+"""Object polygons traced per chunk, made whole across chunk borders, written as GeoParquet and GeoJSON.
 
 A chunk's outlines come from ``rasterio.features.shapes`` (pixel-corner coordinates, holes kept), so the pieces
 of an object cut by a chunk border share that border's edges exactly and ``shapely.union_all`` joins them
@@ -75,7 +74,7 @@ def _epsg(geokeys: Any) -> str | None:
 
 
 def _geo_modules() -> tuple[Any, Any]:
-    """shapely and rasterio.features, or one line naming the extra that brings them."""
+    """Shapely and rasterio.features, or one line naming the extra that brings them."""
     try:
         import rasterio.features
         import shapely

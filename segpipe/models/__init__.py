@@ -1,8 +1,9 @@
-"""Models: a card, a ``Predictor`` (``predict(batch) -> logits``) and one backend per format, found through a
-registry (``segpipe.models.backends``), and one source per place models come from (a path, a URL, ``builtin``,
-``models:/NAME@ALIAS``), found through a registry keyed by scheme (``segpipe.models.sources``). Workers own their
-models: ``install_model`` hands them the bytes once, ``load_predictor`` builds each model once per process and
-device. ``segpipe.models.register`` (``register_model``) is imported on demand.
+"""Models: a card, a ``Predictor`` (``predict(batch) -> logits``), backends per format and sources.
+
+There is one backend per format, found through a registry (``segpipe.models.backends``), and one source per place models
+come from (a path, a URL, ``builtin``, ``models:/NAME@ALIAS``), found through a registry keyed by scheme
+(``segpipe.models.sources``). Workers own their models: ``install_model`` hands them the bytes once, ``load_predictor``
+builds each model once per process and device. ``segpipe.models.register`` (``register_model``) is imported on demand.
 """
 
 from segpipe.models.backends import Backend, register_backend, registered_backends, unregister_backend

@@ -40,7 +40,8 @@ def to_channels_last(module: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
 
     Convolutions run faster on it: bench/tile_sizes.py measured the built-in U-Net at 1.9x the windows per
     second on this CPU (oneDNN's NHWC kernels), and tensor cores want it on a GPU. Logits differ from the
-    NCHW ones by rounding only (about 1e-6). A module that cannot convert keeps its layout."""
+    NCHW ones by rounding only (about 1e-6). A module that cannot convert keeps its layout.
+    """
     try:
         return module.to(memory_format=torch.channels_last), True  # type: ignore[call-overload]
     except (RuntimeError, TypeError):
@@ -81,7 +82,8 @@ class Predictor:
 
         On a GPU the pass is queued (copy from page-locked memory, kernels) and this returns at once, so the
         caller can cut and normalise the next batch while the GPU computes this one; on a CPU the pass runs
-        here and the call only hands its result over."""
+        here and the call only hands its result over.
+        """
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         if self._model is not None:
             logits = np.asarray(self._model.predict(inputs), dtype=np.float32)

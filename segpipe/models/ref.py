@@ -61,6 +61,7 @@ class ModelRef:
     registry: RegistryEntry | None = None
 
     def __post_init__(self) -> None:
+        """Default ``uri`` to ``path`` when none was given."""
         if not self.uri:
             object.__setattr__(self, "uri", self.path)
 

@@ -90,8 +90,11 @@ def _register(ref: ModelRef, name: str, alias: str | None, uri: str, experiment:
 
 
 def _experiment_id(client: Any, experiment: str, tracking_uri: str) -> str:
-    """The experiment's id; a new one keeps its artifacts where segpipe's runs keep theirs (beside a sqlite
-    store, never the current folder)."""
+    """The experiment's id.
+
+    A new experiment keeps its artifacts where segpipe's runs keep theirs (beside a sqlite store, never the current
+    folder).
+    """
     from segpipe.tracking import default_artifact_root
 
     found = client.get_experiment_by_name(experiment)

@@ -1,5 +1,7 @@
-"""``resolve_model``: from what the user passed (a path, a URL, ``builtin``, ``baseline``, ``models:/...``) to a
-validated ``ModelRef``, with the model loaded once on the CPU and probed, so a broken model fails here in one line.
+"""``resolve_model``: from what the user passed to a validated ``ModelRef``.
+
+What the user passed is a path, a URL, ``builtin``, ``baseline`` or ``models:/...``; the model is loaded once on the CPU
+and probed, so a broken model fails here in one line.
 
 The source registered for the spec's scheme (``segpipe.models.sources``) finds the bytes, backend and card; this
 module loads and probes them. Without a card segpipe probes the model with the image's band count (``channels``)

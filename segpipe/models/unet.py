@@ -1,5 +1,8 @@
-"""A small U-Net in plain torch: fully convolutional, so any tile size that is a multiple of
-``size_divisor`` works, and a pixel's output depends only on inputs within ``receptive_field_radius``."""
+"""A small U-Net in plain torch.
+
+It is fully convolutional, so any tile size that is a multiple of ``size_divisor`` works, and a pixel's output depends
+only on inputs within ``receptive_field_radius``.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base: int = 16, depth: int = 3) -> None:
+        """Build the encoder levels, their upsamplers and decoders, and the 1x1 logit head."""
         super().__init__()
         widths = [base * 2**level for level in range(depth)]
         self.encoders = nn.ModuleList()
@@ -67,6 +71,7 @@ class UNet(nn.Module):
         return radius
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, h, w) -> (B, num_classes, h, w) logits; h and w multiples of ``size_divisor``."""
         skips = []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x)

@@ -1,6 +1,9 @@
-"""Objects in segmentation masks: whole-image object metrics (``matching``), exact connected components at any
-size (``components``), per-object tables (``table``) and object metrics from per-chunk overlap counts
-(``overlap``). The names callers used from the former ``segpipe/objects.py`` are re-exported here."""
+"""Objects in segmentation masks: components, measurements and object metrics, at any size.
+
+Whole-image object metrics (``matching``), exact connected components (``components``), per-object tables
+(``table``) and object metrics from per-chunk overlap counts (``overlap``). The names callers used from the
+former ``segpipe/objects.py`` are re-exported here.
+"""
 
 from segpipe.objects.matching import (
     COUNTS,

@@ -1,5 +1,7 @@
-"""The block grid of a chunked 2-D array, and the small typed records passed between workers and the driver
-while labelling components (``segpipe.objects.components``, ``segpipe.objects.merge``)."""
+"""The block grid of a chunked 2-D array, and the records passed between workers and the driver.
+
+The records carry what labelling components needs (``segpipe.objects.components``, ``segpipe.objects.merge``).
+"""
 
 from __future__ import annotations
 

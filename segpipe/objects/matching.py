@@ -48,8 +48,10 @@ class ObjectOverlap:
 
 
 def label_objects(mask: np.ndarray, connectivity: int = 4, foreground: int | None = None) -> tuple[np.ndarray, int]:
-    """Connected components (int32 labels 1..n, 0 background) of ``mask == foreground``, or of ``mask > 0``
-    when ``foreground`` is None; ``connectivity`` 4 or 8."""
+    """Connected components (int32 labels 1..n, 0 background) of ``mask == foreground``.
+
+    Of ``mask > 0`` when ``foreground`` is None; ``connectivity`` 4 or 8.
+    """
     if connectivity not in (4, 8):
         raise ConfigError(f"connectivity must be 4 or 8, got {connectivity}")
     mask = np.asarray(mask)
@@ -89,8 +91,10 @@ def object_overlap(truth: np.ndarray, prediction: np.ndarray) -> ObjectOverlap:
 
 
 def _count_pairs(t: np.ndarray, p: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct keys ``t * stride + p`` and their counts: runs of equal keys collapse first (an object's row
-    is one run), then the runs are sorted."""
+    """Distinct keys ``t * stride + p`` and their counts.
+
+    Runs of equal keys collapse first (an object's row is one run), then the runs are sorted.
+    """
     if not t.size:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     wide = np.dtype(np.uint32 if (int(t.max()) + 1) * stride < 1 << 32 else np.uint64)
@@ -122,14 +126,18 @@ def match_objects(overlap: ObjectOverlap, threshold: float) -> tuple[np.ndarray,
 def object_metrics(
     truth: np.ndarray, prediction: np.ndarray, thresholds: Sequence[float] = THRESHOLDS
 ) -> list[dict[str, Any]]:
-    """Per threshold: tp, fp, fn, precision, recall, f1, mean_matched_iou, panoptic_quality and the counts,
-    for two instance label images."""
+    """Object metrics per IoU threshold of two instance label images.
+
+    Per threshold: tp, fp, fn, precision, recall, f1, mean_matched_iou, panoptic_quality and the counts.
+    """
     return metrics_from_overlap(object_overlap(truth, prediction), thresholds)
 
 
 def metrics_from_overlap(overlap: ObjectOverlap, thresholds: Sequence[float] = THRESHOLDS) -> list[dict[str, Any]]:
-    """Per threshold: tp, fp, fn, precision, recall, f1, mean_matched_iou, panoptic_quality and the counts,
-    for an overlap computed whole (``object_overlap``) or merged from chunks (``segpipe.objects.overlap``)."""
+    """Object metrics per IoU threshold of an overlap.
+
+    The overlap is computed whole (``object_overlap``) or merged from chunks (``segpipe.objects.overlap``).
+    """
     results = []
     for threshold in thresholds:
         _, _, iou = match_objects(overlap, threshold)
@@ -153,15 +161,19 @@ def score_objects(
     connectivity: int = 4,
     thresholds: Sequence[float] = THRESHOLDS,
 ) -> list[dict[str, Any]]:
-    """Object metrics of a semantic ``prediction`` (its connected components of ``foreground``, or of every
-    class > 0) against instance-labelled truth."""
+    """Object metrics of a semantic ``prediction`` against instance-labelled truth.
+
+    The prediction's objects are its connected components of ``foreground``, or of every class > 0.
+    """
     labels, _ = label_objects(prediction, connectivity, foreground)
     return object_metrics(truth_instances, labels, thresholds)
 
 
 def sum_object_metrics(per_image: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Dataset object metrics: counts and matched IoU summed over images per threshold, ratios recomputed
-    (stardist's ``matching_dataset(by_image=False)``)."""
+    """Dataset object metrics: counts and matched IoU summed over images per threshold, ratios recomputed.
+
+    As stardist's ``matching_dataset(by_image=False)``.
+    """
     if not per_image:
         raise InputError("no object metrics to sum")
     summed = []

@@ -1,6 +1,9 @@
-"""The driver's step of chunked connected components: join border components across facing block borders
-(a union-find over border components only, by ``scipy.sparse.csgraph``) and number every component by its
-first pixel in raster order, from per-block first-row histograms. Memory: O(total border length)."""
+"""The driver's step of chunked connected components: join border components, number every component.
+
+Border components are joined across facing block borders (a union-find over border components only, by
+``scipy.sparse.csgraph``), and every component is numbered by its first pixel in raster order, from per-block
+first-row histograms. Memory: O(total border length).
+"""
 
 from __future__ import annotations
 

@@ -79,6 +79,7 @@ class ObjectTable:
     mean_confidence: np.ndarray | None = None
 
     def __len__(self) -> int:
+        """The number of objects."""
         return int(self.object_id.size)
 
     def to_arrow(self) -> Any:
@@ -115,7 +116,7 @@ def read_with_halo(array: Any, where: Block, halo: int = HALO) -> np.ndarray:
 
 
 def _patterns(padded: np.ndarray) -> np.ndarray:
-    """regionprops' 3x3 perimeter code of every core pixel (0 where not a border pixel of its object)."""
+    """Regionprops' 3x3 perimeter code of every core pixel (0 where not a border pixel of its object)."""
     centre = padded[1:-1, 1:-1]
     differs = (
         (padded[:-2, 1:-1] != centre)

@@ -1,7 +1,9 @@
-"""Reports from per-image results: tables (CSV and JSON, ``tables``), plots (a confusion heatmap and per-class
-bars, ``plots``), overlays of the worst images (``overlays``) and the whole report as files (``files``). Every
-file is rendered to bytes and written through ``segpipe.storage``. Pure: nothing here imports MLflow, Prefect
-or Dask. The comparison of runs is ``segpipe.runs.compare_runs``.
+"""Reports from per-image results: tables, plots, overlays of the worst images, and files.
+
+Tables are CSV and JSON (``tables``), plots a confusion heatmap and per-class bars (``plots``), overlays of the worst
+images (``overlays``) and the whole report as files (``files``). Every file is rendered to bytes and written through
+``segpipe.storage``. Pure: nothing here imports MLflow, Prefect or Dask. The comparison of runs is
+``segpipe.runs.compare_runs``.
 """
 
 from segpipe.reports.files import report_files, write_report

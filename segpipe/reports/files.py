@@ -1,5 +1,8 @@
-"""A batch's report as files: every file rendered to bytes by name (``report_files``), so a stage can write
-them through ``segpipe.storage`` to any store, and ``write_report`` for a local folder."""
+"""A batch's report as files.
+
+Every file is rendered to bytes by name (``report_files``), so a stage can write them through ``segpipe.storage`` to any
+store, and ``write_report`` writes them to a local folder.
+"""
 
 from __future__ import annotations
 
@@ -27,8 +30,11 @@ def report_files(
     load: Callable[[str], Thumbnails] | None = None,
     worst: int = 4,
 ) -> dict[str, bytes]:
-    """Bytes by file name: per_image.csv, summary.csv, summary.json, confusion.png, class_scores.png and,
-    given ``load``, the overlays of the ``worst`` images (``worst_<rank>_<name>.png``)."""
+    """Every report file rendered to bytes, by file name.
+
+    The files are per_image.csv, summary.csv, summary.json, confusion.png, class_scores.png and, given ``load``, the
+    overlays of the ``worst`` images (``worst_<rank>_<name>.png``).
+    """
     summary = score_summary(results, class_names)
     micro = summary.aggregates.micro
     files = {
@@ -50,8 +56,10 @@ def write_report(
     load: Callable[[str], Thumbnails] | None = None,
     worst: int = 4,
 ) -> dict[str, Any]:
-    """Write ``report_files`` into ``directory``. Returns the paths by role (``ROLES``), the overlays' as a
-    list under ``overlays`` (given ``load``)."""
+    """Write ``report_files`` into ``directory``.
+
+    Returns the paths by role (``ROLES``), the overlays' as a list under ``overlays`` (given ``load``).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Any] = {}

@@ -1,5 +1,8 @@
-"""Report overlays: an image tinted by outcome (TP, FP, FN, wrong class) with its truth outlined, as a PNG with
-a legend, and the overlays of a batch's worst images (``worst_<rank>_<name>.png``)."""
+"""Report overlays of one image and of a batch's worst images.
+
+An overlay is an image tinted by outcome (TP, FP, FN, wrong class) with its truth outlined, as a PNG with a legend; the
+overlays of a batch's worst images are named ``worst_<rank>_<name>.png``.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +32,12 @@ OVERLAY_COLOURS: dict[str, tuple[int, int, int]] = {
 def overlay(
     image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, ignore_index: int | None = None, alpha: float = 0.45
 ) -> np.ndarray:
-    """(h, w, 3) uint8: the grey image tinted where prediction or truth is foreground (label > 0): TP green
-    (same class), FP red (predicted on background), FN blue (missed), wrong class orange; truth outlines
-    white. Pixels whose truth is ``ignore_index`` are left untinted."""
+    """(h, w, 3) uint8: the grey image tinted by outcome, with its truth outlined.
+
+    It is tinted where prediction or truth is foreground (label > 0): TP green (same class), FP red (predicted on
+    background), FN blue (missed), wrong class orange; truth outlines white. Pixels whose truth is ``ignore_index`` are
+    left untinted.
+    """
     base = _grey_rgb(image)
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if not base.shape[:2] == prediction.shape == truth.shape:
@@ -70,8 +76,10 @@ def _outcomes(prediction: np.ndarray, truth: np.ndarray, ignore_index: int | Non
 def overlay_png(
     image: np.ndarray, prediction: np.ndarray, truth: np.ndarray, title: str = "", ignore_index: int | None = None
 ) -> bytes:
-    """``overlay`` as RGB PNG bytes, enlarged (nearest) to at least 256 pixels a side, with a legend strip
-    giving each outcome's share of the pixels and an optional title."""
+    """``overlay`` as RGB PNG bytes, enlarged (nearest) to at least 256 pixels a side.
+
+    A legend strip gives each outcome's share of the pixels and an optional title.
+    """
     rgb = overlay(image, prediction, truth, ignore_index)
     scale = max(1, min(8, math.ceil(256 / max(1, min(rgb.shape[:2])))))
     size = (rgb.shape[1] * scale, rgb.shape[0] * scale)
@@ -123,8 +131,10 @@ def worst_overlays(
     n: int = 4,
     ignore_index: int | None = None,
 ) -> dict[str, bytes]:
-    """PNG bytes by file name ``worst_<rank>_<name>.png``, worst first, for the ``n`` images with the lowest
-    mean Dice; ``load(name)`` returns that image's thumbnails."""
+    """PNG bytes by file name ``worst_<rank>_<name>.png``, worst first.
+
+    They are for the ``n`` images with the lowest mean Dice; ``load(name)`` returns that image's thumbnails.
+    """
     files = {}
     for rank, result in enumerate(worst_images(results, n), start=1):
         image, prediction, truth = load(result.name)

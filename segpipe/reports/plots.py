@@ -1,5 +1,4 @@
-"""Report plots: the confusion heatmap (``confusion.png``) and per-class IoU and Dice bars
-(``class_scores.png``).
+"""Report plots: the confusion heatmap (``confusion.png``) and per-class IoU and Dice bars (``class_scores.png``).
 
 Matplotlib is used through ``Figure`` and the Agg canvas directly (no pyplot, no global backend state), so
 plots render headless and from worker threads.
@@ -21,8 +20,10 @@ from segpipe.reports.tables import class_columns, write_file
 
 
 def confusion_png(confusion: np.ndarray, class_names: Sequence[str]) -> bytes:
-    """PNG heatmap of the confusion matrix normalised by truth rows, each cell annotated with its pixel count
-    and row share; a row without truth pixels is grey."""
+    """PNG heatmap of the confusion matrix normalised by truth rows.
+
+    Each cell is annotated with its pixel count and row share; a row without truth pixels is grey.
+    """
     counts = np.asarray(confusion, dtype=np.int64)
     class_columns(class_names, counts.shape[0])
     rows = counts.sum(axis=1, keepdims=True)
@@ -68,8 +69,10 @@ def _count(value: int) -> str:
 
 
 def class_scores_png(scores: metrics.Scores, class_names: Sequence[str]) -> bytes:
-    """PNG of grouped bars of IoU and Dice per class, values written on the bars, mean IoU and Dice as dashed
-    lines; a class without a score is marked n/a."""
+    """PNG of grouped bars of IoU and Dice per class.
+
+    Values are written on the bars, mean IoU and Dice drawn as dashed lines; a class without a score is marked n/a.
+    """
     class_columns(class_names, len(scores.iou))
     k = len(class_names)
     fig = Figure(figsize=(min(3.0 + 1.1 * k, 24.0), 4.5), dpi=100)

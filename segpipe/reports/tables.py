@@ -1,6 +1,8 @@
-"""Report tables from per-image results: one row per image (``per_image.csv``), one per class (``summary.csv``),
-the batch summary (``summary.json``), and the one way a report file is written (``write_file``, atomically
-through ``segpipe.storage``). CSV cells for undefined scores (NaN) are empty; JSON has null.
+"""Report tables from per-image results, and the one way a report file is written.
+
+One row per image (``per_image.csv``), one per class (``summary.csv``), the batch summary (``summary.json``); files are
+written by ``write_file``, atomically through ``segpipe.storage``. CSV cells for undefined scores (NaN) are empty; JSON
+has null.
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ SUMMARY_COLUMNS = (
 
 @dataclass(frozen=True)
 class ImageResult:
-    """One image's evaluation: its confusion matrix, its scores (computed from the matrix when None) and,
-    optionally, its object metrics (``segpipe.objects.object_metrics``)."""
+    """One image's evaluation.
+
+    Its confusion matrix, its scores (computed from the matrix when None) and, optionally, its object metrics
+    (``segpipe.objects.object_metrics``).
+    """
 
     name: str
     confusion: np.ndarray
@@ -50,13 +55,17 @@ class ImageResult:
     objects: list[dict[str, Any]] | None = None
 
     def resolved_scores(self) -> metrics.Scores:
+        """The given scores, or those computed from the confusion matrix."""
         return self.scores if self.scores is not None else metrics.scores(self.confusion)
 
 
 @dataclass(frozen=True)
 class ScoreSummary:
-    """A batch's scores: ``micro`` (summed matrices) and ``per_image`` (means over images) aggregates, summed
-    object metrics (None without any), and the images from worst to best by mean Dice."""
+    """A batch's scores.
+
+    ``micro`` (summed matrices) and ``per_image`` (means over images) aggregates, summed object metrics (None without
+    any), and the images from worst to best by mean Dice.
+    """
 
     class_names: tuple[str, ...]
     aggregates: metrics.BatchAggregates
@@ -76,6 +85,7 @@ class ScoreSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ScoreSummary:
+        """From ``to_json``'s form (``summary.json``)."""
         aggregates = metrics.BatchAggregates(
             metrics.Scores.from_json(data["micro"]),
             metrics.PerImageScores.from_json(data["per_image"]),
@@ -136,8 +146,10 @@ def write_file(path: str | Path, data: bytes) -> Path:
 
 
 def per_image_rows(results: Sequence[ImageResult], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per image: name, per-class iou/dice/precision/recall, means, pixels (and object metrics at
-    IoU 0.5 plus F1 averaged over thresholds, when any image has them)."""
+    """One row per image: name, per-class iou/dice/precision/recall, means, pixels.
+
+    Object metrics at IoU 0.5 plus F1 averaged over thresholds are added when any image has them.
+    """
     with_objects = any(r.objects for r in results)
     rows = []
     for result in results:
@@ -180,8 +192,11 @@ def write_per_image_csv(path: str | Path, results: Sequence[ImageResult], class_
 
 
 def score_summary(results: Sequence[ImageResult], class_names: Sequence[str]) -> ScoreSummary:
-    """Batch scores: ``micro`` (summed matrices), ``per_image`` (means over images), summed object metrics,
-    and the images from worst to best by mean Dice."""
+    """The ``ScoreSummary`` of a batch's image results.
+
+    ``micro`` (summed matrices), ``per_image`` (means over images), summed object metrics, and the images from worst to
+    best by mean Dice.
+    """
     aggregates = metrics.batch_aggregates([r.confusion for r in results])
     class_columns(class_names, len(aggregates.micro.iou))
     objects = [r.objects for r in results if r.objects]

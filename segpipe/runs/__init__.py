@@ -1,5 +1,8 @@
-"""Batch runs read back: a run's lineage (``lineage``: ``read_lineage``, ``render_lineage``) and runs side by
-side (``compare``: ``compare_runs``). MLflow is reached only through ``segpipe.tracking``."""
+"""Batch runs read back: a run's lineage and runs side by side.
+
+A run's lineage is ``lineage`` (``read_lineage``, ``render_lineage``); runs side by side are ``compare``
+(``compare_runs``). MLflow is reached only through ``segpipe.tracking``.
+"""
 
 from segpipe.runs.compare import compare_runs
 from segpipe.runs.lineage import ImageRun, ModelLineage, RunLineage, read_lineage, render_lineage

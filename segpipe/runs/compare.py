@@ -1,5 +1,8 @@
-"""Runs side by side: ``compare_runs`` prints the runs ``segpipe.tracking.fetch_runs`` gives as one plain-text
-table, the best value of each row marked."""
+"""Runs side by side.
+
+``compare_runs`` prints the runs ``segpipe.tracking.fetch_runs`` gives as one plain-text table, the best value of each
+row marked.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ from typing import Any
 
 
 def compare_runs(runs: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table, one column per run ({run_id, name, params, metrics}); rows: model, mean_iou,
-    mean_dice, each ``dice_<class>``, megapixels_per_second. ``*`` marks the best (highest) value of a row
-    when two or more runs have one; a missing or NaN value shows as ``-``."""
+    """A plain-text table, one column per run ({run_id, name, params, metrics}).
+
+    Rows: model, mean_iou, mean_dice, each ``dice_<class>``, megapixels_per_second. ``*`` marks the best (highest) value
+    of a row when two or more runs have one; a missing or NaN value shows as ``-``.
+    """
     if not runs:
         return "no runs to compare"
     run_ids = [str(r.get("run_id") or "") for r in runs]

@@ -1,4 +1,4 @@
-"""The stages of one image, each a small module that takes and returns frozen dataclasses:
+"""The stages of one image, each a small module that takes and returns frozen dataclasses.
 
 ``plan`` (validate the batch, write nothing) -> ``ingest`` (input tiled into ``<store>/0``) -> ``infer`` (Dask tasks of
 consecutive chunks write ``<store>/labels/mask/0``) -> ``finalize`` (pyramids, NGFF metadata: the store's commit) ->

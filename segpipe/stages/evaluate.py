@@ -1,5 +1,7 @@
-"""Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster; the
-seam band along chunk borders scored apart from the interior; object matching for instance truth."""
+"""Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster.
+
+The seam band along chunk borders is scored apart from the interior; instance truth gets object matching.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Evaluation:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        """From ``to_json``'s form."""
         return cls(
             metrics.Scores.from_json(data),
             metrics.BandScores.from_json(data["interior"]),
@@ -63,6 +66,7 @@ class Evaluated:
 
     @property
     def confusion(self) -> np.ndarray:
+        """The whole image's confusion matrix."""
         return self.evaluation.scores.confusion
 
 

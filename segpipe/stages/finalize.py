@@ -1,6 +1,8 @@
-"""Finalize: image and mask pyramids, NGFF metadata with the input's pixel size and GeoTIFF tags, and last the
-store's commit (its ``infer_key``); optionally the mask as a (Geo)TIFF. No rename: the store is built in place
-and trusted only once committed, on any store."""
+"""Finalize: image and mask pyramids, NGFF metadata, and last the store's commit.
+
+The NGFF metadata carries the input's pixel size and GeoTIFF tags, the commit its ``infer_key``; optionally the mask is
+also written as a (Geo)TIFF. No rename: the store is built in place and trusted only once committed, on any store.
+"""
 
 from __future__ import annotations
 

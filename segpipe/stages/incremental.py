@@ -1,6 +1,7 @@
-"""Incremental runs: which of tonight's inputs need work, and why, decided before the batch from each image's
-``done.json`` and its store's commit compared with the fingerprints of tonight's plan (no Prefect here; the
-nightly flow in ``flows/nightly.py`` wraps these in tasks).
+"""Incremental runs: which of tonight's inputs need work, and why, decided before the batch.
+
+It is decided from each image's ``done.json`` and its store's commit compared with the fingerprints of tonight's plan
+(no Prefect here; the nightly flow in ``flows/nightly.py`` wraps these in tasks).
 
 - ``new``: no earlier output for this image.
 - ``changed``: an earlier commit under another fingerprint (the input's content, the model or a setting changed);
@@ -46,6 +47,7 @@ class NightlyImage:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, URLs without credentials."""
         return {
             **asdict(self),
             "image": public_url(self.image),
@@ -56,8 +58,11 @@ class NightlyImage:
 def nightly_settings(
     out: str, model: str, chunk: int, halo: int | None, settings: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """``RunSettings`` values for the night: ``settings`` (any ``RunSettings`` field) under the explicit parameters,
-    which win; ``overwrite`` defaults to true, so a changed input replaces its outputs."""
+    """``RunSettings`` values for the night.
+
+    ``settings`` (any ``RunSettings`` field) go under the explicit parameters, which win; ``overwrite`` defaults to
+    true, so a changed input replaces its outputs.
+    """
     values = dict(settings or {})
     tiling = {**(values.get("tiling") or {}), "chunk": chunk}
     if halo is not None:
@@ -70,8 +75,11 @@ def nightly_settings(
 def plan_inputs(
     pairs: list[Pair], settings: dict[str, Any], tracking_uri: str | None
 ) -> tuple[BatchPlan | None, list[NightlyImage]]:
-    """One plan for every input that can be planned, and the rejected inputs. Images with and without a truth
-    are planned apart (a plan takes truths for all of its images or for none) and merged."""
+    """One plan for every input that can be planned, and the rejected inputs.
+
+    Images with and without a truth are planned apart (a plan takes truths for all of its images or for none) and
+    merged.
+    """
     plans: list[BatchPlan] = []
     rejected: list[NightlyImage] = []
     for group in ([p for p in pairs if p[1] is not None], [p for p in pairs if p[1] is None]):

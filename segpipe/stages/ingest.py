@@ -1,5 +1,8 @@
-"""Ingest: the input, read tile by tile from wherever it lives, becomes level 0 of the image's OME-Zarr on the
-chunk grid; a strided pixel sample gives the band statistics. Resumes from the chunk ledger in the store."""
+"""Ingest: the input, read tile by tile, becomes level 0 of the image's OME-Zarr on the chunk grid.
+
+The input is read from wherever it lives; a strided pixel sample gives the band statistics. Resumes from the chunk
+ledger in the store.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class Ingested:
     reused: bool
 
     def stats_dict(self) -> dict[str, list[float]]:
+        """The band statistics as lists, by field."""
         return {key: list(value) for key, value in asdict(self.stats).items()}
 
 
@@ -47,8 +51,11 @@ def stored_stats(store: str) -> BandStats:
 
 
 def prepare_build(job: ImageJob) -> None:
-    """Before building a store in place: a mask committed under another fingerprint (``--overwrite``) is removed
-    whole, so no stale commit survives; in an unfinished build of ours, partial writes a kill left are removed."""
+    """Clear what must not survive before a store is built in place.
+
+    A mask committed under another fingerprint (``--overwrite``) is removed whole, so no stale commit survives; in an
+    unfinished build of ours, partial writes a kill left are removed.
+    """
     if job.fence is not None:
         job.fence.check()
     store = location(job.store)

@@ -80,8 +80,11 @@ def finished_meanwhile(jobs: Sequence[ImageJob]) -> dict[str, ImageReport]:
 
 @contextmanager
 def hold_plan(plan: BatchPlan, settings: RunSettings) -> Iterator[BatchPlan]:
-    """``hold_outputs`` for a plan's unfinished images before its flow starts (the CLI's way: a refusal is one
-    line, not a failed flow run); yields the plan with those jobs fenced, which the flow then keeps."""
+    """``hold_outputs`` for a plan's unfinished images before its flow starts.
+
+    This is the CLI's way: a refusal is one line, not a failed flow run. Yields the plan with those jobs fenced, which
+    the flow then keeps.
+    """
     pending = [job for job in plan.jobs if finished_report(job) is None]
     holder = f"segpipe-{uuid.uuid4().hex[:12]}"
     with hold_outputs(pending, holder, settings.lease, settings.overwrite) as held:

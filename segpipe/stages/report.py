@@ -1,6 +1,9 @@
-"""Report: one typed report per image (written as ``metrics.json`` with a ``preview.png``, then the image's
-``done.json`` commit record, written last), a failure record for an image that failed alone, and the batch's
-report files (``report/``) in the output location."""
+"""Report: one typed report per image, a failure record per failed image, and the batch's report files.
+
+An image's report is written as ``metrics.json`` with a ``preview.png``, then the image's ``done.json`` commit record,
+written last; a failure record is for an image that failed alone; the batch's report files go to ``report/`` in the
+output location.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +33,11 @@ from segpipe.storage import location
 
 @dataclass(frozen=True)
 class ImageReport:
-    """What happened to one image. ``evaluation`` holds its scores when a truth was given;
-    ``megapixels_per_second`` counts only pixels this run computed (None if none)."""
+    """What happened to one image.
+
+    ``evaluation`` holds its scores when a truth was given; ``megapixels_per_second`` counts only pixels this run
+    computed (None if none).
+    """
 
     name: str
     image: str
@@ -83,6 +89,7 @@ class ImageReport:
 
     @property
     def confusion(self) -> np.ndarray | None:
+        """The whole image's confusion matrix, or None without a truth."""
         return None if self.evaluation is None else self.evaluation.scores.confusion
 
     @property
@@ -101,10 +108,12 @@ class ImageFailure:
     exit_code: int
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, marked ``failed``."""
         return {**asdict(self), "failed": True}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ImageFailure:
+        """From ``to_json``'s form."""
         return cls(data["name"], data["image"], data["error"], int(data["exit_code"]))
 
 
@@ -158,8 +167,10 @@ def _predicted_pixels(evaluated: Evaluated | None) -> tuple[int, ...]:
 
 
 def finished_report(job: ImageJob) -> ImageReport | None:
-    """The report of an image finished earlier under this job's ``done_key`` (skipped now: nothing computed),
-    or None."""
+    """The report of an image finished earlier under this job's ``done_key``, or None.
+
+    Such an image is skipped now: nothing is computed.
+    """
     record = read_commit(location(job.out_dir))
     if not record or record.get("fingerprint") != job.done_key or not is_committed(job):
         return None
@@ -182,9 +193,11 @@ def commit_image(
 def write_batch_report(
     plan: BatchPlan, out: str, reports: list[ImageReport], config: EvalConfig, worst: int = 4
 ) -> list[str]:
-    """Write ``<out>/report/`` (per-image CSV, batch summary, confusion heatmap, per-class bars, overlays of the
-    ``worst`` images by mean Dice), every file rendered before the first is written; returns the URLs written
-    in name order (none without truths)."""
+    """Write ``<out>/report/``, every file rendered before the first is written.
+
+    The files are the per-image CSV, batch summary, confusion heatmap, per-class bars and overlays of the ``worst``
+    images by mean Dice. Returns the URLs written in name order (none without truths).
+    """
     scored = [r for r in reports if r.confusion is not None]
     if not scored:
         return []

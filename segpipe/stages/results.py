@@ -47,6 +47,7 @@ class RunInfo:
 
     @property
     def run_date(self) -> str:
+        """The day the run started (ISO, ``YYYY-MM-DD``)."""
         return self.started.date().isoformat()
 
 
@@ -188,13 +189,16 @@ class CanarySummary:
 
     @property
     def alert(self) -> bool:
+        """Whether any check alerts."""
         return any(check.alert for check in self.checks)
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, each check with its ``alert``."""
         return {"alert": self.alert, "checks": [{**asdict(check), "alert": check.alert} for check in self.checks]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CanarySummary:
+        """From ``to_json``'s form."""
         fields = ("metric", "tonight", "recent_mean", "nights", "tolerance", "relative")
         return cls(tuple(CanaryCheck(**{k: check[k] for k in fields if k in check}) for check in data["checks"]))
 
@@ -209,8 +213,11 @@ def canary_summary(
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """Batch figures (``batch.json`` less its images): counts, throughput over the pixels this run computed, and
-    with truths the scores (micro at the top level, ``per_image`` means, summed object metrics)."""
+    """Batch figures (``batch.json`` less its images).
+
+    Counts, throughput over the pixels this run computed, and with truths the scores (micro at the top level,
+    ``per_image`` means, summed object metrics).
+    """
 
     images: int
     images_failed: int
@@ -226,6 +233,7 @@ class BatchSummary:
 
     @property
     def megapixels_per_second(self) -> float | None:
+        """Megapixels this run computed per second, or None when it computed none or took no time."""
         computed, seconds = self.megapixels_computed, self.seconds
         return computed / seconds if computed and seconds else None
 
@@ -254,8 +262,10 @@ class BatchSummary:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchSummary:
-        """From ``to_json``'s form; the scores, of which batch.json keeps a part, are given apart (``report/
-        summary.json`` holds them whole)."""
+        """From ``to_json``'s form.
+
+        The scores, of which batch.json keeps a part, are given apart (``report/summary.json`` holds them whole).
+        """
         canary = CanarySummary.from_json(data["canary"]) if data.get("canary") else None
         return cls(
             images=int(data["images"]),
@@ -306,10 +316,12 @@ class BatchResult:
 
     @property
     def failures(self) -> tuple[ImageFailure, ...]:
+        """The images that failed."""
         return tuple(o for o in self.images if isinstance(o, ImageFailure))
 
     @property
     def reports(self) -> tuple[ImageReport, ...]:
+        """The reports of the images that did not fail."""
         return tuple(o for o in self.images if isinstance(o, ImageReport))
 
     def to_json(self) -> dict[str, Any]:
@@ -326,6 +338,7 @@ class BatchResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], scores: ScoreSummary | None = None) -> BatchResult:
+        """From ``to_json``'s form; ``scores`` as for ``BatchSummary.from_json``."""
         images = tuple(
             ImageFailure.from_json(e) if e.get("failed") else ImageReport.from_json(e) for e in data["images"]
         )
@@ -342,8 +355,11 @@ def summarize_run(
     seconds: float,
     canary: CanarySet | None,
 ) -> BatchSummary:
-    """The batch summary of a run's outcomes, with the canary checked against the results table's earlier runs
-    (this run's rows are appended last, by ``append_results``)."""
+    """The batch summary of a run's outcomes.
+
+    The canary is checked against the results table's earlier runs (this run's rows are appended last, by
+    ``append_results``).
+    """
     reports = [o for o in outcomes if isinstance(o, ImageReport)]
     failures = [o for o in outcomes if isinstance(o, ImageFailure)]
     class_names = plan.model.card.class_names

@@ -1,5 +1,7 @@
-"""Stage retries inside an image's one task: a transient fault (a dropped connection, a worker lost, a tracking
-outage) is tried again; bad input is not, since it stays bad."""
+"""Stage retries inside an image's one task: a transient fault is tried again, bad input is not.
+
+A transient fault is a dropped connection, a worker lost or a tracking outage; bad input stays bad.
+"""
 
 from __future__ import annotations
 

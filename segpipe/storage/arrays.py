@@ -17,7 +17,8 @@ def open_array(url: Where, mode: str = "r", zarr_format: int | None = None) -> z
     """Open the Zarr array at ``url`` (``mode``: ``r`` read-only, ``r+`` read-write, ``a``, ``w``).
 
     ``zarr_format=OWN_FORMAT`` for arrays segpipe wrote: zarr then reads ``zarr.json`` only, without also looking for
-    version 2 metadata (on an object store: 2 requests instead of 6)."""
+    version 2 metadata (on an object store: 2 requests instead of 6).
+    """
     store = location(url).zarr_store(read_only=mode == "r")
     return zarr.open_array(store, mode=mode, zarr_format=zarr_format)  # type: ignore[arg-type]
 

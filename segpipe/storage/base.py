@@ -60,6 +60,7 @@ class Location(abc.ABC):
     supports_rename: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        """Normalise ``url``; ValueError when this class does not serve its scheme."""
         object.__setattr__(self, "url", normalise(str(self.url)))
         if not self.serves(self.protocol):
             name = type(self).__name__
@@ -71,6 +72,7 @@ class Location(abc.ABC):
         return protocol in cls.protocols
 
     def __str__(self) -> str:
+        """The URL."""
         return self.url
 
     @property
@@ -125,8 +127,9 @@ class Location(abc.ABC):
         """Write ``data`` atomically: readers see the old content or the new, never a part of it."""
 
     def create_if_absent(self, data: bytes) -> bool:
-        """Create the file here holding ``data`` unless something is already there, atomically: of many
-        callers at once, on any machines, exactly one gets True and its bytes are stored; the others get False
+        """Create the file here holding ``data`` unless something is already there, atomically.
+
+        Of many callers at once, on any machines, exactly one gets True and its bytes are stored; the others get False
         and change nothing. Readers never see a part of ``data``.
 
         Backends without ``supports_conditional_create`` raise (check the flag first). On object stores a
@@ -152,7 +155,9 @@ class Location(abc.ABC):
     @abc.abstractmethod
     def staged_write(self) -> contextlib.AbstractContextManager[str]:
         """Yield a local path to write the whole file to; on success it becomes this location atomically.
-        On error nothing changes."""
+
+        On error nothing changes.
+        """
 
     @abc.abstractmethod
     def remove(self) -> None:
@@ -179,8 +184,10 @@ class Location(abc.ABC):
         """Raise ``OutputError`` (one line) unless segpipe can write here."""
 
     def remove_partial_writes(self) -> int:
-        """Delete the temporary files killed writes leave below this directory; return how many (stores that
-        write whole objects leave none: 0)."""
+        """Delete the temporary files killed writes leave below this directory; return how many.
+
+        Stores that write whole objects leave none: 0.
+        """
         return 0
 
     def _check_mode(self, mode: str) -> None:

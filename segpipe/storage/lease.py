@@ -133,6 +133,7 @@ class Lease:
     """A lease this run holds on one output: renew it while working, fence writes with it, release it."""
 
     def __init__(self, folder: Location, generation: int, record: LeaseRecord, config: LeaseConfig) -> None:
+        """The lease acquired as generation ``generation`` in ``folder``, its file holding ``record``."""
         self.folder = folder
         self.generation = generation
         self.record = record
@@ -210,8 +211,10 @@ def acquire(
 
 
 def _create(root: Location, generation: int, record: LeaseRecord) -> bool:
-    """Create ``generation``; True when this call's record is the one stored (a retried PUT may report False
-    for its own write, so the stored token decides)."""
+    """Create ``generation``; True when this call's record is the one stored.
+
+    A retried PUT may report False for its own write, so the stored token decides.
+    """
     target = root.child(_name(generation))
     if target.create_if_absent(_encode(record)):
         return True
@@ -240,10 +243,13 @@ def _forget_old(root: Location, newest: int) -> None:
 
 
 class LeaseKeeper:
-    """Renews every lease a run holds from one thread; a lost lease is remembered in ``lost`` (the run's
-    fences fail on their own at their next check)."""
+    """Renews every lease a run holds from one thread.
+
+    A lost lease is remembered in ``lost`` (the run's fences fail on their own at their next check).
+    """
 
     def __init__(self, leases: list[Lease], interval: float) -> None:
+        """Renew ``leases`` every ``interval`` seconds once entered."""
         self.leases = leases
         self.interval = interval
         self.lost: dict[str, str] = {}
@@ -251,10 +257,12 @@ class LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="segpipe-lease-keeper", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
+        """Start renewing."""
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop renewing and wait for the thread."""
         self._stop.set()
         self._thread.join()
 

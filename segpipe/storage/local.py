@@ -62,9 +62,11 @@ class LocalLocation(Location):
             handle.write(data)
 
     def create_if_absent(self, data: bytes) -> bool:
-        """Write ``data`` to a temporary file beside this one, then hard-link it into place: ``link(2)`` fails
-        if the name exists, so one caller wins, and the file appears whole. Filesystems without hard links
-        fall back to ``O_CREAT | O_EXCL`` (still one winner; a reader may see the file while it is written)."""
+        """Write ``data`` to a temporary file beside this one, then hard-link it into place.
+
+        ``link(2)`` fails if the name exists, so one caller wins, and the file appears whole. Filesystems without hard
+        links fall back to ``O_CREAT | O_EXCL`` (still one winner; a reader may see the file while it is written).
+        """
         temporary = self._temporary()
         try:
             with open(temporary, "xb") as handle:
@@ -155,8 +157,10 @@ class LocalLocation(Location):
             raise OutputError(f"{self.url}: output location is not a writable directory")
 
     def remove_partial_writes(self) -> int:
-        """Delete zarr LocalStore's ``<stem>.<32 hex>.partial`` and this module's ``.<name>.<32 hex>.tmp``
-        files below this directory; return how many."""
+        """Delete the temporary files of killed writes below this directory; return how many.
+
+        These are zarr LocalStore's ``<stem>.<32 hex>.partial`` and this module's ``.<name>.<32 hex>.tmp`` files.
+        """
         removed = 0
         for folder, _, names in os.walk(self.url):
             for name in names:

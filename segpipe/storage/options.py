@@ -80,8 +80,11 @@ def known_protocol(protocol: str) -> bool:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is a passing I/O fault worth retrying (connection reset, timeout), not a missing or
-    forbidden object. Covers builtin OSErrors and the connection errors of botocore and aiohttp."""
+    """Whether ``exc`` is a passing I/O fault worth retrying, not a missing or forbidden object.
+
+    Passing faults are a connection reset or a timeout. Covers builtin OSErrors and the connection errors of botocore
+    and aiohttp.
+    """
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     if isinstance(exc, (OSError, asyncio.TimeoutError)):
@@ -101,8 +104,11 @@ TRANSIENT_CLASSES = frozenset(
 
 
 def close_filesystems() -> int:
-    """Close the network sessions of this process's cached asynchronous filesystems (those zarr stores use)
-    and forget every cached object-store filesystem; call at process or worker teardown. Returns how many."""
+    """Close the network sessions of this process's cached asynchronous filesystems.
+
+    Those are the ones zarr stores use; every cached object-store filesystem is also forgotten. Call at process or
+    worker teardown. Returns how many.
+    """
     from zarr.core.sync import sync
 
     closed = 0

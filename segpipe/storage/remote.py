@@ -1,5 +1,6 @@
-"""``FsspecLocation``: any URL an fsspec filesystem serves (``memory://``, ``gs://``, ...); ``S3Location``: S3,
-which adds conditional creates (a PUT with ``If-None-Match: *``).
+"""``FsspecLocation`` for any URL an fsspec filesystem serves; ``S3Location`` for S3.
+
+fsspec serves ``memory://``, ``gs://``, ...; ``S3Location`` adds conditional creates (a PUT with ``If-None-Match: *``).
 
 Filesystems come from ``segpipe.storage.options`` in the process that uses them; a Location holds its URL only.
 """
@@ -117,8 +118,10 @@ class FsspecLocation(Location):
         return tree_identity(self.url, members)
 
     def check_writable(self) -> None:
-        """Raise ``OutputError`` unless the bucket is reachable and a probe object can be written and deleted
-        under this prefix."""
+        """Raise ``OutputError`` unless the bucket is reachable and writable under this prefix.
+
+        Writable: a probe object can be written and deleted under this prefix.
+        """
         try:
             self._check_bucket()
             probe = self.child(f".segpipe-probe-{uuid.uuid4().hex}")
@@ -151,8 +154,10 @@ class S3Location(FsspecLocation):
         return protocol in cls.protocols
 
     def create_if_absent(self, data: bytes) -> bool:
-        """One PUT with ``If-None-Match: *`` (s3fs ``pipe_file(mode="create")``); S3 answers 412
-        PreconditionFailed when the key exists, which s3fs raises as ``FileExistsError``."""
+        """One PUT with ``If-None-Match: *`` (s3fs ``pipe_file(mode="create")``).
+
+        S3 answers 412 PreconditionFailed when the key exists, which s3fs raises as ``FileExistsError``.
+        """
         try:
             filesystem(self.protocol).pipe_file(self.path, bytes(data), mode="create")
         except FileExistsError:

@@ -1,7 +1,9 @@
-"""Experiment tracking: where the store is (``store``), MLflow behind the ``Tracker`` protocol (``mlflow``), a
-run's lineage as a value (``lineage``), runs read back as plain values (``reader``) and the logging of a
-finished batch (``batch_log``, imported on use: it knows the stages' results). MLflow is imported only inside
-this package and the model registry."""
+"""Experiment tracking: the store, MLflow behind ``Tracker``, lineage, runs read back, batch logging.
+
+Where the store is (``store``), MLflow behind the ``Tracker`` protocol (``mlflow``), a run's lineage as a value
+(``lineage``), runs read back as plain values (``reader``) and the logging of a finished batch (``batch_log``, imported
+on use: it knows the stages' results). MLflow is imported only inside this package and the model registry.
+"""
 
 from segpipe.tracking.lineage import IMAGE_TAG, PARENT_TAG, InputLineage, Lineage
 from segpipe.tracking.mlflow import MlflowTracker, NullTracker, Tracker, fetch_runs, wait_for_warm_up, warm_up

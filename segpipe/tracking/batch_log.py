@@ -1,6 +1,9 @@
-"""Log a finished batch: one parent run with the batch's params, lineage tags, metrics, ``batch.json`` and the
-report files, and a nested run per image with its metrics, ``metrics.json`` and ``preview.png``. Metrics are
-flattened from the typed results here, and only here."""
+"""Log a finished batch: one parent run for the batch and a nested run per image.
+
+The parent run has the batch's params, lineage tags, metrics, ``batch.json`` and the report files; each image's nested
+run has its metrics, ``metrics.json`` and ``preview.png``. Metrics are flattened from the typed results here, and only
+here.
+"""
 
 from __future__ import annotations
 
@@ -60,8 +63,10 @@ def batch_params(plan: BatchPlan, settings: RunSettings, cluster: str, run_id: s
 
 
 def batch_lineage(plan: BatchPlan, params: dict[str, Any], flow_run_id: str = "", deployment: str = "") -> Lineage:
-    """Where every input, the model and the code came from, and where the run ran (``flow_run_id`` and
-    ``deployment``: the orchestrator's, if any)."""
+    """Where every input, the model and the code came from, and where the run ran.
+
+    ``flow_run_id`` and ``deployment`` are the orchestrator's, if any.
+    """
     model = {k: v for k, v in plan.model.lineage().items() if k != "model_uri"}
     return Lineage(
         segpipe_version=segpipe.__version__,

@@ -1,7 +1,9 @@
-"""Lineage of a batch run as a value: which inputs, which model bytes, which code, where it ran. ``to_tags``
-gives the MLflow tags the batch run is logged with and ``from_tags`` reads them back: the one definition of
-the tag keys (``segpipe.version``, ``segpipe.git_commit``, ``segpipe.model_*``, ``segpipe.cluster``,
-``segpipe.run_id``, ``python``, ``prefect.*``, ``segpipe.input.<i>.url|fingerprint``)."""
+"""Lineage of a batch run as a value: which inputs, which model bytes, which code, where it ran.
+
+``to_tags`` gives the MLflow tags the batch run is logged with and ``from_tags`` reads them back: the one definition of
+the tag keys (``segpipe.version``, ``segpipe.git_commit``, ``segpipe.model_*``, ``segpipe.cluster``, ``segpipe.run_id``,
+``python``, ``prefect.*``, ``segpipe.input.<i>.url|fingerprint``).
+"""
 
 from __future__ import annotations
 
@@ -26,8 +28,11 @@ class InputLineage:
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a batch run's result came from. ``model`` holds the model's own lineage strings (``model_format``,
-    ``model_sha256``, ``model_registry_*``); every URL is already without credentials."""
+    """Where a batch run's result came from.
+
+    ``model`` holds the model's own lineage strings (``model_format``, ``model_sha256``, ``model_registry_*``); every
+    URL is already without credentials.
+    """
 
     segpipe_version: str = ""
     git_commit: str = ""

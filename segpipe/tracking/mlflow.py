@@ -27,12 +27,23 @@ from segpipe.tracking.store import (
 class Tracker(Protocol):
     """Where a batch is logged: a parent run per batch, a nested run per image."""
 
-    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str: ...
-    def start_image(self, name: str, params: dict[str, Any]) -> str: ...
-    def log_metrics(self, run_id: str, values: dict[str, float]) -> None: ...
-    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None: ...
-    def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None: ...
-    def end(self, run_id: str, status: str = "FINISHED") -> None: ...
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Start the batch's parent run with ``params`` and ``tags``; return its id."""
+
+    def start_image(self, name: str, params: dict[str, Any]) -> str:
+        """Start image ``name``'s run, nested in the batch run, with ``params``; return its id."""
+
+    def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
+        """Log ``values`` on run ``run_id``."""
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        """Upload the file ``path`` to the run's artifacts, under ``artifact_path``."""
+
+    def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
+        """Upload what is below ``directory`` to the run's artifacts, under ``artifact_path``."""
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        """End run ``run_id`` with ``status``."""
 
 
 class NullTracker:
@@ -41,21 +52,27 @@ class NullTracker:
     tracking_uri = ""
 
     def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Start nothing; return an empty run id."""
         return ""
 
     def start_image(self, name: str, params: dict[str, Any]) -> str:
+        """Start nothing; return an empty run id."""
         return ""
 
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
+        """Log nothing."""
         return None
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        """Upload nothing."""
         return None
 
     def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
+        """Upload nothing."""
         return None
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
+        """End nothing."""
         return None
 
 
@@ -63,9 +80,11 @@ _WARMING: dict[str, threading.Thread] = {}  # tracking URI -> its warm-up thread
 
 
 def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
-    """Import MLflow and open its store for ``tracking_uri`` in a background thread, while the images compute
-    (about 1 s of a small run's wall time otherwise); errors are left for the real call to report. A tracker
-    for the same URI waits for it: two threads creating a new SQLite store would both run its migrations."""
+    """Import MLflow and open its store for ``tracking_uri`` in a background thread, while images compute.
+
+    Otherwise this takes about 1 s of a small run's wall time; errors are left for the real call to report. A tracker
+    for the same URI waits for it: two threads creating a new SQLite store would both run its migrations.
+    """
 
     def open_store() -> None:
         with contextlib.suppress(Exception):
@@ -88,10 +107,13 @@ def wait_for_warm_up(tracking_uri: str) -> None:
 
 
 class MlflowTracker:
-    """Logs to MLflow at ``tracking_uri``; artifacts of a new experiment go to ``artifact_root`` (default:
-    ``default_artifact_root``)."""
+    """Logs to MLflow at ``tracking_uri``.
+
+    Artifacts of a new experiment go to ``artifact_root`` (default: ``default_artifact_root``).
+    """
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
+        """Open the store (created if missing) and the experiment (created with ``artifact_root`` if new)."""
         wait_for_warm_up(tracking_uri)
         from mlflow.tracking import MlflowClient
 
@@ -119,6 +141,7 @@ class MlflowTracker:
             raise TrackingError(f"MLflow at {self.tracking_uri}: cannot {what} ({type(exc).__name__}: {exc})") from None
 
     def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """Start the batch's parent run, named by model, stitch and image count; return its id."""
         name = f"{params.get('model', 'batch')} {params.get('stitch', '')} x{len(params.get('images', []))}"
         run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
         self.batch_run_id = run.info.run_id
@@ -126,6 +149,7 @@ class MlflowTracker:
         return self.batch_run_id
 
     def start_image(self, name: str, params: dict[str, Any]) -> str:
+        """Start image ``name``'s run, nested in the batch run, with ``params``; return its id."""
         tags = {PARENT_TAG: self.batch_run_id, IMAGE_TAG: name}
         run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
         self._log_params(run.info.run_id, params)
@@ -138,6 +162,7 @@ class MlflowTracker:
         self._call("log params", self.client.log_batch, run_id, [], items)
 
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
+        """Log ``values`` on run ``run_id`` in one batch, leaving out None and non-finite ones."""
         from mlflow.entities import Metric
 
         now = _now_ms()
@@ -145,12 +170,15 @@ class MlflowTracker:
         self._call("log metrics", self.client.log_batch, run_id, items)
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        """Upload the file ``path`` to the run's artifacts, under ``artifact_path``."""
         self._call("log artifact", self.client.log_artifact, run_id, path, artifact_path)
 
     def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
+        """Upload what is below ``directory`` to the run's artifacts, under ``artifact_path``."""
         self._call("log artifacts", self.client.log_artifacts, run_id, directory, artifact_path)
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
+        """End run ``run_id`` with ``status``."""
         self._call("end run", self.client.set_terminated, run_id, status)
 
 
@@ -163,8 +191,10 @@ def _now_ms() -> int:
 def fetch_runs(
     tracking_uri: str, run_ids: list[str], experiment: str | None = None, limit: int = 10
 ) -> list[dict[str, Any]]:
-    """Runs as ``{run_id, name, params, metrics}``: the given ids, or else the latest ``limit`` batch runs
-    (runs without a parent) of ``experiment``."""
+    """Runs as ``{run_id, name, params, metrics}``.
+
+    The given ids, or else the latest ``limit`` batch runs (runs without a parent) of ``experiment``.
+    """
     from mlflow.tracking import MlflowClient
 
     check_tracking_uri(tracking_uri)

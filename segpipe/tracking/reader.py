@@ -1,6 +1,7 @@
-"""Runs read back from MLflow as plain values: ``RunReader`` gives a run (``RunRecord``: its params, tags,
-metrics and times) and its nested image runs. ``check_reachable`` fails fast on an MLflow server that is down
-(MLflow's own client retries for about four minutes).
+"""Runs read back from MLflow as plain values.
+
+``RunReader`` gives a run (``RunRecord``: its params, tags, metrics and times) and its nested image runs.
+``check_reachable`` fails fast on an MLflow server that is down (MLflow's own client retries for about four minutes).
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ class RunRecord:
 
 
 def check_reachable(tracking_uri: str, timeout: float = 10.0) -> None:
-    """For an ``http(s)`` tracking URI, one request to ``/health``; a server that does not answer is a
-    ``TrackingError`` now rather than after MLflow's minutes of retries. Any HTTP answer counts as reachable."""
+    """For an ``http(s)`` tracking URI, one request to ``/health``.
+
+    A server that does not answer is a ``TrackingError`` now rather than after MLflow's minutes of retries. Any HTTP
+    answer counts as reachable.
+    """
     if not tracking_uri.startswith(("http://", "https://")):
         return
     import requests
@@ -55,14 +59,16 @@ def _tls_verify() -> bool | str:
 
 
 class RunReader:
-    """Reads runs from the MLflow store at ``tracking_uri``; opening one checks the URI and that the server
-    answers, and creates a missing local SQLite store.
+    """Reads runs from the MLflow store at ``tracking_uri``.
+
+    Opening one checks the URI and that the server answers, and creates a missing local SQLite store.
 
     Raises:
         ConfigError: a malformed URI. TrackingError: the server does not answer.
     """
 
     def __init__(self, tracking_uri: str) -> None:
+        """Check ``tracking_uri`` and that it answers, create a missing SQLite store, open a client."""
         from mlflow import MlflowClient
 
         check_tracking_uri(tracking_uri)

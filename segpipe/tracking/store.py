@@ -1,5 +1,8 @@
-"""Where tracking data lives: segpipe's home folder, the default MLflow store, SQLite stores made whole, and
-tracking URIs checked and shown without credentials."""
+"""Where tracking data lives.
+
+segpipe's home folder, the default MLflow store, SQLite stores made whole, and tracking URIs checked and shown without
+credentials.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,10 @@ _SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databrick
 
 
 def segpipe_home() -> Path:
-    """Where segpipe keeps its per-user state: ``$SEGPIPE_HOME``, else ``$XDG_DATA_HOME/segpipe``, else
-    ``~/.local/share/segpipe``."""
+    """Where segpipe keeps its per-user state.
+
+    ``$SEGPIPE_HOME``, else ``$XDG_DATA_HOME/segpipe``, else ``~/.local/share/segpipe``.
+    """
     if os.environ.get("SEGPIPE_HOME"):
         return Path(os.environ["SEGPIPE_HOME"]).expanduser().resolve()
     data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -25,8 +30,10 @@ def segpipe_home() -> Path:
 
 
 def default_tracking_uri() -> str:
-    """The one store every command uses unless told otherwise: ``MLFLOW_TRACKING_URI`` if set, else the
-    per-user sqlite store ``segpipe_home()/mlflow.db``."""
+    """The one store every command uses unless told otherwise.
+
+    ``MLFLOW_TRACKING_URI`` if set, else the per-user sqlite store ``segpipe_home()/mlflow.db``.
+    """
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
@@ -34,8 +41,11 @@ def default_tracking_uri() -> str:
 
 
 def default_artifact_root(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a sqlite store (``<its folder>/mlartifacts``), never
-    the current directory; for a server or any other store, the store's own choice (None)."""
+    """Where a new experiment keeps its artifacts.
+
+    Beside a sqlite store (``<its folder>/mlartifacts``), never the current directory; for a server or any other store,
+    the store's own choice (None).
+    """
     database = sqlite_path(tracking_uri)
     return None if database is None else str(database.parent / "mlartifacts")
 
@@ -48,10 +58,13 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def create_sqlite_store(tracking_uri: str) -> None:
-    """Make a new SQLite store whole or not at all. MLflow creates its schema one migration at a time, so a run
-    killed during the first use of a store left a file on which every later run failed ("table ... already
-    exists"). The store is built under a temporary name beside it, then linked into place, which also never
-    overwrites a store another process created meanwhile. No-op for other URIs and existing stores."""
+    """Make a new SQLite store whole or not at all.
+
+    MLflow creates its schema one migration at a time, so a run killed during the first use of a store left a file on
+    which every later run failed ("table ... already exists"). The store is built under a temporary name beside it, then
+    linked into place, which also never overwrites a store another process created meanwhile. No-op for other URIs and
+    existing stores.
+    """
     path = sqlite_path(tracking_uri)
     if path is None or path.exists():
         return

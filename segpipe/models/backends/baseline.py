@@ -45,6 +45,7 @@ class BaselineModel:
     """Threshold + binary opening as a ``predict(batch) -> logits`` model."""
 
     def __init__(self, config: BaselineConfig) -> None:
+        """Keep ``config`` and build the disk-shaped opening element of its ``radius``."""
         self.config = config
         self.structure = disk(config.radius)
 

@@ -23,6 +23,7 @@ class OnnxModel:
     """An ONNX Runtime session with one image input and logits as its first output."""
 
     def __init__(self, session: Any) -> None:
+        """Wrap ``session``: its input and output names, and its input channels when declared."""
         self.session = session
         first = session.get_inputs()[0]
         self.input_name: str = first.name

@@ -49,6 +49,7 @@ class Found:
     registry: RegistryEntry | None = None
 
     def __post_init__(self) -> None:
+        """Default ``label`` to ``uri`` when none was given."""
         if not self.label:
             object.__setattr__(self, "label", self.uri)
 
