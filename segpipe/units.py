@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from segpipe.errors import ConfigError
 
-LENGTHS = {"nm": 1e-9, "um": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0, "km": 1e3}  # metres per unit
+LENGTHS = {"nm": -9, "um": -6, "mm": -3, "cm": -2, "m": 0, "km": 3}  # metres per unit, as a power of ten
 ANGLES = {"deg": 1.0}
 ALIASES = {
     "nanometer": "nm",
@@ -73,7 +73,8 @@ def convert(value: float, unit: str, to: str, what: str = "pixel size") -> float
         return value
     if not (is_length(source) and is_length(target)):
         raise ConfigError(f"{what}: {source} cannot be converted to {target} (not both lengths)")
-    return value * LENGTHS[source] / LENGTHS[target]
+    power = LENGTHS[source] - LENGTHS[target]  # whole powers of ten: 0.25 um is exactly 250 nm
+    return value * 10**power if power >= 0 else value / 10**-power
 
 
 @dataclass(frozen=True)

@@ -57,15 +57,16 @@ def resample_region(
         raise ConfigError(f"resampling {target} needs level pixels {need}, but only {have} were read")
     if data.shape[-2:] != (have.height, have.width):
         raise ConfigError(f"resampling: data of shape {data.shape} is not region {have}")
-    rows = _weights(target.y0, target.y1, factor[0], have.y0, have.y1, height)
-    cols = _weights(target.x0, target.x1, factor[1], have.x0, have.x1, width)
     out_dtype = np.float64 if data.dtype == np.float64 else np.float32
-    values = np.asarray(data, dtype=np.float64)
-    finite = np.isfinite(values)
-    if not finite.all():
-        values = np.where(finite, values, 0.0)
-    sums = _apply(values, rows, cols)
-    counts = _apply(finite.astype(np.float64), rows, cols)
+    if all(float(f).is_integer() for f in factor):
+        inner = data[..., need.y0 - have.y0 : need.y1 - have.y0, need.x0 - have.x0 : need.x1 - have.x0]
+        sums, counts = _block_sums(inner, target, (int(factor[0]), int(factor[1])))
+    else:
+        rows = _weights(target.y0, target.y1, factor[0], have.y0, have.y1, height)
+        cols = _weights(target.x0, target.x1, factor[1], have.x0, have.x1, width)
+        values, finite = _finite(data)
+        sums = _apply(values, rows, cols)
+        counts = _apply(finite.astype(np.float64), rows, cols)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (sums / counts).astype(out_dtype)
 
@@ -103,6 +104,25 @@ def _weights(t0: int, t1: int, factor: float, s0: int, s1: int, size: int) -> np
     overlap = np.clip(high - low, 0.0, None)
     overlap[overlap < EPSILON] = 0.0
     return overlap
+
+
+def _finite(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``data`` as float64 with non-finite pixels 0, and where it is finite."""
+    values = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(values)
+    return (values if finite.all() else np.where(finite, values, 0.0)), finite
+
+
+def _block_sums(data: np.ndarray, target: Region, factor: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sums and counts of the finite pixels of each whole-number block (a block mean, edge blocks in part)."""
+    fy, fx = factor
+    shape = (data.shape[0], target.height * fy, target.width * fx)
+    values, finite = _finite(data)
+    if values.shape != shape:  # a last block that the image covers in part: pad with pixels that do not count
+        pad = ((0, 0), (0, shape[1] - values.shape[1]), (0, shape[2] - values.shape[2]))
+        values, finite = np.pad(values, pad), np.pad(finite, pad)
+    blocks = (shape[0], target.height, fy, target.width, fx)
+    return values.reshape(blocks).sum(axis=(2, 4)), finite.reshape(blocks).sum(axis=(2, 4))
 
 
 def _apply(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
