@@ -87,7 +87,7 @@ def tissue_slide(height: int, width: int, seed: int = 7) -> tuple[np.ndarray, np
     rng = np.random.default_rng(seed)
     rows, cols = np.mgrid[0:height, 0:width]
     truth = np.zeros((height, width), dtype=bool)
-    for cy, cx, r in ((0.35, 0.3, 0.22), (0.6, 0.45, 0.2), (0.5, 0.75, 0.14)):
+    for cy, cx, r in ((0.35, 0.3, 0.265), (0.6, 0.45, 0.245), (0.5, 0.75, 0.17)):
         truth |= (rows - cy * height) ** 2 + (cols - cx * width) ** 2 < (r * min(height, width)) ** 2
     image = np.clip(rng.normal(238, 3, (height, width, 3)), 0, 255)
     pink, purple = np.array([225.0, 140.0, 185.0]), np.array([120.0, 70.0, 160.0])
