@@ -198,11 +198,11 @@ def _check_complete(path: str, pages: Any, size: int) -> None:
 
 def _check_zarr_store(where: Location) -> None:
     """A folder that is not a Zarr store is a folder of images: say so, not "not a readable Zarr array"."""
-    if any(where.child(marker).exists() for marker in ZARR_MARKERS):
-        return
+    if where.name.lower().endswith(".zarr") or any(where.child(marker).exists() for marker in ZARR_MARKERS):
+        return  # meant as a Zarr store: "not a readable Zarr array" says what is wrong
     found = len(expand_inputs(where.url))
     if not found:
-        raise InputError(f"{where.url}: a folder that is neither a Zarr store nor holds any image")
+        raise InputError(f"{where.url}: a folder with no image in it and not a Zarr store")
     raise InputError(f"{where.url}: a folder of {found} image(s), not a Zarr store: name them (e.g. {where.url}/*.tif)")
 
 

@@ -61,5 +61,5 @@ def test_opening_a_folder_of_images_says_what_it_is(incoming: Path) -> None:
 
 def test_opening_an_empty_folder_says_it_holds_no_image(tmp_path: Path) -> None:
     (tmp_path / "nothing").mkdir()
-    with pytest.raises(InputError, match="nothing: a folder that is neither a Zarr store nor holds any image"):
+    with pytest.raises(InputError, match="nothing: a folder with no image in it and not a Zarr store"):
         open_image(tmp_path / "nothing")
