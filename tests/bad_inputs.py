@@ -205,7 +205,7 @@ CASES: list[Case] = [
     Case(
         "directory that is not Zarr",
         lambda d: (d / "dir").mkdir() or _run(d, str(d / "dir")),
-        "dir: not a readable Zarr array",
+        "dir: a folder with no image in it",
     ),
     Case("two inputs share a name", _two_same_names, "share the output name 'img'"),
     Case("model file missing", lambda d: _run(d, _image(d), "--model", str(d / "none.pt")), "no such model file", 3),

@@ -27,6 +27,7 @@ import zarr
 
 from segpipe.errors import InputError
 from segpipe.storage import Location, is_transient, location, open_array
+from segpipe.storage.listing import ZARR_MARKERS, expand_inputs
 
 SUPPORTED_KINDS = ("u", "i", "f", "b")
 CHANNEL_AXES = "SCQI"  # tifffile's names for bands/samples; Q and I are "unknown"/"image sequence"
@@ -51,6 +52,7 @@ class ImageSource:
         plane: the plane this source reads (``None``: not chosen yet, for a stack).
         version: the TIFF's version (etag or mtime) when opened; a replaced file is not read from a stale handle.
         zarr_format: a Zarr array's format (2 or 3) once known, so that opening it reads only its own metadata.
+        level: the pyramid level of a TIFF this source reads (0: full resolution; see ``segpipe.io.levels``).
     """
 
     path: str
@@ -63,6 +65,7 @@ class ImageSource:
     plane: int | None = None
     version: str = ""
     zarr_format: int | None = None
+    level: int = 0
 
     def plane_sources(self) -> list[ImageSource]:
         """One source per plane of a stack (``[self]`` for a 2-D image)."""
@@ -193,12 +196,23 @@ def _check_complete(path: str, pages: Any, size: int) -> None:
             raise InputError(f"{path}: file is truncated: pixel data runs to byte {max(ends)} of a {size}-byte file")
 
 
+def _check_zarr_store(where: Location) -> None:
+    """A folder that is not a Zarr store is a folder of images: say so, not "not a readable Zarr array"."""
+    if where.name.lower().endswith(".zarr") or any(where.child(marker).exists() for marker in ZARR_MARKERS):
+        return  # meant as a Zarr store: "not a readable Zarr array" says what is wrong
+    found = len(expand_inputs(where.url))
+    if not found:
+        raise InputError(f"{where.url}: a folder with no image in it and not a Zarr store")
+    raise InputError(f"{where.url}: a folder of {found} image(s), not a Zarr store: name them (e.g. {where.url}/*.tif)")
+
+
 def _describe_zarr(where: Location) -> tuple[str, tuple[int, ...], np.dtype, int]:
     try:
         array = open_array(where, mode="r")
     except Exception as exc:  # zarr raises many types for a bad store; all but transient I/O mean "not an array"
         if is_transient(exc):
             raise
+        _check_zarr_store(where)
         raise InputError(f"{where.url}: not a readable Zarr array ({type(exc).__name__}: {exc})") from None
     axes = {2: "YX", 3: "CYX"}.get(array.ndim)
     if axes is None:
@@ -239,12 +253,12 @@ def _check_dtype(path: str, dtype: np.dtype) -> None:
 class _OpenTiff:
     """One TIFF opened for reading: its file handle, ``TiffFile`` and level-0 zarr view (used by one thread)."""
 
-    def __init__(self, where: Location) -> None:
+    def __init__(self, where: Location, level: int = 0) -> None:
         self.closed = False
         self.file: IO[bytes] = where.open("rb")
         try:
             self.tif = tifffile.TiffFile(self.file, name=where.name)
-            self.store = self.tif.series[0].aszarr(level=0, read_only=True)
+            self.store = self.tif.series[0].aszarr(level=level, read_only=True)
             self.array = zarr.open_array(self.store, mode="r")
         except BaseException:
             self.file.close()
@@ -264,12 +278,12 @@ _ALL_OPEN: weakref.WeakSet[_OpenTiff] = weakref.WeakSet()
 _ALL_LOCK = threading.Lock()
 
 
-def _thread_tiffs() -> OrderedDict[tuple[str, str], _OpenTiff]:
+def _thread_tiffs() -> OrderedDict[tuple[str, str, int], _OpenTiff]:
     """This thread's open TIFFs, most recently used last (a forked child starts with none)."""
     if getattr(_THREAD, "pid", None) != os.getpid():
         _THREAD.pid = os.getpid()
         _THREAD.tiffs = OrderedDict()
-    tiffs: OrderedDict[tuple[str, str], _OpenTiff] = _THREAD.tiffs
+    tiffs: OrderedDict[tuple[str, str, int], _OpenTiff] = _THREAD.tiffs
     return tiffs
 
 
@@ -279,12 +293,12 @@ def _open_tiff(source: ImageSource) -> _OpenTiff:
     The least recently used handle beyond ``MAX_OPEN_TIFFS`` is closed.
     """
     tiffs = _thread_tiffs()
-    key = (source.path, source.version)
+    key = (source.path, source.version, source.level)
     handle = tiffs.get(key)
     if handle is not None and not handle.closed:
         tiffs.move_to_end(key)
         return handle
-    handle = _OpenTiff(location(source.path))
+    handle = _OpenTiff(location(source.path), source.level)
     tiffs[key] = handle
     with _ALL_LOCK:
         _ALL_OPEN.add(handle)
@@ -295,7 +309,7 @@ def _open_tiff(source: ImageSource) -> _OpenTiff:
 
 def _forget_tiff(source: ImageSource) -> None:
     """Close this thread's handle on ``source`` after a failed read, so a retry starts from a fresh one."""
-    handle = _thread_tiffs().pop((source.path, source.version), None)
+    handle = _thread_tiffs().pop((source.path, source.version, source.level), None)
     if handle is not None:
         handle.close()
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from segpipe.models import ModelRef
     from segpipe.storage.lease import LeaseFence
 
-IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr")
+IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr", ".svs", ".ndpi", ".scn", ".bif")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,10 @@ from segpipe.errors import ConfigError, InputError
 from segpipe.storage.location import Location, location
 from segpipe.storage.options import OBJECT_STORES, filesystem
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")  # .ome.tif, .ome.tiff and .ome.zarr end with these
-STEM_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr")
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif")  # whole-slide images that are TIFF files
+IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr", *SLIDE_SUFFIXES)  # .ome.tif, .ome.tiff and .ome.zarr end with these
+STEM_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", ".tiff", ".tif", ".zarr", *SLIDE_SUFFIXES)
+ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")  # a folder holding one of these is a Zarr store
 GLOB_CHARACTERS = "*?["
 PLACEHOLDERS = frozenset({"dir", "stem", "name"})
 
@@ -37,6 +39,39 @@ def expand_inputs(pattern_or_urls: str | Sequence[str]) -> list[str]:
     for item in items:
         found.update(_glob(item) if is_glob(item) else _named(item))
     return sorted(found)
+
+
+def expand_image_args(items: Sequence[str]) -> list[str]:
+    """Command-line IMAGE arguments as image URLs, in the order given: a glob becomes the images it matches, a
+    folder that is not a Zarr store the images directly inside it (sorted), anything else stays as it is.
+
+    Raises:
+        InputError: a glob that matches no image, or a folder that is not a Zarr store and holds no image.
+    """
+    images: list[str] = []
+    for item in items:
+        if is_glob(item):
+            found = expand_inputs(item)
+            if not found:
+                raise InputError(f"{item}: matches no image")
+        elif is_image_folder(item):
+            found = expand_inputs(item)
+            if not found:
+                raise InputError(
+                    f"{item}: a folder with no image in it (TIFF {', '.join(IMAGE_SUFFIXES)}) and not a Zarr store"
+                )
+        else:
+            found = [item]
+        images += found
+    return images
+
+
+def is_image_folder(url: str) -> bool:
+    """Whether ``url`` is a folder (or prefix) of images: a folder, not named as an image, not a Zarr store."""
+    place = location(url)
+    if place.name.lower().endswith(IMAGE_SUFFIXES) or not place.is_dir():
+        return False
+    return not any(place.child(marker).exists() for marker in ZARR_MARKERS)
 
 
 def is_glob(pattern: str) -> bool:
@@ -162,4 +197,14 @@ def pair_truths(images: Iterable[str], pattern: str | None, require: bool = Fals
     return kept
 
 
-__all__ = ["expand_inputs", "fill_pattern", "image_stem", "is_glob", "is_image_name", "pair_truths", "truth_for"]
+__all__ = [
+    "expand_image_args",
+    "expand_inputs",
+    "fill_pattern",
+    "image_stem",
+    "is_glob",
+    "is_image_folder",
+    "is_image_name",
+    "pair_truths",
+    "truth_for",
+]

@@ -1,0 +1,276 @@
+"""Which pixels are worth computing: a low-resolution foreground mask and the output chunks it touches.
+
+A foreground is found on a small look at the image (the finest stored level with both sides at most
+``LOOK_SIDE``, block-averaged further when even the coarsest level is larger), never on full-resolution pixels:
+
+* ``tissue``: brightfield tissue, as TIAToolbox's and histolab's maskers find it: Otsu's threshold on the HSV
+  saturation (or the optical density) of the look, then a morphological clean-up (closing, opening, small
+  objects removed, holes filled);
+* ``nodata``: pixels that are not the GeoTIFF's GDAL_NODATA value in every band, not NaN in every band, and not
+  transparent in the alpha band;
+* a mask image (``MASK``) at any resolution of the same aspect ratio: non-zero means compute.
+
+``foreground_chunks`` then names the output chunks with foreground within a halo; the others need not be read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import tifffile
+from scipy import ndimage
+from skimage import filters, morphology
+
+from segpipe.errors import ConfigError, InputError
+from segpipe.io.images import ImageSource, open_image
+from segpipe.io.levels import ImageLevels, Level, level_source
+from segpipe.io.resample import resample_region
+from segpipe.storage import location
+from segpipe.tiling import Region, chunk_grid
+
+LOOK_SIDE = 2048  # longest side of the look a foreground is found on
+LOOK_BAND_ROWS = 256  # look rows made per read, so a large level is read a band at a time
+ASPECT_RTOL = 0.02  # a mask's scale may differ this much between its axes (rounding of its size)
+SATURATION_BOUNDS = (0.05, 0.2)  # Otsu's threshold kept within these, so all-glass or all-tissue is not split
+DENSITY_BOUNDS = (0.05, 0.3)
+CLEANUP_RADIUS = 2  # look pixels
+MIN_OBJECT = 64  # look pixels: smaller specks (dust, debris) are not tissue
+GDAL_NODATA, EXTRA_SAMPLES = 42113, 338
+FOREGROUNDS = ("auto", "none", "nodata", "tissue")
+
+
+@dataclass(frozen=True)
+class Foreground:
+    """A low-resolution foreground mask (True: compute) and its scale.
+
+    Attributes:
+        mask: (h, w) booleans.
+        scale: level-0 pixels per mask pixel, (y, x).
+        kind: ``tissue``, ``nodata`` or ``mask``.
+    """
+
+    mask: np.ndarray
+    scale: tuple[float, float]
+    kind: str
+
+    @property
+    def fraction(self) -> float:
+        """The share of the image that is foreground."""
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+@dataclass(frozen=True)
+class Nodata:
+    """What a file declares as no data: a value (GDAL_NODATA, may be NaN) and an alpha band (0-based)."""
+
+    value: float | None = None
+    alpha_band: int | None = None
+
+    @property
+    def declared(self) -> bool:
+        """Whether the file declares any nodata."""
+        return self.value is not None or self.alpha_band is not None
+
+
+def read_nodata(source: ImageSource) -> Nodata:
+    """The nodata a TIFF declares (a Zarr declares none); float images may still hold NaN."""
+    if source.kind != "tiff":
+        return Nodata()
+    where = location(source.path)
+    with where.open("rb") as handle, tifffile.TiffFile(handle, name=where.name) as tif:
+        tags = tif.pages.first.tags
+        text, extra = tags.valueof(GDAL_NODATA), tags.valueof(EXTRA_SAMPLES)
+    value = None
+    if text is not None:
+        try:
+            value = float(str(text).strip().strip("\x00"))
+        except ValueError:
+            raise InputError(f"{source.path}: GDAL_NODATA {text!r} is not a number") from None
+    extras = list(extra) if isinstance(extra, tuple | list) else ([] if extra is None else [extra])
+    alpha = next((i for i, kind in enumerate(extras) if int(kind) in (1, 2)), None)
+    band = None if alpha is None else source.channels - len(extras) + alpha
+    return Nodata(value, band)
+
+
+def valid_pixels(data: np.ndarray, nodata: Nodata) -> np.ndarray:
+    """(h, w) booleans of (C, h, w) ``data``: True where a pixel holds data in at least one band."""
+    bands = [b for b in range(data.shape[0]) if b != nodata.alpha_band] or [0]
+    values = data[bands]
+    empty = np.ones(data.shape[1:], dtype=bool)
+    if nodata.value is not None:
+        missing = np.isnan(values) if math.isnan(nodata.value) else values == nodata.value
+        empty &= missing.all(axis=0)
+    elif values.dtype.kind == "f":
+        empty &= np.isnan(values).all(axis=0)
+    else:
+        empty[:] = False
+    if nodata.alpha_band is not None:
+        empty |= data[nodata.alpha_band] == 0
+    return ~empty
+
+
+def tissue_mask(rgb: np.ndarray, method: str = "saturation") -> np.ndarray:
+    """(h, w) booleans: tissue in a brightfield (C >= 3, C, h, w) look, glass False.
+
+    Args:
+        rgb: red, green and blue first; integer pixels are scaled by their type's maximum, floats taken as 0..1.
+        method: ``saturation`` (HSV) or ``density`` (mean optical density).
+
+    Raises:
+        ConfigError: fewer than three bands, or an unknown method.
+    """
+    if rgb.shape[0] < 3:
+        raise ConfigError(f"tissue detection needs red, green and blue bands; the image has {rgb.shape[0]}")
+    scale = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
+    colour = np.clip(np.asarray(rgb[:3], dtype=np.float64) / scale, 0.0, 1.0)
+    if method == "saturation":
+        brightest, darkest = colour.max(axis=0), colour.min(axis=0)
+        value = np.where(brightest > 0, (brightest - darkest) / np.maximum(brightest, 1e-12), 0.0)
+        bounds = SATURATION_BOUNDS
+    elif method == "density":
+        value = (-np.log10(np.maximum(colour, 1 / 255))).mean(axis=0)
+        bounds = DENSITY_BOUNDS
+    else:
+        raise ConfigError(f"tissue method {method!r}: use saturation or density")
+    spread = float(value.max() - value.min()) if value.size else 0.0
+    threshold = float(filters.threshold_otsu(value)) if spread > 1e-6 else bounds[0]  # type: ignore[no-untyped-call]
+    return clean_mask(value > min(max(threshold, bounds[0]), bounds[1]))
+
+
+def clean_mask(mask: np.ndarray, radius: int = CLEANUP_RADIUS, min_object: int = MIN_OBJECT) -> np.ndarray:
+    """A binary mask closed, opened, rid of objects up to ``min_object`` pixels, and with its holes filled."""
+    footprint = morphology.disk(radius)  # type: ignore[no-untyped-call]
+    cleaned = morphology.opening(morphology.closing(mask, footprint), footprint)
+    cleaned = morphology.remove_small_objects(cleaned, max_size=min_object)
+    return np.asarray(ndimage.binary_fill_holes(cleaned), dtype=bool)
+
+
+def look_values(
+    source: ImageSource, levels: ImageLevels, pixels: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """(k, h, w) block means of ``pixels`` over the look, and the look's scale (level-0 pixels per look pixel).
+
+    The look is the finest level with both sides at most ``LOOK_SIDE``, else the coarsest level averaged over
+    whole blocks of it; the level is read a band of rows at a time.
+    """
+    fits = [lv for lv in levels.levels if max(lv.shape[1:]) <= LOOK_SIDE]
+    level = fits[0] if fits else levels.levels[-1]
+    _, height, width = level.shape
+    block = max(1, math.ceil(max(height, width) / LOOK_SIDE))
+    reader = level_source(source, levels, level.index)
+    stored = reader.stored_array()
+    rows, cols = math.ceil(height / block), math.ceil(width / block)
+    bands = []
+    for t0 in range(0, rows, LOOK_BAND_ROWS):
+        target = Region(t0, min(rows, t0 + LOOK_BAND_ROWS), 0, cols)
+        have = Region(t0 * block, min(height, target.y1 * block), 0, width)
+        data = pixels(reader.read(have.y0, have.y1, 0, width, stored))
+        bands.append(resample_region(data, have, target, (block, block), height, width))
+    scale = (level.downsample[0] * block, level.downsample[1] * block)
+    return np.concatenate(bands, axis=1), scale
+
+
+def tissue_foreground(source: ImageSource, levels: ImageLevels, method: str = "saturation") -> Foreground:
+    """Tissue found on the look of a brightfield RGB image."""
+    if source.channels < 3:
+        raise ConfigError(f"{source.path}: --foreground tissue needs an RGB image; it has {source.channels} band(s)")
+    values, scale = look_values(source, levels, lambda block: block[:3])
+    dtype = np.dtype(source.dtype)
+    if dtype.kind in "ui":  # the look is averaged as floats; keep the scale of the stored type
+        values = values / float(np.iinfo(dtype).max)
+    return Foreground(tissue_mask(values, method), scale, "tissue")
+
+
+def nodata_foreground(source: ImageSource, levels: ImageLevels, nodata: Nodata | None = None) -> Foreground:
+    """Pixels holding data, from the look: a look pixel is foreground when any pixel it covers holds data."""
+    declared = read_nodata(source) if nodata is None else nodata
+    values, scale = look_values(source, levels, lambda block: valid_pixels(block, declared)[np.newaxis])
+    return Foreground(values[0] > 0, scale, "nodata")
+
+
+def mask_foreground(url: str, image: ImageSource) -> Foreground:
+    """A user's mask (any TIFF or Zarr label image, any resolution, same aspect ratio): non-zero means compute.
+
+    Raises:
+        InputError: the mask cannot be read, or its aspect ratio is not the image's.
+    """
+    mask = open_image(url)
+    scale_y, scale_x = image.height / mask.height, image.width / mask.width
+    rounding = max(1 / mask.height, 1 / mask.width)  # one mask pixel more or less
+    if abs(scale_y - scale_x) / max(scale_y, scale_x) > max(ASPECT_RTOL, rounding):
+        raise InputError(
+            f"{mask.path}: foreground mask of {mask.height} x {mask.width} pixels has another aspect ratio than "
+            f"{image.path} ({image.height} x {image.width}); it must cover the whole image at some scale"
+        )
+    single = ImageLevels(mask.path, (Level(0, mask.shape, (1.0, 1.0), None),))
+    values, scale = look_values(mask, single, lambda block: (block != 0).any(axis=0)[np.newaxis])
+    return Foreground(values[0] > 0, (scale_y * scale[0], scale_x * scale[1]), "mask")
+
+
+def choose_foreground(spec: str, source: ImageSource, levels: ImageLevels) -> Foreground | None:
+    """The foreground ``--foreground`` names (``auto``, ``none``, ``nodata``, ``tissue`` or a mask URL).
+
+    ``auto``: nodata where the file declares it, tissue for an RGB 8-bit pyramid (a whole-slide image),
+    otherwise None (every chunk is computed).
+    """
+    if spec == "none":
+        return None
+    if spec == "nodata":
+        return nodata_foreground(source, levels)
+    if spec == "tissue":
+        return tissue_foreground(source, levels)
+    if spec == "auto":
+        declared = read_nodata(source)
+        if declared.declared:
+            return nodata_foreground(source, levels, declared)
+        if source.channels in (3, 4) and np.dtype(source.dtype) == np.uint8 and len(levels.levels) > 1:
+            return tissue_foreground(source, levels)
+        return None
+    return mask_foreground(spec, source)
+
+
+def foreground_chunks(
+    foreground: Foreground, grid: tuple[int, int], grid_scale: tuple[float, float], chunk: int, halo: int
+) -> frozenset[Region]:
+    """The chunks of the output grid (``chunk_grid(*grid, chunk)``) with foreground within ``halo`` of them.
+
+    Args:
+        foreground: the low-resolution mask.
+        grid: (rows, columns) of the output grid (the model's resolution).
+        grid_scale: level-0 pixels per output pixel, (y, x).
+        chunk: the output chunk edge, in output pixels.
+        halo: context around a chunk, in output pixels; foreground there keeps the chunk.
+    """
+    mask = foreground.mask
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+    per_y, per_x = grid_scale[0] / foreground.scale[0], grid_scale[1] / foreground.scale[1]
+    kept = set()
+    for region in chunk_grid(grid[0], grid[1], chunk):
+        grown = region.grow(halo)
+        y0 = min(mask.shape[0], max(0, math.floor(grown.y0 * per_y)))
+        y1 = min(mask.shape[0], max(0, math.ceil(grown.y1 * per_y)))
+        x0 = min(mask.shape[1], max(0, math.floor(grown.x0 * per_x)))
+        x1 = min(mask.shape[1], max(0, math.ceil(grown.x1 * per_x)))
+        if table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0:
+            kept.add(region)
+    return frozenset(kept)
+
+
+__all__ = [
+    "FOREGROUNDS",
+    "Foreground",
+    "Nodata",
+    "choose_foreground",
+    "clean_mask",
+    "foreground_chunks",
+    "mask_foreground",
+    "nodata_foreground",
+    "read_nodata",
+    "tissue_foreground",
+    "tissue_mask",
+    "valid_pixels",
+]
