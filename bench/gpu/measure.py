@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,20 @@ RAW_SAMPLE_EDGE = 4096  # the raw forward's windows come from this top-left squa
 GOAL_RATIO = 0.85  # issue 22: infer stage >= 0.85 of the raw batched forward at tile 1024 (GPU)
 
 
+def note(started: float, what: str) -> None:
+    """One progress line on stderr (the JSON goes to stdout): where a run cut short got to."""
+    print(f"[{time.perf_counter() - started:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+
 def run(profile: Profile, work: Path, started: float, budget: float) -> dict[str, Any]:
     """Every measurement of ``profile``, with images and stores under ``work``; the report as plain values."""
     phases: dict[str, float] = {}
     clock = time.perf_counter()
-    images = {size: stage.write_image(work / f"synth{size}.tif", size) for size in (profile.warm_up_size, *profile.sizes)}
+    images = {
+        size: stage.write_image(work / f"synth{size}.tif", size) for size in (profile.warm_up_size, *profile.sizes)
+    }
     phases["generate"] = time.perf_counter() - clock  # before CUDA starts here: the images are rendered in forks
+    note(started, f"images written: {', '.join(f'{size}^2' for size in images)}")
 
     import torch
 
@@ -50,6 +59,7 @@ def run(profile: Profile, work: Path, started: float, budget: float) -> dict[str
         if len(labels) == 2:
             raw_agreement[str(edge)] = raw.agreement(labels["fp32"], labels["bf16"])
     phases["raw_forward"] = time.perf_counter() - clock
+    note(started, f"raw forward measured at edges {edges}")
 
     runs: list[dict[str, Any]] = []
     stage_agreement: dict[str, float] = {}
@@ -61,14 +71,21 @@ def run(profile: Profile, work: Path, started: float, budget: float) -> dict[str
         warm = stage.ingest(warm_plan, opened.executor)
         for precision in precisions:  # each worker loads the model and sets its device up once, untimed
             warm_run = _settings(profile, work / f"warm-{precision}", precision)
-            stage.infer(profile.warm_up_size, stage.planned(images[profile.warm_up_size], warm_run), warm_run,
-                        stage.reused(warm), opened.executor)  # fmt: skip
+            stage.infer(
+                profile.warm_up_size,
+                stage.planned(images[profile.warm_up_size], warm_run),
+                warm_run,
+                stage.reused(warm),
+                opened.executor,
+            )
         phases["stage_warm_up"] = time.perf_counter() - clock
+        note(started, f"{opened.handle.description}: warmed up")
         previous: tuple[int, float] | None = None
         for size in profile.sizes:
             clock = time.perf_counter()
             if previous and _would_overrun(previous, size, started, budget):
                 skipped.append(f"stage {size}^2: would not finish within the budget of {budget:.0f} s")
+                note(started, skipped[-1])
                 continue
             by_precision: dict[str, stage.StageRun] = {}
             ingested = None
@@ -88,6 +105,8 @@ def run(profile: Profile, work: Path, started: float, budget: float) -> dict[str
                 )
             previous = (size, time.perf_counter() - clock)
             phases[f"stage_{size}"] = previous[1]
+            rates = ", ".join(f"{p} {r.megapixels_per_second:.1f} Mpx/s" for p, r in by_precision.items())
+            note(started, f"stage {size}^2: {rates}")
         worker_peak = stage.worker_memory_peak(opened.handle)
         cluster = {
             "kind": opened.handle.kind,
@@ -100,8 +119,13 @@ def run(profile: Profile, work: Path, started: float, budget: float) -> dict[str
         "mode": profile.name,
         "environment": _environment(torch, predictor.device),
         "cluster": cluster,
-        "profile": {"tiles": list(profile.tiles), "sizes": list(profile.sizes), "chunk": profile.chunk,
-                    "stage_tile": profile.stage_tile, "precisions": precisions},  # fmt: skip
+        "profile": {
+            "tiles": list(profile.tiles),
+            "sizes": list(profile.sizes),
+            "chunk": profile.chunk,
+            "stage_tile": profile.stage_tile,
+            "precisions": precisions,
+        },
         "raw_forward": [f.to_dict() for f in forwards],
         "stage": runs,
         "mask_agreement": {"raw_windows": raw_agreement, "stage": stage_agreement},

@@ -14,7 +14,8 @@ from segpipe.models import Predictor
 from segpipe.models.predictor import PRECISIONS
 
 WARM_UP_PASSES = 2
-MIN_PASSES = 3
+MIN_PASSES = 3  # per round
+ROUNDS = 3
 PIXELS_PER_PASS = 4096 * 4096  # batch limit: up to this many pixels per pass, fewer when memory is short
 
 
@@ -82,11 +83,12 @@ def _passes(module: torch.nn.Module, inputs: torch.Tensor, precision: str, min_s
 def measure(
     predictor: Predictor, image: np.ndarray, edge: int, precision: str, min_seconds: float, streams: int = 1
 ) -> tuple[RawForward, np.ndarray]:
-    """Time batched forward passes of ``edge``^2 windows under ``precision`` for at least ``min_seconds``.
+    """Time batched forward passes of ``edge``^2 windows under ``precision``: ROUNDS rounds over ``min_seconds``.
 
     ``streams`` threads run passes side by side (on a CPU: one per core with one torch thread each, as a local
     cluster runs them). Warm-up passes are excluded; the device is synchronised before the clock starts and after
-    the last pass. Returns the measurement and the first batch's labels (argmax), for the precision comparison.
+    each round's last pass; the fastest round counts. Returns the measurement and the first batch's labels
+    (argmax), for the precision comparison.
     """
     assert predictor.module is not None
     device, module = predictor.device, predictor.module
@@ -97,17 +99,22 @@ def measure(
         labels = _forward(module, inputs, precision).argmax(1).to(torch.uint8).cpu().numpy()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _synchronize(device)
-    start = time.perf_counter()
-    if streams == 1:
-        passes = _passes(module, inputs, precision, min_seconds)
-    else:
-        with ThreadPoolExecutor(streams) as pool:
-            copies = [inputs.clone() for _ in range(streams)]
-            passes = sum(pool.map(lambda x: _passes(module, x, precision, min_seconds), copies))
-    _synchronize(device)
-    seconds = time.perf_counter() - start
+    best, timed = 0.0, (0, 1.0)
+    for _ in range(ROUNDS):  # the fastest round counts: a shared machine only ever slows a round down
+        _synchronize(device)
+        start = time.perf_counter()
+        if streams == 1:
+            passes = _passes(module, inputs, precision, min_seconds / ROUNDS)
+        else:
+            with ThreadPoolExecutor(streams) as pool:
+                copies = [inputs.clone() for _ in range(streams)]
+                passes = sum(pool.map(lambda x: _passes(module, x, precision, min_seconds / ROUNDS), copies))
+        _synchronize(device)
+        seconds = time.perf_counter() - start
+        if passes / seconds > best:
+            best, timed = passes / seconds, (passes, seconds)
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+    passes, seconds = timed
     rate = passes * batch * edge * edge / seconds / 1e6
     return RawForward(edge, precision, batch, passes, seconds, rate, peak), labels
 

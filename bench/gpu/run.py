@@ -59,13 +59,15 @@ class Profile:
     budget_seconds: float
 
 
-GPU = Profile("gpu", "cuda", "cuda", (512, 1024, 2048), (8192, 16384), 2048, 2048, 1024, 1.0, 420.0)
-CPU = Profile("cpu", "cpu", "local", (128, 256), (1024, 2048), 512, 512, 256, 0.3, 110.0)
+GPU = Profile("gpu", "cuda", "cuda", (512, 1024, 2048), (8192, 16384), 2048, 2048, 1024, 1.5, 420.0)
+CPU = Profile("cpu", "cpu", "local", (128, 256), (1024, 2048), 512, 512, 256, 0.6, 110.0)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="bench/gpu/run.py")
-    parser.add_argument("--wheels", type=Path, default=REPO / "bench" / "gpu" / "wheels", help="fetch_wheels.sh's folder")
+    parser.add_argument(
+        "--wheels", type=Path, default=REPO / "bench" / "gpu" / "wheels", help="fetch_wheels.sh's folder"
+    )
     parser.add_argument("--deps", type=Path, default=Path(tempfile.gettempdir()) / "segpipe-deps", help="pip --target")
     parser.add_argument("--json", type=Path, help="write the JSON here too")
     parser.add_argument("--cpu", action="store_true", help="CPU sizes and --cluster local (CI)")
@@ -75,7 +77,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="refuse to import any third-party package the GPU machine and the wheels lack (as there)",
     )
-    parser.add_argument("--cluster", help="override the mode's --cluster (cuda, local): e.g. cuda's worker processes on a CPU")
+    parser.add_argument(
+        "--cluster", help="override the mode's --cluster (cuda, local): e.g. cuda's worker processes on a CPU"
+    )
     parser.add_argument("--budget", type=float, help="seconds; a stage image that would not fit is skipped")
     return parser.parse_args(argv)
 
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = replace(profile, cluster=args.cluster)
     budget = args.budget or profile.budget_seconds
     deps = bootstrap(args)
+    print(f"[{time.perf_counter() - started:6.1f} s] core packages: {deps['how']}", file=sys.stderr, flush=True)
     guard = OnlyGpuMachinePackages(GPU_MACHINE_HAS | WHEELS_PROVIDE | {"segpipe", "bench", "cython_runtime"})
     if args.gpu_machine_imports:
         sys.meta_path.insert(0, guard)

@@ -194,4 +194,3 @@ def _cuda_peak() -> int | None:
     import torch
 
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
-
