@@ -167,7 +167,9 @@ def _stage_entry(done: stage.StageRun, forwards: list[raw.RawForward]) -> dict[s
     """The run with its ratios: to the raw forward at its tile, and the forward's estimated share of its time.
 
     The forward's seconds are estimated as the windows inference computed (tile + 2 halo each) at the raw
-    forward's rate for that window edge and precision: the workers' own forward calls are not clocked.
+    forward's rate for that window edge and precision: the workers' own forward calls are not clocked. A share is
+    capped at 1 (and ``forward_share_capped`` set) when the estimate exceeds the stage's own seconds, which only
+    happens when the raw forward was measured slower than the stage ran it (a machine shared with other work).
     """
     forward_seconds = done.windows * done.window**2 / 1e6 / _raw_rate(forwards, done.window, done.precision)
     with_ingest = done.ingest_seconds + done.infer_seconds
@@ -176,8 +178,9 @@ def _stage_entry(done: stage.StageRun, forwards: list[raw.RawForward]) -> dict[s
         "ratio_to_raw_forward": done.megapixels_per_second / _raw_rate(forwards, done.tile, done.precision),
         "halo_ceiling": (done.tile / done.window) ** 2,
         "forward_seconds_estimate": forward_seconds,
-        "forward_share_of_infer": forward_seconds / done.infer_seconds,
-        "forward_share_of_ingest_and_infer": forward_seconds / with_ingest if done.ingest_seconds else None,
+        "forward_share_of_infer": min(1.0, forward_seconds / done.infer_seconds),
+        "forward_share_of_ingest_and_infer": min(1.0, forward_seconds / with_ingest) if done.ingest_seconds else None,
+        "forward_share_capped": forward_seconds > done.infer_seconds,
     }
 
 

@@ -19,6 +19,7 @@ STAGE_FIELDS = {
     "size", "precision", "chunk", "tile", "window", "windows", "ingest_seconds", "infer_seconds", "task_seconds",
     "megapixels", "megapixels_per_second", "mask", "raw_megapixels_per_second_at_tile", "ratio_to_raw_forward",
     "halo_ceiling", "forward_seconds_estimate", "forward_share_of_infer", "forward_share_of_ingest_and_infer",
+    "forward_share_capped",
 }  # fmt: skip
 
 
