@@ -69,10 +69,9 @@ def infer_image(
         create_mask(job.mask, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
         if probabilities:
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
-    use_stats = ingested.stats if plan.model.card.normalization == "percentile" else None
     windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
     outputs = ChunkOutputs(job.mask, probabilities, ledger)
-    summary = segment_image(ChunkJob(tiled, plan.model, windowing, inference, outputs, use_stats), executor)
+    summary = segment_image(ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats), executor)
     return Inferred(
         job.mask,
         time.perf_counter() - start,
