@@ -1,9 +1,10 @@
 """A model's declared input preprocessing and output activation, in the bioimage.io vocabulary. Pure numpy.
 
 A card's ``preprocessing`` is a list of steps, each ``{"id": NAME, "kwargs": {...}}``, applied in order to every
-window (float32 (C, h, w)). Steps that measure the image (``scale_range``, ``zero_mean_unit_variance`` without
-fixed values) read the image's ``BandStats``, measured once per image on the ingest's strided sample, so every
-tile is scaled the same way and tiled inference equals whole-image inference.
+window (float32 (C, h, w)). A step that measures the image (``scale_range``, ``zero_mean_unit_variance`` without
+fixed values) reads the image's ``BandStats``, measured once per image on the ingest's strided sample of the raw
+pixels, so every tile is scaled the same way and tiled inference equals whole-image inference; since the raw
+image is what is measured, only the first step may measure it.
 """
 
 from __future__ import annotations
@@ -179,12 +180,17 @@ def parse_steps(value: Any, source: str) -> tuple[Step, ...]:
         return ()
     if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
         raise ConfigError(f"{source}: preprocessing must be a list of steps, got {type(value).__name__}")
-    steps = []
+    steps: list[Step] = []
     for index, entry in enumerate(value, 1):
         try:
             steps.append(parse_step(entry))
         except ConfigError as exc:
             raise ConfigError(f"{source}: preprocessing step {index}: {exc}") from None
+        if index > 1 and needs_stats(steps[-1:]):
+            raise ConfigError(
+                f"{source}: preprocessing step {index} ({steps[-1].id}) measures the image; only the first step may "
+                "(the image is measured once, before any step)"
+            )
     return tuple(steps)
 
 

@@ -50,15 +50,15 @@ def _pixels(bands: int = 2, seed: int = 0) -> np.ndarray:
 def test_steps_are_parsed_into_frozen_dataclasses() -> None:
     card = _card(
         preprocessing=[
-            {"id": "scale_linear", "kwargs": {"gain": [2, 3], "offset": 1}},
             {"id": "scale_range", "kwargs": {"min_percentile": 2, "max_percentile": 98}},
+            {"id": "scale_linear", "kwargs": {"gain": [2, 3], "offset": 1}},
             {"id": "clip", "kwargs": {"min": 0, "max": 1}},
             {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
         ]
     )
     assert card.preprocessing == (
-        ScaleLinear((2.0, 3.0), (1.0,)),
         ScaleRange(2.0, 98.0),
+        ScaleLinear((2.0, 3.0), (1.0,)),
         Clip(0.0, 1.0),
         EnsureDtype("float32"),
     )
@@ -127,9 +127,12 @@ def test_ensure_dtype_clips_to_the_range_and_truncates() -> None:
     assert preprocess(VALUES, (EnsureDtype("uint8"),), None).tolist() == [[[0.0, 0.0, 0.0, 255.0]]]
 
 
-def test_the_statistics_pass_measures_what_the_steps_read() -> None:
-    steps = (ScaleRange(2.0, 98.0), ZeroMeanUnitVariance())
-    assert stats_needed(steps) == StatsRequest((2.0, 98.0), moments=True)
+def test_the_statistics_pass_measures_the_percentiles_a_step_reads() -> None:
+    assert stats_needed([ScaleRange(2.0, 98.0), Clip(0.0, 1.0)]) == StatsRequest((2.0, 98.0))
+
+
+def test_the_statistics_pass_measures_the_moments_a_step_reads() -> None:
+    assert stats_needed([ZeroMeanUnitVariance()]) == StatsRequest(moments=True)
 
 
 def test_fixed_values_need_no_statistics() -> None:
@@ -155,6 +158,7 @@ def test_a_measured_step_without_statistics_is_refused() -> None:
         ([{"id": "scale_range", "kwargs": {"min_percentile": 90, "max_percentile": 10}}], "min_percentile <"),
         ([{"id": "clip", "kwargs": {"low": 0}}], "clip: unknown parameter 'low'"),
         ({"id": "clip"}, "preprocessing must be a list of steps"),
+        ([{"id": "scale_linear", "kwargs": {"gain": 2}}, {"id": "scale_range"}], r"step 2 \(scale_range\) measures"),
     ],
 )
 def test_bad_steps_are_one_config_error_line_naming_the_card(steps: Any, fragment: str) -> None:
