@@ -87,12 +87,13 @@ class Predictor:
         On a GPU the pass is queued (copy from page-locked memory, kernels) and this returns at once, so the
         caller can cut and normalise the next batch while the GPU computes this one; on a CPU the pass runs
         here and the call only hands its result over. Under test-time augmentation the copies of the batch go
-        through as few passes as the GPU's free memory allows (one on a CPU)."""
+        through as few passes as the GPU's free memory allows; on a CPU each copy of the batch is one pass."""
         if len(self.augmentation) == 1:
             return self._launch_plain(batch)
         copies = tta.augment(batch, self.augmentation)
         edge = copies.shape[-1]
-        per_pass = self._plain_batch(copies.shape[1], edge, len(copies)) if self.device.type == "cuda" else len(copies)
+        # a CPU runs each copy of the batch as its own pass (its caches favour small passes: bench/tta.py)
+        per_pass = self._plain_batch(copies.shape[1], edge, len(copies)) if self.device.type == "cuda" else len(batch)
         passes = [self._launch_plain(copies[i : i + per_pass]) for i in range(0, len(copies), per_pass)]
         group = self.augmentation
         return lambda: tta.merge(np.concatenate([wait() for wait in passes]), group)
