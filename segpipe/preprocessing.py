@@ -22,7 +22,6 @@ from segpipe.normalize import BandStats, StatsRequest
 
 Values = tuple[float, ...]  # one value for every band, or one per band
 EPS = 1e-6  # bioimage.io's default epsilon
-TINY = float(np.finfo(np.float32).tiny)  # the probability a log-probability of 0 is clamped to
 
 
 def _per_band(values: Values, out: np.ndarray) -> np.ndarray:
