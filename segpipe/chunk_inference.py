@@ -30,6 +30,7 @@ from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
 from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.models.card import ModelCard
+from segpipe.preprocessing import preprocess
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid, clip, pad_to_region
 from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, label_dtype, window_count
@@ -72,7 +73,11 @@ class ChunkOutputs:
 
 @dataclass(frozen=True)
 class ChunkJob:
-    """Everything one chunk task needs; small and picklable (URLs and settings, never pixels or weights)."""
+    """Everything one chunk task needs; small and picklable (URLs and settings, never pixels or weights).
+
+    ``stats``: the image's statistics, measured once per image, for the card's preprocessing steps that read
+    them (``percentile`` normalization, ``scale_range``, a measured ``zero_mean_unit_variance``).
+    """
 
     source: ImageSource
     model: ModelRef
@@ -147,15 +152,16 @@ def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = 
     """The model inputs of chunk ``region``, by the job's stitch mode.
 
     Its pixels and the context around them, read (from ``stored``, the source's opened array, when given) and
-    normalised.
+    put through the card's preprocessing.
     """
-    win, keep = job.windowing, bool(job.outputs.probabilities)
+    win, keep, bias = job.windowing, bool(job.outputs.probabilities), card.postprocessing.label_bias()
+    context = win.tile if win.stitch == "gaussian" else win.halo
+    raw = read_window(job.source, region, context, win.pad_mode, stored)
+    window = preprocess(raw, card.input_steps, job.stats)
     if win.stitch == "gaussian":
-        window = normalize.apply(read_window(job.source, region, win.tile, win.pad_mode, stored), job.stats)
-        return BlendWindows(window, region, win.tile, win.stride, card.num_classes, keep)
-    window = normalize.apply(read_window(job.source, region, win.halo, win.pad_mode, stored), job.stats)
+        return BlendWindows(window, region, win.tile, win.stride, card.num_classes, keep, bias)
     divisor, classes = card.size_divisor, card.num_classes
-    return TrimWindows(window, region, win.halo, win.tile, divisor, classes, streaming=True, keep_probabilities=keep)
+    return TrimWindows(window, region, win.halo, win.tile, divisor, classes, True, keep, bias)
 
 
 class OpenedOutputs:
@@ -286,6 +292,8 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     start = time.perf_counter()
     predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
     predictor = predictor.at_precision(job.inference.precision)
+    if job.inference.tta != "none":  # a predictor stand-in without TTA support runs as it is
+        predictor = predictor.with_tta(job.inference.tta)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
     # opened once per task, in the reader thread; cached, a stored chunk shared by windows is decoded once

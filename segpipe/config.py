@@ -25,6 +25,7 @@ def _require_positive(name: str, value: object, alternative: str | None = None) 
 STITCH_MODES = ("trim", "gaussian")
 PAD_MODES = ("symmetric", "reflect", "edge", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
+TTA_MODES = ("none", "flips", "d4")
 AUTO = "auto"
 
 
@@ -77,15 +78,19 @@ class InferenceConfig:
         torch_threads: intra-op threads per worker; ``None`` lets the cluster size it.
         precision: ``fp32``, or ``bf16``/``fp16`` autocast (faster on GPUs with tensor cores; masks may differ
             slightly from fp32: compare before switching).
+        tta: test-time augmentation: ``none``, ``flips`` (each window also predicted flipped left-right, up-down
+            and both: 4 passes) or ``d4`` (those and their transposes: 8; windows are square). The copies'
+            softmax outputs are mapped back and averaged before stitching.
     """
 
     batch_size: int | str = "auto"
     device: str = "auto"
     torch_threads: int | None = None
     precision: str = "fp32"
+    tta: str = "none"
 
     def __post_init__(self) -> None:
-        """Refuse a bad batch size, thread count, device or precision with a ConfigError naming the option."""
+        """Refuse a bad batch size, thread count, device, precision or TTA mode with a ConfigError naming it."""
         _require_positive("batch_size", self.batch_size, alternative=AUTO)
         if self.torch_threads is not None:
             _require_positive("torch_threads", self.torch_threads)
@@ -93,6 +98,8 @@ class InferenceConfig:
             raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.tta not in TTA_MODES:
+            raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
 
 
 @dataclass(frozen=True)

@@ -50,10 +50,21 @@ class ChunkPrediction:
     probabilities: np.ndarray | None = None
 
 
-def predict_labels(logits: np.ndarray, keep_probabilities: bool) -> ChunkPrediction:
-    """Labels, confidence and (when asked) probabilities of (K, h, w) float32 ``logits``, which this overwrites."""
-    labels = logits.argmax(axis=0).astype(label_dtype(logits.shape[0]))
-    confidence = softmax_in_place(logits)  # logits are probabilities from here on
+def predict_labels(
+    logits: np.ndarray, keep_probabilities: bool, label_bias: np.ndarray | None = None
+) -> ChunkPrediction:
+    """Labels, confidence and (when asked) probabilities of (K, h, w) float32 ``logits``, which this overwrites.
+
+    ``label_bias``: (K, 1, 1) added to the logits for the argmax only (a sigmoid model's threshold); the
+    confidence is then the probability of the chosen label, which need not be the largest.
+    """
+    if label_bias is None:
+        labels = logits.argmax(axis=0).astype(label_dtype(logits.shape[0]))
+        confidence = softmax_in_place(logits)  # logits are probabilities from here on
+    else:
+        labels = (logits + label_bias).argmax(axis=0).astype(label_dtype(logits.shape[0]))
+        softmax_in_place(logits)
+        confidence = np.take_along_axis(logits, labels[np.newaxis].astype(np.intp), axis=0)[0]
     probabilities = logits.astype(np.float16) if keep_probabilities else None
     return ChunkPrediction(labels, float(confidence.sum(dtype=np.float64)), probabilities)
 
@@ -66,6 +77,7 @@ class ChunkWindows(ABC):
     """
 
     keep_probabilities = False
+    label_bias: np.ndarray | None = None  # added to the logits before the label argmax (see predict_labels)
     num_classes: int
 
     window: np.ndarray  # (C, H, W) normalised pixels the windows are cut from
@@ -109,7 +121,7 @@ class ChunkWindows(ABC):
 
     def prediction(self) -> ChunkPrediction:
         """The chunk's labels, confidence and (if kept) probabilities, once ``complete``; overwrites its logits."""
-        return predict_labels(self.logits(), self.keep_probabilities)
+        return predict_labels(self.logits(), self.keep_probabilities, self.label_bias)
 
     @abstractmethod
     def _place(self, index: int, logits: np.ndarray) -> None: ...
@@ -141,10 +153,11 @@ class TrimWindows(ChunkWindows):
         num_classes: int,
         streaming: bool = False,
         keep_probabilities: bool = False,
+        label_bias: np.ndarray | None = None,
     ) -> None:
         """Plan the tiles of ``window``; ``streaming`` keeps labels (and probabilities) instead of logits."""
         super().__init__()
-        self.window, self.region, self.halo = window, region, halo
+        self.window, self.region, self.halo, self.label_bias = window, region, halo, label_bias
         self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
         height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
         self.edge = trim_edge(height, width, tile, halo, size_divisor)
@@ -171,7 +184,7 @@ class TrimWindows(ChunkWindows):
         if self._logits is not None:
             self._logits[:, t.y0 : t.y1, t.x0 : t.x1] = kept
             return
-        tile = predict_labels(np.array(kept, np.float32), self._probabilities is not None)
+        tile = predict_labels(np.array(kept, np.float32), self._probabilities is not None, self.label_bias)
         self._labels[t.y0 : t.y1, t.x0 : t.x1] = tile.labels
         self._confidence += tile.confidence_sum
         if self._probabilities is not None and tile.probabilities is not None:
@@ -206,10 +219,11 @@ class BlendWindows(ChunkWindows):
         stride: int,
         num_classes: int,
         keep_probabilities: bool = False,
+        label_bias: np.ndarray | None = None,
     ) -> None:
         """Find the grid windows overlapping ``region`` and zero its weighted sums."""
         super().__init__()
-        self.window, self.region, self.edge = window, region, patch
+        self.window, self.region, self.edge, self.label_bias = window, region, patch, label_bias
         self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
         self.origins = window_origins(region, patch, stride)
         self.weight = gaussian_weight(patch)

@@ -14,6 +14,7 @@ from segpipe.config import (
     PAD_MODES,
     PRECISIONS,
     STITCH_MODES,
+    TTA_MODES,
     InferenceConfig,
     LeaseConfig,
     ObjectsConfig,
@@ -136,6 +137,12 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), or bf16/fp16 autocast (GPUs)"
+    )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default="none",
+        help="test-time augmentation: average each window's softmax over flips (4) or the dihedral group d4 (8)",
     )
     parser.add_argument(
         "--cluster",

@@ -46,16 +46,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def expand_images(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
-    """IMAGE arguments with globs expanded (``s3://bucket/in/*.tif``), and truths from --truth or --truth-pattern."""
-    from segpipe.errors import ConfigError, InputError
-    from segpipe.storage.listing import expand_inputs, is_glob, pair_truths
+    """IMAGE arguments with globs and folders expanded, and truths from --truth or --truth-pattern."""
+    from segpipe.errors import ConfigError
+    from segpipe.storage.listing import expand_image_args, pair_truths
 
-    images: list[str] = []
-    for item in args.images:
-        found = expand_inputs(item) if is_glob(item) else [item]
-        if not found:
-            raise InputError(f"{item}: matches no image")
-        images += found
+    images = expand_image_args(args.images)
     if args.truth_pattern is None:
         return images, args.truth
     if args.truth:

@@ -14,7 +14,7 @@ from dask.delayed import delayed
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
-from segpipe.normalize import BandStats, sample_stride
+from segpipe.normalize import BandStats, StatsRequest, sample_stride
 from segpipe.storage import OWN_FORMAT, Location, create_array, location, open_array
 from segpipe.tiling import Region, chunk_grid, strided_sample
 
@@ -41,9 +41,14 @@ def sample_chunk(source: ImageSource, region: Region, stride: int) -> np.ndarray
 
 
 def ingest(
-    source: ImageSource, dest: Where, chunk: int, executor: Executor = local_executor, ledger: ChunkLedger | None = None
+    source: ImageSource,
+    dest: Where,
+    chunk: int,
+    executor: Executor = local_executor,
+    ledger: ChunkLedger | None = None,
+    want: StatsRequest | None = None,
 ) -> BandStats:
-    """Write ``source`` to a Zarr array at URL ``dest``; return its band statistics.
+    """Write ``source`` to a Zarr array at URL ``dest``; return its band statistics (with what ``want`` asks).
 
     With a ``ledger``, chunks already marked done are not copied again (their sample is read back from
     ``dest``), so an interrupted ingest resumes where it stopped.
@@ -64,7 +69,7 @@ def ingest(
         for r in chunk_grid(source.height, source.width, chunk)
     ]
     samples = executor(tasks, "ingest")
-    return BandStats.from_samples(np.concatenate(samples, axis=1))
+    return BandStats.from_samples(np.concatenate(samples, axis=1), want)
 
 
 def _create_input_array(source: ImageSource, dest: str, chunk: int) -> None:
@@ -84,9 +89,11 @@ def open_copy(source: ImageSource, dest: Where) -> ImageSource:
     return ImageSource(location(dest).url, "zarr", "CYX", source.shape, source.dtype, zarr_format=OWN_FORMAT)
 
 
-def measure(source: ImageSource, chunk: int, executor: Executor = local_executor) -> BandStats:
-    """Band statistics of an image used in place (a Zarr input), reading a strided sample of each chunk."""
+def measure(
+    source: ImageSource, chunk: int, executor: Executor = local_executor, want: StatsRequest | None = None
+) -> BandStats:
+    """Band statistics (with what ``want`` asks) of an image used in place, reading a strided sample of each chunk."""
     stride = sample_stride(source.height, source.width)
     task = delayed(sample_chunk, pure=True)
     samples = executor([task(source, r, stride) for r in chunk_grid(source.height, source.width, chunk)], "measure")
-    return BandStats.from_samples(np.concatenate(samples, axis=1))
+    return BandStats.from_samples(np.concatenate(samples, axis=1), want)

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from segpipe.errors import ModelError
+from segpipe.errors import ConfigError, ModelError
+from segpipe.postprocessing import Activation, parse_activation
+from segpipe.preprocessing import NORMALIZATION_STEPS, Step, band_problem, parse_steps, step_to_dict
 
 FALLBACK_HALO = 32  # for models that declare neither a halo nor a receptive field
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
@@ -31,8 +33,11 @@ class ModelCard:
         size_divisor: tile edges (with halo) are padded to multiples of this.
         halo: default context per side; ``None``: the receptive-field radius if declared, else 32.
         receptive_field: radius in pixels of the input a pixel's output depends on (``None``: unknown).
-        normalization: ``percentile`` (per-band 1st..99.8th percentile of the image to 0..1) or ``none``.
+        normalization: ``percentile`` (per-band 1st..99.8th percentile of the image to 0..1) or ``none``; the
+            older spelling of ``preprocessing`` (``percentile`` is ``[scale_range 1..99.8]``).
         architecture: ``{"name": "unet", ...}`` for state_dict files, backend options otherwise; may be empty.
+        preprocessing: input steps in the bioimage.io vocabulary (``segpipe.preprocessing``), applied in order.
+        postprocessing: the output activation: ``softmax`` (logits), ``sigmoid`` (one logit) or ``none``.
     """
 
     name: str
@@ -44,16 +49,26 @@ class ModelCard:
     receptive_field: int | None = None
     normalization: str = "none"
     architecture: dict[str, Any] = field(default_factory=dict)
+    preprocessing: tuple[Step, ...] = ()
+    postprocessing: Activation = Activation()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "inline card") -> ModelCard:
-        """A validated card from a mapping; ``source`` names it in errors."""
+        """A validated card from a mapping; ``source`` names it in errors.
+
+        Raises:
+            ModelError: an unknown field or a bad value. ConfigError: a bad preprocessing or postprocessing step.
+        """
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
             raise ModelError(f"{source}: invalid model card (unknown field {unknown[0]!r})")
         values = dict(data)
         values["class_names"] = tuple(str(n) for n in values.get("class_names") or ())
         values["architecture"] = dict(values.get("architecture") or {})
+        values["preprocessing"] = parse_steps(values.get("preprocessing"), source)
+        values["postprocessing"] = parse_activation(values.get("postprocessing"), source)
+        if values["preprocessing"] and values.get("normalization", "none") != "none":
+            raise ConfigError(f"{source}: give preprocessing or normalization, not both")
         try:
             card = cls(**values)
         except TypeError as exc:
@@ -61,6 +76,9 @@ class ModelCard:
         problem = card._problem()
         if problem:
             raise ModelError(f"{source}: invalid model card ({problem})")
+        bands = band_problem(card.input_steps, card.in_channels) if card.in_channels is not None else None
+        if bands:
+            raise ConfigError(f"{source}: {bands}")
         return card
 
     @classmethod
@@ -93,10 +111,22 @@ class ModelCard:
             return self.halo
         return self.receptive_field if self.receptive_field is not None else FALLBACK_HALO
 
+    @property
+    def input_steps(self) -> tuple[Step, ...]:
+        """The preprocessing every window gets: ``preprocessing``, else the steps ``normalization`` stands for."""
+        return self.preprocessing or NORMALIZATION_STEPS.get(self.normalization, ())
+
+    @property
+    def output_channels(self) -> int:
+        """Channels the network itself outputs: 1 for a sigmoid model, else one per class."""
+        return self.postprocessing.output_channels or self.num_classes
+
     def to_dict(self) -> dict[str, Any]:
-        """The card as plain JSON-ready data (class names as a list)."""
+        """The card as plain JSON-ready data (class names as a list, steps as ``{"id", "kwargs"}``)."""
         data = asdict(self)
         data["class_names"] = list(self.class_names)
+        data["preprocessing"] = [step_to_dict(step) for step in self.preprocessing]
+        data["postprocessing"] = self.postprocessing.to_dict()
         return data
 
     def _problem(self) -> str | None:
@@ -113,6 +143,8 @@ class ModelCard:
             return f"normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
         if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:
             return f"{len(self.class_names)} class_names for {self.num_classes} classes"
+        if self.postprocessing.kind == "sigmoid" and self.num_classes not in (0, 2):
+            return f"a sigmoid model has 2 classes (background, foreground), not {self.num_classes}"
         return None
 
 

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from segpipe import tta
 from segpipe.models.card import ModelCard
 
 
@@ -59,9 +60,11 @@ class Predictor:
         precision: str = "fp32",
         channels_last: bool = True,
     ) -> None:
+        """Put ``model`` on ``device`` (channels-last for a torch module when asked), to run under ``precision``."""
         self.card = card
         self.device = device
         self.precision = precision
+        self.augmentation: tuple[tta.Transform, ...] = tta.transforms("none")
         self.module: torch.nn.Module | None = None
         self.channels_last = False
         self._auto_batch: dict[tuple[int, int, int, str], int] = {}  # (C, edge, limit, precision) -> batch
@@ -74,7 +77,11 @@ class Predictor:
             self._model = model
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(B, C, h, w) float32 pixels -> (B, K, h, w) float32 logits, as numpy on the host."""
+        """(B, C, h, w) float32 pixels -> (B, K, h, w) float32 class logits, as numpy on the host.
+
+        Logits whose softmax is the class probabilities: the card's output activation (``postprocessing``) is
+        applied, and under test-time augmentation they are the log of the copies' mean softmax.
+        """
         return self.launch(batch)()
 
     def launch(self, batch: np.ndarray) -> Callable[[], np.ndarray]:
@@ -82,11 +89,25 @@ class Predictor:
 
         On a GPU the pass is queued (copy from page-locked memory, kernels) and this returns at once, so the
         caller can cut and normalise the next batch while the GPU computes this one; on a CPU the pass runs
-        here and the call only hands its result over.
+        here and the call only hands its result over. Under test-time augmentation the copies of the batch go
+        through as few passes as the GPU's free memory allows; on a CPU each copy of the batch is one pass.
         """
+        if len(self.augmentation) == 1:
+            return self._launch_plain(batch)
+        copies = tta.augment(batch, self.augmentation)
+        edge = copies.shape[-1]
+        # a CPU runs each copy of the batch as its own pass (its caches favour small passes: bench/tta.py)
+        per_pass = self._plain_batch(copies.shape[1], edge, len(copies)) if self.device.type == "cuda" else len(batch)
+        passes = [self._launch_plain(copies[i : i + per_pass]) for i in range(0, len(copies), per_pass)]
+        group = self.augmentation
+        return lambda: tta.merge(np.concatenate([wait() for wait in passes]), group)
+
+    def _launch_plain(self, batch: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start one forward pass of ``batch``; the call returns its class logits (the activation applied)."""
+        to_logits = self.card.postprocessing.to_logits
         inputs = np.ascontiguousarray(batch, dtype=np.float32)
         if self._model is not None:
-            logits = np.asarray(self._model.predict(inputs), dtype=np.float32)
+            logits = to_logits(np.asarray(self._model.predict(inputs), dtype=np.float32))
             return lambda: logits
         assert self.module is not None
         tensor = torch.from_numpy(inputs)
@@ -99,13 +120,20 @@ class Predictor:
             output = self.module(tensor)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"model returned a {type(output).__name__}, not a tensor")
-        return lambda: np.ascontiguousarray(output.float().cpu().numpy())
+        return lambda: to_logits(np.ascontiguousarray(output.float().cpu().numpy()))
 
     def batch_size_for(self, channels: int, edge: int, limit: int) -> int:
-        """The ``auto`` batch size for (``channels``, ``edge``, ``edge``) windows, at most ``limit`` (the windows one
-        task has): 1 on a CPU or for a model that is not a torch module (bench/tile_sizes.py: one window per pass
-        ran fastest on a CPU, whose caches it fits); on a GPU, from its free memory and one window's measured peak
-        use, probed once."""
+        """The ``auto`` batch size for (``channels``, ``edge``, ``edge``) windows, at most ``limit``.
+
+        ``limit`` is the windows one task has. 1 on a CPU or for a model that is not a torch module (one window per
+        pass runs fastest on a CPU, whose caches it fits); on a GPU, from its free memory and one window's measured
+        peak use, probed once. Under test-time augmentation each window counts as its copies.
+        """
+        copies = len(self.augmentation)
+        return max(1, self._plain_batch(channels, edge, limit * copies) // copies)
+
+    def _plain_batch(self, channels: int, edge: int, limit: int) -> int:
+        """Forward-pass size for (``channels``, ``edge``, ``edge``) inputs, at most ``limit``: see batch_size_for."""
         if self.device.type != "cuda" or self.module is None:
             return 1
         key = (channels, edge, limit, self.precision)
@@ -119,15 +147,17 @@ class Predictor:
         torch.cuda.synchronize(self.device)
         before = torch.cuda.memory_allocated(self.device)
         torch.cuda.reset_peak_memory_stats(self.device)
-        self.predict(np.zeros((1, channels, edge, edge), np.float32))
+        self._launch_plain(np.zeros((1, channels, edge, edge), np.float32))()
         torch.cuda.synchronize(self.device)
         peak = torch.cuda.max_memory_allocated(self.device) - before
         free, _ = torch.cuda.mem_get_info(self.device)
         return int(free), int(peak)
 
     def at_precision(self, precision: str) -> Predictor:
-        """This predictor (the same loaded model, nothing reloaded) running under ``precision``: ``fp32``, or
-        ``bf16``/``fp16`` autocast (torch modules only; other models run as they are)."""
+        """This predictor (the same loaded model, nothing reloaded) running under ``precision``.
+
+        ``fp32``, or ``bf16``/``fp16`` autocast (torch modules only; other models run as they are).
+        """
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == self.precision:
@@ -136,11 +166,24 @@ class Predictor:
         view.precision = precision
         return view
 
+    def with_tta(self, mode: str) -> Predictor:
+        """This predictor (the same loaded model, nothing reloaded) under test-time augmentation ``mode``.
+
+        ``none``, ``flips`` (identity, h, v, hv) or ``d4`` (the flips and their transposes; square windows).
+        """
+        group = tta.transforms(mode)
+        if group == self.augmentation:
+            return self
+        view = copy.copy(self)
+        view.augmentation = group
+        return view
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Alias of :meth:`predict`."""
         return self.predict(batch)
 
     def __repr__(self) -> str:
+        """The model's name, kind and device."""
         kind = type(self.module or self._model).__name__
         return f"Predictor({self.card.name!r}, {kind}, device={self.device})"
 

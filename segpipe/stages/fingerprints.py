@@ -1,7 +1,8 @@
 """The fingerprints an image's outputs are valid under: ingest, infer and done keys.
 
-``ingest`` covers the input and chunking; ``infer`` adds the model and every setting that can change a mask
-pixel; ``done`` adds the truth and evaluation settings. A key is a short hash of a JSON-able description.
+``ingest`` covers the input and chunking; ``infer`` adds the model (its card, with its preprocessing and output
+activation) and every setting that can change a mask pixel (test-time augmentation too); ``done`` adds the truth
+and evaluation settings. A key is a short hash of a JSON-able description.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, setting
             "ingest": ingest_key,
             "model": plan.model.sha256,
             "format": plan.model.format,
-            "card": plan.model.card.to_dict(),
+            "card": _card_part(plan.model.card.to_dict()),
             "tile": plan.tile,
             "halo": plan.halo,
             "stride": plan.stride,
@@ -89,6 +90,7 @@ def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, setting
             "batch_size": settings.inference.batch_size,
             "device": select_device(settings.inference.device).type,
             "precision": settings.inference.precision,
+            **({"tta": settings.inference.tta} if settings.inference.tta != "none" else {}),
         }
     )
     truth_part = None
@@ -99,6 +101,15 @@ def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, setting
         done_parts["objects"] = asdict(settings.objects)
     done_key = fingerprint(done_parts)
     return JobKeys(ingest_key, infer_key, done_key, identity)
+
+
+def _card_part(card: dict[str, Any]) -> dict[str, Any]:
+    """The card as the key sees it: default pre/postprocessing left out, so older stores keep their key."""
+    if not card.get("preprocessing"):
+        card.pop("preprocessing", None)
+    if card.get("postprocessing") == {"id": "softmax", "kwargs": {}}:
+        card.pop("postprocessing", None)
+    return card
 
 
 def mask_fingerprint(store: str) -> str | None:

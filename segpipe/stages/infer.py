@@ -1,6 +1,8 @@
-"""Infer: Dask tasks, each owning a run of consecutive output chunks, predict every chunk (plus its halo) into
-``<store>/labels/mask/0`` and mark it done in the store's ledger; a resumed run computes only the chunks not
-marked."""
+"""Infer: Dask tasks predict every chunk (plus its halo) of the mask and mark it done in the store's ledger.
+
+Each task owns a run of consecutive output chunks of ``<store>/labels/mask/0``; a resumed run computes only the
+chunks not marked.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Inferred:
 
 
 def probabilities_path(job: ImageJob) -> str:
+    """Where the class probabilities go in the image's store (with ``--save-probabilities``)."""
     return location(job.store).child("probabilities").url
 
 
@@ -69,10 +72,9 @@ def infer_image(
         create_mask(job.mask, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
         if probabilities:
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
-    use_stats = ingested.stats if plan.model.card.normalization == "percentile" else None
     windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
     outputs = ChunkOutputs(job.mask, probabilities, ledger)
-    summary = segment_image(ChunkJob(tiled, plan.model, windowing, inference, outputs, use_stats), executor)
+    summary = segment_image(ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats), executor)
     return Inferred(
         job.mask,
         time.perf_counter() - start,

@@ -7,7 +7,8 @@ ledger in the store.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 from segpipe.executor import Executor, local_executor
 from segpipe.io import copy as ingest_io
@@ -15,6 +16,7 @@ from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import read_segpipe_attrs
 from segpipe.normalize import BandStats
+from segpipe.preprocessing import stats_needed
 from segpipe.stages.fingerprints import mask_fingerprint
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
@@ -29,9 +31,11 @@ class Ingested:
     seconds: float
     reused: bool
 
-    def stats_dict(self) -> dict[str, list[float]]:
-        """The band statistics as lists, by field."""
-        return {key: list(value) for key, value in asdict(self.stats).items()}
+    def stats_dict(self) -> dict[str, Any]:
+        """The statistics as JSON-ready lists (``BandStats.from_dict`` reads them back)."""
+        stats = self.stats
+        bands = {"low": list(stats.low), "high": list(stats.high), "mean": list(stats.mean), "std": list(stats.std)}
+        return {**bands, "percentiles": [[q, list(values)] for q, values in stats.percentiles]}
 
 
 def is_committed(job: ImageJob) -> bool:
@@ -47,7 +51,7 @@ def level0(job: ImageJob) -> str:
 def stored_stats(store: str) -> BandStats:
     """The band statistics a finished OME-Zarr store was normalised with (written by finalize)."""
     stats = read_segpipe_attrs(store)["stats"]
-    return BandStats(tuple(stats["low"]), tuple(stats["high"]))
+    return BandStats.from_dict(stats)
 
 
 def prepare_build(job: ImageJob) -> None:
@@ -73,5 +77,6 @@ def ingest_image(job: ImageJob, plan: BatchPlan, executor: Executor = local_exec
         return Ingested(ingest_io.open_copy(job.image, level0(job)), stored_stats(job.store), 0.0, True)
     prepare_build(job)
     ledger = ChunkLedger(location(job.store), "ingest", job.ingest_key, job.fence)
-    stats = ingest_io.ingest(job.image, level0(job), plan.chunk, executor, ledger)
+    want = stats_needed(plan.model.card.input_steps)
+    stats = ingest_io.ingest(job.image, level0(job), plan.chunk, executor, ledger, want)
     return Ingested(ingest_io.open_copy(job.image, level0(job)), stats, time.perf_counter() - start, False)

@@ -12,9 +12,10 @@ import numpy as np
 from dask.base import compute
 from dask.delayed import delayed
 
-from segpipe.errors import InputError, OutputError
+from segpipe.errors import ConfigError, InputError, OutputError
 from segpipe.io.images import ImageSource, open_image
 from segpipe.io.ledger import STATE_DIR
+from segpipe.preprocessing import band_problem
 from segpipe.stages.fingerprints import mask_fingerprint
 from segpipe.storage import location
 from segpipe.tiling import Region, chunk_grid
@@ -41,6 +42,9 @@ def check_channels(source: ImageSource, model: ModelRef) -> None:
         raise InputError(
             f"{source.path}: image has {source.channels} band(s); model {model.card.name} expects {expected}"
         )
+    problem = band_problem(model.card.input_steps, source.channels)
+    if problem:
+        raise ConfigError(f"{source.path}: model {model.card.name}'s {problem}")
 
 
 def open_truth(path: str, image: ImageSource) -> ImageSource:

@@ -1,5 +1,4 @@
-"""Input discovery: a glob, a folder or prefix, or a list of URLs becomes a sorted list of image URLs, and each
-image's truth is found from a naming pattern.
+"""Input discovery: globs, folders and URLs become sorted image URLs; truths are found from a naming pattern.
 
 Globs follow fsspec on every backend (``*`` and ``?`` stay inside one path component, ``**`` spans any number
 of folders, matching is case-sensitive): ``/data/in/*.tif``, ``/data/in/**/*.ome.tif``, ``s3://bucket/in/*.tif``.
@@ -42,8 +41,10 @@ def expand_inputs(pattern_or_urls: str | Sequence[str]) -> list[str]:
 
 
 def expand_image_args(items: Sequence[str]) -> list[str]:
-    """Command-line IMAGE arguments as image URLs, in the order given: a glob becomes the images it matches, a
-    folder that is not a Zarr store the images directly inside it (sorted), anything else stays as it is.
+    """Command-line IMAGE arguments as image URLs, in the order given.
+
+    A glob becomes the images it matches, a folder that is not a Zarr store the images directly inside it
+    (sorted), anything else stays as it is.
 
     Raises:
         InputError: a glob that matches no image, or a folder that is not a Zarr store and holds no image.
@@ -108,8 +109,11 @@ def _named(url: str) -> list[str]:
 
 
 def _check_root(place: Location, named: str) -> None:
-    """Where a listing starts must exist: a local (or memory) folder; on an object store, the bucket (a prefix
-    with nothing under it yet is empty, not missing). ``named`` is what the user wrote, for the message."""
+    """Check that where a listing starts exists: a local (or memory) folder, or an object store's bucket.
+
+    On an object store a prefix with nothing under it yet is empty, not missing. ``named`` is what the user
+    wrote, for the message.
+    """
     if place.protocol not in OBJECT_STORES:
         if not place.is_dir():
             raise InputError(f"{named}: no such image or folder ({place.url} does not exist)")
@@ -182,8 +186,10 @@ def fill_pattern(pattern: str, image: Location) -> str:
 
 
 def pair_truths(images: Iterable[str], pattern: str | None, require: bool = False) -> list[tuple[str, str | None]]:
-    """Each image with its truth (None without one); an input that is another input's truth is left out (a glob
-    such as ``in/*.tif`` also matches ``in/x_truth.tif``)."""
+    """Each image with its truth (None without one); an input that is another input's truth is left out.
+
+    A glob such as ``in/*.tif`` also matches ``in/x_truth.tif``.
+    """
     found = list(images)
     if pattern is None:
         return [(image, None) for image in found]

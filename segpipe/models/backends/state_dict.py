@@ -50,7 +50,7 @@ def build(card: ModelCard, state: Any) -> torch.nn.Module:
         raise ModelError(f"model card architecture must be one of {known}; got {name!r}")
     options = {k: v for k, v in card.architecture.items() if k != "name"}
     try:
-        model = factory(in_channels=card.in_channels or 1, num_classes=card.num_classes, **options)
+        model = factory(in_channels=card.in_channels or 1, num_classes=card.output_channels, **options)
         model.load_state_dict(state)
     except (TypeError, RuntimeError) as exc:
         raise ModelError(f"weights do not match the card's {name} architecture ({one_line(exc)})") from None

@@ -22,6 +22,7 @@ from ..helpers import blend_windows
 
 MODEL = resolve_model("builtin")
 PREDICTOR = load_predictor(MODEL, "cpu", 1)
+UNIT_RANGE = normalize.BandStats((0.0,), (1.0,))  # the builtin card's percentile scaling, left as the identity
 
 
 def _source(tmp: Path, height: int, width: int, seed: int = 0) -> ImageSource:
@@ -35,7 +36,8 @@ def _segment(source: ImageSource, chunk: int, tile: int, halo: int, batch_size: 
     mask = str(Path(source.path).parent / "mask.zarr")
     create_mask(mask, source.height, source.width, chunk, 2)
     inference = InferenceConfig(batch_size=batch_size, device="cpu")
-    segment_image(ChunkJob(source, MODEL, Windowing(chunk, tile, halo, **mode), inference, ChunkOutputs(mask)))
+    windowing = Windowing(chunk, tile, halo, **mode)
+    segment_image(ChunkJob(source, MODEL, windowing, inference, ChunkOutputs(mask), UNIT_RANGE))
     return np.asarray(zarr.open_array(mask, mode="r")[:])
 
 

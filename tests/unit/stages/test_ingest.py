@@ -62,4 +62,4 @@ def test_band_stats_equal_the_whole_images(tmp_path: Path, image: np.ndarray, mo
     ingested = ingest_image(plan.jobs[0], plan)
     whole = strided_sample(image[np.newaxis], Region(0, HEIGHT, 0, WIDTH), stride).reshape(1, -1)
     assert ingested.stats == BandStats.from_samples(whole)
-    assert ingested.stats_dict() == {"low": list(ingested.stats.low), "high": list(ingested.stats.high)}
+    assert BandStats.from_dict(ingested.stats_dict()) == ingested.stats
