@@ -39,7 +39,7 @@ from segpipe.stages.evaluate import evaluate_image
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
-from segpipe.stages.objects import count_objects
+from segpipe.stages.objects import append_objects, count_objects
 from segpipe.stages.ownership import finished_meanwhile, hold_outputs, hold_plan
 from segpipe.stages.plan import BatchPlan, ImageJob, plan_batch
 from segpipe.stages.report import ImageFailure, ImageReport, commit_image, finished_report, image_report
@@ -166,6 +166,8 @@ def segment_batch(
     if tracking_uri:
         params = batch_log.batch_params(plan, run_settings, description, run.run_id)
         logged = log_batch(tracking_uri, experiment, plan, params, summary, reports, report_files)
+    tables = {r.name: r.objects_table for r in reports if r.objects_table}
+    append_objects(out, run.run_id, run.run_date, tables)
     append_results(out, run, reports, plan.model.card.class_names)  # last: no row for a run that did not finish
     return BatchResult(ordered, summary, public_url(out), logged.batch, logged.images, public_url(tracking_uri or ""))
 

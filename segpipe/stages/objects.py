@@ -37,6 +37,7 @@ from segpipe.storage import OWN_FORMAT, create_array, location, open_array, open
 from segpipe.tiling import Region
 
 OBJECTS = "objects"
+PARTITION = "run_date"
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def count_objects(
     geo = vectors.georeference(meta["geotiff_tags"])
     table_url = job.path("objects.parquet")
     _check_fence(job)
-    location(table_url).write_bytes(_table_bytes(table, tuple(meta["pixel_size"]), meta["unit"], geo))
-    polygons_url = job.path("polygons.parquet")
     names = plan.model.card.class_names
+    location(table_url).write_bytes(_table_bytes(table, names, tuple(meta["pixel_size"]), meta["unit"], geo))
+    polygons_url = job.path("polygons.parquet")
     location(polygons_url).write_bytes(vectors.geoparquet_bytes(polygons, table.object_class, names, geo))
     geojson = None
     if config.geojson:
@@ -198,10 +199,16 @@ def _pieces(ids_url: str, block: Block) -> list[tuple[int, bytes]]:
 
 
 def _table_bytes(
-    table: ObjectTable, pixel_size: tuple[float, float], unit: str | None, geo: vectors.Georeference | None
+    table: ObjectTable,
+    class_names: tuple[str, ...],
+    pixel_size: tuple[float, float],
+    unit: str | None,
+    geo: vectors.Georeference | None,
 ) -> bytes:
-    """The table as Parquet, with physical area and centroid (when the image has a pixel size) and map ones."""
+    """The table as Parquet, with class names, physical area and centroid (with a pixel size) and map ones."""
     arrow = table.to_arrow()
+    names = pa.array([class_names[int(c)] for c in table.object_class], pa.string())
+    arrow = arrow.add_column(arrow.schema.get_field_index("class") + 1, "class_name", names)
     if unit:
         arrow = arrow.append_column("area_physical", pa.array(table.area * pixel_size[0] * pixel_size[1]))
         arrow = arrow.append_column("centroid_y_physical", pa.array((table.centroid_row + 0.5) * pixel_size[0]))
@@ -223,3 +230,35 @@ def _table_bytes(
     buffer = io.BytesIO()
     pq.write_table(arrow, buffer)
     return buffer.getvalue()
+
+
+def objects_url(out: str, run_id: str, run_date: str) -> str:
+    """Where a run's object rows go: ``<out>/objects/run_date=<date>/<run_id>.parquet``."""
+    return location(out).child(OBJECTS, f"{PARTITION}={run_date}", f"{run_id}.parquet").url
+
+
+def append_objects(out: str, run_id: str, run_date: str, tables: dict[str, str]) -> str | None:
+    """The run's object tables in one Parquet object beside the results table, an ``image_name`` column first.
+
+    Args:
+        out: The run's output folder or URL.
+        run_id: The run, as in the results table.
+        run_date: Its date (``YYYY-MM-DD``), the Hive partition.
+        tables: Image name to the URL of its ``objects.parquet``; images skipped as finished earlier included.
+
+    Returns:
+        The URL written, or None when no image has objects.
+    """
+    parts = []
+    for name, url in tables.items():
+        table = pq.read_table(io.BytesIO(location(url).read_bytes()))
+        parts.append(table.add_column(0, "image_name", pa.array([name] * table.num_rows, pa.string())))
+    if not parts:
+        return None
+    merged = pa.concat_tables(parts, promote_options="permissive").replace_schema_metadata(None)
+    merged = merged.add_column(0, "run_id", pa.array([run_id] * merged.num_rows, pa.string()))
+    buffer = io.BytesIO()
+    pq.write_table(merged, buffer)
+    target = location(objects_url(out, run_id, run_date))
+    target.write_bytes(buffer.getvalue())
+    return target.url
