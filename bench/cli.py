@@ -26,6 +26,7 @@ from bench import (
     floor,
     memory_scaling,
     monai_compare,
+    objects,
     overhead,
     overlap,
     s3_vs_local,
@@ -37,7 +38,17 @@ from bench.profiles import FULL, QUICK
 
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (floor, end_to_end, monai_compare, memory_scaling, overhead, batch_vs_single, s3_vs_local, overlap)
+    for module in (
+        floor,
+        end_to_end,
+        monai_compare,
+        memory_scaling,
+        overhead,
+        batch_vs_single,
+        s3_vs_local,
+        overlap,
+        objects,
+    )
 }
 
 

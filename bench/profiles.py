@@ -31,6 +31,7 @@ class Profile:
         s3: the size of the S3-vs-local comparison.
         overlap: the size of the read-ahead/write-behind comparison (64 chunks).
         overlap_rounds: rounds of that comparison (best of).
+        objects: the size of the with/without ``--objects`` comparison.
         goal_size: the size the issue sets the end-to-end goal at (goals are still checked at the largest
             measured size; the table says when that is not this one).
     """
@@ -48,6 +49,7 @@ class Profile:
     overlap_rounds: int = 3
     goal_size: int = 8192
     memory_goal_size: int = 32768
+    objects: int = 8192
 
 
 FULL = Profile(
@@ -73,4 +75,5 @@ QUICK = Profile(
     batch=(BatchPair(4, 256, 512),),
     s3=512,
     overlap=1024,
+    objects=1024,
 )

@@ -39,6 +39,7 @@ TINY = replace(
     s3=64,
     overlap=64,
     overlap_rounds=1,
+    objects=64,
 )
 RESULT_KEYS = {"benchmark", "profile", "quick", "command", "started", "machine", "ratios", "goals", "seconds"}
 GOAL_KEYS = {"benchmark", "name", "measured", "goal", "op", "target", "status", "note"}
@@ -123,6 +124,7 @@ def test_summary_lists_every_goal_with_pass_or_miss(session: tuple[dict[str, Any
         "batch/single 4x32^2 vs 64^2",
         "segpipe/MONAI seconds 64^2",
         "segpipe/MONAI peak RSS 64^2",
+        "objects/plain seconds 64^2",
     }
     assert {goal["status"] for goal in summary["goals"]} <= {"pass", "miss", "n/a"}
     sized = [g for g in summary["goals"] if g["benchmark"] in ("end_to_end", "memory_scaling")]
