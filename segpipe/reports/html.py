@@ -27,7 +27,8 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: 4px 8px; vertical-align: middle; }
 th { background: #f3f3f3; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-img.thumb { width: 128px; height: auto; display: block; } figure { display: inline-block; margin: 0 1em 1em 0; }
+img.thumb { height: 128px; width: auto; max-width: 384px; display: block; }
+figure { display: inline-block; margin: 0 1em 1em 0; }
 figure img { max-width: 520px; height: auto; } .alert { color: #b00; font-weight: bold; } .ok { color: #070; }
 .muted { color: #777; } svg .mean { stroke: #999; stroke-dasharray: 3 3; } svg .line { stroke: #36c; fill: none; }
 """
@@ -197,7 +198,8 @@ def _canary_table(canary: Sequence[CanaryFigure]) -> str:
         return ""
     head = ["Figure", "Trend (recent nights, then tonight)", "Nights", "Recent mean", "Tonight", "Status"]
     rows = [
-        f"<tr><td>{_e(c.metric)}</td><td>{_trend_svg(c)}</td><td class=n>{len(c.history)}</td>"
+        f"<tr><td>{_e(c.metric)}</td><td>{_trend_svg(c)}<div class=muted>{_e(_span(c))}</div></td>"
+        f"<td class=n>{len(c.history)}</td>"
         f"<td class=n>{_number(c.recent_mean)}</td><td class=n>{_number(c.tonight)}</td>"
         f"<td class={'alert' if c.alert else 'ok'}>{'moved beyond tolerance' if c.alert else 'within tolerance'}</td>"
         "</tr>"
@@ -236,6 +238,10 @@ def _trend_svg(figure: CanaryFigure) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
         f'aria-label="{_e(label)}">{guide}<polyline class="line" points="{line}"/>{"".join(marks)}</svg>'
     )
+
+
+def _span(figure: CanaryFigure) -> str:
+    return f"{figure.history[0][0]} … tonight" if figure.history else "tonight only"
 
 
 def _figures(files: Sequence[str]) -> str:
