@@ -85,8 +85,7 @@ def test_the_report_page_renders_its_tables_and_images_without_console_errors(
         title = page.evaluate("document.title")
         errors = page.errors
 
-    print(version(browser))
-    assert errors == []
+    assert errors == [], version(browser)
     assert image_rows == 1
     assert len(failure_rows) == 1
     assert "broken.tif" in failure_rows[0]
