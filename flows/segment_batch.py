@@ -160,7 +160,14 @@ def segment_batch(
     out = run_settings.out
     summary = summarize_run(out, plan, run, ordered, time.perf_counter() - started, canary_set)
     reports = [o for o in ordered if isinstance(o, ImageReport)]
-    report_files = write_reports(plan, out, [r for r in reports if r.role == "input"], run_settings.evaluation)
+    report_files = write_reports(
+        plan,
+        out,
+        [r for r in reports if r.role == "input"],
+        run_settings.evaluation,
+        failures=[o for o in ordered if isinstance(o, ImageFailure)],
+        canary=summary.canary.checks if summary.canary is not None else (),
+    )
     write_batch_json(out, summary, ordered)
     logged = batch_log.LoggedRuns("", ())
     if tracking_uri:

@@ -1,12 +1,13 @@
 """Reports from per-image results: tables, plots, overlays of the worst images, and files.
 
 Tables are CSV and JSON (``tables``), plots a confusion heatmap and per-class bars (``plots``), overlays of the worst
-images (``overlays``) and the whole report as files (``files``). Every file is rendered to bytes and written through
-``segpipe.storage``. Pure: nothing here imports MLflow, Prefect or Dask. The comparison of runs is
-``segpipe.runs.compare_runs``.
+images (``overlays``), the page ``index.html`` (``html``) and the whole report as files (``files``). Every file is
+rendered to bytes and written through ``segpipe.storage``. Pure: nothing here imports MLflow, Prefect or Dask. The
+comparison of runs is ``segpipe.runs.compare_runs``.
 """
 
 from segpipe.reports.files import report_files, write_report
+from segpipe.reports.html import CanaryFigure, Failure, PageImage, index_html, overlay_name, preview_href
 from segpipe.reports.overlays import (
     OVERLAY_COLOURS,
     Thumbnails,
@@ -39,19 +40,25 @@ from segpipe.reports.tables import (
 __all__ = [
     "OBJECT_COLUMNS",
     "OVERLAY_COLOURS",
+    "CanaryFigure",
+    "Failure",
     "SUMMARY_COLUMNS",
     "ImageResult",
+    "PageImage",
     "ScoreSummary",
     "Thumbnails",
     "class_scores_png",
     "column_name",
     "confusion_png",
+    "index_html",
     "overlay",
+    "overlay_name",
     "overlay_png",
     "per_image_csv",
     "per_image_rows",
     "plot_class_scores",
     "plot_confusion",
+    "preview_href",
     "report_files",
     "score_summary",
     "summary_csv",

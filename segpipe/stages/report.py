@@ -1,13 +1,14 @@
 """Report: one typed report per image, a failure record per failed image, and the batch's report files.
 
 An image's report is written as ``metrics.json`` with a ``preview.png``, then the image's ``done.json`` commit record,
-written last; a failure record is for an image that failed alone; the batch's report files go to ``report/`` in the
-output location.
+written last; a failure record is for an image that failed alone; the batch's report files, with its page
+``index.html``, go to ``report/`` in the output location.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -20,7 +21,8 @@ from segpipe.io.ledger import read_commit, write_commit
 from segpipe.metrics import finite_or_none
 from segpipe.normalize import BandStats
 from segpipe.preview import gray_thumbnail, render_preview, thumbnail
-from segpipe.reports import ImageResult, report_files
+from segpipe.reports import CanaryFigure, ImageResult, PageImage, index_html, report_files
+from segpipe.reports.tables import defined
 from segpipe.scoring import truth_classes
 from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
@@ -191,25 +193,49 @@ def commit_image(
 
 
 def write_batch_report(
-    plan: BatchPlan, out: str, reports: list[ImageReport], config: EvalConfig, worst: int = 4
+    plan: BatchPlan,
+    out: str,
+    reports: list[ImageReport],
+    config: EvalConfig,
+    worst: int = 4,
+    failures: Sequence[ImageFailure] = (),
+    canary: Sequence[CanaryFigure] = (),
 ) -> list[str]:
     """Write ``<out>/report/``, every file rendered before the first is written.
 
-    The files are the per-image CSV, batch summary, confusion heatmap, per-class bars and overlays of the ``worst``
-    images by mean Dice. Returns the URLs written in name order (none without truths).
+    With truths, the files are the per-image CSV, batch summary, confusion heatmap, per-class bars and overlays of
+    the ``worst`` images by mean Dice; always, ``index.html``, the page of the reports, ``failures`` and ``canary``
+    figures. Returns the URLs written in name order.
     """
+    class_names = plan.model.card.class_names
     scored = [r for r in reports if r.confusion is not None]
-    if not scored:
-        return []
-    results = [ImageResult(r.name, r.confusion, None, r.objects) for r in scored]  # type: ignore[arg-type]
-    jobs = {job.name: job for job in plan.jobs}
-    files = report_files(results, plan.model.card.class_names, lambda name: _thumbnails(jobs[name], config), worst)
+    files: dict[str, bytes] = {}
+    if scored:
+        results = [ImageResult(r.name, r.confusion, None, r.objects) for r in scored]  # type: ignore[arg-type]
+        jobs = {job.name: job for job in plan.jobs}
+        files = report_files(results, class_names, lambda name: _thumbnails(jobs[name], config), worst)
+    page = [_page_image(r) for r in reports]
+    title = f"segpipe batch report: {plan.model.card.name}"
+    files["index.html"] = index_html(page, failures, class_names, canary, tuple(files), title)
     target = location(out).child("report")
     written = []
     for name, data in sorted(files.items()):
         written.append(target.child(name).url)
         target.child(name).write_bytes(data)
     return written
+
+
+def _page_image(report: ImageReport) -> PageImage:
+    scores = report.evaluation.scores if report.evaluation is not None else None
+    return PageImage(
+        report.name,
+        report.class_pixels,
+        report.object_counts,
+        defined(scores.mean_dice) if scores is not None else None,
+        defined(scores.mean_iou) if scores is not None else None,
+        report.mean_confidence,
+        report.skipped,
+    )
 
 
 def _thumbnails(job: ImageJob, config: EvalConfig, max_side: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

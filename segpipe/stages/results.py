@@ -64,6 +64,7 @@ class CanaryCheck:
     nights: int
     tolerance: float
     relative: bool = False
+    history: tuple[tuple[str, float], ...] = ()  # (run date, mean) of each recent night with the figure, oldest first
 
     @property
     def alert(self) -> bool:
@@ -172,7 +173,9 @@ def check_canary(
         if now is not None:
             recent_mean = _mean(r.get(metric) for r in recent)
             relative = metric.startswith("objects_")
-            checks.append(CanaryCheck(metric, now, recent_mean, len(dates), tolerance, relative))
+            nightly = ((d, _mean(r.get(metric) for r in recent if r[PARTITION] == d)) for d in dates)
+            trend = tuple((d, v) for d, v in nightly if v is not None)
+            checks.append(CanaryCheck(metric, now, recent_mean, len(dates), tolerance, relative, trend))
     return checks
 
 
@@ -200,7 +203,8 @@ class CanarySummary:
     def from_json(cls, data: dict[str, Any]) -> CanarySummary:
         """From ``to_json``'s form."""
         fields = ("metric", "tonight", "recent_mean", "nights", "tolerance", "relative")
-        return cls(tuple(CanaryCheck(**{k: check[k] for k in fields if k in check}) for check in data["checks"]))
+        checks = [({k: c[k] for k in fields if k in c}, c.get("history", ())) for c in data["checks"]]
+        return cls(tuple(CanaryCheck(**values, history=tuple((d, v) for d, v in trend)) for values, trend in checks))
 
 
 def canary_summary(

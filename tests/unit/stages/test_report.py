@@ -80,6 +80,20 @@ def test_the_batch_report_is_written_through_the_output_location(tmp_path: Path)
     assert confusion is not None
     expected = report_files([ImageResult(scored.name, confusion)], plan.model.card.class_names)
     target = location(out).child("report")
-    assert written == [target.child(name).url for name in sorted(expected)]
+    assert written == [target.child(name).url for name in sorted([*expected, "index.html"])]
     for name, data in expected.items():
         assert target.child(name).read_bytes() == data, name
+    page = target.child("index.html").read_bytes().decode()
+    assert page.count('src="../a/preview.png"') == 2  # the scored image and the one without truth
+
+
+def test_a_batch_without_truths_still_gets_its_page_with_the_failures(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "a.tif", np.ones((30, 40), np.uint16))
+    plan = plan_batch([str(tmp_path / "a.tif")], None, RunSettings(out=str(tmp_path)))
+    out = f"memory://segpipe-test/{tmp_path.name}/plain"
+    failure = ImageFailure("b", "/in/b.tif", "/in/b.tif: truncated <tile 3>", 2)
+    written = write_batch_report(plan, out, [report(scored=False)], EvalConfig(), failures=[failure])
+    target = location(out).child("report")
+    assert written == [target.child("index.html").url]
+    page = target.child("index.html").read_bytes().decode()
+    assert "/in/b.tif: truncated &lt;tile 3&gt;" in page

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from segpipe.reports import ScoreSummary
 from segpipe.stages.report import ImageFailure, ImageReport
-from segpipe.stages.results import BatchResult, CanaryCheck, CanarySummary, summarize_batch
+from segpipe.stages.results import BatchResult, CanaryCheck, CanarySummary, check_canary, summarize_batch
 from tests.unit.stages.test_report import report
 
 CLASSES = ("background", "nucleus")
@@ -66,3 +68,19 @@ def test_the_canary_summary_round_trips_and_alerts() -> None:
     data = summary.to_json()
     assert data["checks"][0]["alert"] is True
     assert CanarySummary.from_json(data) == summary
+
+
+def test_each_canary_check_keeps_the_nights_it_was_compared_with() -> None:
+    def row(run_id: str, date: str, dice: float | None) -> dict[str, object]:
+        return {"run_id": run_id, "run_date": date, "role": "canary", "mean_dice": dice}
+
+    history = [row("r1", "2026-03-01", 0.8), row("r2", "2026-03-01", 0.9), row("r3", "2026-03-02", None)]
+    history += [row("r4", "2026-03-03", 0.7), row("tonight", "2026-03-04", 0.6)]
+    (dice, *_) = check_canary(history, [row("tonight", "2026-03-04", 0.6)], CLASSES, 0.05, nights=3)
+    assert [date for date, _ in dice.history] == ["2026-03-01", "2026-03-03"]  # a night without the figure is left out
+    assert [value for _, value in dice.history] == pytest.approx([0.85, 0.7])
+
+
+def test_a_canary_check_round_trips_with_its_nights() -> None:
+    summary = CanarySummary((CanaryCheck("mean_dice", 0.8, 0.9, 2, 0.02, history=(("2026-03-01", 0.9),)),))
+    assert CanarySummary.from_json(json.loads(json.dumps(summary.to_json()))) == summary
