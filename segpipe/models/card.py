@@ -184,8 +184,9 @@ def _resolution(values: Mapping[str, Any], source: str) -> dict[str, Any]:
         parsed = parse_pixel_size(size, unit or DEFAULT_UNIT, what)
         size, unit = parsed.x, parsed.unit
     elif isinstance(size, int | float) and not isinstance(size, bool):
-        size, unit = pixel_size(float(size), float(size), unit or DEFAULT_UNIT, what).x, canonical_unit(
-            unit or DEFAULT_UNIT, what
+        size, unit = (
+            pixel_size(float(size), float(size), unit or DEFAULT_UNIT, what).x,
+            canonical_unit(unit or DEFAULT_UNIT, what),
         )
     else:
         raise ModelError(f"{source}: invalid model card (pixel_size must be a number or VALUE[UNIT], got {size!r})")

@@ -40,10 +40,16 @@ def test_parse_and_select_bands(tmp_path: Path) -> None:
     assert np.array_equal(picked.read(100, 101, 100, 102)[1], source.read(100, 101, 100, 102)[0])
 
 
-@pytest.mark.parametrize(("text", "message"), [("4,4", "band 4 is given twice"), ("0", "numbered from 1")])
-def test_bad_band_lists_are_refused(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        parse_bands(text)
+def test_a_band_list_that_is_not_numbers_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--bands 'red': give 1-based band numbers"):
+        parse_bands("red")
+
+
+@pytest.mark.parametrize(("bands", "message"), [((4, 4), "band 4 is given twice"), ((0,), "bands are numbered from 1")])
+def test_bad_band_lists_are_refused_naming_the_file(tmp_path: Path, bands: tuple[int, ...], message: str) -> None:
+    _scene(tmp_path / "s.tif")
+    with pytest.raises(ConfigError, match=f"s.tif: bands: {message}"):
+        select_bands(open_image(tmp_path / "s.tif"), bands)
 
 
 def test_band_out_of_range_names_the_file(tmp_path: Path) -> None:
