@@ -161,3 +161,17 @@ def test_card_fields_parse_and_old_cards_keep_their_key() -> None:
     assert "pixel_size" not in _card_part(old.to_dict())
     with pytest.raises(ConfigError, match="0 is not a positive pixel size"):
         ModelCard.from_dict({"name": "m", "in_channels": 3, "num_classes": 2, "pixel_size": 0})
+
+
+def test_geotiff_tags_and_ngff_scale_follow_the_grid() -> None:
+    from segpipe.io.export import scaled_geotiff_tags
+    from segpipe.stages.view import InputView
+    from segpipe.units import PixelSize
+
+    tags = [[33550, 12, 3, [10.0, 10.0, 0.0]], [33922, 12, 6, [0.0, 0.0, 0.0, 5000.0, 9000.0, 0.0]]]
+    scaled = scaled_geotiff_tags(tags, (2.0, 2.0))
+    assert scaled[0][3] == [20.0, 20.0, 0.0]
+    assert scaled[1][3] == [0.0, 0.0, 0.0, 5000.0, 9000.0, 0.0]
+    view = InputView(level=1, factor=(2.0, 2.0), scale=(4.0, 4.0), pixel_size=PixelSize(1.0, 1.0, "um"))
+    assert view.ngff_pixel_size([0.25, 0.25], "micrometer") == ([1.0, 1.0], "micrometer")
+    assert InputView().ngff_pixel_size([0.25, 0.25], "micrometer") == ([0.25, 0.25], "micrometer")
