@@ -223,6 +223,15 @@ CASES: list[Case] = [
         lambda d: ["run", _image(d), "--out", str(d / "out"), "--tracking-uri", "foo"],
         "--tracking-uri 'foo'",
     ),
+    Case("--bands out of range", lambda d: _run(d, _image(d), "--bands", "2"), "img.tif: band 2 does not exist"),
+    Case("--bands repeated", lambda d: _run(d, _image(d), "--bands", "1,1"), "img.tif: bands: band 1 is given twice"),
+    Case("--level that does not exist", lambda d: _run(d, _image(d), "--level", "3"), "img.tif: level 3 does not"),
+    Case("pixel size of 0", lambda d: _run(d, _image(d), "--pixel-size", "0um"), "0 is not a positive pixel size"),
+    Case(
+        "foreground mask of another aspect ratio",
+        lambda d: _run(d, _image(d), "--foreground", _image(d, "fg.tif", (64, 16), "uint8")),
+        "fg.tif: foreground mask of 64 x 16 pixels has another aspect ratio",
+    ),
     Case(
         "eval: sizes differ",
         lambda d: ["eval", _image(d, "p.tif", (64, 64), "uint8"), _truth(d, (60, 64))],

@@ -172,6 +172,7 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     _add_lease_options(parser)
     _add_object_options(parser)
     if with_io:
+        _add_input_options(parser)
         parser.add_argument(
             "--trust-model-pickle",
             action="store_true",
@@ -208,6 +209,23 @@ def _add_object_options(parser: argparse.ArgumentParser) -> None:
         "--export-geojson",
         action="store_true",
         help="objects: also write QuPath-style GeoJSON (objects.geojson) beside polygons.parquet",
+    )
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    """``--bands``, ``--level``, ``--pixel-size``, ``--foreground``: what of each input the model reads."""
+    parser.add_argument(
+        "--bands", metavar="LIST", help="the model's input bands, 1-based and in order, e.g. 4,3,2 (default: card's)"
+    )
+    parser.add_argument("--level", type=int, metavar="N", help="read stored level N (default: the model's resolution)")
+    parser.add_argument(
+        "--pixel-size", metavar="VALUE[UNIT]", help="set or override the images' pixel size, e.g. 0.25um or 10m"
+    )
+    parser.add_argument(
+        "--foreground",
+        default="none",
+        metavar="KIND",
+        help="compute only chunks with foreground: auto, none (default), nodata, tissue, or a mask image",
     )
 
 

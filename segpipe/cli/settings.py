@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from segpipe.config import EvalConfig, InferenceConfig, LeaseConfig, ObjectsConfig, TilingConfig
 
@@ -43,7 +43,29 @@ def run_settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
         save_probabilities=args.save_probabilities,
         lease=LeaseConfig(enabled=not args.no_lease, wait=args.wait, seconds=args.lease_seconds),
         objects=_objects(args),
+        **_input_view(args),
     )
+
+
+def _input_view(args: argparse.Namespace) -> dict[str, Any]:
+    """``--bands``, ``--level``, ``--pixel-size`` and ``--foreground``, checked now."""
+    from segpipe.errors import ConfigError
+    from segpipe.io.bands import parse_bands
+    from segpipe.units import parse_pixel_size
+
+    bands = getattr(args, "bands", None)
+    level = getattr(args, "level", None)
+    if level is not None and level < 0:
+        raise ConfigError(f"--level must be an integer >= 0, got {level}")
+    size = getattr(args, "pixel_size", None)
+    if size is not None:
+        parse_pixel_size(size)
+    return {
+        "bands": None if bands is None else parse_bands(bands),
+        "level": level,
+        "pixel_size": size,
+        "foreground": getattr(args, "foreground", "none"),
+    }
 
 
 def _objects(args: argparse.Namespace) -> ObjectsConfig:

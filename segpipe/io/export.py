@@ -18,6 +18,7 @@ import zarr
 from segpipe.storage import OWN_FORMAT, Location, location, open_array
 
 TILE = 256
+PIXEL_SCALE, TIEPOINTS, TRANSFORMATION = 33550, 33922, 34264
 
 
 def export_tiff(
@@ -43,6 +44,26 @@ def export_tiff(
     with target.staged_write() as local_file:
         _write(local_file, mask, extratags, resolution)
     return target.url
+
+
+def scaled_geotiff_tags(tags: list[list[Any]], scale: tuple[float, float]) -> list[list[Any]]:
+    """GeoTIFF tags of the input for a grid of ``scale`` (y, x) input pixels per pixel: the same place on Earth.
+
+    The pixel scale and the transformation's pixel columns grow by ``scale``; tiepoints' raster positions shrink.
+    """
+    if scale == (1.0, 1.0):
+        return tags
+    sy, sx = scale
+    out = []
+    for code, dtype, count, value in tags:
+        if code == PIXEL_SCALE:
+            value = [value[0] * sx, value[1] * sy, *value[2:]]
+        elif code == TRANSFORMATION:
+            value = [v * (sx if i % 4 == 0 else sy if i % 4 == 1 else 1.0) for i, v in enumerate(value)]
+        elif code == TIEPOINTS:
+            value = [v / sx if i % 6 == 0 else v / sy if i % 6 == 1 else v for i, v in enumerate(value)]
+        out.append([code, dtype, count, value])
+    return out
 
 
 def _write(path: str, mask: zarr.Array[Any], extratags: list[Any], resolution: tuple[float, float] | None) -> None:

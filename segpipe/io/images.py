@@ -53,6 +53,7 @@ class ImageSource:
         version: the TIFF's version (etag or mtime) when opened; a replaced file is not read from a stale handle.
         zarr_format: a Zarr array's format (2 or 3) once known, so that opening it reads only its own metadata.
         level: the pyramid level of a TIFF this source reads (0: full resolution; see ``segpipe.io.levels``).
+        bands: the stored bands read, in this order (0-based; ``None``: all); ``shape`` counts only these.
     """
 
     path: str
@@ -66,6 +67,7 @@ class ImageSource:
     version: str = ""
     zarr_format: int | None = None
     level: int = 0
+    bands: tuple[int, ...] | None = None
 
     def plane_sources(self) -> list[ImageSource]:
         """One source per plane of a stack (``[self]`` for a 2-D image)."""
@@ -114,9 +116,8 @@ class ImageSource:
                 f"{self.path}: pixels at y {y0}..{y1}, x {x0}..{x1} cannot be read ({type(exc).__name__}: {exc})"
             ) from None
         kept = [a for a in self.stored_axes if a not in "1P"]
-        if "C" not in kept:
-            return data[np.newaxis]
-        return np.moveaxis(data, kept.index("C"), 0)
+        bands = data[np.newaxis] if "C" not in kept else np.moveaxis(data, kept.index("C"), 0)
+        return bands if self.bands is None else bands[list(self.bands)]
 
 
 def open_image(path: str | os.PathLike[str] | Location) -> ImageSource:

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from segpipe.errors import ConfigError, ModelError
+from segpipe.io.bands import check_numbers
 from segpipe.postprocessing import Activation, parse_activation
 from segpipe.preprocessing import NORMALIZATION_STEPS, Step, band_problem, parse_steps, step_to_dict
+from segpipe.units import DEFAULT_UNIT, PixelSize, canonical_unit, parse_pixel_size, pixel_size
 
 FALLBACK_HALO = 32  # for models that declare neither a halo nor a receptive field
 CARD_SUFFIXES = (".json", ".yaml", ".yml")
@@ -38,6 +40,11 @@ class ModelCard:
         architecture: ``{"name": "unet", ...}`` for state_dict files, backend options otherwise; may be empty.
         preprocessing: input steps in the bioimage.io vocabulary (``segpipe.preprocessing``), applied in order.
         postprocessing: the output activation: ``softmax`` (logits), ``sigmoid`` (one logit) or ``none``.
+        bands: the image bands the model reads, 1-based and in order (``[4, 3, 2]``); ``None``: every band.
+        pixel_size: the pixel size of the model's training data, in ``unit`` (``"0.5um"`` is read as both);
+            ``None``: the model runs on the image as stored.
+        unit: of ``pixel_size`` (default ``um``).
+        tolerance: relative difference from ``pixel_size`` still taken as equal (default 0.05).
     """
 
     name: str
@@ -51,6 +58,10 @@ class ModelCard:
     architecture: dict[str, Any] = field(default_factory=dict)
     preprocessing: tuple[Step, ...] = ()
     postprocessing: Activation = Activation()
+    bands: tuple[int, ...] | None = None
+    pixel_size: float | None = None
+    unit: str | None = None
+    tolerance: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "inline card") -> ModelCard:
@@ -67,6 +78,11 @@ class ModelCard:
         values["architecture"] = dict(values.get("architecture") or {})
         values["preprocessing"] = parse_steps(values.get("preprocessing"), source)
         values["postprocessing"] = parse_activation(values.get("postprocessing"), source)
+        values.update(_resolution(values, source))
+        if values.get("bands") is not None:
+            if not isinstance(values["bands"], list | tuple):
+                raise ModelError(f"{source}: invalid model card (bands must be a list of 1-based band numbers)")
+            values["bands"] = check_numbers(tuple(values["bands"]), f"{source}: card bands")
         if values["preprocessing"] and values.get("normalization", "none") != "none":
             raise ConfigError(f"{source}: give preprocessing or normalization, not both")
         try:
@@ -117,6 +133,13 @@ class ModelCard:
         return self.preprocessing or NORMALIZATION_STEPS.get(self.normalization, ())
 
     @property
+    def model_pixel_size(self) -> PixelSize | None:
+        """The pixel size the model was trained at, or None when the card declares none."""
+        if self.pixel_size is None:
+            return None
+        return pixel_size(self.pixel_size, self.pixel_size, self.unit or DEFAULT_UNIT, f"model {self.name}")
+
+    @property
     def output_channels(self) -> int:
         """Channels the network itself outputs: 1 for a sigmoid model, else one per class."""
         return self.postprocessing.output_channels or self.num_classes
@@ -127,6 +150,7 @@ class ModelCard:
         data["class_names"] = list(self.class_names)
         data["preprocessing"] = [step_to_dict(step) for step in self.preprocessing]
         data["postprocessing"] = self.postprocessing.to_dict()
+        data["bands"] = None if self.bands is None else list(self.bands)
         return data
 
     def _problem(self) -> str | None:
@@ -146,6 +170,29 @@ class ModelCard:
         if self.postprocessing.kind == "sigmoid" and self.num_classes not in (0, 2):
             return f"a sigmoid model has 2 classes (background, foreground), not {self.num_classes}"
         return None
+
+
+def _resolution(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """``pixel_size``, ``unit`` and ``tolerance`` validated; ``"0.5um"`` split into a value and its unit."""
+    size, unit, tolerance = values.get("pixel_size"), values.get("unit"), values.get("tolerance")
+    if size is None:
+        if unit is not None or tolerance is not None:
+            raise ModelError(f"{source}: invalid model card (unit and tolerance need a pixel_size)")
+        return {}
+    what = f"{source}: card pixel_size"
+    if isinstance(size, str):
+        parsed = parse_pixel_size(size, unit or DEFAULT_UNIT, what)
+        size, unit = parsed.x, parsed.unit
+    elif isinstance(size, int | float) and not isinstance(size, bool):
+        size, unit = (
+            pixel_size(float(size), float(size), unit or DEFAULT_UNIT, what).x,
+            canonical_unit(unit or DEFAULT_UNIT, what),
+        )
+    else:
+        raise ModelError(f"{source}: invalid model card (pixel_size must be a number or VALUE[UNIT], got {size!r})")
+    if tolerance is not None and (not isinstance(tolerance, int | float) or not 0 <= tolerance < 1):
+        raise ModelError(f"{source}: invalid model card (tolerance must be a number in [0, 1), got {tolerance!r})")
+    return {"pixel_size": size, "unit": unit, "tolerance": None if tolerance is None else float(tolerance)}
 
 
 def card_locations(uri: str) -> list[str]:

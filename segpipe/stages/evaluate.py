@@ -21,7 +21,7 @@ from segpipe.objects import metrics_from_overlap
 from segpipe.objects.overlap import OverlapCounts, merge_counts, overlap_counts, to_overlap
 from segpipe.scoring import evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
-from segpipe.storage import OWN_FORMAT, open_array
+from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid
 
 
@@ -85,12 +85,13 @@ def evaluate_image(
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
     start = time.perf_counter()
-    split = evaluate_split(open_image(mask), job.truth, plan.model.card.num_classes, config, plan.chunk, executor)
+    truth = truth_on_grid(job, plan.chunk, executor)
+    split = evaluate_split(open_image(mask), truth, plan.model.card.num_classes, config, plan.chunk, executor)
     matched = None
     if config.truth_instances:
         if objects is None:
             raise InputError(f"{job.truth.path}: instance truth is matched against objects, and none were found")
-        matched = object_scores(job.truth, objects, plan.chunk, executor)
+        matched = object_scores(truth, objects, plan.chunk, executor)
     evaluation = Evaluation(
         metrics.scores(split.sum(axis=0)),
         metrics.scores(split[0]).band(),
@@ -99,6 +100,41 @@ def evaluate_image(
         config.truth_instances,
     )
     return Evaluated(evaluation, time.perf_counter() - start)
+
+
+def truth_on_grid(job: ImageJob, chunk: int, executor: Executor = local_executor) -> ImageSource:
+    """The job's truth on the mask's grid: as it is when it has the mask's size, else sampled to it.
+
+    A truth of the input's level-0 size, for a mask computed at another resolution, is taken at the nearest
+    pixel to each mask pixel's centre (labels are never averaged) and written to ``truth_on_grid.zarr`` in the
+    image's output folder.
+    """
+    assert job.truth is not None
+    _, rows, cols = job.grid
+    if (job.truth.height, job.truth.width) == (rows, cols):
+        return job.truth
+    url = job.path("truth_on_grid.zarr")
+    create_array(
+        url,
+        shape=(rows, cols),
+        chunks=(min(chunk, rows), min(chunk, cols)),
+        dtype=job.truth.dtype,
+        fill_value=0,
+        overwrite=True,
+        dimension_names=("y", "x"),
+    )
+    task = delayed(_nearest_chunk, pure=False)
+    executor([task(job.truth, url, r, job.view.scale) for r in chunk_grid(rows, cols, chunk)], "evaluate")
+    return ImageSource(url, "zarr", "YX", (1, rows, cols), job.truth.dtype, zarr_format=OWN_FORMAT)
+
+
+def _nearest_chunk(truth: ImageSource, url: str, region: Region, scale: tuple[float, float]) -> None:
+    """Write grid ``region`` of the truth: the truth pixel nearest each grid pixel's centre."""
+    ys = np.minimum(((np.arange(region.y0, region.y1) + 0.5) * scale[0]).astype(np.int64), truth.height - 1)
+    xs = np.minimum(((np.arange(region.x0, region.x1) + 0.5) * scale[1]).astype(np.int64), truth.width - 1)
+    data = truth.read(int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1)[0]
+    picked = data[np.ix_(ys - ys[0], xs - xs[0])]
+    open_array(url, mode="r+", zarr_format=OWN_FORMAT)[region.y0 : region.y1, region.x0 : region.x1] = picked
 
 
 def object_scores(truth: ImageSource, objects: str, chunk: int, executor: Executor) -> list[dict[str, Any]]:

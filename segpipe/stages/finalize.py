@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass
 
 from segpipe.executor import Executor, local_executor
 from segpipe.io import copy as ingest_io
-from segpipe.io.export import export_tiff
+from segpipe.io.export import export_tiff, scaled_geotiff_tags
 from segpipe.io.images import ImageSource, read_metadata
 from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, write_metadata
 from segpipe.normalize import BandStats
 from segpipe.stages.infer import probabilities_path
-from segpipe.stages.ingest import is_committed, level0
+from segpipe.stages.ingest import is_committed, job_grid, level0
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
 
@@ -43,7 +43,8 @@ def finalize_image(
     if not is_committed(job):
         if job.fence is not None:
             job.fence.check()
-        levels = level_count(job.image.height, job.image.width)
+        _, rows, cols = job.grid
+        levels = level_count(rows, cols)
         build_pyramid(job.store, levels, plan.chunk, labels=False, executor=executor)
         build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor)
         _commit(job, plan, stats, levels)
@@ -52,7 +53,7 @@ def finalize_image(
     return Finalized(
         job.store,
         job.mask,
-        ingest_io.open_copy(job.image, level0(job)),
+        ingest_io.open_copy(job.image, level0(job), job_grid(job, plan)),
         time.perf_counter() - start,
         probabilities_path(job) if plan.save_probabilities else None,
         tiff,
@@ -66,6 +67,8 @@ def _commit(job: ImageJob, plan: BatchPlan, stats: BandStats, levels: int) -> No
     if job.fence is not None:
         job.fence.check()
     meta = read_metadata(job.image)
+    meta["pixel_size"], meta["unit"] = job.view.ngff_pixel_size(meta["pixel_size"], meta["unit"])
+    meta["geotiff_tags"] = scaled_geotiff_tags(meta["geotiff_tags"], job.view.scale)
     extra = {
         "infer_key": job.infer_key,
         "model": plan.model.card.name,

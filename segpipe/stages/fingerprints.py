@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from segpipe.io.images import ImageSource
     from segpipe.models import ModelRef
     from segpipe.stages.settings import RunSettings
+    from segpipe.stages.view import InputView
 
 
 class Tiled(Protocol):
@@ -70,12 +71,19 @@ def fingerprint(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, settings: RunSettings) -> JobKeys:
-    """The fingerprints of one image (and its truth) under ``plan`` and ``settings``; asks the store for identities."""
+def job_keys(
+    image: ImageSource, truth: ImageSource | None, plan: Tiled, settings: RunSettings, view: InputView | None = None
+) -> JobKeys:
+    """The fingerprints of one image (and its truth) under ``plan`` and ``settings``; asks the store for identities.
+
+    ``view`` (bands, level, resampling, foreground) enters the ingest key only where it is not the default, so a
+    run without them keeps the keys it always had.
+    """
     from segpipe.models import select_device  # torch loads only once the inputs are known to be readable
 
     identity = location(image.path).identity()
-    ingest_key = fingerprint({"input": asdict(identity), "plane": image.plane, "chunk": plan.chunk, "version": 2})
+    ingest_parts = {"input": asdict(identity), "plane": image.plane, "chunk": plan.chunk, "version": 2}
+    ingest_key = fingerprint({**ingest_parts, **_view_part(image, view, settings)})
     infer_key = fingerprint(
         {
             "ingest": ingest_key,
@@ -103,12 +111,29 @@ def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, setting
     return JobKeys(ingest_key, infer_key, done_key, identity)
 
 
+def _view_part(image: ImageSource, view: InputView | None, settings: RunSettings) -> dict[str, Any]:
+    """What of the input view changes the ingested grid: only the parts that are not the default."""
+    parts: dict[str, Any] = {}
+    if image.bands is not None:
+        parts["bands"] = list(image.bands)
+    if view is not None and view.resized:
+        parts.update(level=view.level, factor=list(view.factor))
+    if settings.pixel_size is not None:
+        parts["pixel_size"] = settings.pixel_size
+    if view is not None and view.chunks is not None:
+        parts["foreground"] = settings.foreground
+    return parts
+
+
 def _card_part(card: dict[str, Any]) -> dict[str, Any]:
     """The card as the key sees it: default pre/postprocessing left out, so older stores keep their key."""
     if not card.get("preprocessing"):
         card.pop("preprocessing", None)
     if card.get("postprocessing") == {"id": "softmax", "kwargs": {}}:
         card.pop("postprocessing", None)
+    for key in ("bands", "pixel_size", "unit", "tolerance"):  # declared only by newer cards
+        if card.get(key) is None:
+            card.pop(key, None)
     return card
 
 

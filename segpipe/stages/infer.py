@@ -19,6 +19,7 @@ from segpipe.chunk_inference import (
 )
 from segpipe.config import InferenceConfig
 from segpipe.executor import Executor, local_executor
+from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
 from segpipe.stages.ingest import Ingested, is_committed
 from segpipe.stages.plan import BatchPlan, ImageJob
@@ -39,6 +40,7 @@ class Inferred:
     task_seconds: float
     class_pixels: tuple[int, ...] = ()
     mean_confidence: float | None = None
+    chunks_skipped: int = 0  # without foreground: written as background, never computed
 
     @property
     def megapixels_per_second(self) -> float | None:
@@ -74,7 +76,9 @@ def infer_image(
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
     windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
     outputs = ChunkOutputs(job.mask, probabilities, ledger)
-    summary = segment_image(ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats), executor)
+    skipped = _mark_background(job, ledger, tiled, plan.chunk)
+    chunk_job = ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats)
+    summary = segment_image(chunk_job, executor)
     return Inferred(
         job.mask,
         time.perf_counter() - start,
@@ -85,4 +89,18 @@ def infer_image(
         summary.task_seconds,
         summary.class_pixels,
         summary.confidence_sum / summary.pixels if summary.pixels else None,
+        skipped,
     )
+
+
+def _mark_background(job: ImageJob, ledger: ChunkLedger, tiled: ImageSource, chunk: int) -> int:
+    """Mark the chunks without foreground done, left at the mask's fill value (background); return how many.
+
+    They are never read nor computed; marked, a resumed run finds them done like any chunk.
+    """
+    if job.view.chunks is None:
+        return 0
+    skipped = [r for r in chunk_grid(tiled.height, tiled.width, chunk) if r not in job.view.chunks]
+    for region in ledger.todo(skipped):
+        ledger.mark_done(region)
+    return len(skipped)

@@ -19,6 +19,7 @@ from segpipe.normalize import BandStats
 from segpipe.preprocessing import stats_needed
 from segpipe.stages.fingerprints import mask_fingerprint
 from segpipe.stages.plan import BatchPlan, ImageJob
+from segpipe.stages.view import copied_chunks
 from segpipe.storage import location
 
 
@@ -73,10 +74,21 @@ def prepare_build(job: ImageJob) -> None:
 def ingest_image(job: ImageJob, plan: BatchPlan, executor: Executor = local_executor) -> Ingested:
     """Tile the input into ``<store>/0``, resuming an interrupted copy; a finished store is reused as it is."""
     start = time.perf_counter()
+    grid = job_grid(job, plan)
     if is_committed(job):
-        return Ingested(ingest_io.open_copy(job.image, level0(job)), stored_stats(job.store), 0.0, True)
+        return Ingested(ingest_io.open_copy(job.image, level0(job), grid), stored_stats(job.store), 0.0, True)
     prepare_build(job)
     ledger = ChunkLedger(location(job.store), "ingest", job.ingest_key, job.fence)
     want = stats_needed(plan.model.card.input_steps)
-    stats = ingest_io.ingest(job.image, level0(job), plan.chunk, executor, ledger, want)
-    return Ingested(ingest_io.open_copy(job.image, level0(job)), stats, time.perf_counter() - start, False)
+    reader = job.view.source(job.image)
+    stats = ingest_io.ingest(reader, level0(job), plan.chunk, executor, ledger, want, grid)
+    return Ingested(ingest_io.open_copy(job.image, level0(job), grid), stats, time.perf_counter() - start, False)
+
+
+def job_grid(job: ImageJob, plan: BatchPlan) -> ingest_io.Grid:
+    """The grid the job's input is copied onto: the model's, only the chunks a computed chunk reads."""
+    view, shape = job.view, job.grid
+    context = plan.tile if plan.tiling.stitch == "gaussian" else plan.halo
+    copied = copied_chunks(view, shape[1:], plan.chunk, context)
+    sample_mask = view.sample_mask if view.foreground_mask is not None else None
+    return ingest_io.Grid(shape, view.grid_dtype(job.image), view.factor, copied, sample_mask)

@@ -23,6 +23,7 @@ from dask.delayed import delayed
 from segpipe.config import ObjectsConfig
 from segpipe.executor import Executor, local_executor
 from segpipe.io import vectors
+from segpipe.io.export import scaled_geotiff_tags
 from segpipe.io.images import read_metadata
 from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import NGFF_VERSION, build_pyramid, level_count, multiscales, read_segpipe_attrs
@@ -71,7 +72,8 @@ def count_objects(
         executor([delayed(_pieces, pure=False)(labels, b) for b in grid], OBJECTS), config.simplify
     )
     meta = read_metadata(job.image)
-    geo = vectors.georeference(meta["geotiff_tags"])
+    meta["pixel_size"], meta["unit"] = job.view.ngff_pixel_size(meta["pixel_size"], meta["unit"])
+    geo = vectors.georeference(scaled_geotiff_tags(meta["geotiff_tags"], job.view.scale))
     table_url = job.path("objects.parquet")
     _check_fence(job)
     names = plan.model.card.class_names
@@ -126,7 +128,7 @@ def _write_ids(
         _check_fence(job)
         create_array(
             ids_url,
-            shape=(job.image.height, job.image.width),
+            shape=job.grid[1:],
             chunks=(plan.chunk, plan.chunk),
             dtype=dtype,
             fill_value=0,
@@ -137,7 +139,7 @@ def _write_ids(
     task = delayed(_relabel, pure=False)
     args = (job.mask, ids_url, classes, config.connectivity, ledger)
     executor([task(*args, b, chunks[b.index]) for b in grid if _region(b) in todo], OBJECTS)
-    levels = level_count(job.image.height, job.image.width)
+    levels = level_count(*job.grid[1:])
     build_pyramid(group.url, levels, plan.chunk, True, executor)
     _write_label_metadata(job, levels)
     return ids_url
@@ -182,7 +184,7 @@ def _write_label_metadata(job: ImageJob, levels: int) -> None:
 
 def _measure(job: ImageJob, ids_url: str, grid: list[Block], executor: Executor) -> ObjectTable:
     parts = executor([delayed(_sums, pure=False)(ids_url, job.mask, level0(job), b) for b in grid], OBJECTS)
-    return finish(merge_sums(parts), (job.image.height, job.image.width))
+    return finish(merge_sums(parts), job.grid[1:])
 
 
 def _sums(ids_url: str, mask_url: str, image_url: str, block: Block) -> Any:

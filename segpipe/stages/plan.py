@@ -17,6 +17,7 @@ from segpipe.io.images import ImageSource, open_image
 from segpipe.stages.fingerprints import job_keys
 from segpipe.stages.settings import CanarySet, RunSettings
 from segpipe.stages.validation import check_channels, check_existing_mask, open_truth, scan_contents
+from segpipe.stages.view import InputView, plan_view, with_foreground
 from segpipe.storage import InputIdentity, location
 from segpipe.tiling import round_up
 
@@ -45,6 +46,12 @@ class ImageJob:
     role: str = "input"  # or "canary": a fixed labelled image scored every run to track the model's quality
     identity: InputIdentity | None = None  # what the store reported of the input when planned (size, etag/mtime)
     fence: LeaseFence | None = None  # set while this run holds the output's lease: every write checks it
+    view: InputView = field(default_factory=InputView)  # bands, level, resampling and foreground chunks read
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(C, rows, columns) of the grid the model runs on and the mask is written at."""
+        return self.view.grid(self.image)
 
     def path(self, leaf: str) -> str:
         """URL of ``leaf`` in the image's output folder."""
@@ -104,9 +111,8 @@ def plan_batch(
         inputs_readable()
     from segpipe.models import resolve_model  # torch loads only once the inputs are known to be readable
 
-    model = resolve_model(
-        settings.model, settings.trust_model_pickle, channels=stacks[0].channels, tracking_uri=tracking_uri
-    )
+    channels = len(settings.bands) if settings.bands is not None else stacks[0].channels
+    model = resolve_model(settings.model, settings.trust_model_pickle, channels=channels, tracking_uri=tracking_uri)
     for assumption in model.assumptions:
         warnings.warn(assumption, SegpipeWarning, stacklevel=2)
     location(settings.out).check_writable()
@@ -119,7 +125,7 @@ def plan_batch(
         canary_stacks = [open_image(p) for p in canary.images]
         jobs += _jobs(canary_stacks, list(canary.truths), out.child("canary").url, "canary", plan, settings)
     for job in jobs:
-        scan_contents(job.image, job.truth, model, settings.evaluation, chunk)
+        scan_contents(job.view.source(job.image), job.truth, model, settings.evaluation, chunk)
         if not settings.overwrite:
             check_existing_mask(job.store, job.infer_key)
     return replace(plan, jobs=jobs)
@@ -131,21 +137,44 @@ def _jobs(
     """The validated, fingerprinted jobs of ``stacks`` (one per plane), their outputs under ``out``."""
     if truths and len(truths) != len(stacks):
         raise InputError(f"{len(stacks)} images but {len(truths)} truths: give one truth per image, in order")
-    for source in stacks:
-        check_channels(source, plan.model)
-    truth_stacks = [open_truth(t, s) for t, s in zip(truths, stacks, strict=True)] if truths else None
-    sources, truth_sources, names = _planes(stacks, truth_stacks)
+    picked, views = [], []
+    for stack in stacks:
+        source, view = _view(stack, plan, settings)
+        check_channels(view.source(source), plan.model)
+        picked.append(source)
+        views.append(view)
+    truth_stacks = None
+    if truths:
+        truth_stacks = [open_truth(t, s, v.grid(s)[1:]) for t, s, v in zip(truths, picked, views, strict=True)]
+    sources, truth_sources, names = _planes(picked, truth_stacks)
+    view_of = {stack.path: view for stack, view in zip(picked, views, strict=True)}
     _check_unique(sources, names)
     truth_of: list[ImageSource | None] = list(truth_sources) if truth_sources else [None] * len(sources)
     return tuple(
-        _keyed_job(ImageJob(name, source, truth, location(out).child(name).url, role=role), plan, settings)
+        _keyed_job(
+            ImageJob(name, source, truth, location(out).child(name).url, role=role, view=view_of[source.path]),
+            plan,
+            settings,
+        )
         for name, source, truth in zip(names, sources, truth_of, strict=True)
     )
 
 
+def _view(stack: ImageSource, plan: BatchPlan, settings: RunSettings) -> tuple[ImageSource, InputView]:
+    """The band-picked ``stack`` and the view the model reads of it: level, resampling, foreground chunks."""
+    card = plan.model.card
+    bands = settings.bands if settings.bands is not None else card.bands
+    picked, view, levels = plan_view(
+        stack, bands, settings.level, settings.pixel_size, card.model_pixel_size, card.tolerance
+    )
+    _, rows, cols = view.grid(picked)
+    context = plan.tile if plan.tiling.stitch == "gaussian" else plan.halo
+    return picked, with_foreground(view, settings.foreground, stack, levels, (rows, cols), plan.chunk, context)
+
+
 def _keyed_job(job: ImageJob, plan: BatchPlan, settings: RunSettings) -> ImageJob:
     """``job`` with its fingerprints and the input identity they were computed from."""
-    keys = job_keys(job.image, job.truth, plan, settings)
+    keys = job_keys(job.image, job.truth, plan, settings, job.view)
     return replace(job, ingest_key=keys.ingest, infer_key=keys.infer, done_key=keys.done, identity=keys.identity)
 
 

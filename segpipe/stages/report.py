@@ -68,6 +68,8 @@ class ImageReport:
     median_areas: tuple[float | None, ...] = ()  # pixels, per class
     objects_table: str | None = None
     polygons: str | None = None
+    foreground_fraction: float | None = None  # share of the image that is foreground (with --foreground)
+    chunks_skipped: int = 0  # chunks without foreground: written as background, not computed
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the evaluation's scores at the top level (``iou``, ``dice``, ...)."""
@@ -139,7 +141,7 @@ def image_report(
         truth=job.truth.path if job.truth else None,
         mask=finalized.mask,
         ome_zarr=finalized.store,
-        shape_cyx=job.image.shape,
+        shape_cyx=job.grid,
         megapixels=inferred.megapixels,
         megapixels_computed=inferred.megapixels_computed,
         megapixels_per_second=inferred.megapixels_per_second,
@@ -160,6 +162,8 @@ def image_report(
         median_areas=counted.median_areas if counted is not None else (),
         objects_table=counted.table if counted is not None else None,
         polygons=counted.polygons if counted is not None else None,
+        foreground_fraction=job.view.foreground_fraction,
+        chunks_skipped=inferred.chunks_skipped,
     )
 
 

@@ -104,6 +104,7 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         "pixel_area": pixel_area,
         "area_unit": f"{report.unit}^2" if report.unit else "pixel",
         "mean_confidence": report.mean_confidence,
+        "foreground_fraction": report.foreground_fraction,
         "mean_iou": scores.mean_iou if scores is not None else None,
         "mean_dice": scores.mean_dice if scores is not None else None,
     }

@@ -24,6 +24,10 @@ class RunSettings:
     save_probabilities: bool = False
     lease: LeaseConfig = field(default_factory=LeaseConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    bands: tuple[int, ...] | None = None  # 1-based, as GDAL numbers them; None: the card's, else every band
+    level: int | None = None  # a stored level picked by hand; None: the one the model's pixel size asks for
+    pixel_size: str | None = None  # VALUE[UNIT] that sets or overrides the images' level-0 pixel size
+    foreground: str = "none"  # auto, none, nodata, tissue, or a mask image's URL
 
     @property
     def finds_objects(self) -> bool:
@@ -35,6 +39,7 @@ class RunSettings:
         values = asdict(self)
         mapping = self.evaluation.truth_mapping
         values["evaluation"]["truth_mapping"] = [list(pair) for pair in mapping] if mapping is not None else None
+        values["bands"] = None if self.bands is None else list(self.bands)
         return values
 
     @classmethod
@@ -59,6 +64,10 @@ class RunSettings:
             trust_model_pickle=bool(values.get("trust_model_pickle", False)),
             lease=from_dict(LeaseConfig, values.get("lease") or {}),
             objects=from_dict(ObjectsConfig, values.get("objects") or {}),
+            bands=None if values.get("bands") is None else tuple(int(b) for b in values["bands"]),
+            level=None if values.get("level") is None else int(values["level"]),
+            pixel_size=values.get("pixel_size"),
+            foreground=str(values.get("foreground", "none")),
         )
 
 

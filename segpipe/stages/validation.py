@@ -47,12 +47,15 @@ def check_channels(source: ImageSource, model: ModelRef) -> None:
         raise ConfigError(f"{source.path}: model {model.card.name}'s {problem}")
 
 
-def open_truth(path: str, image: ImageSource) -> ImageSource:
-    """Open the truth of ``image``: one band of integer labels, of the image's size and plane count."""
+def open_truth(path: str, image: ImageSource, grid: tuple[int, int] | None = None) -> ImageSource:
+    """Open the truth of ``image``: one band of integer labels, of the image's size and plane count.
+
+    ``grid``: (rows, columns) of the mask when the model runs on another grid; a truth of that size is taken too.
+    """
     truth = open_image(path)
     if truth.channels != 1:
         raise InputError(f"{path}: truth must be a single-band label image, found {truth.channels} bands")
-    if (truth.height, truth.width) != (image.height, image.width):
+    if (truth.height, truth.width) not in {(image.height, image.width), grid}:
         raise InputError(
             f"{path}: truth is {truth.height} x {truth.width} but image {image.path} is {image.height} x {image.width}"
         )

@@ -165,6 +165,8 @@ def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str
     """An image run's metrics: seconds per stage, pixels, throughput and, with a truth, its scores."""
     values = {f"seconds_{stage}": value for stage, value in report.seconds.items()}
     values.update(_throughput(report.megapixels, report.megapixels_computed, report.megapixels_per_second))
+    if report.foreground_fraction is not None:
+        values["foreground_fraction"] = report.foreground_fraction
     evaluation = report.evaluation
     if evaluation is None:
         return values
