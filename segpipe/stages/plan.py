@@ -105,7 +105,11 @@ def plan_batch(
     from segpipe.models import resolve_model  # torch loads only once the inputs are known to be readable
 
     model = resolve_model(
-        settings.model, settings.trust_model_pickle, channels=stacks[0].channels, tracking_uri=tracking_uri
+        settings.model,
+        settings.trust_model_pickle,
+        channels=stacks[0].channels,
+        tracking_uri=tracking_uri,
+        trust_code=settings.trust_model_code,
     )
     for assumption in model.assumptions:
         warnings.warn(assumption, SegpipeWarning, stacklevel=2)

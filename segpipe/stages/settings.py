@@ -24,6 +24,8 @@ class RunSettings:
     save_probabilities: bool = False
     lease: LeaseConfig = field(default_factory=LeaseConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    trust_model_code: bool = False
+    save_uncertainty: bool = False
 
     @property
     def finds_objects(self) -> bool:
@@ -59,6 +61,8 @@ class RunSettings:
             trust_model_pickle=bool(values.get("trust_model_pickle", False)),
             lease=from_dict(LeaseConfig, values.get("lease") or {}),
             objects=from_dict(ObjectsConfig, values.get("objects") or {}),
+            trust_model_code=bool(values.get("trust_model_code", False)),
+            save_uncertainty=bool(values.get("save_uncertainty", False)),
         )
 
 
