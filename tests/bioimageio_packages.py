@@ -121,3 +121,21 @@ def zip_package(rdf: Path, target: Path) -> Path:
             if path.is_file():
                 archive.write(path, path.name)
     return target
+
+
+def invalid_license(rdf: dict[str, Any]) -> None:
+    rdf["license"] = "not-a-licence"
+
+
+def keras_weights_only(rdf: dict[str, Any]) -> None:
+    rdf["weights"] = {"keras_hdf5": {"source": "README.md", "tensorflow_version": "2.15"}}
+
+
+def three_d(rdf: dict[str, Any]) -> None:
+    for tensor in (rdf["inputs"][0], rdf["outputs"][0]):
+        z = {"type": "space", "id": "z", "size": 1 if tensor is rdf["inputs"][0] else {"tensor_id": "raw", "axis_id": "z"}}
+        tensor["axes"].insert(2, z)
+
+
+def unknown_preprocessing(rdf: dict[str, Any]) -> None:
+    rdf["inputs"][0]["preprocessing"] = [{"id": "sigmoid"}]

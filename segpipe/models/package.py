@@ -31,6 +31,7 @@ WEIGHT_ORDER = ("torchscript", "onnx", "pytorch_state_dict")
 DEFAULT_TOLERANCE = 1e-4  # absolute, when the package declares no reproducibility tolerance
 EXTRA = "bioimageio"
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # a packed folder's zip entries carry no time, so its bytes never change
+MAX_REASON = 160  # characters of the validator's first error quoted (a list of allowed values is cut)
 _PASSTHROUGH = ("ensure_dtype",)  # postprocessing steps that leave float32 logits as they are
 
 
@@ -146,9 +147,12 @@ def _validated(payload: bytes, label: str) -> Any:
     except Exception as exc:  # the validator raises for a zip it cannot read at all
         raise ModelError(f"{label}: not a valid bioimage.io package ({one_line(exc)})") from None
     if isinstance(descr, InvalidDescr):
-        reason = " ".join(str(descr.validation_summary.errors[0].msg).split()) if descr.validation_summary.errors else ""
-        where = ".".join(str(p) for p in descr.validation_summary.errors[0].loc) if reason else ""
-        raise ModelError(f"{label}: fails bioimage.io validation ({where}: {reason})"[:400])
+        errors = descr.validation_summary.errors
+        first = errors[0] if errors else None
+        reason = " ".join(str(first.msg).split()) if first is not None else "no reason given"
+        where = ".".join(str(p) for p in first.loc).split(".function-after")[0] if first is not None else ""
+        short = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+        raise ModelError(f"{label}: fails bioimage.io validation ({where}: {short})")
     if not isinstance(descr, ModelDescr):
         raise ModelError(f"{label}: a bioimage.io {getattr(descr, 'type', '?')} description, not a model")
     return descr
@@ -213,23 +217,23 @@ def _halo(axes: Any) -> int | None:
 def _steps(descrs: Any, bands: int) -> tuple[Step, ...]:
     """The package's preprocessing as segpipe steps (its own no-op float32 casts left out)."""
     steps: list[Step] = []
-    for index, descr in enumerate(descrs, 1):
+    for descr in descrs:
         kind = str(descr.id)
         kwargs = descr.kwargs.model_dump(exclude_none=True) if getattr(descr, "kwargs", None) is not None else {}
         if kind == "ensure_dtype" and kwargs.get("dtype") == "float32":
             continue
         axis = kwargs.pop("axis", None)
         if axis is not None and axis != "channel":
-            raise ConfigError(f"preprocessing step {index} ({kind}): per-{axis} values; segpipe takes them per channel")
+            raise ConfigError(f"preprocessing {kind}: per-{axis} values; segpipe takes them per channel")
         axes = kwargs.pop("axes", None)
         joint = kind in ("scale_range", "zero_mean_unit_variance") and (axes is None or "channel" in axes)
         if bands > 1 and joint:
-            raise ConfigError(f"preprocessing step {index} ({kind}): measures all channels jointly; segpipe per band")
+            raise ConfigError(f"preprocessing {kind}: measures all channels jointly; segpipe per band")
         kwargs.pop("reference_tensor", None)
         try:
             steps.append(parse_step({"id": kind, "kwargs": kwargs}))
         except ConfigError as exc:
-            raise ConfigError(f"preprocessing step {index}: {exc}") from None
+            raise ConfigError(f"preprocessing: {exc}") from None
     return tuple(steps)
 
 
