@@ -14,7 +14,7 @@ import torch
 import yaml
 
 HALO = 8
-ARCH_SOURCE = '''
+ARCH_SOURCE = """
 import torch
 
 
@@ -27,7 +27,7 @@ class TinyNet(torch.nn.Module):
 
     def forward(self, x):
         return self.body(x)
-'''
+"""
 
 
 def tiny_net(bands: int = 1, classes: int = 2, seed: int = 0) -> torch.nn.Module:
@@ -67,7 +67,11 @@ def build_package(
     entries: dict[str, Any] = {}
     if weights == "torchscript":
         torch.jit.trace(net, torch.zeros(1, 1, 32, 32)).save(str(folder / "weights.pt"))
-        entries["torchscript"] = {"source": "weights.pt", "sha256": _sha(folder / "weights.pt"), "pytorch_version": "2.13"}
+        entries["torchscript"] = {
+            "source": "weights.pt",
+            "sha256": _sha(folder / "weights.pt"),
+            "pytorch_version": "2.13",
+        }
     else:
         torch.save(net.state_dict(), folder / "weights.pt")
         (folder / "tiny_net.py").write_text(ARCH_SOURCE)
@@ -80,7 +84,8 @@ def build_package(
         }
     space = [{"type": "space", "id": axis, "size": {"min": 32, "step": 16}} for axis in ("y", "x")]
     out_space = [
-        {"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}, "halo": HALO} for axis in ("y", "x")
+        {"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}, "halo": HALO}
+        for axis in ("y", "x")
     ]
     rdf: dict[str, Any] = {
         "format_version": "0.5.4",
@@ -102,7 +107,11 @@ def build_package(
         "outputs": [
             {
                 "id": "logits",
-                "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["background", "nucleus"]}, *out_space],
+                "axes": [
+                    {"type": "batch"},
+                    {"type": "channel", "channel_names": ["background", "nucleus"]},
+                    *out_space,
+                ],
                 "test_tensor": {"source": "test_output.npy", "sha256": _sha(folder / "test_output.npy")},
             }
         ],
@@ -133,7 +142,11 @@ def keras_weights_only(rdf: dict[str, Any]) -> None:
 
 def three_d(rdf: dict[str, Any]) -> None:
     for tensor in (rdf["inputs"][0], rdf["outputs"][0]):
-        z = {"type": "space", "id": "z", "size": 1 if tensor is rdf["inputs"][0] else {"tensor_id": "raw", "axis_id": "z"}}
+        z = {
+            "type": "space",
+            "id": "z",
+            "size": 1 if tensor is rdf["inputs"][0] else {"tensor_id": "raw", "axis_id": "z"},
+        }
         tensor["axes"].insert(2, z)
 
 

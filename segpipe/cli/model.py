@@ -53,7 +53,9 @@ def check_command(args: argparse.Namespace) -> int:
     result = check_package(ref, args.trust_model_code)
     if args.json:
         values = {"uri": result.uri, "passed": result.passed, "max_abs_diff": result.max_abs_diff}
-        print(json.dumps({**values, "mismatched": result.mismatched, "tolerance": dataclasses.asdict(result.tolerance)}))
+        print(
+            json.dumps({**values, "mismatched": result.mismatched, "tolerance": dataclasses.asdict(result.tolerance)})
+        )
     else:
         print(result.line())
     return 0 if result.passed else 3

@@ -57,7 +57,7 @@ class CheckResult:
 
 
 def package_prediction(ref: ModelRef, package: Package, payload: bytes, image: np.ndarray) -> np.ndarray:
-    """segpipe's output on one (1, C, H, W) ``image`` with the package's activation applied (as its test has it)."""
+    """Segpipe's output on one (1, C, H, W) ``image`` with the package's activation applied (as its test has it)."""
     card = ref.card
     bands = image.reshape(image.shape[1], -1)
     stats = BandStats.from_samples(bands, stats_needed(card.input_steps))

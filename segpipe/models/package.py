@@ -138,7 +138,9 @@ def _validated(payload: bytes, label: str) -> Any:
         from bioimageio.spec import InvalidDescr, ValidationContext, load_description
         from bioimageio.spec.model.v0_5 import ModelDescr
     except ImportError:
-        raise ModelError(f"{label}: bioimage.io packages need bioimageio.spec: pip install 'segpipe[{EXTRA}]'") from None
+        raise ModelError(
+            f"{label}: bioimage.io packages need bioimageio.spec: pip install 'segpipe[{EXTRA}]'"
+        ) from None
     try:
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             # perform_io_checks off: no URL in the description is fetched or probed; weights are hashed on load
@@ -270,7 +272,9 @@ def _weights(weights: Any, trust_code: bool) -> dict[str, Any]:
         where = {"file": _source(arch)} if source is not None else {"import_from": str(arch.import_from)}
         return found | where | {"callable": str(arch.callable), "kwargs": dict(arch.kwargs or {})}
     present = [k for k in type(weights).model_fields if getattr(weights, k, None) is not None]
-    raise ModelError(f"no weights segpipe runs (it has {', '.join(present) or 'none'}; segpipe: {', '.join(WEIGHT_ORDER)})")
+    raise ModelError(
+        f"no weights segpipe runs (it has {', '.join(present) or 'none'}; segpipe: {', '.join(WEIGHT_ORDER)})"
+    )
 
 
 def _source(entry: Any) -> str:

@@ -1,7 +1,8 @@
 """The backend registry: ``resolve_model`` walks it in order; the first backend whose ``detect`` says yes wins.
 
 Named backends (``builtin``, ``baseline``) are matched on the spec; file backends on the bytes, most specific
-first (a bioimage.io package zip, ONNX, TorchScript, a trusted pickle, then any ``torch.save`` archive as plain weights).
+first (a bioimage.io package zip, ONNX, TorchScript, a trusted pickle, then any ``torch.save`` archive as plain
+weights).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bioimage.io packages: validated with bioimageio.spec, mapped onto a card, checked on their own test, run end to end."""
+"""bioimage.io packages: validated, mapped onto a card, checked on their own test, run end to end."""
 
 from __future__ import annotations
 
