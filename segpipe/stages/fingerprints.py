@@ -91,6 +91,7 @@ def job_keys(image: ImageSource, truth: ImageSource | None, plan: Tiled, setting
             "device": select_device(settings.inference.device).type,
             "precision": settings.inference.precision,
             **({"tta": settings.inference.tta} if settings.inference.tta != "none" else {}),
+            **({"uncertainty": True} if settings.save_uncertainty else {}),
         }
     )
     truth_part = None

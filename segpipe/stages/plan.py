@@ -78,6 +78,7 @@ class BatchPlan:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     stride: int = 0
     save_probabilities: bool = False
+    save_uncertainty: bool = False
 
 
 def plan_batch(
@@ -117,6 +118,7 @@ def plan_batch(
     chunk, tile, halo = resolve_tiling(settings.tiling, model)
     stride = window_stride(tile, settings.tiling.overlap, model.card.size_divisor)
     plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride, settings.save_probabilities)
+    plan = replace(plan, save_uncertainty=settings.save_uncertainty)
     out = location(settings.out)
     jobs = _jobs(stacks, truths, out.url, "input", plan, settings)
     if canary is not None:

@@ -66,6 +66,9 @@ class ImageReport:
     median_areas: tuple[float | None, ...] = ()  # pixels, per class
     objects_table: str | None = None
     polygons: str | None = None
+    uncertainty: str | None = None  # the per-pixel entropy array, with --save-uncertainty
+    mean_uncertainty: float | None = None  # mean softmax entropy (nats) of the pixels computed
+    uncertain_fraction: float | None = None  # their share above segpipe.uncertainty.UNCERTAIN_NATS
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the evaluation's scores at the top level (``iou``, ``dice``, ...)."""
@@ -158,6 +161,9 @@ def image_report(
         median_areas=counted.median_areas if counted is not None else (),
         objects_table=counted.table if counted is not None else None,
         polygons=counted.polygons if counted is not None else None,
+        uncertainty=finalized.uncertainty,
+        mean_uncertainty=inferred.mean_uncertainty,
+        uncertain_fraction=inferred.uncertain_fraction,
     )
 
 

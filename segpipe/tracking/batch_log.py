@@ -165,6 +165,10 @@ def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str
     """An image run's metrics: seconds per stage, pixels, throughput and, with a truth, its scores."""
     values = {f"seconds_{stage}": value for stage, value in report.seconds.items()}
     values.update(_throughput(report.megapixels, report.megapixels_computed, report.megapixels_per_second))
+    for name in ("mean_uncertainty", "uncertain_fraction"):  # with --save-uncertainty
+        value = getattr(report, name)
+        if value is not None:
+            values[name] = float(value)
     evaluation = report.evaluation
     if evaluation is None:
         return values
