@@ -107,3 +107,13 @@ def test_the_option_changes_the_infer_key_only_when_on(tmp_path: Path) -> None:
     off, _, _ = _plan(tmp_path / "a")
     on, _, _ = _plan(tmp_path / "b", save_uncertainty=True)
     assert off.jobs[0].infer_key != on.jobs[0].infer_key
+
+
+def test_the_canary_watches_the_mean_uncertainty() -> None:
+    from segpipe.stages.results import PARTITION, check_canary
+
+    row = {"role": "canary", "mean_dice": 0.9, "fraction_bg": 0.5, "fraction_fg": 0.5}
+    history = [{**row, "run_id": "a", PARTITION: "2026-01-01", "mean_uncertainty": 0.1}]
+    tonight = [{**row, "run_id": "b", PARTITION: "2026-01-02", "mean_uncertainty": 0.3}]
+    checks = {c.metric: c for c in check_canary(history, tonight, ("bg", "fg"), tolerance=0.02)}
+    assert checks["mean_uncertainty"].alert
