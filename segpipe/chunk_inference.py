@@ -63,12 +63,14 @@ class Windowing:
 class ChunkOutputs:
     """Where a chunk's results go: the label mask, optional probabilities and the ledger.
 
-    ``probabilities`` is a (K, Y, X) float16 array's URL; ``ledger`` is where a finished chunk is marked.
+    ``probabilities`` is a (K, Y, X) float16 array's URL; ``ledger`` is where a finished chunk is marked;
+    ``uncertainty`` a (Y, X) float16 array's URL, for each pixel's softmax entropy.
     """
 
     mask: str
     probabilities: str | None = None
     ledger: ChunkLedger | None = None
+    uncertainty: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class TaskResult:
     seconds: float
     class_pixels: tuple[int, ...]
     confidence_sum: float
+    entropy_sum: float = 0.0
+    uncertain_pixels: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class WrittenChunk:
     pixels: int
     class_pixels: tuple[int, ...]
     confidence_sum: float
+    entropy_sum: float = 0.0
+    uncertain_pixels: int = 0
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class SegmentSummary:
     task_seconds: float
     class_pixels: tuple[int, ...]
     confidence_sum: float
+    entropy_sum: float = 0.0
+    uncertain_pixels: int = 0
 
 
 READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
@@ -158,10 +166,14 @@ def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = 
     context = win.tile if win.stitch == "gaussian" else win.halo
     raw = read_window(job.source, region, context, win.pad_mode, stored)
     window = preprocess(raw, card.input_steps, job.stats)
+    windows: ChunkWindows
     if win.stitch == "gaussian":
-        return BlendWindows(window, region, win.tile, win.stride, card.num_classes, keep, bias)
-    divisor, classes = card.size_divisor, card.num_classes
-    return TrimWindows(window, region, win.halo, win.tile, divisor, classes, True, keep, bias)
+        windows = BlendWindows(window, region, win.tile, win.stride, card.num_classes, keep, bias)
+    else:
+        divisor, classes = card.size_divisor, card.num_classes
+        windows = TrimWindows(window, region, win.halo, win.tile, divisor, classes, True, keep, bias)
+    windows.keep_uncertainty = bool(job.outputs.uncertainty)
+    return windows
 
 
 class OpenedOutputs:
@@ -181,6 +193,12 @@ class OpenedOutputs:
         """The probabilities array, opened for writing (only when the outputs name one)."""
         assert self.outputs.probabilities
         return open_array(self.outputs.probabilities, mode="r+", zarr_format=OWN_FORMAT)
+
+    @functools.cached_property
+    def uncertainty(self) -> zarr.Array[Any]:
+        """The uncertainty array, opened for writing (only when the outputs name one)."""
+        assert self.outputs.uncertainty
+        return open_array(self.outputs.uncertainty, mode="r+", zarr_format=OWN_FORMAT)
 
 
 def windows_per_pass(predictor: Predictor, batch_size: int | str, channels: int, edge: int, count: int) -> int:
@@ -273,12 +291,16 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = predicted.labels
     if outputs.outputs.probabilities and predicted.probabilities is not None:
         outputs.probabilities[:, region.y0 : region.y1, region.x0 : region.x1] = predicted.probabilities
+    if outputs.outputs.uncertainty and predicted.uncertainty is not None:
+        outputs.uncertainty[region.y0 : region.y1, region.x0 : region.x1] = predicted.uncertainty
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.mark_done(region)
     return WrittenChunk(
         pixels=region.height * region.width,
         class_pixels=tuple(int(n) for n in np.bincount(predicted.labels.ravel(), minlength=chunk.num_classes)),
         confidence_sum=predicted.confidence_sum,
+        entropy_sum=predicted.entropy_sum,
+        uncertain_pixels=predicted.uncertain_pixels,
     )
 
 
@@ -314,6 +336,8 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
         seconds=time.perf_counter() - start,
         class_pixels=_summed(w.class_pixels for w in written),
         confidence_sum=sum(w.confidence_sum for w in written),
+        entropy_sum=sum(w.entropy_sum for w in written),
+        uncertain_pixels=sum(w.uncertain_pixels for w in written),
     )
 
 
@@ -334,6 +358,12 @@ def create_probabilities(path: str, height: int, width: int, chunk: int, num_cla
         chunks=(num_classes, min(chunk, height), min(chunk, width)),
         dimension_names=("c", "y", "x"),
     )
+
+
+def create_uncertainty(path: str, height: int, width: int, chunk: int) -> None:
+    """An empty (Y, X) float16 Zarr v3 array on the chunk grid for each pixel's softmax entropy."""
+    chunks = (min(chunk, height), min(chunk, width))
+    create_array(path, shape=(height, width), dtype=np.float16, fill_value=0, overwrite=True, chunks=chunks)
 
 
 def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int) -> None:
@@ -367,4 +397,6 @@ def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: 
         task_seconds=sum(r.seconds for r in results),
         class_pixels=_summed(r.class_pixels for r in results),
         confidence_sum=sum(r.confidence_sum for r in results),
+        entropy_sum=sum(r.entropy_sum for r in results),
+        uncertain_pixels=sum(r.uncertain_pixels for r in results),
     )

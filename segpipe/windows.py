@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segpipe import uncertainty
 from segpipe.tiling import Region, clip, gaussian_weight, pad_to_region, round_up, tiles_in, window_origins
 
 
@@ -42,16 +43,20 @@ class ChunkPrediction:
     """What a chunk's logits come to: labels, summed confidence and, when kept, class probabilities.
 
     ``labels`` is (h, w); ``confidence_sum`` sums the softmax probability of each pixel's label;
-    ``probabilities`` is (K, h, w) float16.
+    ``probabilities`` is (K, h, w) float16; ``uncertainty`` the (h, w) float16 softmax entropy (nats), with its
+    sum and the count of pixels above ``segpipe.uncertainty.UNCERTAIN_NATS``.
     """
 
     labels: np.ndarray
     confidence_sum: float
     probabilities: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None
+    entropy_sum: float = 0.0
+    uncertain_pixels: int = 0
 
 
 def predict_labels(
-    logits: np.ndarray, keep_probabilities: bool, label_bias: np.ndarray | None = None
+    logits: np.ndarray, keep_probabilities: bool, label_bias: np.ndarray | None = None, keep_uncertainty: bool = False
 ) -> ChunkPrediction:
     """Labels, confidence and (when asked) probabilities of (K, h, w) float32 ``logits``, which this overwrites.
 
@@ -66,7 +71,12 @@ def predict_labels(
         softmax_in_place(logits)
         confidence = np.take_along_axis(logits, labels[np.newaxis].astype(np.intp), axis=0)[0]
     probabilities = logits.astype(np.float16) if keep_probabilities else None
-    return ChunkPrediction(labels, float(confidence.sum(dtype=np.float64)), probabilities)
+    confidence_sum = float(confidence.sum(dtype=np.float64))
+    if not keep_uncertainty:
+        return ChunkPrediction(labels, confidence_sum, probabilities)
+    entropy = uncertainty.entropy(logits)
+    total, count = float(entropy.sum(dtype=np.float64)), uncertainty.uncertain_pixels(entropy)
+    return ChunkPrediction(labels, confidence_sum, probabilities, entropy.astype(np.float16), total, count)
 
 
 class ChunkWindows(ABC):
@@ -77,6 +87,7 @@ class ChunkWindows(ABC):
     """
 
     keep_probabilities = False
+    keep_uncertainty = False  # also the softmax entropy (set by the caller before any window is added)
     label_bias: np.ndarray | None = None  # added to the logits before the label argmax (see predict_labels)
     num_classes: int
 
@@ -121,7 +132,7 @@ class ChunkWindows(ABC):
 
     def prediction(self) -> ChunkPrediction:
         """The chunk's labels, confidence and (if kept) probabilities, once ``complete``; overwrites its logits."""
-        return predict_labels(self.logits(), self.keep_probabilities, self.label_bias)
+        return predict_labels(self.logits(), self.keep_probabilities, self.label_bias, self.keep_uncertainty)
 
     @abstractmethod
     def _place(self, index: int, logits: np.ndarray) -> None: ...
@@ -167,6 +178,8 @@ class TrimWindows(ChunkWindows):
         self._confidence = 0.0
         keep = streaming and keep_probabilities
         self._probabilities = np.zeros((num_classes, height, width), np.float16) if keep else None
+        self._uncertainty: np.ndarray | None = None  # streamed entropy, made on the first tile when kept
+        self._entropy = (0.0, 0)
 
     def __len__(self) -> int:
         """How many tiles cover the chunk."""
@@ -184,11 +197,17 @@ class TrimWindows(ChunkWindows):
         if self._logits is not None:
             self._logits[:, t.y0 : t.y1, t.x0 : t.x1] = kept
             return
-        tile = predict_labels(np.array(kept, np.float32), self._probabilities is not None, self.label_bias)
+        keep = self._probabilities is not None
+        tile = predict_labels(np.array(kept, np.float32), keep, self.label_bias, self.keep_uncertainty)
         self._labels[t.y0 : t.y1, t.x0 : t.x1] = tile.labels
         self._confidence += tile.confidence_sum
         if self._probabilities is not None and tile.probabilities is not None:
             self._probabilities[:, t.y0 : t.y1, t.x0 : t.x1] = tile.probabilities
+        if tile.uncertainty is not None:
+            if self._uncertainty is None:
+                self._uncertainty = np.zeros(self._labels.shape, np.float16)
+            self._uncertainty[t.y0 : t.y1, t.x0 : t.x1] = tile.uncertainty
+            self._entropy = (self._entropy[0] + tile.entropy_sum, self._entropy[1] + tile.uncertain_pixels)
 
     def logits(self) -> np.ndarray:
         """The chunk's (K, h, w) float32 logits; a ValueError when streaming (only labels are kept)."""
@@ -200,7 +219,8 @@ class TrimWindows(ChunkWindows):
         """The chunk's labels, confidence and (if kept) probabilities, from its logits or its streamed labels."""
         if self._logits is not None:
             return super().prediction()
-        return ChunkPrediction(self._labels, self._confidence, self._probabilities)
+        total, count = self._entropy
+        return ChunkPrediction(self._labels, self._confidence, self._probabilities, self._uncertainty, total, count)
 
 
 class BlendWindows(ChunkWindows):

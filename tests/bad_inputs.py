@@ -240,6 +240,29 @@ CASES: list[Case] = [
 ]
 
 
+def _package(edit: Callable[[dict[str, object]], None]) -> Callable[[Path], list[str]]:
+    def build(d: Path) -> list[str]:
+        from tests.bioimageio_packages import build_package
+
+        return _run(d, _image(d), "--model", str(build_package(d / "package", edit=edit)))
+
+    return build
+
+
+def _package_cases() -> list[Case]:
+    from tests import bioimageio_packages as bp
+
+    return [
+        Case("package: fails validation", _package(bp.invalid_license), "fails bioimage.io validation (license", 3),
+        Case("package: no runnable weights", _package(bp.keras_weights_only), "no weights segpipe runs", 3),
+        Case("package: 3-D axes", _package(bp.three_d), "segpipe runs 2-D models", 3),
+        Case("package: unknown preprocessing", _package(bp.unknown_preprocessing), "unknown step 'sigmoid'"),
+    ]
+
+
+CASES += _package_cases()
+
+
 def invoke(args: list[str]) -> tuple[int, str]:
     """Run the CLI in this process; returns (exit code, stderr)."""
     import contextlib

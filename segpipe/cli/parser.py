@@ -7,7 +7,7 @@ from typing import Any
 
 from segpipe.cli.compare import compare_command
 from segpipe.cli.evaluate import evaluate_command
-from segpipe.cli.model import register_command
+from segpipe.cli.model import check_command, register_command
 from segpipe.cli.run import DEMO_SIZE, demo_command, run_command
 from segpipe.cli.runs import show_command
 from segpipe.config import (
@@ -21,6 +21,7 @@ from segpipe.config import (
     TilingConfig,
 )
 
+TRUST_CODE_HELP = "allow a bioimage.io package's architecture code (for its pytorch_state_dict weights)"
 TRACKING_HELP = "MLflow URI (default: $MLFLOW_TRACKING_URI, else mlflow.db in $SEGPIPE_HOME)"
 
 RUN_EPILOG = """\
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--model",
         default="builtin",
-        help="builtin, baseline[:otsu|:T], a TorchScript/ONNX/state_dict file or URL, or models:/NAME@ALIAS",
+        help="builtin, baseline[:otsu|:T], a TorchScript/ONNX/state_dict file or URL, a bioimage.io package "
+        "(rdf.yaml or .zip), or models:/NAME@ALIAS",
     )
     _add_run_options(run, with_io=True)
     run.set_defaults(handler=run_command)
@@ -165,6 +167,11 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         help="also store class probabilities (K, Y, X) float16 in the OME-Zarr",
     )
     parser.add_argument(
+        "--save-uncertainty",
+        action="store_true",
+        help="also store each pixel's softmax entropy (nats) as float16 uncertainty in the OME-Zarr, and report it",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace masks in the output made with another model, input or settings",
@@ -177,6 +184,11 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
             "--trust-model-pickle",
             action="store_true",
             help="allow a fully pickled torch model (runs its code: only for files you made)",
+        )
+        parser.add_argument(
+            "--trust-model-code",
+            action="store_true",
+            help=TRUST_CODE_HELP,
         )
         parser.add_argument("--ignore-index", type=int, help="truth label left out of every metric")
         parser.add_argument("--truth-mapping", metavar="FILE", help="JSON {instance id: class} for instance truth")
@@ -259,8 +271,8 @@ def _batch_size(text: str) -> int | str:
 
 
 def _add_model_commands(commands: Any) -> None:
-    """``segpipe model register FILE --name NAME [--alias A]``."""
-    model = commands.add_parser("model", help="the MLflow model registry: register a model file")
+    """``segpipe model register FILE --name NAME [--alias A]`` and ``segpipe model check PACKAGE``."""
+    model = commands.add_parser("model", help="the MLflow model registry: register a model file; check a package")
     actions = model.add_subparsers(dest="model_command", required=True)
     register = actions.add_parser(
         "register",
@@ -269,13 +281,27 @@ def _add_model_commands(commands: Any) -> None:
         "NAME in the MLflow model registry; run it later with --model models:/NAME@ALIAS or models:/NAME/VERSION.",
         epilog="exit codes: 0 registered   2 bad parameter   3 bad model file   5 tracking server unreachable",
     )
-    register.add_argument("file", metavar="FILE", help="a TorchScript, ONNX or state_dict file (card beside it)")
+    register.add_argument(
+        "file", metavar="FILE", help="a TorchScript, ONNX or state_dict file (card beside it), or a bioimage.io package"
+    )
     register.add_argument("--name", required=True, help="registered model name")
     register.add_argument("--alias", help="point this alias (e.g. champion) at the new version")
     register.add_argument("--channels", type=int, help="band count to probe a model that has no card with")
     register.add_argument("--tracking-uri", help=TRACKING_HELP)
     register.add_argument("--json", action="store_true", help="print one JSON object")
+    register.add_argument("--trust-model-code", action="store_true", help=TRUST_CODE_HELP)
     register.set_defaults(handler=register_command)
+    check = actions.add_parser(
+        "check",
+        help="run a bioimage.io package on its test input and compare with its expected output",
+        description="Run PACKAGE with segpipe's predictor on the package's test input; PASS when the output is "
+        "within the package's tolerance of its expected output (1e-4 when it declares none).",
+        epilog="exit codes: 0 PASS   2 bad parameter   3 FAIL or bad package",
+    )
+    check.add_argument("package", metavar="PACKAGE", help="a bioimage.io package: its rdf.yaml or .zip")
+    check.add_argument("--trust-model-code", action="store_true", help=TRUST_CODE_HELP)
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=check_command)
 
 
 def _add_runs_commands(commands: Any) -> None:

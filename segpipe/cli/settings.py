@@ -44,6 +44,8 @@ def run_settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
         lease=LeaseConfig(enabled=not args.no_lease, wait=args.wait, seconds=args.lease_seconds),
         objects=_objects(args),
         **_input_view(args),
+        trust_model_code=getattr(args, "trust_model_code", False),
+        save_uncertainty=args.save_uncertainty,
     )
 
 

@@ -51,10 +51,13 @@ def register_model(
     trust_pickle: bool = False,
     channels: int | None = None,
     experiment: str = EXPERIMENT,
+    trust_code: bool = False,
 ) -> RegisteredModel:
     """Validate the model at ``path``, log its file and card to a run, and register that run's folder.
 
-    ``channels`` probes a model that has no card (its band count is then written into the logged card).
+    ``channels`` probes a model that has no card (its band count is then written into the logged card). A
+    bioimage.io package is registered as its zip (a folder's ``rdf.yaml`` packed into ``<folder>.zip``);
+    ``trust_code`` lets one with only pytorch_state_dict weights run its architecture code.
 
     Returns:
         The new version; ``alias`` (e.g. ``champion``) points at it when given.
@@ -62,7 +65,7 @@ def register_model(
     Raises:
         TrackingError: MLflow refused or could not be reached (one line, exit 5).
     """
-    ref = resolve_model(path, trust_pickle=trust_pickle, channels=channels)
+    ref = resolve_model(path, trust_pickle=trust_pickle, channels=channels, trust_code=trust_code)
     if ref.format == "baseline" or ref.registry is not None:
         raise ModelError(f"{ref.uri}: only a model file can be registered")
     uri = tracking_uri_or_env(tracking_uri)
@@ -78,7 +81,7 @@ def register_model(
 def _register(ref: ModelRef, name: str, alias: str | None, uri: str, experiment: str) -> RegisteredModel:
     """Log the model's file and card to a run and register it as a new version of ``name``."""
     client = registry_client(uri)
-    filename = Path(ref.path).name
+    filename = _file_name(ref)
     run_id = _log_model_run(client, _experiment_id(client, experiment, uri), ref, filename)
     _ensure_registered(client, name)
     tags = {FILE_TAG: filename, SHA_TAG: ref.sha256, FORMAT_TAG: ref.format}
@@ -87,6 +90,14 @@ def _register(ref: ModelRef, name: str, alias: str | None, uri: str, experiment:
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return RegisteredModel(name, int(version.version), f"{PREFIX}{name}/{version.version}")
+
+
+def _file_name(ref: ModelRef) -> str:
+    """The file the version holds: the model's own name; a package folder's as ``<folder>.zip``."""
+    path = Path(ref.path)
+    if ref.format == "bioimageio" and path.suffix.lower() != ".zip":
+        return f"{path.resolve().parent.name or 'package'}.zip"
+    return path.name
 
 
 def _experiment_id(client: Any, experiment: str, tracking_uri: str) -> str:

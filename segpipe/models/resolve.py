@@ -37,6 +37,7 @@ def resolve_model(
     *,
     card: ModelCard | Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
+    trust_code: bool = False,
 ) -> ModelRef:
     """Find, load (on the CPU) and probe a model; return a reference any worker can load it from.
 
@@ -47,13 +48,14 @@ def resolve_model(
         channels: the first image's band count, used to probe a model that has no card.
         card: an inline card, used instead of any card beside the file (a registry version keeps its own).
         tracking_uri: MLflow tracking URI for ``models:/`` specs (default: ``MLFLOW_TRACKING_URI``).
+        trust_code: allow a bioimage.io package's architecture code (needed for its pytorch_state_dict weights).
 
     Raises:
         ModelError: one line naming the model and what is wrong (shapes, for a model that fails its probe).
     """
     uri = os.fspath(spec)
     inline = card if isinstance(card, ModelCard) or card is None else ModelCard.from_dict(card, f"{uri}: inline card")
-    found = source_for(uri).find(uri, Request(trust_pickle, inline, tracking_uri))
+    found = source_for(uri).find(uri, Request(trust_pickle, inline, tracking_uri, trust_code))
     return _load_and_probe(found, channels)
 
 

@@ -15,7 +15,7 @@ from segpipe.io.export import export_tiff, scaled_geotiff_tags
 from segpipe.io.images import ImageSource, read_metadata
 from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, write_metadata
 from segpipe.normalize import BandStats
-from segpipe.stages.infer import probabilities_path
+from segpipe.stages.infer import probabilities_path, uncertainty_path
 from segpipe.stages.ingest import is_committed, job_grid, level0
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
@@ -33,6 +33,7 @@ class Finalized:
     tiff: str | None = None
     pixel_size: tuple[float, float] = (1.0, 1.0)
     unit: str | None = None  # of pixel_size; None: pixels
+    uncertainty: str | None = None  # level 0 of the per-pixel entropy's pyramid
 
 
 def finalize_image(
@@ -47,6 +48,8 @@ def finalize_image(
         levels = level_count(rows, cols)
         build_pyramid(job.store, levels, plan.chunk, labels=False, executor=executor)
         build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor)
+        if plan.save_uncertainty:
+            build_pyramid(location(job.store).child("uncertainty").url, levels, plan.chunk, False, executor)
         _commit(job, plan, stats, levels)
     tiff = _export(job) if export else None
     attrs = read_segpipe_attrs(job.store)
@@ -59,6 +62,7 @@ def finalize_image(
         tiff,
         tuple(attrs.get("pixel_size") or (1.0, 1.0)),
         attrs.get("unit"),
+        uncertainty_path(job) if plan.save_uncertainty else None,
     )
 
 

@@ -99,6 +99,7 @@ def job_keys(
             "device": select_device(settings.inference.device).type,
             "precision": settings.inference.precision,
             **({"tta": settings.inference.tta} if settings.inference.tta != "none" else {}),
+            **({"uncertainty": True} if settings.save_uncertainty else {}),
         }
     )
     truth_part = None

@@ -15,6 +15,7 @@ from segpipe.chunk_inference import (
     Windowing,
     create_mask,
     create_probabilities,
+    create_uncertainty,
     segment_image,
 )
 from segpipe.config import InferenceConfig
@@ -41,6 +42,8 @@ class Inferred:
     class_pixels: tuple[int, ...] = ()
     mean_confidence: float | None = None
     chunks_skipped: int = 0  # without foreground: written as background, never computed
+    mean_uncertainty: float | None = None  # nats, over the pixels computed now (with --save-uncertainty)
+    uncertain_fraction: float | None = None  # of those pixels, the share above UNCERTAIN_NATS
 
     @property
     def megapixels_per_second(self) -> float | None:
@@ -51,6 +54,11 @@ class Inferred:
 def probabilities_path(job: ImageJob) -> str:
     """Where the class probabilities go in the image's store (with ``--save-probabilities``)."""
     return location(job.store).child("probabilities").url
+
+
+def uncertainty_path(job: ImageJob) -> str:
+    """Where the per-pixel entropy goes in the image's store: level 0 of its pyramid (``--save-uncertainty``)."""
+    return location(job.store).child("uncertainty", "0").url
 
 
 def infer_image(
@@ -69,13 +77,16 @@ def infer_image(
         return Inferred(job.mask, 0.0, megapixels, 0.0, chunks, 0, 0.0)
     ledger = ChunkLedger(location(job.store), "infer", job.infer_key, job.fence)
     probabilities = probabilities_path(job) if plan.save_probabilities else None
+    uncertainty = uncertainty_path(job) if plan.save_uncertainty else None
     if ledger.is_fresh() or not location(job.mask).exists():
         ledger.reset()
         create_mask(job.mask, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
         if probabilities:
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
+        if uncertainty:
+            create_uncertainty(uncertainty, tiled.height, tiled.width, plan.chunk)
     windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
-    outputs = ChunkOutputs(job.mask, probabilities, ledger)
+    outputs = ChunkOutputs(job.mask, probabilities, ledger, uncertainty)
     skipped = _mark_background(job, ledger, tiled, plan.chunk)
     chunk_job = ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats)
     summary = segment_image(chunk_job, executor)
@@ -90,6 +101,8 @@ def infer_image(
         summary.class_pixels,
         summary.confidence_sum / summary.pixels if summary.pixels else None,
         skipped,
+        summary.entropy_sum / summary.pixels if uncertainty and summary.pixels else None,
+        summary.uncertain_pixels / summary.pixels if uncertainty and summary.pixels else None,
     )
 
 

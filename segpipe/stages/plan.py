@@ -85,6 +85,7 @@ class BatchPlan:
     tiling: TilingConfig = field(default_factory=TilingConfig)
     stride: int = 0
     save_probabilities: bool = False
+    save_uncertainty: bool = False
 
 
 def plan_batch(
@@ -112,13 +113,20 @@ def plan_batch(
     from segpipe.models import resolve_model  # torch loads only once the inputs are known to be readable
 
     channels = len(settings.bands) if settings.bands is not None else stacks[0].channels
-    model = resolve_model(settings.model, settings.trust_model_pickle, channels=channels, tracking_uri=tracking_uri)
+    model = resolve_model(
+        settings.model,
+        settings.trust_model_pickle,
+        channels=channels,
+        tracking_uri=tracking_uri,
+        trust_code=settings.trust_model_code,
+    )
     for assumption in model.assumptions:
         warnings.warn(assumption, SegpipeWarning, stacklevel=2)
     location(settings.out).check_writable()
     chunk, tile, halo = resolve_tiling(settings.tiling, model)
     stride = window_stride(tile, settings.tiling.overlap, model.card.size_divisor)
     plan = BatchPlan(model, chunk, tile, halo, (), settings.tiling, stride, settings.save_probabilities)
+    plan = replace(plan, save_uncertainty=settings.save_uncertainty)
     out = location(settings.out)
     jobs = _jobs(stacks, truths, out.url, "input", plan, settings)
     if canary is not None:

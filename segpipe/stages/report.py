@@ -70,6 +70,9 @@ class ImageReport:
     polygons: str | None = None
     foreground_fraction: float | None = None  # share of the image that is foreground (with --foreground)
     chunks_skipped: int = 0  # chunks without foreground: written as background, not computed
+    uncertainty: str | None = None  # the per-pixel entropy array, with --save-uncertainty
+    mean_uncertainty: float | None = None  # mean softmax entropy (nats) of the pixels computed
+    uncertain_fraction: float | None = None  # their share above segpipe.uncertainty.UNCERTAIN_NATS
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the evaluation's scores at the top level (``iou``, ``dice``, ...)."""
@@ -164,6 +167,9 @@ def image_report(
         polygons=counted.polygons if counted is not None else None,
         foreground_fraction=job.view.foreground_fraction,
         chunks_skipped=inferred.chunks_skipped,
+        uncertainty=finalized.uncertainty,
+        mean_uncertainty=inferred.mean_uncertainty,
+        uncertain_fraction=inferred.uncertain_fraction,
     )
 
 

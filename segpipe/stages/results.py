@@ -10,7 +10,7 @@ image_size, image_version (the store's etag/checksum or mtime), role (input | ca
 megapixels, pixel_area and area_unit (physical units when the image has a pixel size), mean_confidence, and per
 class ``<class>``: ``pixels_``, ``fraction_``, ``area_``, ``iou_`` and ``dice_`` (null without truth), plus
 mean_iou and mean_dice; with ``--objects``, per foreground class ``objects_`` (count) and ``median_area_``
-(pixels).
+(pixels); mean_uncertainty and uncertain_fraction (null without ``--save-uncertainty``).
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         "foreground_fraction": report.foreground_fraction,
         "mean_iou": scores.mean_iou if scores is not None else None,
         "mean_dice": scores.mean_dice if scores is not None else None,
+        "mean_uncertainty": report.mean_uncertainty,
+        "uncertain_fraction": report.uncertain_fraction,
     }
     for k, name in enumerate(class_names):
         pixels = report.class_pixels[k] if k < len(report.class_pixels) else None
@@ -159,7 +161,8 @@ def check_canary(
 ) -> list[CanaryCheck]:
     """Tonight's canary figures against their means over the last ``nights`` earlier run dates.
 
-    The figures: mean Dice, class fractions and, with ``--objects``, object counts per class. Same model or not:
+    The figures: mean Dice, class fractions, with ``--objects`` object counts per class, and with
+    ``--save-uncertainty`` the mean uncertainty (nats). Same model or not:
     a new model's shift is what the check is for.
     """
     today = {row["run_id"] for row in tonight}
@@ -168,6 +171,7 @@ def check_canary(
     recent = [r for r in earlier if r[PARTITION] in dates]
     canary = [r for r in tonight if r["role"] == "canary"]
     metrics = ["mean_dice", *(f"fraction_{name}" for name in class_names), *(f"objects_{n}" for n in class_names[1:])]
+    metrics.append("mean_uncertainty")
     checks = []
     for metric in metrics:
         now = _mean(r.get(metric) for r in canary)

@@ -28,6 +28,8 @@ class RunSettings:
     level: int | None = None  # a stored level picked by hand; None: the one the model's pixel size asks for
     pixel_size: str | None = None  # VALUE[UNIT] that sets or overrides the images' level-0 pixel size
     foreground: str = "none"  # auto, none, nodata, tissue, or a mask image's URL
+    trust_model_code: bool = False
+    save_uncertainty: bool = False
 
     @property
     def finds_objects(self) -> bool:
@@ -68,6 +70,8 @@ class RunSettings:
             level=None if values.get("level") is None else int(values["level"]),
             pixel_size=values.get("pixel_size"),
             foreground=str(values.get("foreground", "none")),
+            trust_model_code=bool(values.get("trust_model_code", False)),
+            save_uncertainty=bool(values.get("save_uncertainty", False)),
         )
 
 

@@ -167,6 +167,10 @@ def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str
     values.update(_throughput(report.megapixels, report.megapixels_computed, report.megapixels_per_second))
     if report.foreground_fraction is not None:
         values["foreground_fraction"] = report.foreground_fraction
+    for name in ("mean_uncertainty", "uncertain_fraction"):  # with --save-uncertainty
+        value = getattr(report, name)
+        if value is not None:
+            values[name] = float(value)
     evaluation = report.evaluation
     if evaluation is None:
         return values

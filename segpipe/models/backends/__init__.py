@@ -1,18 +1,20 @@
 """The backend registry: ``resolve_model`` walks it in order; the first backend whose ``detect`` says yes wins.
 
 Named backends (``builtin``, ``baseline``) are matched on the spec; file backends on the bytes, most specific
-first (ONNX, TorchScript, a trusted pickle, then any ``torch.save`` archive as plain weights).
+first (a bioimage.io package zip, ONNX, TorchScript, a trusted pickle, then any ``torch.save`` archive as plain
+weights).
 """
 
 from __future__ import annotations
 
 from segpipe.errors import ModelError
-from segpipe.models.backends import baseline, builtin, onnx, pickle, state_dict, torchscript
+from segpipe.models.backends import baseline, bioimageio, builtin, onnx, pickle, state_dict, torchscript
 from segpipe.models.backends.base import Backend, Named, Source
 
 _REGISTRY: list[Backend] = [
     builtin.BACKEND,
     baseline.BACKEND,
+    bioimageio.BACKEND,
     onnx.BACKEND,
     torchscript.BACKEND,
     pickle.BACKEND,

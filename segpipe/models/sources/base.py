@@ -22,6 +22,7 @@ class Request:
     trust_pickle: bool = False
     card: ModelCard | None = None  # an inline card, used instead of any card beside the file
     tracking_uri: str | None = None  # for ``models:/`` URIs (default: ``MLFLOW_TRACKING_URI``)
+    trust_code: bool = False  # run a bioimage.io package's architecture code (its pytorch_state_dict weights)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Model files: a local path, or a URL read through ``segpipe.storage``; a card is looked for beside the file.
 
 The backend is chosen by the file's bytes (``segpipe.models.backends``); the card is the inline one, else the
-first of ``<stem>.json``, ``.yaml``, ``.yml`` beside the file.
+first of ``<stem>.json``, ``.yaml``, ``.yml`` beside the file. A bioimage.io package (its ``rdf.yaml``, packed
+with its folder, or its ``.zip``) carries its own card (``segpipe.models.package``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from segpipe.errors import ModelError
 from segpipe.models.backends import find_for_bytes
 from segpipe.models.card import ModelCard, card_locations
+from segpipe.models.package import is_rdf_path, pack_folder, read_package
 from segpipe.models.ref import ModelRef
 from segpipe.models.sources.base import Found, ModelSource, Request
 from segpipe.models.sources.schemes import PATH, URL, register_source
@@ -22,6 +24,8 @@ def is_local(uri: str) -> bool:
 def read_bytes(uri: str) -> bytes:
     """All bytes at ``uri``; raises ``FileNotFoundError`` when nothing is there, ``OSError`` when unreadable."""
     if is_local(uri):
+        if is_rdf_path(uri):
+            return pack_folder(uri)
         with open(uri, "rb") as handle:
             return handle.read()
     from segpipe.storage import location  # the storage layer (and fsspec) loads only for a URL
@@ -45,6 +49,8 @@ def find_file(uri: str, request: Request) -> Found:
         raise ModelError(
             f"{uri}: not a TorchScript, torch.save or ONNX file (segpipe never unpickles plain pickle files)"
         )
+    if backend.name == "bioimageio":
+        return Found(uri, backend, payload, read_package(payload, uri, request.trust_code).card, uri)
     card = request.card or card_beside(uri)
     if card is None and backend.needs_card:
         raise ModelError(

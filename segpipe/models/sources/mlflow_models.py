@@ -51,7 +51,8 @@ def find_registered(spec: str, request: Request) -> Found:
     with tempfile.TemporaryDirectory(prefix="segpipe-model-") as folder:
         local = str(Path(download(version.source, uri, folder, spec)) / filename)
         try:
-            found = find_file(local, Request(request.trust_pickle))  # the version's own card, not an inline one
+            # the version's own card, not an inline one
+            found = find_file(local, Request(request.trust_pickle, trust_code=request.trust_code))
         except ModelError as exc:
             raise ModelError(str(exc).replace(local, label)) from None
     expected, digest = version.tags.get(SHA_TAG), sha256_of(found.payload)

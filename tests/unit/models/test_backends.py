@@ -63,7 +63,14 @@ def _onnx(tmp_path: Path) -> str:
     return str(path)
 
 
+def _bioimageio(tmp_path: Path) -> str:
+    from tests.bioimageio_packages import build_package
+
+    return str(build_package(tmp_path / "package"))
+
+
 SPECS = {
+    "bioimageio": _bioimageio,
     "builtin": lambda tmp_path: "builtin",
     "baseline": lambda tmp_path: "baseline",
     "torchscript": _torchscript,
