@@ -29,6 +29,7 @@ from bench import (
     overhead,
     overlap,
     s3_vs_local,
+    startup,
 )
 from bench.common import environment, save_json
 from bench.goals import table
@@ -37,7 +38,17 @@ from bench.profiles import FULL, QUICK
 
 BENCHMARKS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (floor, end_to_end, monai_compare, memory_scaling, overhead, batch_vs_single, s3_vs_local, overlap)
+    for module in (
+        floor,
+        end_to_end,
+        monai_compare,
+        memory_scaling,
+        overhead,
+        batch_vs_single,
+        startup,
+        s3_vs_local,
+        overlap,
+    )
 }
 
 
