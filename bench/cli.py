@@ -30,6 +30,7 @@ from bench import (
     overhead,
     overlap,
     s3_vs_local,
+    startup,
 )
 from bench.common import environment, save_json
 from bench.goals import table
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         memory_scaling,
         overhead,
         batch_vs_single,
+        startup,
         s3_vs_local,
         overlap,
         objects,

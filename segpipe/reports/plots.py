@@ -9,14 +9,15 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from segpipe import metrics
 from segpipe.reports.tables import class_columns, write_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def confusion_png(confusion: np.ndarray, class_names: Sequence[str]) -> bytes:
@@ -31,6 +32,8 @@ def confusion_png(confusion: np.ndarray, class_names: Sequence[str]) -> bytes:
         share = np.where(rows > 0, counts / rows, np.nan)
     k = counts.shape[0]
     side = min(4.0 + 0.9 * k, 24.0)
+    from matplotlib.figure import Figure  # on use: a run without truths draws no plot
+
     fig = Figure(figsize=(side + 1.2, side), dpi=100)
     ax = fig.add_subplot()
     ax.set_facecolor("#d9d9d9")
@@ -75,6 +78,8 @@ def class_scores_png(scores: metrics.Scores, class_names: Sequence[str]) -> byte
     """
     class_columns(class_names, len(scores.iou))
     k = len(class_names)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(min(3.0 + 1.1 * k, 24.0), 4.5), dpi=100)
     ax = fig.add_subplot()
     x = np.arange(k)
@@ -103,6 +108,8 @@ def plot_class_scores(path: str | Path, scores: metrics.Scores, class_names: Seq
 
 
 def _png(fig: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -23,7 +23,7 @@ from segpipe.stages.results import BatchSummary
 from segpipe.stages.settings import RunSettings
 from segpipe.storage import location, public_url
 from segpipe.tracking.lineage import InputLineage, Lineage
-from segpipe.tracking.mlflow import Tracker
+from segpipe.tracking.mlflow import ImageRun, Tracker
 
 OBJECT_THRESHOLDS = (0.5, 0.75, 0.9)  # object F1 logged at these IoU thresholds
 
@@ -110,11 +110,10 @@ def log_batch(
 ) -> LoggedRuns:
     """One parent run for the batch, a nested run per image; a failure ends the parent run FAILED."""
     class_names = plan.model.card.class_names
-    batch_run = tracker.start_batch(params, lineage.to_tags())
+    batch_run = tracker.start_batch(params, lineage.to_tags(), batch_metrics(batch, class_names))
     try:
         with tempfile.TemporaryDirectory(prefix="segpipe-mlflow-") as staging:
-            images = tuple((r.name, _log_image(tracker, plan, r, staging)) for r in reports)
-            tracker.log_metrics(batch_run, batch_metrics(batch, class_names))
+            ids = tracker.log_images([_image_run(plan, r, staging) for r in reports])
             tracker.log_artifact(batch_run, _local(location(params["out"]).child("batch.json").url, staging))
             for url in report_files:
                 tracker.log_artifact(batch_run, _local(url, staging), "report")
@@ -122,10 +121,11 @@ def log_batch(
         _end_quietly(tracker, batch_run)
         raise
     tracker.end(batch_run)
-    return LoggedRuns(batch_run, images)
+    return LoggedRuns(batch_run, tuple(zip((r.name for r in reports), ids, strict=True)))
 
 
-def _log_image(tracker: Tracker, plan: BatchPlan, report: ImageReport, staging: str) -> str:
+def _image_run(plan: BatchPlan, report: ImageReport, staging: str) -> ImageRun:
+    """An image's run: its params, metrics, ``metrics.json`` and ``preview.png``."""
     job = next(j for j in plan.jobs if j.name == report.name)
     params = {
         "image": public_url(report.image),
@@ -134,12 +134,9 @@ def _log_image(tracker: Tracker, plan: BatchPlan, report: ImageReport, staging: 
         "dtype": job.image.dtype,
         "resumed_from_done": report.skipped,
     }
-    run_id = tracker.start_image(report.name, params)
-    tracker.log_metrics(run_id, image_metrics(report, plan.model.card.class_names))
-    for leaf in ("metrics.json", "preview.png"):
-        tracker.log_artifact(run_id, _local(job.path(leaf), staging))
-    tracker.end(run_id)
-    return run_id
+    metrics = image_metrics(report, plan.model.card.class_names)
+    files = tuple(_local(job.path(leaf), staging) for leaf in ("metrics.json", "preview.png"))
+    return ImageRun(report.name, params, metrics, files)
 
 
 def _local(url: str, staging: str) -> str:

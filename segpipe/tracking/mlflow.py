@@ -10,8 +10,11 @@ import contextlib
 import math
 import os
 import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from segpipe.errors import TrackingError
 from segpipe.storage.urls import public_url
@@ -21,17 +24,31 @@ from segpipe.tracking.store import (
     check_tracking_uri,
     create_sqlite_store,
     default_artifact_root,
+    sqlite_path,
 )
+
+REQUESTS_IN_FLIGHT = 8  # concurrent requests to a tracking server while a batch's image runs are logged
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """One image's run as it is logged: its params, metrics and the local files uploaded as its artifacts."""
+
+    name: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    artifacts: tuple[str, ...] = ()
 
 
 class Tracker(Protocol):
     """Where a batch is logged: a parent run per batch, a nested run per image."""
 
-    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Start the batch's parent run with ``params`` and ``tags``; return its id."""
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str], metrics: dict[str, float] | None = None) -> str:
+        """Start the batch's parent run with ``params``, ``tags`` and ``metrics``; return its id."""
 
-    def start_image(self, name: str, params: dict[str, Any]) -> str:
-        """Start image ``name``'s run, nested in the batch run, with ``params``; return its id."""
+    def log_images(self, runs: Sequence[ImageRun]) -> list[str]:
+        """Log every image's finished run, nested in the batch run; return their ids in order."""
 
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
         """Log ``values`` on run ``run_id``."""
@@ -51,13 +68,13 @@ class NullTracker:
 
     tracking_uri = ""
 
-    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str], metrics: dict[str, float] | None = None) -> str:
         """Start nothing; return an empty run id."""
         return ""
 
-    def start_image(self, name: str, params: dict[str, Any]) -> str:
-        """Start nothing; return an empty run id."""
-        return ""
+    def log_images(self, runs: Sequence[ImageRun]) -> list[str]:
+        """Log nothing; return an empty run id per image."""
+        return ["" for _ in runs]
 
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
         """Log nothing."""
@@ -125,6 +142,9 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment_id = self._call("open experiment", self._experiment_id, experiment, artifact_root)
         self.batch_run_id = ""
+        self._artifact_uris: dict[str, str] = {}  # run id -> artifact URI, for the runs created here
+        self._repos: dict[str, Any] = {}
+        self._remote = sqlite_path(tracking_uri) is None and not tracking_uri.startswith("file:")
 
     def _experiment_id(self, name: str, artifact_root: str | None) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -140,38 +160,81 @@ class MlflowTracker:
         except Exception as exc:  # MLflow raises MlflowException, OSError, requests errors...
             raise TrackingError(f"MLflow at {self.tracking_uri}: cannot {what} ({type(exc).__name__}: {exc})") from None
 
-    def start_batch(self, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Start the batch's parent run, named by model, stitch and image count; return its id."""
+    def start_batch(self, params: dict[str, Any], tags: dict[str, str], metrics: dict[str, float] | None = None) -> str:
+        """Start the batch's parent run, named by model, stitch and image count; return its id.
+
+        Its params and ``metrics`` go in one ``log_batch`` request.
+        """
         name = f"{params.get('model', 'batch')} {params.get('stitch', '')} x{len(params.get('images', []))}"
-        run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
-        self.batch_run_id = run.info.run_id
-        self._log_params(self.batch_run_id, params)
+        self.batch_run_id = self._create_run(name, tags)
+        self._log_batch(self.batch_run_id, params, metrics or {})
         return self.batch_run_id
 
-    def start_image(self, name: str, params: dict[str, Any]) -> str:
-        """Start image ``name``'s run, nested in the batch run, with ``params``; return its id."""
-        tags = {PARENT_TAG: self.batch_run_id, IMAGE_TAG: name}
+    def log_images(self, runs: Sequence[ImageRun]) -> list[str]:
+        """Log every image's run, nested in the batch run, and end it; return their ids in order.
+
+        The runs are created together, then each gets its params and metrics in one ``log_batch`` request, its
+        artifacts and its end. A server's requests go several at a time; a SQLite or file store takes them in turn
+        (concurrent writers would wait on its lock).
+        """
+        tagged = [(run.name, {PARENT_TAG: self.batch_run_id, IMAGE_TAG: run.name}) for run in runs]
+        ids = self._map(lambda pair: self._create_run(*pair), tagged)
+
+        def finish(pair: tuple[str, ImageRun]) -> None:
+            run_id, run = pair
+            self._log_batch(run_id, run.params, run.metrics)
+            for path in run.artifacts:
+                self.log_artifact(run_id, path)
+            self.end(run_id)
+
+        self._map(finish, list(zip(ids, runs, strict=True)))
+        return ids
+
+    def _map(self, fn: Callable[[Any], T], items: list[Any]) -> list[T]:
+        """``fn`` on each item: several at a time against a server, in turn against a local store."""
+        if len(items) < 2 or not self._remote:
+            return [fn(item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(REQUESTS_IN_FLIGHT, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    def _create_run(self, name: str, tags: dict[str, str]) -> str:
         run = self._call("create run", self.client.create_run, self.experiment_id, None, tags, name)
-        self._log_params(run.info.run_id, params)
+        self._artifact_uris[run.info.run_id] = run.info.artifact_uri
         return str(run.info.run_id)
 
-    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
+    def _log_batch(self, run_id: str, params: dict[str, Any], values: dict[str, float]) -> None:
+        """Params (values cut at MLflow's 6000 characters) and finite metrics in one request."""
+        from mlflow.entities import Metric, Param
 
+        now = _now_ms()
+        metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and math.isfinite(v)]
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        self._call("log params", self.client.log_batch, run_id, [], items)
+        if metrics or items:
+            self._call("log params and metrics", self.client.log_batch, run_id, metrics, items)
 
     def log_metrics(self, run_id: str, values: dict[str, float]) -> None:
         """Log ``values`` on run ``run_id`` in one batch, leaving out None and non-finite ones."""
-        from mlflow.entities import Metric
-
-        now = _now_ms()
-        items = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and math.isfinite(v)]
-        self._call("log metrics", self.client.log_batch, run_id, items)
+        self._log_batch(run_id, {}, values)
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
-        """Upload the file ``path`` to the run's artifacts, under ``artifact_path``."""
-        self._call("log artifact", self.client.log_artifact, run_id, path, artifact_path)
+        """Upload the file ``path`` to the run's artifacts, under ``artifact_path``.
+
+        A run this tracker created uploads to the artifact URI its creation returned, without reading the run back.
+        """
+        if run_id not in self._artifact_uris:
+            self._call("log artifact", self.client.log_artifact, run_id, path, artifact_path)
+            return
+        self._call("log artifact", self._artifact_repo(run_id).log_artifact, path, artifact_path)
+
+    def _artifact_repo(self, run_id: str) -> Any:
+        """The artifact repository of a run this tracker created, as ``MlflowClient`` resolves it."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+        from mlflow.utils.uri import add_databricks_profile_info_to_artifact_uri
+
+        if run_id not in self._repos:
+            uri = add_databricks_profile_info_to_artifact_uri(self._artifact_uris[run_id], self._raw_uri)  # type: ignore[no-untyped-call]
+            self._repos[run_id] = get_artifact_repository(uri, tracking_uri=self._raw_uri)
+        return self._repos[run_id]
 
     def log_artifacts(self, run_id: str, directory: str, artifact_path: str) -> None:
         """Upload what is below ``directory`` to the run's artifacts, under ``artifact_path``."""

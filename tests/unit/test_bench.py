@@ -78,8 +78,20 @@ def _fake_segpipe_run(argv: list[str]) -> CommandRun:
     return _done(argv, stdout=json.dumps(report))
 
 
+def _fake_probe(argv: list[str]) -> CommandRun:
+    """What ``bench.startup_probe`` prints: seconds by step and per image."""
+    steps = {"import torch": 1.0, "prefect server start": 2.0, "cluster start": 0.5}
+    per_image = {"preview.png": 0.1, "mlflow log batch": 0.05}
+    probe = {"steps": steps, "per_image": per_image, "count": 4, "stages": [], "prefect_task_run_each": 0.01}
+    return _done(argv, stdout=json.dumps(probe) + "\n")
+
+
 def fake_runner(argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None) -> CommandRun:
     args = list(argv)
+    if "bench.startup_probe" in args:
+        return _fake_probe(args)
+    if args[1:] == ["-c", "pass"]:
+        return _done(args)
     if "bench.monai_infer" in args:
         return _fake_monai(args)
     if "--help" in args:
@@ -156,6 +168,9 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     assert monai["seconds_ratio_channels_last"] == 1.0
     assert "--channels-last" in monai["monai_channels_last"]["command"]
     assert load("overhead")["missing_file"]["returncode"] == 2
+    startup = load("startup")
+    assert startup["ratios"]["seconds import torch"] == 1.0
+    assert startup["ratios"]["seconds per image preview.png"] == 0.1
     s3 = load("s3_vs_local")
     assert "s3://" in s3["s3"]["command"]
     assert set(s3["requests"]["by_size"]) == {"64", "128"}
@@ -216,3 +231,16 @@ def test_monai_goals_check_every_size_and_the_largest_for_memory() -> None:
         "segpipe/MONAI seconds 8192^2": "pass",
         "segpipe/MONAI peak RSS 8192^2": "pass",
     }
+
+
+def test_import_seconds_sum_each_top_level_package() -> None:
+    from bench.startup import import_seconds
+
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:      1500 |       1500 |     torch._C\n"
+        "import time:       500 |       2000 |   torch\n"
+        "import time:       250 |        250 | zarr\n"
+        "some other line\n"
+    )
+    assert import_seconds(stderr) == {"torch": pytest.approx(0.002), "zarr": pytest.approx(0.00025)}
