@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from segpipe.errors import ConfigError, ModelError
+from segpipe.objects.grow import InstanceRule, parse_instances
 from segpipe.postprocessing import Activation, parse_activation
 from segpipe.preprocessing import NORMALIZATION_STEPS, Step, band_problem, parse_steps, step_to_dict
 
@@ -38,6 +39,9 @@ class ModelCard:
         architecture: ``{"name": "unet", ...}`` for state_dict files, backend options otherwise; may be empty.
         preprocessing: input steps in the bioimage.io vocabulary (``segpipe.preprocessing``), applied in order.
         postprocessing: the output activation: ``softmax`` (logits), ``sigmoid`` (one logit) or ``none``.
+        instances: how the classes make objects when the model has a boundary class, e.g. ``{"interior": 1,
+            "boundary": 2, "width": 3}``: components of the interior grown into the boundary (``None``: the
+            components of each foreground class).
     """
 
     name: str
@@ -51,6 +55,7 @@ class ModelCard:
     architecture: dict[str, Any] = field(default_factory=dict)
     preprocessing: tuple[Step, ...] = ()
     postprocessing: Activation = Activation()
+    instances: InstanceRule | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "inline card") -> ModelCard:
@@ -67,6 +72,8 @@ class ModelCard:
         values["architecture"] = dict(values.get("architecture") or {})
         values["preprocessing"] = parse_steps(values.get("preprocessing"), source)
         values["postprocessing"] = parse_activation(values.get("postprocessing"), source)
+        count = values.get("num_classes", 0)
+        values["instances"] = parse_instances(values.get("instances"), count if isinstance(count, int) else 0, source)
         if values["preprocessing"] and values.get("normalization", "none") != "none":
             raise ConfigError(f"{source}: give preprocessing or normalization, not both")
         try:
@@ -127,6 +134,10 @@ class ModelCard:
         data["class_names"] = list(self.class_names)
         data["preprocessing"] = [step_to_dict(step) for step in self.preprocessing]
         data["postprocessing"] = self.postprocessing.to_dict()
+        if self.instances is None:  # absent rather than null: cards without the rule keep their keys
+            del data["instances"]
+        else:
+            data["instances"] = self.instances.to_dict()
         return data
 
     def _problem(self) -> str | None:
@@ -145,6 +156,8 @@ class ModelCard:
             return f"{len(self.class_names)} class_names for {self.num_classes} classes"
         if self.postprocessing.kind == "sigmoid" and self.num_classes not in (0, 2):
             return f"a sigmoid model has 2 classes (background, foreground), not {self.num_classes}"
+        if self.instances is not None and self.num_classes == 2:
+            return "instances need an interior and a boundary class besides the background (3 classes or more)"
         return None
 
 
