@@ -156,8 +156,6 @@ class ModelCard:
             return f"{len(self.class_names)} class_names for {self.num_classes} classes"
         if self.postprocessing.kind == "sigmoid" and self.num_classes not in (0, 2):
             return f"a sigmoid model has 2 classes (background, foreground), not {self.num_classes}"
-        if self.instances is not None and self.num_classes == 2:
-            return "instances need an interior and a boundary class besides the background (3 classes or more)"
         return None
 
 

@@ -74,7 +74,7 @@ def parse_instances(value: Any, num_classes: int, source: str) -> InstanceRule |
     if unknown:
         raise ModelError(f"{source}: invalid model card (unknown instances key {unknown[0]!r})")
     for key in ("interior", "boundary"):
-        class_value = value.get(key)
+        class_value: Any = value.get(key)
         if not _is_int(class_value) or class_value < 1 or (num_classes and class_value >= num_classes):
             classes = f"1..{num_classes - 1}" if num_classes else "a foreground class (>= 1)"
             raise ModelError(f"{source}: invalid model card (instances.{key} must be {classes}, got {class_value!r})")
@@ -157,4 +157,4 @@ def grown_components(mask: Any, rule: InstanceRule, connectivity: int = 4, chunk
         grown[b.slices] = grow_block(
             read_with_halo(found.ids, b, halo), read_with_halo(mask, b, halo), rule, connectivity
         )
-    return grown
+    return np.asarray(grown)
