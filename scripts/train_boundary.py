@@ -37,7 +37,7 @@ OUT = Path(__file__).resolve().parents[1] / "segpipe" / "models" / "weights"
 ARCH = {"name": "unet", "base": 16, "depth": 3}
 CLASS_NAMES = ("background", "nucleus", "boundary")
 WIDTH = 2  # boundary thickness of the training targets, in pixels
-RULE = InstanceRule(interior=1, boundary=2, width=WIDTH + 1)  # one step more reaches the boundary's corners
+RULE = InstanceRule(interior=1, boundary=2, width=2 * WIDTH + 1)  # across a seam of two rims, and one step more
 CONNECTIVITY = 4
 
 
