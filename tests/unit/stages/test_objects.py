@@ -187,11 +187,15 @@ def grown(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageJob, np.ndarra
 
 
 def test_a_boundary_models_objects_are_its_interiors_grown_as_on_the_whole_image(grown) -> None:
-    from segpipe.objects.grow import InstanceRule, grow_ids
+    from segpipe.models.backends.builtin import BOUNDARY_CARD
+    from segpipe.models.card import ModelCard
+    from segpipe.objects.grow import grow_ids
 
     _, mask, result = grown
     interior, _ = ndimage.label(mask == 1)
-    expected = grow_ids(interior.astype(np.uint32), mask, InstanceRule(1, 2, 3))
+    rule = ModelCard.from_json(BOUNDARY_CARD).instances
+    assert rule is not None
+    expected = grow_ids(interior.astype(np.uint32), mask, rule)
     np.testing.assert_array_equal(zarr.open_array(result.labels, mode="r")[:], expected)
 
 
