@@ -17,6 +17,7 @@ from segpipe.errors import InputError
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.metrics import confusion_matrix, instances_to_classes
+from segpipe.objects.grow import InstanceRule
 from segpipe.tiling import Region, chunk_grid
 
 FAN_IN = 8
@@ -48,13 +49,19 @@ def chunk_confusion(
     num_classes: int,
     config: EvalConfig,
     seam_band: int = SEAM_BAND,
+    fold: InstanceRule | None = None,
 ) -> np.ndarray:
-    """(2, K, K) confusion matrices of one chunk: [interior, seam band]."""
+    """(2, K, K) confusion matrices of one chunk: [interior, seam band].
+
+    With ``fold``, predicted boundary pixels count as the rule's interior class (for truth that has no boundary).
+    """
     try:
         truth_labels = truth_classes(truth.read(*region)[0], config)
     except InputError as exc:
         raise InputError(f"{truth.path}: {exc}") from None
     predicted = prediction.read(*region)[0]
+    if fold is not None:
+        predicted = fold.fold(predicted)
     band = seam_band_mask(region, prediction.height, prediction.width, seam_band)
     try:
         return np.stack(
@@ -87,14 +94,15 @@ def evaluate_split(
     chunk: int,
     executor: Executor = local_executor,
     seam_band: int = SEAM_BAND,
+    fold: InstanceRule | None = None,
 ) -> np.ndarray:
     """(2, K, K) confusion matrices [interior, seam band] of ``prediction`` against ``truth``, chunk by chunk.
 
-    The chunks are those of the grid of edge ``chunk``.
+    The chunks are those of the grid of edge ``chunk``; ``fold`` as for ``chunk_confusion``.
     """
     task = delayed(chunk_confusion, pure=True)
     regions = chunk_grid(prediction.height, prediction.width, chunk)
-    parts = [task(prediction, truth, region, num_classes, config, seam_band) for region in regions]
+    parts = [task(prediction, truth, region, num_classes, config, seam_band, fold) for region in regions]
     (total,) = executor([tree_sum(parts)], "evaluate")
     return np.asarray(total, dtype=np.int64)
 

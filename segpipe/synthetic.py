@@ -61,9 +61,20 @@ def _nuclei_in_cell(row: int, col: int, seed: int) -> Nuclei:
 
 def render(y0: int, y1: int, x0: int, x1: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Image (float32, ~0..1) and truth (uint8 classes) of the box [y0:y1, x0:x1], without noise."""
+    image, instances = render_instances(y0, y1, x0, x1, seed)
+    return image, (instances > 0).astype(np.uint8)
+
+
+def render_instances(y0: int, y1: int, x0: int, x1: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image (float32, ~0..1) and instance ids (int32, 0 background) of the box [y0:y1, x0:x1], without noise.
+
+    Where nuclei overlap, a pixel belongs to the one whose ellipse it lies deeper in (smaller normalised
+    distance). Ids number the nuclei in the order ``nuclei_near`` lists them, so they depend on the box.
+    """
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     signal = np.zeros(yy.shape, np.float32)
-    truth = np.zeros(yy.shape, np.uint8)
+    truth = np.zeros(yy.shape, np.int32)
+    depth = np.full(yy.shape, np.inf, np.float32)
     nuclei = nuclei_near(y0, y1, x0, x1, seed)
     for i in range(len(nuclei.cy)):
         r = int(np.ceil(nuclei.semi_major[i])) + 3
@@ -75,7 +86,9 @@ def render(y0: int, y1: int, x0: int, x1: int, seed: int) -> tuple[np.ndarray, n
         edge = 1.0 / (1.0 + np.exp(-(1.0 - dist) * nuclei.semi_minor[i] / 1.2))
         texture = 1.0 + 0.12 * np.sin(xx[ys, xs] * 0.9 + nuclei.phase[i]) * np.cos(yy[ys, xs] * 0.7)
         np.maximum(signal[ys, xs], nuclei.brightness[i] * edge * texture, out=signal[ys, xs])
-        truth[ys, xs][dist < 1.0] = 1
+        inside = (dist < 1.0) & (dist < depth[ys, xs])
+        truth[ys, xs][inside] = i + 1
+        depth[ys, xs][inside] = dist[inside]
     background = 0.06 + 0.03 * np.sin(yy / 700.0) * np.cos(xx / 900.0)
     return (background + signal).astype(np.float32), truth
 

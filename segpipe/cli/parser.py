@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--model",
         default="builtin",
-        help="builtin, baseline[:otsu|:T], a TorchScript/ONNX/state_dict file or URL, a bioimage.io package "
-        "(rdf.yaml or .zip), or models:/NAME@ALIAS",
+        help="builtin, builtin:boundary, baseline[:otsu|:T], a TorchScript/ONNX/state_dict file or URL, "
+        "a bioimage.io package (rdf.yaml or .zip), or models:/NAME@ALIAS",
     )
     _add_run_options(run, with_io=True)
     run.set_defaults(handler=run_command)

@@ -14,6 +14,7 @@ from typing import Any
 
 from segpipe.errors import ConfigError, ModelError
 from segpipe.io.bands import check_numbers
+from segpipe.objects.grow import InstanceRule, parse_instances
 from segpipe.postprocessing import Activation, parse_activation
 from segpipe.preprocessing import NORMALIZATION_STEPS, Step, band_problem, parse_steps, step_to_dict
 from segpipe.units import DEFAULT_UNIT, PixelSize, canonical_unit, parse_pixel_size, pixel_size
@@ -45,6 +46,9 @@ class ModelCard:
             ``None``: the model runs on the image as stored.
         unit: of ``pixel_size`` (default ``um``).
         tolerance: relative difference from ``pixel_size`` still taken as equal (default 0.05).
+        instances: how the classes make objects when the model has a boundary class, e.g. ``{"interior": 1,
+            "boundary": 2, "width": 3}``: components of the interior grown into the boundary (``None``: the
+            components of each foreground class).
     """
 
     name: str
@@ -62,6 +66,7 @@ class ModelCard:
     pixel_size: float | None = None
     unit: str | None = None
     tolerance: float | None = None
+    instances: InstanceRule | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "inline card") -> ModelCard:
@@ -83,6 +88,8 @@ class ModelCard:
             if not isinstance(values["bands"], list | tuple):
                 raise ModelError(f"{source}: invalid model card (bands must be a list of 1-based band numbers)")
             values["bands"] = check_numbers(tuple(values["bands"]), f"{source}: card bands")
+        count = values.get("num_classes", 0)
+        values["instances"] = parse_instances(values.get("instances"), count if isinstance(count, int) else 0, source)
         if values["preprocessing"] and values.get("normalization", "none") != "none":
             raise ConfigError(f"{source}: give preprocessing or normalization, not both")
         try:
@@ -151,6 +158,10 @@ class ModelCard:
         data["preprocessing"] = [step_to_dict(step) for step in self.preprocessing]
         data["postprocessing"] = self.postprocessing.to_dict()
         data["bands"] = None if self.bands is None else list(self.bands)
+        if self.instances is None:  # absent rather than null: cards without the rule keep their keys
+            del data["instances"]
+        else:
+            data["instances"] = self.instances.to_dict()
         return data
 
     def _problem(self) -> str | None:

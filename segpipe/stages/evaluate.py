@@ -1,6 +1,8 @@
 """Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster.
 
-The seam band along chunk borders is scored apart from the interior; instance truth gets object matching.
+The seam band along chunk borders is scored apart from the interior; instance truth gets object matching. Instance
+truth is foreground (any id > 0), so for a model with a boundary class (a card's ``instances`` rule) the
+predicted boundary counts as the interior class: the pixel scores rate the foreground the objects are made of.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def evaluate_image(
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
     start = time.perf_counter()
     truth = truth_on_grid(job, plan.chunk, executor)
-    split = evaluate_split(open_image(mask), truth, plan.model.card.num_classes, config, plan.chunk, executor)
+    card = plan.model.card
+    fold = card.instances if config.truth_instances and config.truth_mapping is None else None
+    split = evaluate_split(open_image(mask), truth, card.num_classes, config, plan.chunk, executor, fold=fold)
     matched = None
     if config.truth_instances:
         if objects is None:

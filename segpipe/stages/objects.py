@@ -6,12 +6,18 @@ partial sums (merged into the table) and polygon pieces (joined per object). The
 records, the merged sums and the polygons, never an image. Outputs, in the image's folder: the id image in the
 OME-Zarr with its pyramid, ``objects.parquet`` (the table) and ``polygons.parquet`` (GeoParquet), and with
 ``--export-geojson`` ``objects.geojson``.
+
+A model whose card has an ``instances`` rule (a boundary class) gets one more pass: the relabel pass writes the
+interior class's ids to ``objects_interior`` in the store (kept, so a killed run resumes), and a growing pass
+(``segpipe.objects.grow``) reads them with a halo of the rule's width and writes the grown ids to
+``labels/objects``. The table and polygons describe the grown objects; their class is the interior class.
 """
 
 from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,7 @@ from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import NGFF_VERSION, build_pyramid, level_count, multiscales, read_segpipe_attrs
 from segpipe.objects.components import chunk_borders, relabel_chunk
 from segpipe.objects.grid import Block, ChunkRelabel, blocks_of
+from segpipe.objects.grow import InstanceRule, grow_block
 from segpipe.objects.merge import merge_borders
 from segpipe.objects.table import ObjectTable, finish, merge_sums, object_sums, read_with_halo
 from segpipe.stages.fingerprints import fingerprint
@@ -38,6 +45,7 @@ from segpipe.storage import OWN_FORMAT, create_array, location, open_array, open
 from segpipe.tiling import Region
 
 OBJECTS = "objects"
+INTERIOR = "objects_interior"
 PARTITION = "run_date"
 
 
@@ -61,13 +69,14 @@ def count_objects(
     start = time.perf_counter()
     mask = open_array(job.mask, mode="r", zarr_format=OWN_FORMAT)
     grid = blocks_of(mask, (plan.chunk, plan.chunk))
-    classes = tuple(range(1, plan.model.card.num_classes))
+    rule = plan.model.card.instances
+    classes = (rule.interior,) if rule else tuple(range(1, plan.model.card.num_classes))
     records = executor(
         [delayed(_borders, pure=False)(job.mask, b, classes, config.connectivity) for b in grid], OBJECTS
     )
     numbering = merge_borders(records, config.connectivity)
     labels = _write_ids(job, plan, config, grid, numbering.chunks, numbering.dtype, classes, executor)
-    table = _measure(job, labels, grid, executor)
+    table = _measure(job, labels, grid, rule, executor)
     polygons = vectors.merge_polygons(
         executor([delayed(_pieces, pure=False)(labels, b) for b in grid], OBJECTS), config.simplify
     )
@@ -118,16 +127,61 @@ def _write_ids(
     classes: tuple[int, ...],
     executor: Executor,
 ) -> str:
-    """The relabel pass into ``labels/objects/0`` (chunks marked done are skipped), then its pyramid."""
+    """The relabel pass (and for a boundary model the growing pass) into ``labels/objects/0``, then its pyramid."""
     group = location(job.store).child("labels", OBJECTS)
     ids_url = group.child("0").url
     key = fingerprint({"mask": job.infer_key, "connectivity": config.connectivity, "dtype": str(dtype)})
-    ledger = ChunkLedger(location(job.store), OBJECTS, key, job.fence)
+    relabel = delayed(_relabel, pure=False)
+    rule = plan.model.card.instances
+    first_url = ids_url if rule is None else location(job.store).child(INTERIOR).url
+    args = (job.mask, first_url, classes, config.connectivity)
+    _chunk_pass(
+        job,
+        plan,
+        grid,
+        (OBJECTS if rule is None else INTERIOR, key),
+        first_url,
+        dtype,
+        executor,
+        lambda block, ledger: relabel(*args, ledger, block, chunks[block.index]),
+    )
+    if rule is not None:
+        grow = delayed(_grow, pure=False)
+        grow_key = fingerprint({"interior": key, "rule": rule.to_dict()})
+        grow_args = (first_url, job.mask, ids_url, rule, config.connectivity)
+        _chunk_pass(
+            job,
+            plan,
+            grid,
+            (OBJECTS, grow_key),
+            ids_url,
+            dtype,
+            executor,
+            lambda block, ledger: grow(*grow_args, ledger, block),
+        )
+    levels = level_count(*job.grid[1:])
+    build_pyramid(group.url, levels, plan.chunk, True, executor)
+    _write_label_metadata(job, levels)
+    return ids_url
+
+
+def _chunk_pass(
+    job: ImageJob,
+    plan: BatchPlan,
+    grid: list[Block],
+    stage: tuple[str, str],
+    url: str,
+    dtype: np.dtype,
+    executor: Executor,
+    task: Callable[[Block, ChunkLedger], Any],
+) -> None:
+    """One resumable pass writing the id array at ``url``: created when its ledger is fresh, done chunks skipped."""
+    ledger = ChunkLedger(location(job.store), stage[0], stage[1], job.fence)
     if ledger.is_fresh():
         ledger.reset()
         _check_fence(job)
         create_array(
-            ids_url,
+            url,
             shape=job.grid[1:],
             chunks=(plan.chunk, plan.chunk),
             dtype=dtype,
@@ -136,13 +190,7 @@ def _write_ids(
             dimension_names=("y", "x"),
         )
     todo = set(ledger.todo(_region(b) for b in grid))
-    task = delayed(_relabel, pure=False)
-    args = (job.mask, ids_url, classes, config.connectivity, ledger)
-    executor([task(*args, b, chunks[b.index]) for b in grid if _region(b) in todo], OBJECTS)
-    levels = level_count(*job.grid[1:])
-    build_pyramid(group.url, levels, plan.chunk, True, executor)
-    _write_label_metadata(job, levels)
-    return ids_url
+    executor([task(b, ledger) for b in grid if _region(b) in todo], OBJECTS)
 
 
 def _region(block: Block) -> Region:
@@ -166,6 +214,25 @@ def _relabel(
     ledger.mark_done(_region(block))
 
 
+def _grow(
+    interior_url: str,
+    mask_url: str,
+    ids_url: str,
+    rule: InstanceRule,
+    connectivity: int,
+    ledger: ChunkLedger,
+    block: Block,
+) -> None:
+    interior = open_array(interior_url, mode="r", zarr_format=OWN_FORMAT)
+    mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
+    ids = open_array(ids_url, mode="r+", zarr_format=OWN_FORMAT)
+    ledger.check_fence()
+    halo = rule.width
+    grown = grow_block(read_with_halo(interior, block, halo), read_with_halo(mask, block, halo), rule, connectivity)
+    ids[block.slices] = grown
+    ledger.mark_done(_region(block))
+
+
 def _write_label_metadata(job: ImageJob, levels: int) -> None:
     """Add ``objects`` to the store's labels and describe it as an NGFF label image of the input."""
     attrs = read_segpipe_attrs(job.store)
@@ -182,17 +249,23 @@ def _write_label_metadata(job: ImageJob, levels: int) -> None:
     }
 
 
-def _measure(job: ImageJob, ids_url: str, grid: list[Block], executor: Executor) -> ObjectTable:
-    parts = executor([delayed(_sums, pure=False)(ids_url, job.mask, level0(job), b) for b in grid], OBJECTS)
+def _measure(
+    job: ImageJob, ids_url: str, grid: list[Block], rule: InstanceRule | None, executor: Executor
+) -> ObjectTable:
+    task = delayed(_sums, pure=False)
+    parts = executor([task(ids_url, job.mask, level0(job), rule, b) for b in grid], OBJECTS)
     return finish(merge_sums(parts), job.grid[1:])
 
 
-def _sums(ids_url: str, mask_url: str, image_url: str, block: Block) -> Any:
+def _sums(ids_url: str, mask_url: str, image_url: str, rule: InstanceRule | None, block: Block) -> Any:
     ids = open_array(ids_url, mode="r", zarr_format=OWN_FORMAT)
     mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
     image = open_array(image_url, mode="r", zarr_format=OWN_FORMAT)
     band = np.asarray(image[(..., *block.slices)])
-    return object_sums(read_with_halo(ids, block), block, np.asarray(mask[block.slices]), band)
+    classes = np.asarray(mask[block.slices])
+    if rule is not None:  # a grown object may start on a boundary pixel; its class is the interior's
+        classes = rule.fold(classes)
+    return object_sums(read_with_halo(ids, block), block, classes, band)
 
 
 def _pieces(ids_url: str, block: Block) -> list[tuple[int, bytes]]:

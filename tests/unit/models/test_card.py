@@ -89,3 +89,36 @@ def test_to_dict_round_trips_through_json() -> None:
     card = ModelCard.from_dict({**tiny_card(), "architecture": {"name": "unet", "depth": 2}})
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
     assert card.to_dict()["class_names"] == ["a", "b", "c"]
+
+
+BOUNDARY_CARD = {"name": "b", "in_channels": 1, "num_classes": 3, "class_names": ["bg", "nucleus", "boundary"]}
+
+
+def test_a_cards_instance_rule_is_read_and_written_back() -> None:
+    from segpipe.objects.grow import InstanceRule
+
+    card = ModelCard.from_dict({**BOUNDARY_CARD, "instances": {"interior": 1, "boundary": 2, "width": 4}})
+    assert card.instances == InstanceRule(1, 2, 4)
+    assert ModelCard.from_dict(card.to_dict()) == card
+
+
+def test_a_card_without_an_instance_rule_writes_no_instances_key() -> None:
+    assert "instances" not in ModelCard.from_dict(BOUNDARY_CARD).to_dict()
+
+
+def test_an_instance_rule_naming_a_class_the_card_lacks_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"card.json: invalid model card \(instances.boundary must be 1..2, got 3\)"):
+        ModelCard.from_dict({**BOUNDARY_CARD, "instances": {"interior": 1, "boundary": 3}}, "card.json")
+
+
+def test_an_instance_rule_on_a_two_class_card_is_refused() -> None:
+    with pytest.raises(ModelError, match="instances.boundary must be 1..1, got 2"):
+        ModelCard.from_dict({"name": "t", "num_classes": 2, "instances": {"interior": 1, "boundary": 2}})
+
+
+def test_the_shipped_boundary_card_declares_three_classes_and_its_rule() -> None:
+    from segpipe.models.backends.builtin import BOUNDARY_CARD as SHIPPED
+
+    card = ModelCard.from_json(SHIPPED)
+    assert card.class_names == ("background", "nucleus", "boundary")
+    assert (card.instances.interior, card.instances.boundary) == (1, 2)

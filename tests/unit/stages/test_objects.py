@@ -40,13 +40,13 @@ def _mask(seed: int) -> np.ndarray:
     return (noise > np.quantile(noise, 0.7)).astype(np.uint8)
 
 
-def _finalized(tmp_path, mask: np.ndarray, geotiff: bool = False) -> tuple[ImageJob, BatchPlan]:
+def _finalized(tmp_path, mask: np.ndarray, geotiff: bool = False, model: str = "builtin") -> tuple[ImageJob, BatchPlan]:
     rng = np.random.default_rng(1)
     image = rng.integers(0, 4000, (HEIGHT, WIDTH)).astype(np.uint16)
     extratags = [(33550, 12, 3, GEO_TAGS[33550], True), (33922, 12, 6, GEO_TAGS[33922], True)]
     extratags.append((34735, 3, len(GEOKEYS), GEOKEYS, True))
     tifffile.imwrite(tmp_path / "scene.tif", image, extratags=extratags if geotiff else ())
-    settings = replace(RunSettings(out=str(tmp_path / "out")), tiling=TilingConfig(chunk=CHUNK, tile=64))
+    settings = replace(RunSettings(out=str(tmp_path / "out"), model=model), tiling=TilingConfig(chunk=CHUNK, tile=64))
     plan = plan_batch([str(tmp_path / "scene.tif")], None, settings)
     job = plan.jobs[0]
     ingested = ingest_image(job, plan)
@@ -166,3 +166,53 @@ def test_eight_connectivity_joins_diagonal_neighbours(tmp_path) -> None:
 def test_a_connectivity_other_than_4_or_8_is_one_line() -> None:
     with pytest.raises(ConfigError, match="--connectivity must be 4 or 8, got 6"):
         ObjectsConfig(enabled=True, connectivity=6)
+
+
+def _boundary_mask(seed: int) -> np.ndarray:
+    """Touching blobs as a boundary model sees them: interior cores inside boundary rims, many across chunks."""
+    rng = np.random.default_rng(seed)
+    seeds = np.zeros((HEIGHT, WIDTH), np.int32)
+    seeds[rng.integers(0, HEIGHT, 60), rng.integers(0, WIDTH, 60)] = np.arange(1, 61)
+    blobs = ndimage.grey_dilation(seeds, size=15)
+    rims = (ndimage.grey_dilation(blobs, size=5) != blobs) | (ndimage.grey_erosion(blobs, size=5) != blobs)
+    return np.where(blobs > 0, np.where(rims, 2, 1), 0).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory: pytest.TempPathFactory) -> tuple[ImageJob, np.ndarray, Counted]:
+    tmp_path = tmp_path_factory.mktemp("boundary")
+    mask = _boundary_mask(2)
+    job, plan = _finalized(tmp_path, mask, model="builtin:boundary")
+    return job, mask, count_objects(job, plan, ObjectsConfig(enabled=True))
+
+
+def test_a_boundary_models_objects_are_its_interiors_grown_as_on_the_whole_image(grown) -> None:
+    from segpipe.models.backends.builtin import BOUNDARY_CARD
+    from segpipe.models.card import ModelCard
+    from segpipe.objects.grow import grow_ids
+
+    _, mask, result = grown
+    interior, _ = ndimage.label(mask == 1)
+    rule = ModelCard.from_json(BOUNDARY_CARD).instances
+    assert rule is not None
+    expected = grow_ids(interior.astype(np.uint32), mask, rule)
+    np.testing.assert_array_equal(zarr.open_array(result.labels, mode="r")[:], expected)
+
+
+def test_a_boundary_models_objects_split_touching_blobs(grown) -> None:
+    _, mask, result = grown
+    merged, _ = ndimage.label(mask > 0)
+    assert result.counts[1] > merged.max()
+
+
+def test_a_boundary_models_objects_are_all_of_the_interior_class(grown) -> None:
+    _, _, result = grown
+    assert result.counts[2] == 0
+    assert set(_table(result.table)["class"].to_pylist()) == {1}
+
+
+def test_a_boundary_models_table_measures_the_grown_objects(grown) -> None:
+    _, _, result = grown
+    ids = np.asarray(zarr.open_array(result.labels, mode="r")[:])
+    table = _table(result.table)
+    np.testing.assert_array_equal(table["area"].to_numpy(), np.bincount(ids.ravel())[1:])
