@@ -110,7 +110,8 @@ def log_batch(
 ) -> LoggedRuns:
     """One parent run for the batch, a nested run per image; a failure ends the parent run FAILED."""
     class_names = plan.model.card.class_names
-    batch_run = tracker.start_batch(params, lineage.to_tags(), batch_metrics(batch, class_names))
+    metrics = {**batch_metrics(batch, class_names), **object_totals(reports, class_names)}
+    batch_run = tracker.start_batch(params, lineage.to_tags(), metrics)
     try:
         with tempfile.TemporaryDirectory(prefix="segpipe-mlflow-") as staging:
             ids = tracker.log_images([_image_run(plan, r, staging) for r in reports])
@@ -168,6 +169,7 @@ def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str
         value = getattr(report, name)
         if value is not None:
             values[name] = float(value)
+    values.update(object_totals([report], class_names))
     evaluation = report.evaluation
     if evaluation is None:
         return values
@@ -177,6 +179,19 @@ def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str
         if part.pixels:
             values[f"{prefix}mean_dice"] = part.mean_dice
             values[f"{prefix}mean_iou"] = part.mean_iou
+    return values
+
+
+def object_totals(reports: list[ImageReport], class_names: tuple[str, ...]) -> dict[str, float]:
+    """``objects_<class>`` summed over the reports that found objects; for one report also ``median_area_<class>``."""
+    found = [r for r in reports if r.object_counts]
+    values: dict[str, float] = {}
+    for k, name in enumerate(class_names[1:], start=1):
+        if found:
+            values[f"objects_{name}"] = float(sum(r.object_counts[k] for r in found))
+        median = found[0].median_areas[k] if len(found) == 1 and len(reports) == 1 else None
+        if median is not None:
+            values[f"median_area_{name}"] = float(median)
     return values
 
 

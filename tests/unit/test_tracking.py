@@ -119,3 +119,18 @@ def test_lineage_of_a_run_without_tags_is_empty() -> None:
     from segpipe.tracking import Lineage
 
     assert Lineage.from_tags({"mlflow.user": "bob"}) == Lineage()
+
+
+def test_object_counts_become_metrics_per_image_and_summed_per_batch() -> None:
+    from dataclasses import replace
+
+    from segpipe.tracking.batch_log import image_metrics, object_totals
+    from tests.unit.stages.test_report import report
+
+    names = ("background", "nucleus")
+    one = replace(report(scored=False), object_counts=(0, 12), median_areas=(None, 30.5))
+    two = replace(one, name="b", object_counts=(0, 5), median_areas=(None, 8.0))
+    assert image_metrics(one, names)["objects_nucleus"] == 12.0
+    assert image_metrics(one, names)["median_area_nucleus"] == 30.5
+    assert object_totals([one, two], names) == {"objects_nucleus": 17.0}
+    assert object_totals([report(scored=False)], names) == {}  # no --objects: no object metrics
