@@ -105,3 +105,34 @@ def _uncommit(folder: Path, store: Path) -> None:
     attrs = dict(group.attrs["segpipe"])
     del attrs["infer_key"]
     group.attrs["segpipe"] = attrs
+
+
+def test_resampled_geotiff_exports_the_coarser_grid_at_the_same_origin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = np.full((3, 256, 256), 250, np.uint16)
+    data[:, 64:192, 96:160] = 120  # dark: the model's class 1
+    scene = write_geotiff(tmp_path / "scene.tif", data, metres=10.0, nodata=None, overviews=0)
+    model = save_torchscript(Stain(), tmp_path / "stain20.pt", {**STAIN_CARD, "pixel_size": "20m"})
+    report = _run(scene, tmp_path / "out", capsys, "--model", str(model), "--export-tiff")
+    mask = _mask(report)
+    assert mask.shape == (128, 128)
+    assert mask[34:94, 50:78].all()  # the dark block at half the resolution, less the corners the 5x5 mean rounds
+    assert not mask[:, :40].any()
+    with rasterio.open(tmp_path / "out" / "scene" / "scene_mask.tif") as exported:
+        transform = exported.transform
+    assert (transform.a, transform.e) == (20.0, -20.0)
+    assert (transform.c, transform.f) == (500000.0, 4000000.0)
+    assert _ngff_scale(tmp_path / "out" / "scene" / "scene.ome.zarr" / "labels" / "mask")[-2:] == [20.0, 20.0]
+
+
+def _ngff_scale(labels: Path) -> list[float]:
+    """The scale of level 0 of the label image at ``labels``, as ome-zarr-py reads its multiscales."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    location = parse_url(str(labels))
+    assert location is not None
+    (node, *_) = Reader(location)()
+    (scale,) = [t for t in node.metadata["coordinateTransformations"][0] if t["type"] == "scale"]
+    return [float(value) for value in scale["scale"]]
