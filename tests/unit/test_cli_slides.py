@@ -4,7 +4,6 @@ GeoTIFF resampled to a model card's coarser pixel size (the exported GeoTIFF and
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
