@@ -102,7 +102,7 @@ def write_pointwise_model(directory: Path) -> Path:
 
 APERIO = "Aperio Image Library v12.0.15"
 SLIDE_TILE = 256
-TISSUE_DISCS = ((0.35, 0.3, 0.265), (0.6, 0.45, 0.245), (0.5, 0.75, 0.17))  # (y, x, radius) of the short edge
+TISSUE_DISCS = ((0.35, 0.3, 0.237), (0.6, 0.45, 0.219), (0.5, 0.75, 0.152))  # (y, x, radius): a third of the slide
 RGB_CARD = {
     "name": "bench-unet-rgb",
     "in_channels": 1,

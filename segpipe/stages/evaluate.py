@@ -1,6 +1,7 @@
 """Evaluate: a confusion matrix per chunk of the mask against the truth, summed in a tree on the cluster.
 
-The seam band along chunk borders is scored apart from the interior; instance truth gets object matching.
+The seam band along chunk borders is scored apart from the interior; instance truth gets object matching. With
+``--foreground``, only foreground pixels are scored; the others are counted in ``background_pixels_excluded``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource, open_image
 from segpipe.objects import metrics_from_overlap
 from segpipe.objects.overlap import OverlapCounts, merge_counts, overlap_counts, to_overlap
-from segpipe.scoring import evaluate_split
+from segpipe.scoring import ForegroundGrid, evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid
@@ -37,12 +38,18 @@ class Evaluation:
     seam_band: metrics.BandScores
     objects: list[dict[str, Any]] | None = None
     object_matching: bool = False
+    background_pixels_excluded: int | None = None  # with --foreground: pixels outside it, not scored
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form: the scores' keys, then ``interior``, ``seam_band`` and (if asked for) ``objects``."""
+        """The JSON form: the scores' keys, then ``interior``, ``seam_band`` and (if asked for) ``objects``.
+
+        With a foreground, ``background_pixels_excluded`` too.
+        """
         data = {**self.scores.to_json(), "interior": self.interior.to_json(), "seam_band": self.seam_band.to_json()}
         if self.object_matching:
             data["objects"] = metrics.finite_or_none(self.objects)
+        if self.background_pixels_excluded is not None:
+            data["background_pixels_excluded"] = self.background_pixels_excluded
         return data
 
     @classmethod
@@ -54,6 +61,7 @@ class Evaluation:
             metrics.BandScores.from_json(data["seam_band"]),
             data.get("objects"),
             "objects" in data,
+            data.get("background_pixels_excluded"),
         )
 
 
@@ -86,7 +94,9 @@ def evaluate_image(
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
     start = time.perf_counter()
     truth = truth_on_grid(job, plan.chunk, executor)
-    split = evaluate_split(open_image(mask), truth, plan.model.card.num_classes, config, plan.chunk, executor)
+    prediction, foreground = open_image(mask), foreground_grid(job)
+    classes = plan.model.card.num_classes
+    split = evaluate_split(prediction, truth, classes, config, plan.chunk, executor, foreground=foreground)
     matched = None
     if config.truth_instances:
         if objects is None:
@@ -98,8 +108,18 @@ def evaluate_image(
         metrics.scores(split[1]).band(),
         matched,
         config.truth_instances,
+        None if foreground is None else foreground.background_pixels(prediction.height, prediction.width),
     )
     return Evaluated(evaluation, time.perf_counter() - start)
+
+
+def foreground_grid(job: ImageJob) -> ForegroundGrid | None:
+    """The job's ``--foreground`` on the mask's grid, or None when every pixel counts."""
+    view = job.view
+    if view.foreground_mask is None:
+        return None
+    ratio = (view.scale[0] / view.foreground_scale[0], view.scale[1] / view.foreground_scale[1])
+    return ForegroundGrid(view.foreground_mask, ratio)
 
 
 def truth_on_grid(job: ImageJob, chunk: int, executor: Executor = local_executor) -> ImageSource:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import tifffile
 import torch
 import zarr
 from torch import nn
@@ -135,3 +136,16 @@ def _ngff_scale(labels: Path) -> list[float]:
     (node, *_) = Reader(location)()
     (scale,) = [t for t in node.metadata["coordinateTransformations"][0] if t["type"] == "scale"]
     return [float(value) for value in scale["scale"]]
+
+
+def test_metrics_count_only_the_tissue_and_report_the_glass_apart(
+    slide: tuple[Path, np.ndarray, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, truth, model = slide
+    labels = tmp_path / "truth.tif"
+    tifffile.imwrite(labels, truth.astype(np.uint8))
+    args = ("--model", str(model), "--foreground", "tissue", "--truth", str(labels))
+    report = _run(image, tmp_path / "out", capsys, *args)
+    assert report["pixels"] + report["background_pixels_excluded"] == SIZE * SIZE
+    assert report["pixels"] / SIZE**2 == pytest.approx(truth.mean(), abs=0.03)
+    assert report["recall"][1] > 0.95  # the stained tissue, scored where it is, is found
