@@ -39,7 +39,7 @@ class ForegroundGrid:
 
     def _cells(self, start: int, stop: int, axis: int) -> np.ndarray:
         centres = (np.arange(start, stop) + 0.5) * self.ratio[axis]
-        return np.minimum(centres.astype(np.int64), self.mask.shape[axis] - 1)
+        return np.asarray(np.minimum(centres.astype(np.int64), self.mask.shape[axis] - 1))
 
     def at(self, region: Region) -> np.ndarray:
         """(h, w) booleans of grid ``region``: True where it is foreground."""
