@@ -24,11 +24,13 @@ from bench import (
     batch_vs_single,
     end_to_end,
     floor,
+    foreground,
     memory_scaling,
     monai_compare,
     objects,
     overhead,
     overlap,
+    resolution,
     s3_vs_local,
     startup,
 )
@@ -50,6 +52,8 @@ BENCHMARKS: dict[str, ModuleType] = {
         s3_vs_local,
         overlap,
         objects,
+        foreground,
+        resolution,
     )
 }
 

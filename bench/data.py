@@ -1,17 +1,20 @@
-"""Inputs the benchmarks make for themselves: synthetic nuclei images, a gigapixel TIFF written tile by tile, and
-a near-free model (a TorchScript 1x1 convolution with its card)."""
+"""Inputs the benchmarks make for themselves: synthetic nuclei images, a gigapixel TIFF written tile by tile, a
+near-free model (a TorchScript 1x1 convolution with its card), and RGB slides with a third of tissue on glass."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 import torch
 from torch import nn
 
+from segpipe.models.backends.builtin import BUILTIN_WEIGHTS
 from segpipe.synthetic import NOISE_TILE, noisy_tile, write_sample
 
 STREAM_TILE = 512
@@ -94,4 +97,72 @@ def write_pointwise_model(directory: Path) -> Path:
     path = directory / "pointwise.pt"
     torch.jit.save(torch.jit.script(Pointwise().eval()), str(path))
     path.with_suffix(".json").write_text(json.dumps(POINTWISE_CARD, indent=2) + "\n")
+    return path
+
+
+APERIO = "Aperio Image Library v12.0.15"
+SLIDE_TILE = 256
+TISSUE_DISCS = ((0.35, 0.3, 0.237), (0.6, 0.45, 0.219), (0.5, 0.75, 0.152))  # (y, x, radius): a third of the slide
+RGB_CARD = {
+    "name": "bench-unet-rgb",
+    "in_channels": 1,
+    "num_classes": 2,
+    "class_names": ["background", "nucleus"],
+    "size_divisor": 4,
+    "halo": 28,
+    "receptive_field": 26,
+    "bands": [2],
+    "preprocessing": [{"id": "scale_linear", "kwargs": {"gain": 1 / 255, "offset": 0.0}}],
+    "architecture": {"name": "unet", "base": 16, "depth": 3},
+}
+
+
+def tissue_image(size: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """A ``size``^2 RGB brightfield slide, about a third pink and purple tissue on white glass, and its tissue share.
+
+    Rendered in strips of rows, so the float temporaries stay a few strips whatever the size.
+    """
+    rng = np.random.default_rng(seed)
+    image = np.empty((size, size, 3), np.uint8)
+    pink, purple = np.array([225.0, 140.0, 185.0], np.float32), np.array([120.0, 70.0, 160.0], np.float32)
+    tissue = 0
+    cols = np.arange(size, dtype=np.float32)[np.newaxis, :]
+    for y0 in range(0, size, SLIDE_TILE):
+        rows = np.arange(y0, min(y0 + SLIDE_TILE, size), dtype=np.float32)[:, np.newaxis]
+        truth = np.zeros((rows.shape[0], size), bool)
+        for cy, cx, r in TISSUE_DISCS:
+            truth |= (rows - cy * size) ** 2 + (cols - cx * size) ** 2 < (r * size) ** 2
+        strip = rng.normal(238, 3, (rows.shape[0], size, 3)).astype(np.float32)
+        mix = rng.random((rows.shape[0], size, 1), dtype=np.float32)
+        stain = mix * pink + (1 - mix) * purple + rng.normal(0, 12, strip.shape).astype(np.float32)
+        strip[truth] = stain[truth]
+        image[y0 : y0 + rows.shape[0]] = np.clip(strip, 0, 255).astype(np.uint8)
+        tissue += int(truth.sum())
+    return image, tissue / size**2
+
+
+def write_slide(path: Path, image: np.ndarray, mpp: float, downsamples: tuple[int, ...] = (2, 4, 16)) -> Path:
+    """An Aperio SVS of ``image`` at ``mpp`` um/px: tiled JPEG levels (baseline, then each downsample)."""
+    height, width = image.shape[:2]
+    head = f"{APERIO} \r\n{width}x{height} [0,0 {width}x{height}] ({SLIDE_TILE}x{SLIDE_TILE}) JPEG/RGB Q=90"
+    jpeg: dict[str, Any] = {"photometric": "rgb", "compression": "jpeg", "compressionargs": {"level": 90}}
+    tile = (SLIDE_TILE, SLIDE_TILE)
+    with tifffile.TiffWriter(path, bigtiff=image.nbytes >= 2**31) as tif:
+        tif.write(image, tile=tile, description=f"{head}|AppMag = 40|MPP = {mpp}", metadata=None, **jpeg)
+        thumbnail = np.ascontiguousarray(image[:: max(1, height // 256), :: max(1, width // 256)])
+        tif.write(thumbnail, description=f"{head} -> thumbnail", metadata=None, **jpeg)
+        for factor in downsamples:
+            level = np.ascontiguousarray(image[::factor, ::factor])
+            size = f"{level.shape[1]}x{level.shape[0]}"
+            tif.write(level, tile=tile, description=f"{head} -> {size} JPEG/RGB Q=90", metadata=None, **jpeg)
+    return path
+
+
+def write_rgb_model(directory: Path, name: str = "unet_rgb", **card: Any) -> Path:
+    """The built-in U-Net's weights with a card for RGB slides (the green band, a fixed scale, no image statistic,
+    so a run's output inside tissue does not depend on which pixels were measured); ``card`` adds to it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.pt"
+    shutil.copyfile(BUILTIN_WEIGHTS, path)
+    path.with_suffix(".json").write_text(json.dumps({**RGB_CARD, **card}, indent=2) + "\n")
     return path

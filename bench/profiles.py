@@ -32,6 +32,9 @@ class Profile:
         overlap: the size of the read-ahead/write-behind comparison (64 chunks).
         overlap_rounds: rounds of that comparison (best of).
         objects: the size of the with/without ``--objects`` comparison.
+        foreground: the RGB slide of the whole vs ``--foreground tissue`` comparison.
+        resolution: the 0.25 um/px slide of the resolution comparison (its 0.5 um/px copy is half the edge).
+        slide_chunk: the chunk edge of both slide benchmarks.
         goal_size: the size the issue sets the end-to-end goal at (goals are still checked at the largest
             measured size; the table says when that is not this one).
     """
@@ -50,6 +53,9 @@ class Profile:
     goal_size: int = 8192
     memory_goal_size: int = 32768
     objects: int = 8192
+    foreground: int = 8192
+    resolution: int = 8192
+    slide_chunk: int = 512
 
 
 FULL = Profile(
@@ -76,4 +82,7 @@ QUICK = Profile(
     s3=512,
     overlap=1024,
     objects=1024,
+    foreground=2048,
+    resolution=2048,
+    slide_chunk=256,
 )

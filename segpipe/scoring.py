@@ -1,12 +1,14 @@
 """Streaming evaluation: a confusion matrix per chunk, summed in a tree. The whole mask is never in memory.
 
 Each chunk's matrix is split in two: pixels within ``seam_band`` of an internal chunk border (where two tasks'
-outputs meet) and the rest, so a user sees whether tiling hurts (``seam band`` vs ``interior`` scores).
+outputs meet) and the rest, so a user sees whether tiling hurts (``seam band`` vs ``interior`` scores). With a
+foreground (``--foreground``), only its pixels are counted; ``ForegroundGrid.background_pixels`` counts the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,34 @@ from segpipe.tiling import Region, chunk_grid
 
 FAN_IN = 8
 SEAM_BAND = 8
+
+
+@dataclass(frozen=True)
+class ForegroundGrid:
+    """A low-resolution foreground laid on the mask's grid: each grid pixel takes the cell under its centre.
+
+    Attributes:
+        mask: (h, w) booleans, True: foreground.
+        ratio: mask cells per grid pixel, (y, x).
+    """
+
+    mask: np.ndarray
+    ratio: tuple[float, float]
+
+    def _cells(self, start: int, stop: int, axis: int) -> np.ndarray:
+        centres = (np.arange(start, stop) + 0.5) * self.ratio[axis]
+        return np.asarray(np.minimum(centres.astype(np.int64), self.mask.shape[axis] - 1))
+
+    def at(self, region: Region) -> np.ndarray:
+        """(h, w) booleans of grid ``region``: True where it is foreground."""
+        rows, cols = self._cells(region.y0, region.y1, 0), self._cells(region.x0, region.x1, 1)
+        return np.asarray(self.mask[np.ix_(rows, cols)], dtype=bool)
+
+    def background_pixels(self, height: int, width: int) -> int:
+        """Grid pixels of a ``height`` x ``width`` grid outside the foreground, from the cells' row/column counts."""
+        per_row = np.bincount(self._cells(0, height, 0), minlength=self.mask.shape[0])
+        per_col = np.bincount(self._cells(0, width, 1), minlength=self.mask.shape[1])
+        return int(per_row @ (~self.mask).astype(np.int64) @ per_col)
 
 
 def seam_band_mask(region: Region, height: int, width: int, band: int) -> np.ndarray:
@@ -50,8 +80,9 @@ def chunk_confusion(
     config: EvalConfig,
     seam_band: int = SEAM_BAND,
     fold: InstanceRule | None = None,
+    foreground: ForegroundGrid | None = None,
 ) -> np.ndarray:
-    """(2, K, K) confusion matrices of one chunk: [interior, seam band].
+    """(2, K, K) confusion matrices of one chunk: [interior, seam band], of its ``foreground`` pixels if given.
 
     With ``fold``, predicted boundary pixels count as the rule's interior class (for truth that has no boundary).
     """
@@ -63,10 +94,14 @@ def chunk_confusion(
     if fold is not None:
         predicted = fold.fold(predicted)
     band = seam_band_mask(region, prediction.height, prediction.width, seam_band)
+    interior = ~band
+    if foreground is not None:
+        keep = foreground.at(region)
+        band, interior = band & keep, interior & keep
     try:
         return np.stack(
             [
-                confusion_matrix(truth_labels[~band], predicted[~band], num_classes, config.ignore_index),
+                confusion_matrix(truth_labels[interior], predicted[interior], num_classes, config.ignore_index),
                 confusion_matrix(truth_labels[band], predicted[band], num_classes, config.ignore_index),
             ]
         )
@@ -95,14 +130,17 @@ def evaluate_split(
     executor: Executor = local_executor,
     seam_band: int = SEAM_BAND,
     fold: InstanceRule | None = None,
+    foreground: ForegroundGrid | None = None,
 ) -> np.ndarray:
     """(2, K, K) confusion matrices [interior, seam band] of ``prediction`` against ``truth``, chunk by chunk.
 
-    The chunks are those of the grid of edge ``chunk``; ``fold`` as for ``chunk_confusion``.
+    The chunks are those of the grid of edge ``chunk``; ``fold`` as for ``chunk_confusion``; with a
+    ``foreground``, only its pixels are counted.
     """
     task = delayed(chunk_confusion, pure=True)
     regions = chunk_grid(prediction.height, prediction.width, chunk)
-    parts = [task(prediction, truth, region, num_classes, config, seam_band, fold) for region in regions]
+    shared = None if foreground is None else delayed(foreground, traverse=False)  # one graph key, not one per task
+    parts = [task(prediction, truth, region, num_classes, config, seam_band, fold, shared) for region in regions]
     (total,) = executor([tree_sum(parts)], "evaluate")
     return np.asarray(total, dtype=np.int64)
 

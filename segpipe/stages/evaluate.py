@@ -3,6 +3,7 @@
 The seam band along chunk borders is scored apart from the interior; instance truth gets object matching. Instance
 truth is foreground (any id > 0), so for a model with a boundary class (a card's ``instances`` rule) the
 predicted boundary counts as the interior class: the pixel scores rate the foreground the objects are made of.
+With ``--foreground``, only foreground pixels are scored; the others are counted in ``background_pixels_excluded``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource, open_image
 from segpipe.objects import metrics_from_overlap
 from segpipe.objects.overlap import OverlapCounts, merge_counts, overlap_counts, to_overlap
-from segpipe.scoring import evaluate_split
+from segpipe.scoring import ForegroundGrid, evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid
@@ -39,12 +40,18 @@ class Evaluation:
     seam_band: metrics.BandScores
     objects: list[dict[str, Any]] | None = None
     object_matching: bool = False
+    background_pixels_excluded: int | None = None  # with --foreground: pixels outside it, not scored
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form: the scores' keys, then ``interior``, ``seam_band`` and (if asked for) ``objects``."""
+        """The JSON form: the scores' keys, then ``interior``, ``seam_band`` and (if asked for) ``objects``.
+
+        With a foreground, ``background_pixels_excluded`` too.
+        """
         data = {**self.scores.to_json(), "interior": self.interior.to_json(), "seam_band": self.seam_band.to_json()}
         if self.object_matching:
             data["objects"] = metrics.finite_or_none(self.objects)
+        if self.background_pixels_excluded is not None:
+            data["background_pixels_excluded"] = self.background_pixels_excluded
         return data
 
     @classmethod
@@ -56,6 +63,7 @@ class Evaluation:
             metrics.BandScores.from_json(data["seam_band"]),
             data.get("objects"),
             "objects" in data,
+            data.get("background_pixels_excluded"),
         )
 
 
@@ -90,7 +98,10 @@ def evaluate_image(
     truth = truth_on_grid(job, plan.chunk, executor)
     card = plan.model.card
     fold = card.instances if config.truth_instances and config.truth_mapping is None else None
-    split = evaluate_split(open_image(mask), truth, card.num_classes, config, plan.chunk, executor, fold=fold)
+    prediction, foreground = open_image(mask), foreground_grid(job)
+    split = evaluate_split(
+        prediction, truth, card.num_classes, config, plan.chunk, executor, fold=fold, foreground=foreground
+    )
     matched = None
     if config.truth_instances:
         if objects is None:
@@ -102,8 +113,18 @@ def evaluate_image(
         metrics.scores(split[1]).band(),
         matched,
         config.truth_instances,
+        None if foreground is None else foreground.background_pixels(prediction.height, prediction.width),
     )
     return Evaluated(evaluation, time.perf_counter() - start)
+
+
+def foreground_grid(job: ImageJob) -> ForegroundGrid | None:
+    """The job's ``--foreground`` on the mask's grid, or None when every pixel counts."""
+    view = job.view
+    if view.foreground_mask is None:
+        return None
+    ratio = (view.scale[0] / view.foreground_scale[0], view.scale[1] / view.foreground_scale[1])
+    return ForegroundGrid(view.foreground_mask, ratio)
 
 
 def truth_on_grid(job: ImageJob, chunk: int, executor: Executor = local_executor) -> ImageSource:

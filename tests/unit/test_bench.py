@@ -40,6 +40,9 @@ TINY = replace(
     overlap=64,
     overlap_rounds=1,
     objects=64,
+    foreground=128,
+    resolution=128,
+    slide_chunk=64,
 )
 RESULT_KEYS = {"benchmark", "profile", "quick", "command", "started", "machine", "ratios", "goals", "seconds"}
 GOAL_KEYS = {"benchmark", "name", "measured", "goal", "op", "target", "status", "note"}
@@ -137,6 +140,8 @@ def test_summary_lists_every_goal_with_pass_or_miss(session: tuple[dict[str, Any
         "segpipe/MONAI seconds 64^2",
         "segpipe/MONAI peak RSS 64^2",
         "objects/plain seconds 64^2",
+        "tissue/whole seconds 128^2",
+        "0.25um-with-level/0.5um seconds 128^2",
     }
     assert {goal["status"] for goal in summary["goals"]} <= {"pass", "miss", "n/a"}
     sized = [g for g in summary["goals"] if g["benchmark"] in ("end_to_end", "memory_scaling")]

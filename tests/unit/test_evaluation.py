@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError
 from segpipe.metrics import confusion_matrix
-from segpipe.scoring import evaluate, tree_sum
+from segpipe.scoring import ForegroundGrid, evaluate, evaluate_split, tree_sum
+from segpipe.tiling import Region
 
 from .helpers import write_zarr
 
@@ -95,3 +96,25 @@ def test_instance_truth_maps_to_classes(tmp_path) -> None:
     config = EvalConfig(truth_mapping=((17, 1), (230, 2)))
     got = evaluate(pred, truth, 3, config, chunk=8)
     np.testing.assert_array_equal(got, confusion_matrix(classes, prediction, 3))
+
+
+def test_foreground_grid_takes_the_cell_under_each_pixel_centre() -> None:
+    cells = np.array([[True, False], [False, True]])
+    grid = ForegroundGrid(cells, (2 / 6, 2 / 5))  # a 6 x 5 grid on 2 x 2 cells
+    whole = grid.at(Region(0, 6, 0, 5))
+    assert whole.tolist() == [[True] * 2 + [False] * 3] * 3 + [[False] * 2 + [True] * 3] * 3  # x = 2.5 * 0.4: cell 1
+    assert grid.at(Region(2, 4, 1, 4)).tolist() == whole[2:4, 1:4].tolist()
+    assert grid.background_pixels(6, 5) == int((~whole).sum())
+
+
+def test_a_foreground_leaves_its_background_out_of_the_confusion(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    truth, predicted = rng.integers(0, 2, (2, 40, 30)).astype(np.uint8)
+    cells = rng.random((4, 3)) < 0.5
+    grid = ForegroundGrid(cells, (0.1, 0.1))
+    keep = np.repeat(np.repeat(cells, 10, axis=0), 10, axis=1)
+    prediction, reference = write_zarr(tmp_path / "p.zarr", predicted), write_zarr(tmp_path / "t.zarr", truth)
+    with dask.config.set(scheduler="synchronous"):
+        split = evaluate_split(prediction, reference, 2, EvalConfig(), 16, foreground=grid)
+    assert np.array_equal(split.sum(axis=0), confusion_matrix(truth[keep], predicted[keep], 2))
+    assert grid.background_pixels(40, 30) == int((~keep).sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,7 +18,8 @@ def evaluation(objects: bool = False) -> Evaluation:
 
 
 def test_an_evaluation_round_trips_through_json() -> None:
-    for value in (evaluation(), evaluation(objects=True)):
+    excluded = replace(evaluation(), background_pixels_excluded=1234)
+    for value in (evaluation(), evaluation(objects=True), excluded):
         text = json.dumps(value.to_json())
         assert Evaluation.from_json(json.loads(text)) == value
 
@@ -27,6 +29,7 @@ def test_the_json_form_keeps_the_scores_at_the_top_level() -> None:
     assert list(data)[:3] == ["iou", "dice", "precision"]
     assert list(data)[-2:] == ["interior", "seam_band"]
     assert "objects" not in data  # object matching was not asked for
+    assert "background_pixels_excluded" not in data  # no foreground: the form of a run without one
     assert evaluation(objects=True).to_json()["objects"][0]["tp"] == 3
 
 
