@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 import tifffile
 from scipy import ndimage
-from skimage import filters, morphology
 
 from segpipe.errors import ConfigError, InputError
 from segpipe.io.images import ImageSource, open_image
@@ -135,6 +134,8 @@ def tissue_mask(rgb: np.ndarray, method: str = "saturation") -> np.ndarray:
         bounds = DENSITY_BOUNDS
     else:
         raise ConfigError(f"tissue method {method!r}: use saturation or density")
+    from skimage import filters  # only tissue masks need scikit-image
+
     spread = float(value.max() - value.min()) if value.size else 0.0
     threshold = float(filters.threshold_otsu(value)) if spread > 1e-6 else bounds[0]  # type: ignore[no-untyped-call]
     return clean_mask(value > min(max(threshold, bounds[0]), bounds[1]))
@@ -142,6 +143,8 @@ def tissue_mask(rgb: np.ndarray, method: str = "saturation") -> np.ndarray:
 
 def clean_mask(mask: np.ndarray, radius: int = CLEANUP_RADIUS, min_object: int = MIN_OBJECT) -> np.ndarray:
     """A binary mask closed, opened, rid of objects up to ``min_object`` pixels, and with its holes filled."""
+    from skimage import morphology
+
     footprint = morphology.disk(radius)  # type: ignore[no-untyped-call]
     cleaned = morphology.opening(morphology.closing(mask, footprint), footprint)
     cleaned = morphology.remove_small_objects(cleaned, max_size=min_object)
