@@ -62,6 +62,15 @@ PER_CLASS = ("iou", "dice", "precision", "recall")
 MEANS = ("mean_iou", "mean_dice", "mean_precision", "mean_recall", "pixel_accuracy", "frequency_weighted_iou")
 
 
+def defined(value: Any) -> float | None:
+    """``value`` as a float; None when it is missing, not a number, or NaN."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
 def finite_or_none(value: Any) -> Any:
     """Replace NaN and infinities by None, recursively, for JSON (numpy scalars become Python numbers)."""
     if isinstance(value, float | np.floating):

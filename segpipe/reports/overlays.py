@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from segpipe.errors import InputError
-from segpipe.reports.tables import ImageResult, column_name, defined, worst_images, write_file
+from segpipe.metrics import defined
+from segpipe.reports.tables import ImageResult, column_name, worst_images, write_file
 
 Thumbnails = tuple[np.ndarray, np.ndarray, np.ndarray]
 """(image float 0..1, prediction labels, truth labels), all (h, w); the image may be (h, w, 3)."""

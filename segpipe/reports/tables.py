@@ -21,6 +21,7 @@ import numpy as np
 
 from segpipe import metrics
 from segpipe.errors import InputError, OutputError
+from segpipe.metrics import defined
 from segpipe.objects import sum_object_metrics
 from segpipe.storage import location
 
@@ -111,15 +112,6 @@ def class_columns(class_names: Sequence[str], num_classes: int) -> list[str]:
     if len(set(columns)) != len(columns):
         raise InputError(f"class names {list(class_names)} collide as column names {columns}")
     return columns
-
-
-def defined(value: Any) -> float | None:
-    """``value`` as a float; None when it is missing, not a number, or NaN."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def worst_images(results: Sequence[ImageResult], n: int, key: str = "mean_dice") -> list[ImageResult]:

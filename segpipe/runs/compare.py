@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from segpipe.metrics import defined
+
 
 def compare_runs(runs: Sequence[dict[str, Any]]) -> str:
     """A plain-text table, one column per run ({run_id, name, params, metrics}).
@@ -47,18 +49,10 @@ def _align(table: list[list[str]]) -> str:
 
 
 def _marked(values: list[Any], digits: int) -> list[str]:
-    numbers = [_as_number(v) for v in values]
+    numbers = [defined(v) for v in values]
     present = [v for v in numbers if v is not None]
     best = max(present) if len(present) >= 2 else None
     return [_number(v, digits) + ("*" if best is not None and v == best else " ") for v in numbers]
-
-
-def _as_number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def _number(value: float | None, digits: int) -> str:

@@ -18,11 +18,10 @@ from segpipe.config import EvalConfig
 from segpipe.errors import InputError, OutputError
 from segpipe.io.images import ImageSource, open_image
 from segpipe.io.ledger import read_commit, write_commit
-from segpipe.metrics import finite_or_none
+from segpipe.metrics import defined, finite_or_none
 from segpipe.normalize import BandStats
 from segpipe.preview import gray_thumbnail, render_preview, thumbnail
 from segpipe.reports import CanaryFigure, ImageResult, PageImage, index_html, report_files
-from segpipe.reports.tables import defined
 from segpipe.scoring import truth_classes
 from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
