@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import tifffile
 import torch
+import train_builtin  # scripts/, beside this one
 from scipy import ndimage
 from torch import nn
 
@@ -53,18 +53,8 @@ def boundary_classes(instances: np.ndarray, width: int = WIDTH) -> np.ndarray:
 
 
 def make_batch(rng: np.random.Generator, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images, truths = [], []
-    for _ in range(count):
-        seed = int(rng.integers(1 << 30))
-        y0, x0 = (int(v) for v in rng.integers(0, 4096, 2))
-        image, instances = synthetic.render_instances(y0, y0 + size, x0, x0 + size, seed)
-        image = image + rng.normal(0, rng.uniform(0.005, 0.05), image.shape).astype(np.float32)
-        image = np.clip(image, 0, None) ** rng.uniform(0.7, 1.4)  # vary contrast between nuclei and background
-        sample = image[None]
-        stats = normalize.BandStats.from_samples(sample)
-        images.append(normalize.apply(sample, stats))
-        truths.append(boundary_classes(instances))
-    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(truths)).long()
+    """train_builtin's batches, with the three-class targets of each crop's instances."""
+    return train_builtin.make_batch(rng, size, count, synthetic.render_instances, boundary_classes)
 
 
 def predict(model: nn.Module, image: np.ndarray) -> np.ndarray:
@@ -115,20 +105,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     model = from_builtin()
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps)
-    loss_fn = nn.CrossEntropyLoss()
-    start = time.time()
-    for step in range(args.steps):
-        images, truths = make_batch(rng, 128, 8)
-        model.train()
-        loss = loss_fn(model(images), truths)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step:4d} loss {loss.item():.4f} ({time.time() - start:.0f} s)", flush=True)
+    train_builtin.fit(model, make_batch, rng, args.steps, args.lr)
     held_out = [synthetic.render_instances(5000, 5512, 5000, 5512, seed=10_000 + i) for i in range(3)]
     print("held-out synthetic:", [scores(model, im, ids) for im, ids in held_out])
     if args.real:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +28,50 @@ OUT = Path(__file__).resolve().parents[1] / "segpipe" / "models" / "weights"
 ARCH = {"name": "unet", "base": 16, "depth": 3}
 
 
-def make_batch(rng: np.random.Generator, size: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    rng: np.random.Generator,
+    size: int,
+    count: int,
+    render: Callable[..., tuple[np.ndarray, np.ndarray]] = synthetic.render,
+    target: Callable[[np.ndarray], np.ndarray] = lambda truth: truth,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` noisy, contrast-varied, normalised crops of ``render``'s image and ``target`` of its labels."""
     images, truths = [], []
     for _ in range(count):
         seed = int(rng.integers(1 << 30))
         y0, x0 = (int(v) for v in rng.integers(0, 4096, 2))
-        image, truth = synthetic.render(y0, y0 + size, x0, x0 + size, seed)
+        image, truth = render(y0, y0 + size, x0, x0 + size, seed)
         image = image + rng.normal(0, rng.uniform(0.005, 0.05), image.shape).astype(np.float32)
         image = np.clip(image, 0, None) ** rng.uniform(0.7, 1.4)  # vary contrast between nuclei and background
         sample = image[None]
         stats = normalize.BandStats.from_samples(sample)
         images.append(normalize.apply(sample, stats))
-        truths.append(truth)
+        truths.append(target(truth))
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(truths)).long()
+
+
+def fit(
+    model: nn.Module,
+    batches: Callable[[np.random.Generator, int, int], tuple[torch.Tensor, torch.Tensor]],
+    rng: np.random.Generator,
+    steps: int,
+    lr: float,
+) -> None:
+    """Adam with a one-cycle schedule and cross-entropy, ``steps`` batches of 8 crops of 128^2 from ``batches``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    loss_fn = nn.CrossEntropyLoss()
+    start = time.time()
+    for step in range(steps):
+        images, truths = batches(rng, 128, 8)
+        model.train()
+        loss = loss_fn(model(images), truths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"step {step:4d} loss {loss.item():.4f} ({time.time() - start:.0f} s)", flush=True)
 
 
 def dice_of(model: nn.Module, image: np.ndarray, truth: np.ndarray) -> float:
@@ -61,20 +93,7 @@ def main() -> None:
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
     model = UNet(1, 2, base=ARCH["base"], depth=ARCH["depth"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=args.steps)
-    loss_fn = nn.CrossEntropyLoss()
-    start = time.time()
-    for step in range(args.steps):
-        images, truths = make_batch(rng, 128, 8)
-        model.train()
-        loss = loss_fn(model(images), truths)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if step % 100 == 0 or step == args.steps - 1:
-            print(f"step {step:4d} loss {loss.item():.4f} ({time.time() - start:.0f} s)", flush=True)
+    fit(model, make_batch, rng, args.steps, 3e-3)
     held_out = [synthetic.render(5000, 5512, 5000, 5512, seed=10_000 + i) for i in range(3)]
     print("held-out synthetic Dice:", [round(dice_of(model, im, tr), 4) for im, tr in held_out])
     if args.real:
