@@ -101,12 +101,14 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
         "height": report.shape_cyx[1],
         "width": report.shape_cyx[2],
         "megapixels": report.megapixels,
+        "megapixels_computed": report.megapixels_computed,
         "pixel_area": pixel_area,
         "area_unit": f"{report.unit}^2" if report.unit else "pixel",
         "mean_confidence": report.mean_confidence,
         "foreground_fraction": report.foreground_fraction,
         "mean_iou": scores.mean_iou if scores is not None else None,
         "mean_dice": scores.mean_dice if scores is not None else None,
+        "background_pixels_excluded": _excluded(report),
         "mean_uncertainty": report.mean_uncertainty,
         "uncertain_fraction": report.uncertain_fraction,
     }
@@ -122,6 +124,11 @@ def _row(run: RunInfo, report: ImageReport, class_names: tuple[str, ...]) -> dic
             row[f"objects_{name}"] = report.object_counts[k]
             row[f"median_area_{name}"] = report.median_areas[k]
     return row
+
+
+def _excluded(report: ImageReport) -> int | None:
+    """The pixels outside ``--foreground`` left out of the scores; None without a truth or a foreground."""
+    return report.evaluation.background_pixels_excluded if report.evaluation is not None else None
 
 
 def results_url(out: str, run: RunInfo) -> str:

@@ -175,6 +175,8 @@ def image_metrics(report: ImageReport, class_names: tuple[str, ...]) -> dict[str
         return values
     values.update(flatten_scores(evaluation.scores, class_names))
     values.update(_object_f1(evaluation.objects))
+    if evaluation.background_pixels_excluded is not None:  # with --foreground: the pixels left out of the scores
+        values["background_pixels_excluded"] = float(evaluation.background_pixels_excluded)
     for part, prefix in ((evaluation.seam_band, "seam_"), (evaluation.interior, "interior_")):
         if part.pixels:
             values[f"{prefix}mean_dice"] = part.mean_dice

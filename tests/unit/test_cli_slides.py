@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import rasterio
 import tifffile
@@ -149,3 +150,8 @@ def test_metrics_count_only_the_tissue_and_report_the_glass_apart(
     assert report["pixels"] + report["background_pixels_excluded"] == SIZE * SIZE
     assert report["pixels"] / SIZE**2 == pytest.approx(truth.mean(), abs=0.03)
     assert report["recall"][1] > 0.95  # the stained tissue, scored where it is, is found
+    (table,) = (tmp_path / "out" / "results").glob("run_date=*/*.parquet")
+    (row,) = pq.read_table(table).to_pylist()
+    assert row["background_pixels_excluded"] == report["background_pixels_excluded"] > 0
+    assert 0 < row["megapixels_computed"] < row["megapixels"] == SIZE * SIZE / 1e6
+    assert row["foreground_fraction"] == pytest.approx(truth.mean(), abs=0.03)
