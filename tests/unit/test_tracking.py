@@ -134,3 +134,17 @@ def test_object_counts_become_metrics_per_image_and_summed_per_batch() -> None:
     assert image_metrics(one, names)["median_area_nucleus"] == 30.5
     assert object_totals([one, two], names) == {"objects_nucleus": 17.0}
     assert object_totals([report(scored=False)], names) == {}  # no --objects: no object metrics
+
+
+def test_pixels_left_out_by_a_foreground_become_an_image_metric() -> None:
+    from dataclasses import replace
+
+    from segpipe.tracking.batch_log import image_metrics
+    from tests.unit.stages.test_report import report
+
+    names = ("background", "nucleus")
+    scored = report(scored=True)
+    assert scored.evaluation is not None
+    assert "background_pixels_excluded" not in image_metrics(scored, names)  # no --foreground
+    masked = replace(scored, evaluation=replace(scored.evaluation, background_pixels_excluded=1234))
+    assert image_metrics(masked, names)["background_pixels_excluded"] == 1234.0
