@@ -1,9 +1,9 @@
 """Reports from per-image results: tables, plots, overlays of the worst images, and files.
 
 Tables are CSV and JSON (``tables``), plots a confusion heatmap and per-class bars (``plots``), overlays of the worst
-images (``overlays``), the page ``index.html`` (``html``) and the whole report as files (``files``). Every file is
-rendered to bytes and written through ``segpipe.storage``. Pure: nothing here imports MLflow, Prefect or Dask. The
-comparison of runs is ``segpipe.runs.compare_runs``.
+images (``overlays``), pictures of the most uncertain regions (``uncertain``), the page ``index.html`` (``html``) and
+the whole report as files (``files``). Every file is rendered to bytes and written through ``segpipe.storage``.
+Pure: nothing here imports MLflow, Prefect or Dask. The comparison of runs is ``segpipe.runs.compare_runs``.
 """
 
 from segpipe.reports.files import report_files, write_report
@@ -36,6 +36,14 @@ from segpipe.reports.tables import (
     write_summary_csv,
     write_summary_json,
 )
+from segpipe.reports.uncertain import (
+    UncertainRegion,
+    most_uncertain,
+    region_figures,
+    uncertain_name,
+    uncertain_overlays,
+    uncertain_png,
+)
 
 __all__ = [
     "OBJECT_COLUMNS",
@@ -47,10 +55,12 @@ __all__ = [
     "PageImage",
     "ScoreSummary",
     "Thumbnails",
+    "UncertainRegion",
     "class_scores_png",
     "column_name",
     "confusion_png",
     "index_html",
+    "most_uncertain",
     "overlay",
     "overlay_name",
     "overlay_png",
@@ -59,11 +69,15 @@ __all__ = [
     "plot_class_scores",
     "plot_confusion",
     "preview_href",
+    "region_figures",
     "report_files",
     "score_summary",
     "summary_csv",
     "summary_json",
     "summary_rows",
+    "uncertain_name",
+    "uncertain_overlays",
+    "uncertain_png",
     "worst_images",
     "worst_overlays",
     "write_file",

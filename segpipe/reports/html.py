@@ -1,7 +1,8 @@
 """A batch's report as one static page, ``report/index.html``.
 
-The page lists every image with its preview, its overlay (for the worst images), scores, per-class fractions and
-object counts; the images that failed; and the canary's figures with their trend over recent nights as inline SVG.
+The page lists every image with its preview, its overlay (for the worst images), scores, per-class fractions,
+object counts and (with ``--save-uncertainty``) mean uncertainty; the most uncertain regions of the batch with their
+pictures; the images that failed; and the canary's figures with their trend over recent nights as inline SVG.
 It has no script and loads nothing from the network: CSS is inline and images are relative paths (``../<name>/
 preview.png`` and the report folder's PNGs), so it opens from disk and from an S3 website alike. Every string is
 escaped.
@@ -17,6 +18,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from segpipe.reports.tables import column_name
+from segpipe.reports.uncertain import UncertainRegion, uncertain_name
 
 PLOTS = ("confusion.png", "class_scores.png")
 DOWNLOADS = ("per_image.csv", "summary.csv", "summary.json")
@@ -89,6 +91,8 @@ class PageImage:
     mean_iou: float | None = None
     mean_confidence: float | None = None
     skipped: bool = False
+    mean_uncertainty: float | None = None  # nats, with --save-uncertainty
+    uncertain_fraction: float | None = None  # share of the pixels above segpipe.uncertainty.UNCERTAIN_NATS
 
 
 def preview_href(name: str) -> str:
@@ -109,6 +113,7 @@ def index_html(
     canary: Sequence[CanaryFigure] = (),
     files: Sequence[str] = (),
     title: str = "segpipe batch report",
+    uncertain: Sequence[UncertainRegion] = (),
 ) -> bytes:
     """The page as UTF-8 bytes.
 
@@ -119,6 +124,7 @@ def index_html(
         canary: tonight's canary figures with their recent nights.
         files: the other files of the report folder (plots, overlays, tables), linked or shown when present.
         title: the page's title.
+        uncertain: the batch's most uncertain regions, most uncertain first (their pictures are among ``files``).
     """
     skipped = sum(image.skipped for image in images)
     counts = f"{len(images) + len(failures)} images: {len(failures)} failed, {skipped} reused from earlier runs"
@@ -130,6 +136,7 @@ def index_html(
         f"<h1>{_e(title)}</h1><p>{_e(counts)}</p>",
         _downloads(files),
         _images_table(images, class_names, files),
+        _uncertain_table(uncertain, files),
         _failures_table(failures),
         _canary_table(canary),
         _figures(files),
@@ -153,14 +160,19 @@ def _downloads(files: Sequence[str]) -> str:
 
 def _images_table(images: Sequence[PageImage], class_names: Sequence[str], files: Sequence[str]) -> str:
     with_objects = any(image.object_counts for image in images)
+    with_uncertainty = any(image.mean_uncertainty is not None for image in images)
     head = ["Image", "Preview", "Overlay", "Mean Dice", "Mean IoU", "Confidence"]
+    head += ["Mean uncertainty (nats)", "Uncertain share"] if with_uncertainty else []
     head += [f"{name} fraction" for name in class_names]
     head += [f"{name} objects" for name in class_names[1:]] if with_objects else []
-    rows = [_image_row(image, len(class_names), overlay_name(image.name, files), with_objects) for image in images]
+    rows = [
+        _image_row(image, len(class_names), overlay_name(image.name, files), with_objects, with_uncertainty)
+        for image in images
+    ]
     return _table("Images", "images", head, rows, "No image finished.")
 
 
-def _image_row(image: PageImage, classes: int, overlay: str | None, with_objects: bool) -> str:
+def _image_row(image: PageImage, classes: int, overlay: str | None, with_objects: bool, with_uncertainty: bool) -> str:
     total = sum(image.class_pixels)
     pixels = [image.class_pixels[k] if k < len(image.class_pixels) else None for k in range(classes)]
     fractions = [None if p is None or not total else p / total for p in pixels]
@@ -170,12 +182,35 @@ def _image_row(image: PageImage, classes: int, overlay: str | None, with_objects
         _thumbnail_cell(preview_href(image.name), f"preview of {image.name}"),
         _thumbnail_cell(overlay, f"overlay of {image.name}"),
         *(f"<td class=n>{_number(v)}</td>" for v in (image.mean_dice, image.mean_iou, image.mean_confidence)),
-        *(f"<td class=n>{'–' if f is None else f'{f:.1%}'}</td>" for f in fractions),
     ]
+    if with_uncertainty:
+        cells += [f"<td class=n>{_number(image.mean_uncertainty)}</td>", _share_cell(image.uncertain_fraction)]
+    cells += [_share_cell(f) for f in fractions]
     if with_objects:
         counts = [image.object_counts[k] if k < len(image.object_counts) else None for k in range(1, classes)]
         cells += [f"<td class=n>{'–' if c is None else c}</td>" for c in counts]
     return f"<tr>{''.join(cells)}</tr>"
+
+
+def _share_cell(share: float | None) -> str:
+    return f"<td class=n>{'–' if share is None or share != share else f'{share:.1%}'}</td>"
+
+
+def _uncertain_table(regions: Sequence[UncertainRegion], files: Sequence[str]) -> str:
+    if not regions:
+        return ""
+    head = ["Rank", "Image", "Region (pixels)", "Mean uncertainty (nats)", "Uncertain share", "Picture"]
+    rows = []
+    for rank, region in enumerate(regions, start=1):
+        picture = uncertain_name(rank, region)
+        cells = [
+            f"<td class=n>{rank}</td><td>{_e(region.image)}</td><td>{_e(region.extent)}</td>",
+            f"<td class=n>{_number(region.mean_uncertainty)}</td>",
+            _share_cell(region.uncertain_fraction),
+            _thumbnail_cell(quote(picture) if picture in files else None, f"uncertainty of {region.image}"),
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return _table("Most uncertain regions", "uncertain", head, rows, "")
 
 
 def _thumbnail_cell(href: str | None, alt: str) -> str:
@@ -246,13 +281,18 @@ def _span(figure: CanaryFigure) -> str:
 
 def _figures(files: Sequence[str]) -> str:
     overlays = sorted((f for f in files if re.fullmatch(r"worst_\d+_.+\.png", f)), key=_rank)
+    uncertain = sorted((f for f in files if re.fullmatch(r"uncertain_\d+_.+\.png", f)), key=_rank)
     shown = [f for f in PLOTS if f in files] + overlays
-    if not shown:
-        return ""
-    figures = [
-        f'<figure><img src="{_e(quote(f))}" alt="{_e(f)}"><figcaption>{_e(f)}</figcaption></figure>' for f in shown
-    ]
-    return "<h2>Scores and the worst images</h2>\n" + "\n".join(figures)
+    parts = ["<h2>Scores and the worst images</h2>\n" + _figure_row(shown)] if shown else []
+    if uncertain:
+        parts.append("<h2>The most uncertain regions</h2>\n" + _figure_row(uncertain))
+    return "\n".join(parts)
+
+
+def _figure_row(names: Sequence[str]) -> str:
+    return "\n".join(
+        f'<figure><img src="{_e(quote(f))}" alt="{_e(f)}"><figcaption>{_e(f)}</figcaption></figure>' for f in names
+    )
 
 
 def _rank(name: str) -> int:

@@ -8,12 +8,14 @@ written last; a failure record is for an image that failed alone; the batch's re
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 
+from segpipe import normalize
 from segpipe.config import EvalConfig
 from segpipe.errors import InputError, OutputError
 from segpipe.io.images import ImageSource, open_image
@@ -22,6 +24,7 @@ from segpipe.metrics import defined, finite_or_none
 from segpipe.normalize import BandStats
 from segpipe.preview import gray_thumbnail, render_preview, thumbnail
 from segpipe.reports import CanaryFigure, ImageResult, PageImage, index_html, report_files
+from segpipe.reports.uncertain import UncertainRegion, most_uncertain, region_figures, uncertain_overlays
 from segpipe.scoring import truth_classes
 from segpipe.stages.evaluate import Evaluated, Evaluation
 from segpipe.stages.finalize import Finalized
@@ -30,6 +33,7 @@ from segpipe.stages.ingest import Ingested, is_committed, stored_stats
 from segpipe.stages.objects import Counted
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
+from segpipe.tiling import Region, chunk_grid, strided_sample
 
 
 @dataclass(frozen=True)
@@ -213,8 +217,9 @@ def write_batch_report(
     """Write ``<out>/report/``, every file rendered before the first is written.
 
     With truths, the files are the per-image CSV, batch summary, confusion heatmap, per-class bars and overlays of
-    the ``worst`` images by mean Dice; always, ``index.html``, the page of the reports, ``failures`` and ``canary``
-    figures. Returns the URLs written in name order.
+    the ``worst`` images by mean Dice; with ``--save-uncertainty``, truth or not, pictures of the batch's ``worst``
+    most uncertain chunks; always, ``index.html``, the page of the reports, ``failures`` and ``canary`` figures.
+    Returns the URLs written in name order.
     """
     class_names = plan.model.card.class_names
     scored = [r for r in reports if r.confusion is not None]
@@ -223,9 +228,13 @@ def write_batch_report(
         results = [ImageResult(r.name, r.confusion, None, r.objects) for r in scored]  # type: ignore[arg-type]
         jobs = {job.name: job for job in plan.jobs}
         files = report_files(results, class_names, lambda name: _thumbnails(jobs[name], config), worst)
+    uncertain = most_uncertain((r for report in reports for r in chunk_uncertainties(report, plan.chunk)), worst)
+    stores = {job.name: job.store for job in plan.jobs}
+    max_nats = math.log(max(2, len(class_names)))
+    files.update(uncertain_overlays(uncertain, lambda r: _uncertain_crop(stores[r.image], r.region), max_nats))
     page = [_page_image(r) for r in reports]
     title = f"segpipe batch report: {plan.model.card.name}"
-    files["index.html"] = index_html(page, failures, class_names, canary, tuple(files), title)
+    files["index.html"] = index_html(page, failures, class_names, canary, tuple(files), title, uncertain)
     target = location(out).child("report")
     written = []
     for name, data in sorted(files.items()):
@@ -244,7 +253,30 @@ def _page_image(report: ImageReport) -> PageImage:
         defined(scores.mean_iou) if scores is not None else None,
         report.mean_confidence,
         report.skipped,
+        report.mean_uncertainty,
+        report.uncertain_fraction,
     )
+
+
+def chunk_uncertainties(report: ImageReport, chunk: int) -> Iterator[UncertainRegion]:
+    """Each chunk of the image's entropy array with its figures, read one at a time (none without the array)."""
+    if report.uncertainty is None:
+        return
+    source = open_image(report.uncertainty)
+    stored = source.stored_array()
+    for region in chunk_grid(source.height, source.width, chunk):
+        yield region_figures(report.name, region, source.read(*region, stored)[0])
+
+
+def _uncertain_crop(store: str, region: Region, max_side: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Band 0 of the stored image (0..1 by its stats) and the entropies in ``region``, strided to ``max_side``."""
+    stride = max(1, -(-max(region.height, region.width) // max_side))
+    image = open_image(location(store).child("0").url).read(*region)[:1]
+    stats = stored_stats(store)
+    first_band = BandStats(stats.low[:1], stats.high[:1])
+    scaled = np.clip(normalize.apply(strided_sample(image, region, stride), first_band)[0], 0, 1)
+    values = open_image(location(store).child("uncertainty", "0").url).read(*region)[0]
+    return scaled, strided_sample(values, region, stride).astype(np.float32)
 
 
 def _thumbnails(job: ImageJob, config: EvalConfig, max_side: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

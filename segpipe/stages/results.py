@@ -169,7 +169,7 @@ def check_canary(
     """Tonight's canary figures against their means over the last ``nights`` earlier run dates.
 
     The figures: mean Dice, class fractions, with ``--objects`` object counts per class, and with
-    ``--save-uncertainty`` the mean uncertainty (nats). Same model or not:
+    ``--save-uncertainty`` the mean uncertainty (nats) and the share of uncertain pixels. Same model or not:
     a new model's shift is what the check is for.
     """
     today = {row["run_id"] for row in tonight}
@@ -178,7 +178,7 @@ def check_canary(
     recent = [r for r in earlier if r[PARTITION] in dates]
     canary = [r for r in tonight if r["role"] == "canary"]
     metrics = ["mean_dice", *(f"fraction_{name}" for name in class_names), *(f"objects_{n}" for n in class_names[1:])]
-    metrics.append("mean_uncertainty")
+    metrics += ["mean_uncertainty", "uncertain_fraction"]
     checks = []
     for metric in metrics:
         now = _mean(r.get(metric) for r in canary)

@@ -1,7 +1,12 @@
-"""A card's preprocessing steps and output activation (segpipe/preprocessing.py, segpipe/postprocessing.py)."""
+"""A card's preprocessing steps and output activation (segpipe/preprocessing.py, segpipe/postprocessing.py).
+
+The ImageNet oracle stands in for a segmentation_models_pytorch network, which segpipe runs as its owner's
+TorchScript or ONNX export (docs/models.md): smp itself does not import here.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -235,11 +240,32 @@ def test_a_two_channel_model_declared_sigmoid_is_refused_at_the_probe(tmp_path: 
         resolve_model(save_torchscript(TinyNet(num_classes=2), tmp_path / "two.pt", card))
 
 
-def test_imagenet_normalised_logits_equal_the_network_on_the_hand_normalised_window(tmp_path: Path) -> None:
+def _export(net: torch.nn.Module, how: str, path: Path, card: dict[str, Any]) -> Path:
+    """``net`` saved as its owner would export it: scripted, traced (at another size than the window) or ONNX."""
+    if how == "script":
+        return save_torchscript(net, path.with_suffix(".pt"), card)
+    example = torch.zeros(1, 3, 64, 64)
+    if how == "trace":
+        torch.jit.trace(net, example).save(str(path.with_suffix(".pt")))
+        path = path.with_suffix(".pt")
+    else:
+        pytest.importorskip("onnxruntime", reason="the ONNX export needs segpipe[onnx]")
+        dynamic = {0: "batch", 2: "height", 3: "width"}
+        path = path.with_suffix(".onnx")
+        torch.onnx.export(
+            net, (example,), str(path), dynamo=False, input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": dynamic, "logits": dynamic}, opset_version=17,
+        )  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(card))
+    return path
+
+
+@pytest.mark.parametrize("how", ["script", "trace", "onnx"])
+def test_imagenet_normalised_logits_equal_the_network_on_the_hand_normalised_window(tmp_path: Path, how: str) -> None:
     torch.manual_seed(7)
     net = TinyNet(in_channels=3, num_classes=3).eval()
     card = tiny_card(in_channels=3, preprocessing=IMAGENET_STEPS)
-    ref = resolve_model(save_torchscript(net, tmp_path / "rgb.pt", card))
+    ref = resolve_model(_export(net, how, tmp_path / "rgb", card))
     image = np.random.default_rng(3).integers(0, 256, (3, 40, 40)).astype(np.uint8)
     source = write_zarr(tmp_path / "rgb.zarr", image)
     halo, region = 8, Region(8, 24, 8, 24)  # a 16 x 16 tile well inside the image: its window is real pixels
