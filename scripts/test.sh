@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DASK_CONFIG="$PWD/infra/dask" PREFECT_PROFILES_PATH="$PWD/infra/prefect/profiles.toml"
 INSTALL_EXTRAS="dev" source scripts/install.sh
+# bioimageio.core in its own venv (.venv-oracle): the oracle segpipe's bioimage.io predictions are tested against.
+bash scripts/oracle_env.sh
 # The report page's test opens it in a real headless browser: Debian's chromium, installed when missing and root.
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
   && [ "${SEGPIPE_SYSTEM_PACKAGES:-1}" = 1 ]; then

@@ -1,0 +1,1 @@
+"""Scripts run by other implementations' own environments, as oracles for segpipe's tests."""
