@@ -22,6 +22,7 @@ from typing import Any
 
 from bench import (
     batch_vs_single,
+    compile,
     end_to_end,
     floor,
     foreground,
@@ -54,6 +55,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         objects,
         foreground,
         resolution,
+        compile,
     )
 }
 

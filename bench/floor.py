@@ -4,7 +4,9 @@ The image is read and normalised before the clock starts (no I/O is timed), cut 
 pipeline feeds the model (tile + 2 halo, rounded up to the size divisor: 312 for the default tile 256 and the
 U-Net's halo 28), without overlap, ``ceil(H * W / window^2)`` of them, as many per forward pass as the pipeline
 puts there (``pipeline_batch``), in
-``torch.inference_mode``, in the model's fastest memory layout (channels-last, as segpipe's predictor runs it). On
+``torch.inference_mode``, in the model's fastest memory layout (channels-last, as segpipe's predictor runs it),
+the very model object the pipeline's workers run: ``load_predictor`` with segpipe run's default ``--compile``
+(``fold``: conv + batch norm merged; a compiled mode's compile runs before the clock and is reported). On
 a CPU it is timed two ways, and the faster counts: one stream of passes using every core, and one stream per core
 with one torch thread each (how a local cluster runs it); ``--device cuda``: one stream on the GPU, inputs
 already on it. Only the forward calls are timed; a small image is passed over again (up to 3 s, 5 passes) and the
@@ -29,11 +31,12 @@ import torch
 from bench.harness import Context
 from segpipe import normalize
 from segpipe.config import AUTO, InferenceConfig, TilingConfig
-from segpipe.models import load_predictor, resolve_model
+from segpipe.models import Predictor, load_predictor, resolve_model
 from segpipe.tiling import round_up
 
 NAME = "floor"
 TILE = TilingConfig().tile  # segpipe run's default --tile
+COMPILE = InferenceConfig().compile  # segpipe run's default --compile
 MIN_SECONDS = 3.0
 MAX_PASSES = 5
 
@@ -52,7 +55,7 @@ def pipeline_batch(device: str = "cpu", tile: int = TILE) -> int:
         return int(configured)
     edge, _ = window_edge(tile)
     per_chunk = (TilingConfig().chunk // tile) ** 2
-    return load_predictor(resolve_model("builtin"), device).batch_size_for(1, edge, per_chunk)
+    return pipeline_predictor(device).batch_size_for(1, edge, per_chunk)
 
 
 def normalized_image(path: Path) -> np.ndarray:
@@ -134,14 +137,20 @@ def _batches(tiles: list[np.ndarray], batch_size: int, device: str, channels_las
     return batches
 
 
+def pipeline_predictor(device: str) -> Predictor:
+    """The built-in model as segpipe run's workers load it: the same loader, device and ``--compile``."""
+    return load_predictor(resolve_model("builtin"), device, compile=COMPILE)
+
+
 def _measure(image_path: Path, batch_size: int, device: str) -> dict[str, Any]:
-    predictor = load_predictor(resolve_model("builtin"), device)
+    predictor = pipeline_predictor(device)
     module = predictor.module
     assert module is not None
     edge, halo = window_edge()
     image = normalized_image(image_path)
     tiles = windows(image, edge)
     batches = _batches(tiles, batch_size, device, predictor.channels_last)
+    predictor(np.stack(tiles[:batch_size])[:, None])  # untimed; a compiled model compiles here, as on a worker
     ways: dict[str, list[float]] = {}
     for way, (streams, threads) in ways_to_run(device).items():
         torch.set_num_threads(threads)
@@ -160,6 +169,8 @@ def _measure(image_path: Path, batch_size: int, device: str) -> dict[str, Any]:
         "windows": len(tiles),
         "batch_size": batch_size,
         "layout": "channels_last" if predictor.channels_last else "contiguous",
+        "compile": predictor.compile,
+        "compile_seconds": sum(predictor.compile_seconds.values()),
         "fastest_way": fastest,
         "forward_seconds": seconds,
         "passes_seconds": ways,

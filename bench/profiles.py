@@ -35,6 +35,8 @@ class Profile:
         foreground: the RGB slide of the whole vs ``--foreground tissue`` comparison.
         resolution: the 0.25 um/px slide of the resolution comparison (its 0.5 um/px copy is half the edge).
         slide_chunk: the chunk edge of both slide benchmarks.
+        compile: the forms of the model the compile benchmark times (bench/compile.py).
+        compile_repeats: its interleaved rounds (medians count).
         goal_size: the size the issue sets the end-to-end goal at (goals are still checked at the largest
             measured size; the table says when that is not this one).
     """
@@ -56,6 +58,18 @@ class Profile:
     foreground: int = 8192
     resolution: int = 8192
     slide_chunk: int = 512
+    compile: tuple[str, ...] = (
+        "eager",
+        "fold",
+        "inductor",
+        "inductor_folded",
+        "inductor_freezing",
+        "ts",
+        "ts_fold",
+        "ts_ofi",
+        "ts_inductor",
+    )
+    compile_repeats: int = 7
 
 
 FULL = Profile(
@@ -85,4 +99,6 @@ QUICK = Profile(
     foreground=2048,
     resolution=2048,
     slide_chunk=256,
+    compile=("eager", "fold", "inductor", "ts", "ts_fold"),
+    compile_repeats=3,
 )

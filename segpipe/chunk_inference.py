@@ -103,6 +103,7 @@ class TaskResult:
     confidence_sum: float
     entropy_sum: float = 0.0
     uncertain_pixels: int = 0
+    compile_seconds: float = 0.0  # of the model's compiles this task ran (``--compile inductor``: once per worker)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class SegmentSummary:
     confidence_sum: float
     entropy_sum: float = 0.0
     uncertain_pixels: int = 0
+    compile_seconds: float = 0.0  # summed over tasks: the model's compiles, part of their seconds
 
 
 READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
@@ -312,10 +314,12 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     task (worker death) rewrites the same bytes.
     """
     start = time.perf_counter()
-    predictor = load_predictor(job.model, job.inference.device, job.inference.torch_threads)
+    inference = job.inference
+    predictor = load_predictor(job.model, inference.device, inference.torch_threads, inference.compile)
     predictor = predictor.at_precision(job.inference.precision)
     if job.inference.tta != "none":  # a predictor stand-in without TTA support runs as it is
         predictor = predictor.with_tta(job.inference.tta)
+    compiled_before = set(predictor.compile_seconds)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
     # opened once per task, in the reader thread; cached, a stored chunk shared by windows is decoded once
@@ -338,6 +342,7 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
         confidence_sum=sum(w.confidence_sum for w in written),
         entropy_sum=sum(w.entropy_sum for w in written),
         uncertain_pixels=sum(w.uncertain_pixels for w in written),
+        compile_seconds=predictor.compiled_here(compiled_before),
     )
 
 
@@ -399,4 +404,5 @@ def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: 
         confidence_sum=sum(r.confidence_sum for r in results),
         entropy_sum=sum(r.entropy_sum for r in results),
         uncertain_pixels=sum(r.uncertain_pixels for r in results),
+        compile_seconds=sum(r.compile_seconds for r in results),
     )

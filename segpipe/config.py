@@ -26,6 +26,7 @@ STITCH_MODES = ("trim", "gaussian")
 PAD_MODES = ("symmetric", "reflect", "edge", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TTA_MODES = ("none", "flips", "d4")
+COMPILE_MODES = ("eager", "fold", "inductor")  # segpipe.models.optimize
 AUTO = "auto"
 
 
@@ -81,6 +82,10 @@ class InferenceConfig:
         tta: test-time augmentation: ``none``, ``flips`` (each window also predicted flipped left-right, up-down
             and both: 4 passes) or ``d4`` (those and their transposes: 8; windows are square). The copies'
             softmax outputs are mapped back and averaged before stitching.
+        compile: how a torch model is prepared on each worker (segpipe.models.optimize): ``fold`` (default:
+            conv + batch norm merged, no compile step), ``eager`` (the model as loaded: the off switch) or
+            ``inductor`` (``torch.compile``: 10-23 s of compile per worker on a 2-core CPU, paid back after
+            about a thousand windows; bench/compile.py measures it).
     """
 
     batch_size: int | str = "auto"
@@ -88,9 +93,10 @@ class InferenceConfig:
     torch_threads: int | None = None
     precision: str = "fp32"
     tta: str = "none"
+    compile: str = "fold"
 
     def __post_init__(self) -> None:
-        """Refuse a bad batch size, thread count, device, precision or TTA mode with a ConfigError naming it."""
+        """Refuse a bad batch size, thread count, device, precision, TTA or compile mode: a ConfigError naming it."""
         _require_positive("batch_size", self.batch_size, alternative=AUTO)
         if self.torch_threads is not None:
             _require_positive("torch_threads", self.torch_threads)
@@ -100,6 +106,8 @@ class InferenceConfig:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.tta not in TTA_MODES:
             raise ConfigError(f"--tta must be one of {', '.join(TTA_MODES)}, got {self.tta!r}")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
 
 
 @dataclass(frozen=True)

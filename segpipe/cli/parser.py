@@ -11,6 +11,7 @@ from segpipe.cli.model import check_command, register_command
 from segpipe.cli.run import DEMO_SIZE, demo_command, run_command
 from segpipe.cli.runs import show_command
 from segpipe.config import (
+    COMPILE_MODES,
     PAD_MODES,
     PRECISIONS,
     STITCH_MODES,
@@ -139,6 +140,12 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     parser.add_argument(
         "--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), or bf16/fp16 autocast (GPUs)"
+    )
+    parser.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default=inference.compile,
+        help="fold: merge conv + batch norm (default); eager: the model as loaded; inductor: torch.compile it",
     )
     parser.add_argument(
         "--tta",

@@ -25,7 +25,9 @@ def run_settings(args: argparse.Namespace, model: str, out: str) -> RunSettings:
         overlap=args.overlap,
         pad_mode=args.pad_mode,
     )
-    inference = InferenceConfig(batch_size=args.batch_size, device=args.device, precision=args.precision, tta=args.tta)
+    inference = InferenceConfig(
+        batch_size=args.batch_size, device=args.device, precision=args.precision, tta=args.tta, compile=args.compile
+    )
     if args.workers is not None and args.workers <= 0:
         from segpipe.errors import ConfigError
 

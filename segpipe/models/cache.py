@@ -15,17 +15,20 @@ from collections import OrderedDict
 
 import torch
 
+from segpipe.config import InferenceConfig
 from segpipe.errors import ModelError
 from segpipe.models.backends import get_backend
 from segpipe.models.predictor import LoadedModel, Predictor, select_device
 from segpipe.models.ref import ModelRef, sha256_of
 from segpipe.models.sources import source_for
 
+DEFAULT_COMPILE = InferenceConfig().compile
 MAX_MODELS = 4  # distinct models (by sha256) kept per process; the least recently used goes first
 
 _LOCK = threading.RLock()
 _PAYLOADS: dict[str, bytes] = {}  # sha256 -> bytes
-_PREDICTORS: dict[tuple[str, str, str], Predictor] = {}  # (sha256, identity, device) -> predictor, in load order
+# (sha256, identity, device, compile mode) -> predictor, in load order
+_PREDICTORS: dict[tuple[str, str, str, str], Predictor] = {}
 _RECENT: OrderedDict[str, None] = OrderedDict()  # sha256 of held models, least recently used first
 
 
@@ -61,16 +64,22 @@ def model_payload(ref: ModelRef) -> bytes:
     return payload
 
 
-def load_predictor(ref: ModelRef, device: str = "auto", torch_threads: int | None = None) -> Predictor:
-    """The predictor for ``ref`` on ``device`` (``auto``: CUDA when available), loaded once per process."""
+def load_predictor(
+    ref: ModelRef, device: str = "auto", torch_threads: int | None = None, compile: str = DEFAULT_COMPILE
+) -> Predictor:
+    """The predictor for ``ref`` on ``device`` (``auto``: CUDA when available), loaded once per process.
+
+    The model is prepared by ``compile`` (segpipe.models.optimize; an ``inductor`` model compiles on its first
+    pass of each input shape).
+    """
     target = select_device(device)
-    key = (ref.sha256, _identity(ref), str(target))
+    key = (ref.sha256, _identity(ref), str(target), compile)
     with _LOCK:
         predictor = _PREDICTORS.get(key)
         if predictor is None:
             if torch_threads and torch.get_num_threads() != torch_threads:
-                torch.set_num_threads(torch_threads)
-            predictor = Predictor(build_model(ref, model_payload(ref), target), ref.card, target)
+                torch.set_num_threads(torch_threads)  # before an inductor compile: its kernels keep this count
+            predictor = Predictor(_held_or_built(key, ref, target), ref.card, target, compile=compile)
             _PREDICTORS[key] = predictor
         _touch(ref.sha256)
         return predictor
@@ -79,7 +88,17 @@ def load_predictor(ref: ModelRef, device: str = "auto", torch_threads: int | Non
 def loaded_models() -> list[tuple[str, str]]:
     """``(sha256, device)`` of every predictor this process holds, oldest first."""
     with _LOCK:
-        return [(sha, device) for sha, _, device in _PREDICTORS]
+        return [(sha, device) for sha, _, device, _ in _PREDICTORS]
+
+
+def _held_or_built(key: tuple[str, str, str, str], ref: ModelRef, device: torch.device) -> LoadedModel:
+    """The model of the eager predictor ``resolve_model`` left for ``key``, else one built from its bytes.
+
+    Taken over, not copied: a process holds one copy of each model.
+    """
+    eager = key[:3] + ("eager",)
+    held = _PREDICTORS.pop(eager, None) if key != eager else None
+    return held.held_model if held is not None else build_model(ref, model_payload(ref), device)
 
 
 def build_model(ref: ModelRef, payload: bytes, device: torch.device) -> LoadedModel:
@@ -94,7 +113,7 @@ def remember(ref: ModelRef, payload: bytes, predictor: Predictor) -> None:
     """Keep what ``resolve_model`` read and loaded, so the client reads and loads each model once."""
     with _LOCK:
         _PAYLOADS[ref.sha256] = payload
-        _PREDICTORS[(ref.sha256, _identity(ref), str(predictor.device))] = predictor
+        _PREDICTORS[(ref.sha256, _identity(ref), str(predictor.device), predictor.compile)] = predictor
         _touch(ref.sha256)
 
 

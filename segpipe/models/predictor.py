@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -11,6 +14,9 @@ import torch
 
 from segpipe import tta
 from segpipe.models.card import ModelCard
+from segpipe.models.optimize import optimize
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -59,22 +65,40 @@ class Predictor:
         device: torch.device,
         precision: str = "fp32",
         channels_last: bool = True,
+        compile: str = "eager",
     ) -> None:
-        """Put ``model`` on ``device`` (channels-last for a torch module when asked), to run under ``precision``."""
+        """Put ``model`` on ``device`` (channels-last for a torch module when asked), to run under ``precision``.
+
+        A torch module is then prepared by ``compile`` (segpipe.models.optimize: ``eager``, ``fold``, ``inductor``).
+        """
         self.card = card
         self.device = device
         self.precision = precision
         self.augmentation: tuple[tta.Transform, ...] = tta.transforms("none")
         self.module: torch.nn.Module | None = None
         self.channels_last = False
+        self.compile = "eager"  # the mode applied (a model that is not a torch module runs as it is)
+        self.compiled = False  # whether the first pass of each input shape compiles
+        self.compile_seconds: dict[tuple[tuple[int, ...], str], float] = {}  # (shape, precision) -> first pass
+        self._compiled_by: dict[tuple[tuple[int, ...], str], int] = {}  # the same key -> the compiling thread
+        self._compile_lock = threading.Lock()
         self._auto_batch: dict[tuple[int, int, int, str], int] = {}  # (C, edge, limit, precision) -> batch
         self._model: BatchModel | None = None
         if isinstance(model, torch.nn.Module):
             self.module = model.to(device).eval()
             if channels_last:
                 self.module, self.channels_last = to_channels_last(self.module)
+            prepared = optimize(self.module, compile)
+            self.module, self.compile, self.compiled = prepared.module, prepared.mode, prepared.compiled
         else:
             self._model = model
+
+    @property
+    def held_model(self) -> LoadedModel:
+        """What this predictor runs: its torch module (as prepared) or its other model."""
+        model = self.module if self.module is not None else self._model
+        assert model is not None
+        return model
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, h, w) float32 pixels -> (B, K, h, w) float32 class logits, as numpy on the host.
@@ -115,12 +139,38 @@ class Predictor:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
         if self.device.type == "cuda":  # page-locked host memory: the copy to the GPU runs asynchronously
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        dtype = PRECISIONS[self.precision]
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            output = self.module(tensor)
+        output = self._forward(tensor)
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"model returned a {type(output).__name__}, not a tensor")
         return lambda: to_logits(np.ascontiguousarray(output.float().cpu().numpy()))
+
+    def _forward(self, tensor: torch.Tensor) -> object:
+        """The module's output for ``tensor``; a compiled module's first pass per shape compiles, once, timed."""
+        assert self.module is not None
+        key = (tuple(tensor.shape), self.precision)
+        if not self.compiled or key in self.compile_seconds:
+            return self._call(tensor)
+        with self._compile_lock:  # worker threads sharing this predictor wait for one compile, not start their own
+            if key in self.compile_seconds:
+                return self._call(tensor)
+            started = time.perf_counter()
+            output = self._call(tensor)
+            self.compile_seconds[key] = time.perf_counter() - started
+            self._compiled_by[key] = threading.get_ident()
+        log.info("segpipe: %s compiled for %s %s in %.1f s", self.card.name, key[0], key[1], self.compile_seconds[key])
+        return output
+
+    def compiled_here(self, before: set[tuple[tuple[int, ...], str]]) -> float:
+        """Seconds of the compiles this thread ran since ``set(self.compile_seconds)`` was ``before``."""
+        me = threading.get_ident()
+        return sum(s for k, s in self.compile_seconds.items() if k not in before and self._compiled_by.get(k) == me)
+
+    def _call(self, tensor: torch.Tensor) -> object:
+        """``module(tensor)`` under inference mode and the precision's autocast."""
+        assert self.module is not None
+        dtype = PRECISIONS[self.precision]
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.module(tensor)
 
     def batch_size_for(self, channels: int, edge: int, limit: int) -> int:
         """The ``auto`` batch size for (``channels``, ``edge``, ``edge``) windows, at most ``limit``.
@@ -185,7 +235,7 @@ class Predictor:
     def __repr__(self) -> str:
         """The model's name, kind and device."""
         kind = type(self.module or self._model).__name__
-        return f"Predictor({self.card.name!r}, {kind}, device={self.device})"
+        return f"Predictor({self.card.name!r}, {kind}, device={self.device}, compile={self.compile})"
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:

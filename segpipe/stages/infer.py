@@ -44,6 +44,7 @@ class Inferred:
     chunks_skipped: int = 0  # without foreground: written as background, never computed
     mean_uncertainty: float | None = None  # nats, over the pixels computed now (with --save-uncertainty)
     uncertain_fraction: float | None = None  # of those pixels, the share above UNCERTAIN_NATS
+    compile_seconds: float = 0.0  # of the model's compiles (--compile inductor), part of the tasks' seconds
 
     @property
     def megapixels_per_second(self) -> float | None:
@@ -103,6 +104,7 @@ def infer_image(
         skipped,
         summary.entropy_sum / summary.pixels if uncertainty and summary.pixels else None,
         summary.uncertain_pixels / summary.pixels if uncertainty and summary.pixels else None,
+        summary.compile_seconds,
     )
 
 

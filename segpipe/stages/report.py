@@ -76,6 +76,7 @@ class ImageReport:
     uncertainty: str | None = None  # the per-pixel entropy array, with --save-uncertainty
     mean_uncertainty: float | None = None  # mean softmax entropy (nats) of the pixels computed
     uncertain_fraction: float | None = None  # their share above segpipe.uncertainty.UNCERTAIN_NATS
+    compile_seconds: float = 0.0  # of the infer stage's seconds: the model's compiles (--compile inductor)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: the fields, with the evaluation's scores at the top level (``iou``, ``dice``, ...)."""
@@ -173,6 +174,7 @@ def image_report(
         uncertainty=finalized.uncertainty,
         mean_uncertainty=inferred.mean_uncertainty,
         uncertain_fraction=inferred.uncertain_fraction,
+        compile_seconds=inferred.compile_seconds,
     )
 
 

@@ -52,6 +52,7 @@ def batch_params(plan: BatchPlan, settings: RunSettings, cluster: str, run_id: s
         "device": settings.inference.device,
         "precision": settings.inference.precision,
         "torch_threads": settings.inference.torch_threads,
+        "compile": settings.inference.compile,
         "cluster": cluster,
         "images": [public_url(j.image.path) for j in plan.jobs],
         "truths": [public_url(j.truth.path) if j.truth else "" for j in plan.jobs],

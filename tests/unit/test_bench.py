@@ -43,6 +43,8 @@ TINY = replace(
     foreground=128,
     resolution=128,
     slide_chunk=64,
+    compile=("eager", "fold", "ts", "ts_fold"),  # inductor's compile alone takes 10-20 s
+    compile_repeats=1,
 )
 RESULT_KEYS = {"benchmark", "profile", "quick", "command", "started", "machine", "ratios", "goals", "seconds"}
 GOAL_KEYS = {"benchmark", "name", "measured", "goal", "op", "target", "status", "note"}
@@ -160,6 +162,7 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     assert floor["windows"] == 1
     assert floor["halo_ceiling"] == pytest.approx(ceiling)
     assert floor["layout"] == "channels_last"
+    assert floor["compile"] == "fold"  # the pipeline's default --compile, through its loader
     assert floor["fastest_way"] in floor["passes_seconds"]
     end_to_end = load("end_to_end")["runs"]["64"]
     assert RUN_KEYS <= set(end_to_end)
@@ -249,3 +252,17 @@ def test_import_seconds_sum_each_top_level_package() -> None:
         "some other line\n"
     )
     assert import_seconds(stderr) == {"torch": pytest.approx(0.002), "zarr": pytest.approx(0.00025)}
+
+
+def test_compile_compares_each_form_with_eager(session: tuple[dict[str, Any], Path]) -> None:
+    _, results = session
+    result = json.loads((results / "compile.json").read_text())
+    assert result["window"] == 312 and result["batch_size"] == 1
+    assert result["pipeline_default"] == "fold"
+    forms = result["forms"]
+    assert set(forms) == {"eager", "fold", "ts", "ts_fold"}
+    for name in ("fold", "ts_fold"):
+        assert forms[name]["argmax_agreement"] == 1.0, name
+        assert forms[name]["max_abs_diff"] < 1e-4, name
+        assert set(forms[name]["seconds_per_batch"]) == {"one_stream", "stream_per_core"}
+    assert set(result["ratios"]) == {"fold/eager s per batch", "ts/eager s per batch", "ts_fold/eager s per batch"}
