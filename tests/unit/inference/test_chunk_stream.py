@@ -56,6 +56,13 @@ class Recording:
     def at_precision(self, precision: str) -> Recording:
         return self
 
+    @property
+    def compile_seconds(self) -> dict[tuple[tuple[int, ...], str], float]:
+        return self.inner.compile_seconds
+
+    def compiled_here(self, before: set[tuple[tuple[int, ...], str]]) -> float:
+        return self.inner.compiled_here(before)
+
     def batch_size_for(self, channels: int, edge: int, limit: int) -> int:
         return self.inner.batch_size_for(channels, edge, limit)
 

@@ -76,7 +76,9 @@ def predictions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[np.
         ours[case] = package_prediction(ref, read_package(payload, ref.uri), payload, tile)
         jobs.append({"rdf": str(rdf), "input": str(root / "tile.npy"), "output": str(root / f"core{k}.npy")})
     (root / "jobs.json").write_text(json.dumps(jobs))
-    done = subprocess.run([str(ORACLE), str(SCRIPT), str(root / "jobs.json")], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(ORACLE), str(SCRIPT), str(root / "jobs.json")], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return {case: (ours[case], np.load(job["output"])) for case, job in zip(CASES, jobs, strict=True)}
 
