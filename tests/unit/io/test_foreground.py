@@ -13,9 +13,11 @@ from segpipe.io.foreground import (
     Foreground,
     Nodata,
     choose_foreground,
+    clean_mask,
     foreground_chunks,
     mask_foreground,
     nodata_foreground,
+    otsu_threshold,
     read_nodata,
     tissue_foreground,
     tissue_mask,
@@ -73,6 +75,25 @@ def test_all_glass_has_no_tissue_and_dust_is_not_tissue() -> None:
     glass = np.clip(rng.normal(240, 3, (3, 200, 200)), 0, 255).astype(np.uint8)
     glass[:, 50:52, 50:52] = 80
     assert not tissue_mask(glass).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_otsu_threshold_is_scikit_images(seed: int) -> None:
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(0.05, 0.02, 5000), rng.normal(0.4, 0.1, 3000)]).astype(np.float32)
+    assert otsu_threshold(values) == pytest.approx(float(threshold_otsu(values)), rel=1e-6)
+
+
+def test_clean_mask_keeps_tissue_on_the_border_and_drops_specks() -> None:
+    mask = np.zeros((60, 60), bool)
+    mask[:, :20] = True  # tissue cut by the left and top/bottom borders
+    mask[30:33, 40:43] = True  # a 9-pixel speck
+    mask[10, 10] = False  # a hole
+    cleaned = clean_mask(mask, radius=2, min_object=16)
+    assert np.array_equal(cleaned[:, :20], np.ones((60, 20), bool))
+    assert not cleaned[:, 21:].any()
 
 
 def test_tissue_needs_colour(tmp_path: Path) -> None:
