@@ -11,12 +11,14 @@ A foreground is found on a small look at the image (the finest stored level with
 * a mask image (``MASK``) at any resolution of the same aspect ratio: non-zero means compute.
 
 ``foreground_chunks`` then names the output chunks with foreground within a halo; the others need not be read.
+``background_tiles`` names, inside those chunks, the model's tiles with no foreground within a halo; they need
+not be computed either.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +30,7 @@ from segpipe.io.images import ImageSource, open_image
 from segpipe.io.levels import ImageLevels, Level, level_source
 from segpipe.io.resample import resample_region
 from segpipe.storage import location
-from segpipe.tiling import Region, chunk_grid
+from segpipe.tiling import Region, chunk_grid, tiles_in
 
 LOOK_SIDE = 1024  # longest side of the look a foreground is found on (about 1.25x-2.5x objective power on a slide)
 LOOK_BAND_ROWS = 256  # look rows made per read, so a large level is read a band at a time
@@ -288,6 +290,30 @@ def choose_foreground(spec: str, source: ImageSource, levels: ImageLevels) -> Fo
     return mask_foreground(spec, source)
 
 
+class ForegroundIndex:
+    """Answers, for regions of an output grid, whether a low-resolution mask has foreground within a halo of them.
+
+    A summed-area table of the mask: each question costs four look-ups, whatever the region's size.
+    """
+
+    def __init__(self, mask: np.ndarray, mask_scale: tuple[float, float], grid_scale: tuple[float, float]) -> None:
+        """Index ``mask`` (level-0 pixels per mask pixel: ``mask_scale``) for a grid of ``grid_scale``."""
+        self.shape = mask.shape
+        self.table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+        self.table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+        self.per_y, self.per_x = grid_scale[0] / mask_scale[0], grid_scale[1] / mask_scale[1]
+
+    def touches(self, region: Region, halo: int) -> bool:
+        """Whether any mask pixel under grid ``region`` grown by ``halo`` is foreground."""
+        grown, (rows, cols) = region.grow(halo), self.shape
+        y0 = min(rows, max(0, math.floor(grown.y0 * self.per_y)))
+        y1 = min(rows, max(0, math.ceil(grown.y1 * self.per_y)))
+        x0 = min(cols, max(0, math.floor(grown.x0 * self.per_x)))
+        x1 = min(cols, max(0, math.ceil(grown.x1 * self.per_x)))
+        table = self.table
+        return bool(table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0)
+
+
 def foreground_chunks(
     foreground: Foreground, grid: tuple[int, int], grid_scale: tuple[float, float], chunk: int, halo: int
 ) -> frozenset[Region]:
@@ -300,25 +326,32 @@ def foreground_chunks(
         chunk: the output chunk edge, in output pixels.
         halo: context around a chunk, in output pixels; foreground there keeps the chunk.
     """
-    mask = foreground.mask
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
-    per_y, per_x = grid_scale[0] / foreground.scale[0], grid_scale[1] / foreground.scale[1]
-    kept = set()
-    for region in chunk_grid(grid[0], grid[1], chunk):
-        grown = region.grow(halo)
-        y0 = min(mask.shape[0], max(0, math.floor(grown.y0 * per_y)))
-        y1 = min(mask.shape[0], max(0, math.ceil(grown.y1 * per_y)))
-        x0 = min(mask.shape[1], max(0, math.floor(grown.x0 * per_x)))
-        x1 = min(mask.shape[1], max(0, math.ceil(grown.x1 * per_x)))
-        if table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0:
-            kept.add(region)
-    return frozenset(kept)
+    index = ForegroundIndex(foreground.mask, foreground.scale, grid_scale)
+    return frozenset(r for r in chunk_grid(grid[0], grid[1], chunk) if index.touches(r, halo))
+
+
+def background_tiles(
+    index: ForegroundIndex, chunks: Iterable[Region], tile: int, halo: int
+) -> dict[Region, frozenset[Region]]:
+    """For each of ``chunks``, its ``trim`` tiles (chunk coordinates) with no foreground within ``halo``.
+
+    Chunks whose tiles all have foreground are left out. Such a tile's pixels are outside the foreground and so
+    is everything the model sees of it: it can be written as background without being computed.
+    """
+    found = {}
+    for region in chunks:
+        tiles = tiles_in(Region(0, region.height, 0, region.width), tile)
+        empty = frozenset(t for t in tiles if not index.touches(t.shift(region.y0, region.x0), halo))
+        if empty:
+            found[region] = empty
+    return found
 
 
 __all__ = [
     "FOREGROUNDS",
     "Foreground",
+    "ForegroundIndex",
+    "background_tiles",
     "Nodata",
     "choose_foreground",
     "clean_mask",

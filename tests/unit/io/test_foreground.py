@@ -11,7 +11,9 @@ import tifffile
 from segpipe.errors import ConfigError, InputError
 from segpipe.io.foreground import (
     Foreground,
+    ForegroundIndex,
     Nodata,
+    background_tiles,
     choose_foreground,
     clean_mask,
     foreground_chunks,
@@ -25,7 +27,7 @@ from segpipe.io.foreground import (
 )
 from segpipe.io.images import open_image
 from segpipe.io.levels import read_levels
-from segpipe.tiling import Region, chunk_grid
+from segpipe.tiling import Region, chunk_grid, tiles_in
 
 from .slide_files import tissue_slide, write_geotiff, write_svs
 
@@ -210,3 +212,15 @@ def test_the_tissue_slide_keeps_fewer_chunks_than_it_has(slide: tuple[Path, np.n
     found = tissue_foreground(source, read_levels(source))
     kept = foreground_chunks(found, (3072, 4096), (1.0, 1.0), 512, 32)
     assert len(kept) < len(chunk_grid(3072, 4096, 512))
+
+
+def test_background_tiles_are_those_without_foreground_within_the_halo() -> None:
+    mask = np.zeros((16, 16), bool)
+    mask[5, 5] = True  # mask pixels of 4 grid pixels: grid pixels 20..23
+    index = ForegroundIndex(mask, (4.0, 4.0), (1.0, 1.0))
+    chunks = [Region(0, 32, 0, 32), Region(32, 64, 32, 64)]
+    found = background_tiles(index, chunks, 8, 4)
+    kept = {t for t in tiles_in(Region(0, 32, 0, 32), 8)} - found[chunks[0]]
+    assert kept == {Region(y, y + 8, x, x + 8) for y in (16, 24) for x in (16, 24)}
+    assert found[chunks[1]] == frozenset(tiles_in(Region(0, 32, 0, 32), 8))
+    assert background_tiles(index, [Region(16, 32, 16, 32)], 16, 0) == {}
