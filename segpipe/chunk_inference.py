@@ -13,9 +13,9 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -79,6 +79,8 @@ class ChunkJob:
 
     ``stats``: the image's statistics, measured once per image, for the card's preprocessing steps that read
     them (``percentile`` normalization, ``scale_range``, a measured ``zero_mean_unit_variance``).
+    ``background``: per chunk, its ``trim`` tiles (chunk coordinates) with no foreground within a halo, left as
+    background without being computed (``segpipe.io.foreground.background_tiles``).
     """
 
     source: ImageSource
@@ -87,6 +89,13 @@ class ChunkJob:
     inference: InferenceConfig
     outputs: ChunkOutputs
     stats: normalize.BandStats | None = None
+    background: Mapping[Region, frozenset[Region]] = field(default_factory=dict)
+
+    def for_chunks(self, regions: Sequence[Region]) -> ChunkJob:
+        """This job with only the background tiles of ``regions`` (what one task's chunks need)."""
+        if not self.background:
+            return self
+        return replace(self, background={r: self.background[r] for r in regions if r in self.background})
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,10 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class WrittenChunk:
-    """One chunk written and marked done: its pixels, predicted pixels per class and summed confidence."""
+    """One chunk written and marked done: its computed pixels, predicted pixels per class and summed confidence.
+
+    Pixels of skipped tiles (written as background, never computed) are counted in neither.
+    """
 
     pixels: int
     class_pixels: tuple[int, ...]
@@ -173,7 +185,8 @@ def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = 
         windows = BlendWindows(window, region, win.tile, win.stride, card.num_classes, keep, bias)
     else:
         divisor, classes = card.size_divisor, card.num_classes
-        windows = TrimWindows(window, region, win.halo, win.tile, divisor, classes, True, keep, bias)
+        skip = job.background.get(region, frozenset())
+        windows = TrimWindows(window, region, win.halo, win.tile, divisor, classes, True, keep, bias, skip)
     windows.keep_uncertainty = bool(job.outputs.uncertainty)
     return windows
 
@@ -266,6 +279,10 @@ def predict_chunks(
             finished = opened.popleft()
             finished.drop_input()
             yield finished
+    while opened:  # chunks after the last batch have no window (every tile skipped): complete as they are
+        finished = opened.popleft()
+        finished.drop_input()
+        yield finished
 
 
 def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead: int = READ_AHEAD) -> Iterator[T]:
@@ -288,6 +305,8 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     A task killed between the two leaves the chunk to be rewritten, never half-marked.
     """
     region, predicted = chunk.region, chunk.prediction()
+    counts = np.bincount(predicted.labels.ravel(), minlength=chunk.num_classes)
+    counts[0] -= chunk.skipped_pixels  # only computed pixels are counted
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.check_fence()
     outputs.mask[region.y0 : region.y1, region.x0 : region.x1] = predicted.labels
@@ -298,8 +317,8 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.mark_done(region)
     return WrittenChunk(
-        pixels=region.height * region.width,
-        class_pixels=tuple(int(n) for n in np.bincount(predicted.labels.ravel(), minlength=chunk.num_classes)),
+        pixels=region.height * region.width - chunk.skipped_pixels,
+        class_pixels=tuple(int(n) for n in counts),
         confidence_sum=predicted.confidence_sum,
         entropy_sum=predicted.entropy_sum,
         uncertain_pixels=predicted.uncertain_pixels,
@@ -322,6 +341,7 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     compiled_before = set(predictor.compile_seconds)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
+    windows = max(1, windows - sum(len(job.background.get(region, ())) for region in regions))
     # opened once per task, in the reader thread; cached, a stored chunk shared by windows is decoded once
     stored = functools.cache(lambda: cached_blocks(job.source.stored_array()))
     loads = (lambda region=region: chunk_windows(job, predictor.card, region, stored()) for region in regions)
@@ -394,7 +414,8 @@ def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: 
     todo = job.outputs.ledger.todo(regions) if job.outputs.ledger is not None else regions
     size = per_task or chunks_per_task(len(todo), task_slots(executor, "infer"))
     run = delayed(segment_chunks, pure=False)
-    results: list[TaskResult] = executor([run(job, todo[i : i + size]) for i in range(0, len(todo), size)], "infer")
+    tasks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    results: list[TaskResult] = executor([run(job.for_chunks(regions), regions) for regions in tasks], "infer")
     return SegmentSummary(
         chunks=len(regions),
         chunks_computed=sum(r.chunks for r in results),

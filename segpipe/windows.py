@@ -11,6 +11,7 @@ byte per pixel instead of 4 per class.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,7 @@ class ChunkWindows(ABC):
     """
 
     keep_probabilities = False
+    skipped_pixels = 0  # pixels left as background without being computed (their windows were skipped)
     keep_uncertainty = False  # also the softmax entropy (set by the caller before any window is added)
     label_bias: np.ndarray | None = None  # added to the logits before the label argmax (see predict_labels)
     num_classes: int
@@ -151,7 +153,8 @@ class TrimWindows(ChunkWindows):
 
     ``window`` holds the pixels of a chunk grown by ``halo`` on every side. Each tile is padded at the
     bottom/right to ``edge``; keeping only the tile's own pixels of its logits is exact when the halo covers the
-    model's receptive field.
+    model's receptive field. Tiles in ``skip`` (chunk coordinates; streaming only) are not model inputs: their
+    pixels stay background (label 0, probabilities and entropy 0), as a chunk skipped for having no foreground.
     """
 
     def __init__(
@@ -165,14 +168,23 @@ class TrimWindows(ChunkWindows):
         streaming: bool = False,
         keep_probabilities: bool = False,
         label_bias: np.ndarray | None = None,
+        skip: Collection[Region] = (),
     ) -> None:
-        """Plan the tiles of ``window``; ``streaming`` keeps labels (and probabilities) instead of logits."""
+        """Plan the tiles of ``window``; ``streaming`` keeps labels (and probabilities) instead of logits.
+
+        Raises:
+            ValueError: tiles to ``skip`` without ``streaming`` (kept logits have no background to leave).
+        """
         super().__init__()
+        if skip and not streaming:
+            raise ValueError("TrimWindows skips tiles only when streaming")
         self.window, self.region, self.halo, self.label_bias = window, region, halo, label_bias
         self.num_classes, self.keep_probabilities = num_classes, keep_probabilities
         height, width = window.shape[1] - 2 * halo, window.shape[2] - 2 * halo
         self.edge = trim_edge(height, width, tile, halo, size_divisor)
-        self.tiles = list(tiles_in(Region(0, height, 0, width), tile))
+        tiles = list(tiles_in(Region(0, height, 0, width), tile))
+        self.tiles = [t for t in tiles if t not in skip]
+        self.skipped_pixels = sum(t.height * t.width for t in tiles if t in skip)
         self._logits = None if streaming else np.zeros((num_classes, height, width), np.float32)
         self._labels = np.zeros((height, width), label_dtype(num_classes))
         self._confidence = 0.0

@@ -11,12 +11,14 @@ A foreground is found on a small look at the image (the finest stored level with
 * a mask image (``MASK``) at any resolution of the same aspect ratio: non-zero means compute.
 
 ``foreground_chunks`` then names the output chunks with foreground within a halo; the others need not be read.
+``background_tiles`` names, inside those chunks, the model's tiles with no foreground within a halo; they need
+not be computed either.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +30,9 @@ from segpipe.io.images import ImageSource, open_image
 from segpipe.io.levels import ImageLevels, Level, level_source
 from segpipe.io.resample import resample_region
 from segpipe.storage import location
-from segpipe.tiling import Region, chunk_grid
+from segpipe.tiling import Region, chunk_grid, tiles_in
 
-LOOK_SIDE = 2048  # longest side of the look a foreground is found on
+LOOK_SIDE = 1024  # longest side of the look a foreground is found on (about 1.25x-2.5x objective power on a slide)
 LOOK_BAND_ROWS = 256  # look rows made per read, so a large level is read a band at a time
 ASPECT_RTOL = 0.02  # a mask's scale may differ this much between its axes (rounding of its size)
 SATURATION_BOUNDS = (0.05, 0.2)  # Otsu's threshold kept within these, so all-glass or all-tissue is not split
@@ -123,32 +125,85 @@ def tissue_mask(rgb: np.ndarray, method: str = "saturation") -> np.ndarray:
     """
     if rgb.shape[0] < 3:
         raise ConfigError(f"tissue detection needs red, green and blue bands; the image has {rgb.shape[0]}")
-    scale = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
-    colour = np.clip(np.asarray(rgb[:3], dtype=np.float64) / scale, 0.0, 1.0)
     if method == "saturation":
-        brightest, darkest = colour.max(axis=0), colour.min(axis=0)
-        value = np.where(brightest > 0, (brightest - darkest) / np.maximum(brightest, 1e-12), 0.0)
-        bounds = SATURATION_BOUNDS
+        value, bounds = saturation(rgb[:3]), SATURATION_BOUNDS
     elif method == "density":
-        value = (-np.log10(np.maximum(colour, 1 / 255))).mean(axis=0)
-        bounds = DENSITY_BOUNDS
+        value, bounds = optical_density(rgb[:3]), DENSITY_BOUNDS
     else:
         raise ConfigError(f"tissue method {method!r}: use saturation or density")
-    from skimage import filters  # only tissue masks need scikit-image
-
     spread = float(value.max() - value.min()) if value.size else 0.0
-    threshold = float(filters.threshold_otsu(value)) if spread > 1e-6 else bounds[0]  # type: ignore[no-untyped-call]
+    threshold = otsu_threshold(value) if spread > 1e-6 else bounds[0]
     return clean_mask(value > min(max(threshold, bounds[0]), bounds[1]))
 
 
-def clean_mask(mask: np.ndarray, radius: int = CLEANUP_RADIUS, min_object: int = MIN_OBJECT) -> np.ndarray:
-    """A binary mask closed, opened, rid of objects up to ``min_object`` pixels, and with its holes filled."""
-    from skimage import morphology
+def _unit_scale(dtype: np.dtype) -> float:
+    """What a pixel of ``dtype`` is divided by to fall in 0..1: an integer type's maximum, 1 for floats."""
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
 
-    footprint = morphology.disk(radius)  # type: ignore[no-untyped-call]
-    cleaned = morphology.opening(morphology.closing(mask, footprint), footprint)
-    cleaned = morphology.remove_small_objects(cleaned, max_size=min_object)
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """(h, w) float32 HSV saturation of (3, h, w) ``rgb`` (scaled as ``tissue_mask`` says, clipped to 0..1).
+
+    Only the (h, w) band maximum and minimum are made as floats (clipping commutes with both), never a float copy
+    of the three bands.
+    """
+    scale = _unit_scale(rgb.dtype)
+    brightest = np.clip(rgb.max(axis=0).astype(np.float32) / scale, 0.0, 1.0)
+    darkest = np.clip(rgb.min(axis=0).astype(np.float32) / scale, 0.0, 1.0)
+    spread = np.subtract(brightest, darkest, out=darkest)
+    safe = np.maximum(brightest, np.float32(1e-12))
+    return np.where(brightest > 0, spread / safe, np.float32(0.0)).astype(np.float32)
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """(h, w) float32 mean optical density of (3, h, w) ``rgb`` (scaled as ``tissue_mask`` says), band by band."""
+    scale, total = _unit_scale(rgb.dtype), np.zeros(rgb.shape[1:], np.float32)
+    for band in rgb:
+        colour = np.clip(band.astype(np.float32) / scale, np.float32(1 / 255), np.float32(1.0))
+        total -= np.log10(colour)
+    return total / np.float32(rgb.shape[0])
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values``: the histogram bin centre (``bins`` over their range) that best splits them.
+
+    As ``skimage.filters.threshold_otsu``: the centre maximising the between-class variance of the pixels at or
+    below it against those above.
+    """
+    counts, edges = np.histogram(values.ravel(), bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    counts = counts.astype(np.float64)
+    below, above = np.cumsum(counts), np.cumsum(counts[::-1])[::-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_below = np.cumsum(counts * centres) / below
+        mean_above = (np.cumsum((counts * centres)[::-1]) / above[::-1])[::-1]
+    variance = below[:-1] * above[1:] * (mean_below[:-1] - mean_above[1:]) ** 2
+    return float(centres[int(np.nanargmax(variance))])
+
+
+def clean_mask(mask: np.ndarray, radius: int = CLEANUP_RADIUS, min_object: int = MIN_OBJECT) -> np.ndarray:
+    """A binary mask closed, opened, rid of objects up to ``min_object`` pixels, and with its holes filled.
+
+    Closing and opening use a disc of ``radius``, the mask extended by its edge pixels (so tissue touching the
+    border is not eroded); objects are 4-connected.
+    """
+    footprint = disc(radius)
+    padded = np.pad(mask, 2 * radius, mode="edge")
+    closed = ndimage.binary_dilation(padded, footprint)
+    closed = ndimage.binary_erosion(closed, footprint, border_value=1)
+    opened = ndimage.binary_dilation(ndimage.binary_erosion(closed, footprint, border_value=1), footprint)
+    cleaned = opened[2 * radius : -2 * radius, 2 * radius : -2 * radius] if radius else opened
+    labels, count = ndimage.label(cleaned)
+    if count:
+        sizes = np.bincount(labels.ravel())
+        cleaned = (sizes > min_object)[labels] & cleaned
     return np.asarray(ndimage.binary_fill_holes(cleaned), dtype=bool)
+
+
+def disc(radius: int) -> np.ndarray:
+    """A (2 radius + 1)^2 boolean disc: the pixels within ``radius`` of the centre."""
+    offsets = np.arange(-radius, radius + 1)
+    return np.asarray(offsets[:, np.newaxis] ** 2 + offsets[np.newaxis, :] ** 2 <= radius**2)
 
 
 def look_values(
@@ -183,7 +238,7 @@ def tissue_foreground(source: ImageSource, levels: ImageLevels, method: str = "s
     values, scale = look_values(source, levels, lambda block: block[:3])
     dtype = np.dtype(source.dtype)
     if dtype.kind in "ui":  # the look is averaged as floats; keep the scale of the stored type
-        values = values / float(np.iinfo(dtype).max)
+        values /= np.float32(np.iinfo(dtype).max)
     return Foreground(tissue_mask(values, method), scale, "tissue")
 
 
@@ -235,6 +290,30 @@ def choose_foreground(spec: str, source: ImageSource, levels: ImageLevels) -> Fo
     return mask_foreground(spec, source)
 
 
+class ForegroundIndex:
+    """Answers, for regions of an output grid, whether a low-resolution mask has foreground within a halo of them.
+
+    A summed-area table of the mask: each question costs four look-ups, whatever the region's size.
+    """
+
+    def __init__(self, mask: np.ndarray, mask_scale: tuple[float, float], grid_scale: tuple[float, float]) -> None:
+        """Index ``mask`` (level-0 pixels per mask pixel: ``mask_scale``) for a grid of ``grid_scale``."""
+        self.shape = mask.shape
+        self.table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+        self.table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+        self.per_y, self.per_x = grid_scale[0] / mask_scale[0], grid_scale[1] / mask_scale[1]
+
+    def touches(self, region: Region, halo: int) -> bool:
+        """Whether any mask pixel under grid ``region`` grown by ``halo`` is foreground."""
+        grown, (rows, cols) = region.grow(halo), self.shape
+        y0 = min(rows, max(0, math.floor(grown.y0 * self.per_y)))
+        y1 = min(rows, max(0, math.ceil(grown.y1 * self.per_y)))
+        x0 = min(cols, max(0, math.floor(grown.x0 * self.per_x)))
+        x1 = min(cols, max(0, math.ceil(grown.x1 * self.per_x)))
+        table = self.table
+        return bool(table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0)
+
+
 def foreground_chunks(
     foreground: Foreground, grid: tuple[int, int], grid_scale: tuple[float, float], chunk: int, halo: int
 ) -> frozenset[Region]:
@@ -247,25 +326,32 @@ def foreground_chunks(
         chunk: the output chunk edge, in output pixels.
         halo: context around a chunk, in output pixels; foreground there keeps the chunk.
     """
-    mask = foreground.mask
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
-    per_y, per_x = grid_scale[0] / foreground.scale[0], grid_scale[1] / foreground.scale[1]
-    kept = set()
-    for region in chunk_grid(grid[0], grid[1], chunk):
-        grown = region.grow(halo)
-        y0 = min(mask.shape[0], max(0, math.floor(grown.y0 * per_y)))
-        y1 = min(mask.shape[0], max(0, math.ceil(grown.y1 * per_y)))
-        x0 = min(mask.shape[1], max(0, math.floor(grown.x0 * per_x)))
-        x1 = min(mask.shape[1], max(0, math.ceil(grown.x1 * per_x)))
-        if table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] > 0:
-            kept.add(region)
-    return frozenset(kept)
+    index = ForegroundIndex(foreground.mask, foreground.scale, grid_scale)
+    return frozenset(r for r in chunk_grid(grid[0], grid[1], chunk) if index.touches(r, halo))
+
+
+def background_tiles(
+    index: ForegroundIndex, chunks: Iterable[Region], tile: int, halo: int
+) -> dict[Region, frozenset[Region]]:
+    """For each of ``chunks``, its ``trim`` tiles (chunk coordinates) with no foreground within ``halo``.
+
+    Chunks whose tiles all have foreground are left out. Such a tile's pixels are outside the foreground and so
+    is everything the model sees of it: it can be written as background without being computed.
+    """
+    found = {}
+    for region in chunks:
+        tiles = tiles_in(Region(0, region.height, 0, region.width), tile)
+        empty = frozenset(t for t in tiles if not index.touches(t.shift(region.y0, region.x0), halo))
+        if empty:
+            found[region] = empty
+    return found
 
 
 __all__ = [
     "FOREGROUNDS",
     "Foreground",
+    "ForegroundIndex",
+    "background_tiles",
     "Nodata",
     "choose_foreground",
     "clean_mask",

@@ -79,6 +79,25 @@ def test_tissue_run_skips_glass_chunks_and_matches_the_whole_run_inside_tissue(
     assert np.array_equal(_mask(tissue)[truth], _mask(whole)[truth])
 
 
+def test_glass_tiles_inside_computed_chunks_are_background_and_not_computed(
+    slide: tuple[Path, np.ndarray, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tiles of 32 in chunks of 128: a chunk on the tissue's rim computes only the tiles the tissue reaches."""
+    image, truth, model = slide
+    args = ("--model", str(model), "--tile", "32")
+    tissue = _run(image, tmp_path / "tissue", capsys, *args, "--foreground", "tissue")
+    whole = _run(image, tmp_path / "whole", capsys, *args, "--foreground", "none")
+    by_chunks = _run(image, tmp_path / "chunks", capsys, "--model", str(model), "--foreground", "tissue")
+    computed = tissue["chunks_computed"] * CHUNK**2 / 1e6
+    assert tissue["chunks_computed"] == by_chunks["chunks_computed"]
+    assert tissue["megapixels_computed"] < computed  # tiles were skipped inside computed chunks
+    assert by_chunks["megapixels_computed"] == pytest.approx(computed)  # one tile per chunk: none to skip
+    tissue_mask, whole_mask = _mask(tissue), _mask(whole)
+    assert np.array_equal(tissue_mask[truth], whole_mask[truth])
+    assert np.array_equal(tissue_mask[truth], _mask(by_chunks)[truth])
+    assert sum(tissue["class_pixels"]) == round(tissue["megapixels_computed"] * 1e6)
+
+
 def test_second_run_computes_nothing_and_a_lost_marker_recomputes_one_chunk(
     slide: tuple[Path, np.ndarray, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

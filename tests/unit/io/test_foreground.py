@@ -11,11 +11,15 @@ import tifffile
 from segpipe.errors import ConfigError, InputError
 from segpipe.io.foreground import (
     Foreground,
+    ForegroundIndex,
     Nodata,
+    background_tiles,
     choose_foreground,
+    clean_mask,
     foreground_chunks,
     mask_foreground,
     nodata_foreground,
+    otsu_threshold,
     read_nodata,
     tissue_foreground,
     tissue_mask,
@@ -23,7 +27,7 @@ from segpipe.io.foreground import (
 )
 from segpipe.io.images import open_image
 from segpipe.io.levels import read_levels
-from segpipe.tiling import Region, chunk_grid
+from segpipe.tiling import Region, chunk_grid, tiles_in
 
 from .slide_files import tissue_slide, write_geotiff, write_svs
 
@@ -73,6 +77,25 @@ def test_all_glass_has_no_tissue_and_dust_is_not_tissue() -> None:
     glass = np.clip(rng.normal(240, 3, (3, 200, 200)), 0, 255).astype(np.uint8)
     glass[:, 50:52, 50:52] = 80
     assert not tissue_mask(glass).any()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_otsu_threshold_is_scikit_images(seed: int) -> None:
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.normal(0.05, 0.02, 5000), rng.normal(0.4, 0.1, 3000)]).astype(np.float32)
+    assert otsu_threshold(values) == pytest.approx(float(threshold_otsu(values)), rel=1e-6)
+
+
+def test_clean_mask_keeps_tissue_on_the_border_and_drops_specks() -> None:
+    mask = np.zeros((60, 60), bool)
+    mask[:, :20] = True  # tissue cut by the left and top/bottom borders
+    mask[30:33, 40:43] = True  # a 9-pixel speck
+    mask[10, 10] = False  # a hole
+    cleaned = clean_mask(mask, radius=2, min_object=16)
+    assert np.array_equal(cleaned[:, :20], np.ones((60, 20), bool))
+    assert not cleaned[:, 21:].any()
 
 
 def test_tissue_needs_colour(tmp_path: Path) -> None:
@@ -189,3 +212,15 @@ def test_the_tissue_slide_keeps_fewer_chunks_than_it_has(slide: tuple[Path, np.n
     found = tissue_foreground(source, read_levels(source))
     kept = foreground_chunks(found, (3072, 4096), (1.0, 1.0), 512, 32)
     assert len(kept) < len(chunk_grid(3072, 4096, 512))
+
+
+def test_background_tiles_are_those_without_foreground_within_the_halo() -> None:
+    mask = np.zeros((16, 16), bool)
+    mask[5, 5] = True  # mask pixels of 4 grid pixels: grid pixels 20..23
+    index = ForegroundIndex(mask, (4.0, 4.0), (1.0, 1.0))
+    chunks = [Region(0, 32, 0, 32), Region(32, 64, 32, 64)]
+    found = background_tiles(index, chunks, 8, 4)
+    kept = {t for t in tiles_in(Region(0, 32, 0, 32), 8)} - found[chunks[0]]
+    assert kept == {Region(y, y + 8, x, x + 8) for y in (16, 24) for x in (16, 24)}
+    assert found[chunks[1]] == frozenset(tiles_in(Region(0, 32, 0, 32), 8))
+    assert background_tiles(index, [Region(16, 32, 16, 32)], 16, 0) == {}
