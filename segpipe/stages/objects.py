@@ -34,8 +34,8 @@ from segpipe.io.images import read_metadata
 from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import NGFF_VERSION, build_pyramid, level_count, multiscales, read_segpipe_attrs
 from segpipe.objects.components import chunk_borders, relabel_chunk
-from segpipe.objects.grid import Block, ChunkRelabel, blocks_of
-from segpipe.objects.grow import InstanceRule, grow_block
+from segpipe.objects.grid import Block, ChunkRelabel, ComponentPlan, blocks_of
+from segpipe.objects.grow import InstanceRule, Renumbering, chunk_areas, grow_block, renumbering
 from segpipe.objects.merge import merge_borders
 from segpipe.objects.table import ObjectTable, finish, merge_sums, object_sums, read_with_halo
 from segpipe.stages.fingerprints import fingerprint
@@ -75,7 +75,7 @@ def count_objects(
         [delayed(_borders, pure=False)(job.mask, b, classes, config.connectivity) for b in grid], OBJECTS
     )
     numbering = merge_borders(records, config.connectivity)
-    labels = _write_ids(job, plan, config, grid, numbering.chunks, numbering.dtype, classes, executor)
+    labels = _write_ids(job, plan, config, grid, numbering, classes, executor)
     table = _measure(job, labels, grid, rule, executor)
     polygons = vectors.merge_polygons(
         executor([delayed(_pieces, pure=False)(labels, b) for b in grid], OBJECTS), config.simplify
@@ -122,14 +122,14 @@ def _write_ids(
     plan: BatchPlan,
     config: ObjectsConfig,
     grid: list[Block],
-    chunks: dict[tuple[int, int], ChunkRelabel],
-    dtype: np.dtype,
+    numbering: ComponentPlan,
     classes: tuple[int, ...],
     executor: Executor,
 ) -> str:
     """The relabel pass (and for a boundary model the growing pass) into ``labels/objects/0``, then its pyramid."""
     group = location(job.store).child("labels", OBJECTS)
     ids_url = group.child("0").url
+    chunks, dtype = numbering.chunks, numbering.dtype
     key = fingerprint({"mask": job.infer_key, "connectivity": config.connectivity, "dtype": str(dtype)})
     relabel = delayed(_relabel, pure=False)
     rule = plan.model.card.instances
@@ -148,6 +148,7 @@ def _write_ids(
     if rule is not None:
         grow = delayed(_grow, pure=False)
         grow_key = fingerprint({"interior": key, "rule": rule.to_dict()})
+        plans = _renumbering(first_url, grid, numbering.count, rule, executor)
         grow_args = (first_url, job.mask, ids_url, rule, config.connectivity)
         _chunk_pass(
             job,
@@ -157,7 +158,7 @@ def _write_ids(
             ids_url,
             dtype,
             executor,
-            lambda block, ledger: grow(*grow_args, ledger, block),
+            lambda block, ledger: grow(*grow_args, ledger, block, plans.get(block.index)),
         )
     levels = level_count(*job.grid[1:])
     build_pyramid(group.url, levels, plan.chunk, True, executor)
@@ -214,6 +215,21 @@ def _relabel(
     ledger.mark_done(_region(block))
 
 
+def _renumbering(
+    interior_url: str, grid: list[Block], count: int, rule: InstanceRule, executor: Executor
+) -> dict[tuple[int, int], Renumbering]:
+    """Per block, the new ids of the interiors its halo sees, from a counting pass (none without ``min_interior``)."""
+    if not rule.min_interior:
+        return {}
+    parts = executor([delayed(_areas, pure=False)(interior_url, b) for b in grid], OBJECTS)
+    return renumbering(grid, parts, count, rule)
+
+
+def _areas(interior_url: str, block: Block) -> tuple[np.ndarray, np.ndarray]:
+    interior = open_array(interior_url, mode="r", zarr_format=OWN_FORMAT)
+    return chunk_areas(np.asarray(interior[block.slices]))
+
+
 def _grow(
     interior_url: str,
     mask_url: str,
@@ -222,13 +238,16 @@ def _grow(
     connectivity: int,
     ledger: ChunkLedger,
     block: Block,
+    plan: Renumbering | None,
 ) -> None:
     interior = open_array(interior_url, mode="r", zarr_format=OWN_FORMAT)
     mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
     ids = open_array(ids_url, mode="r+", zarr_format=OWN_FORMAT)
     ledger.check_fence()
     halo = rule.width
-    grown = grow_block(read_with_halo(interior, block, halo), read_with_halo(mask, block, halo), rule, connectivity)
+    found = read_with_halo(interior, block, halo)
+    found = plan.apply(found) if plan is not None else found
+    grown = grow_block(found, read_with_halo(mask, block, halo), rule, connectivity)
     ids[block.slices] = grown
     ledger.mark_done(_region(block))
 

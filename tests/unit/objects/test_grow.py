@@ -8,7 +8,14 @@ import pytest
 from scipy import ndimage
 
 from segpipe.errors import ModelError
-from segpipe.objects.grow import InstanceRule, grow_block, grow_ids, grown_components, parse_instances
+from segpipe.objects.grow import (
+    InstanceRule,
+    Renumbering,
+    grow_block,
+    grow_ids,
+    grown_components,
+    parse_instances,
+)
 
 RULE = InstanceRule(interior=1, boundary=2, width=2)
 CHUNKS = [(1, 1), (1, 5), (4, 1), (3, 4), (7, 7), (11, 6), (64, 64)]
@@ -99,6 +106,50 @@ def test_the_grown_id_image_is_the_same_in_every_chunking(seed: int, connectivit
         np.testing.assert_array_equal(grown_components(mask, RULE, connectivity, chunks), expected)
 
 
+SMALL = InstanceRule(interior=1, boundary=2, width=2, min_interior=3)
+
+
+def test_a_tiny_interior_beside_an_object_joins_it() -> None:
+    mask = np.array([[1, 1, 1, 2, 1, 2, 0]], np.uint8)
+    np.testing.assert_array_equal(whole(mask, SMALL), [[1, 1, 1, 1, 1, 0, 0]])
+    np.testing.assert_array_equal(whole(mask), [[1, 1, 1, 1, 2, 2, 0]])  # without the rule: two objects
+
+
+def test_a_lone_tiny_interior_makes_no_object() -> None:
+    mask = np.array([[1, 2, 0, 0, 0, 0], [2, 2, 0, 1, 1, 1]], np.uint8)
+    np.testing.assert_array_equal(whole(mask, SMALL), [[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1]])
+
+
+def test_kept_interiors_are_renumbered_by_first_pixel() -> None:
+    mask = np.array([[1, 0, 1, 1, 1], [0, 0, 0, 0, 0], [1, 1, 1, 0, 1]], np.uint8)
+    np.testing.assert_array_equal(whole(mask, SMALL), [[0, 0, 1, 1, 1], [0, 0, 0, 0, 0], [2, 2, 2, 0, 0]])
+
+
+def test_an_interior_of_exactly_the_minimum_is_kept() -> None:
+    mask = np.array([[1, 1, 1, 0, 1, 1]], np.uint8)
+    np.testing.assert_array_equal(whole(mask, SMALL), [[1, 1, 1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("seed", [0, 4, 5, 7, 8])  # masks with interiors both under and over 13 pixels
+def test_dropping_small_interiors_gives_the_same_ids_in_every_chunking(seed: int, connectivity: int) -> None:
+    mask = random_boundary_mask(seed)
+    rule = InstanceRule(1, 2, width=2, min_interior=13)
+    expected = whole(mask, rule, connectivity)
+    plain = whole(mask, RULE, connectivity)
+    assert 0 < expected.max() < plain.max()  # some interiors dropped, some kept
+    np.testing.assert_array_equal(np.unique(expected), np.arange(expected.max() + 1))  # ids 1.. without gaps
+    for chunks in CHUNKS:
+        np.testing.assert_array_equal(grown_components(mask, rule, connectivity, chunks), expected)
+
+
+def test_a_renumbering_refuses_an_id_it_does_not_know() -> None:
+    plan = Renumbering(np.array([2, 5]), np.array([1, 0]))
+    np.testing.assert_array_equal(plan.apply(np.array([[0, 2, 5]], np.uint32)), [[0, 1, 0]])
+    with pytest.raises(ModelError, match="missing from its block's renumbering"):
+        plan.apply(np.array([[3]], np.uint32))
+
+
 def test_random_masks_have_grown_pixels() -> None:
     mask = random_boundary_mask(0)
     grown = whole(mask)
@@ -121,6 +172,13 @@ def test_the_card_field_parses_with_a_default_width() -> None:
     assert parse_instances({"interior": 1, "boundary": 2}, 3, "card.json") == InstanceRule(1, 2, 3)
 
 
+def test_the_card_field_parses_a_minimum_interior_and_writes_it_back() -> None:
+    rule = parse_instances({"interior": 1, "boundary": 2, "width": 5, "min_interior": 4}, 3, "card.json")
+    assert rule == InstanceRule(1, 2, 5, 4)
+    assert rule is not None and parse_instances(rule.to_dict(), 3, "card.json") == rule
+    assert "min_interior" not in InstanceRule(1, 2, 5).to_dict()
+
+
 def test_an_absent_card_field_means_no_rule() -> None:
     assert parse_instances(None, 3, "card.json") is None
 
@@ -136,6 +194,11 @@ def test_an_absent_card_field_means_no_rule() -> None:
         ({"interior": True, "boundary": 2}, r"instances.interior must be 1..2, got True"),
         ({"interior": 2, "boundary": 2}, "instances.interior and instances.boundary are one class"),
         ({"interior": 1, "boundary": 2, "width": 0}, r"instances.width must be an integer >= 1, got 0"),
+        ({"interior": 1, "boundary": 2, "min_interior": -1}, r"instances.min_interior must be an integer >= 0, got -1"),
+        (
+            {"interior": 1, "boundary": 2, "min_interior": 2.5},
+            r"instances.min_interior must be an integer >= 0, got 2.5",
+        ),
     ],
 )
 def test_a_bad_card_field_is_one_clear_error(value: object, fault: str) -> None:

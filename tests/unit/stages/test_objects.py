@@ -216,3 +216,29 @@ def test_a_boundary_models_table_measures_the_grown_objects(grown) -> None:
     ids = np.asarray(zarr.open_array(result.labels, mode="r")[:])
     table = _table(result.table)
     np.testing.assert_array_equal(table["area"].to_numpy(), np.bincount(ids.ravel())[1:])
+
+
+@pytest.fixture(scope="module")
+def speckled(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, Counted]:
+    """The boundary mask with single interior pixels strewn over it: in the background, rims and cores."""
+    tmp_path = tmp_path_factory.mktemp("speckled")
+    mask = _boundary_mask(2)
+    rng = np.random.default_rng(5)
+    mask[rng.integers(0, HEIGHT, 80), rng.integers(0, WIDTH, 80)] = 1
+    job, plan = _finalized(tmp_path, mask, model="builtin:boundary")
+    return mask, count_objects(job, plan, ObjectsConfig(enabled=True))
+
+
+def test_the_shipped_rules_minimum_interior_runs_chunked_as_on_the_whole_image(speckled) -> None:
+    from segpipe.models.backends.builtin import BOUNDARY_CARD
+    from segpipe.models.card import ModelCard
+    from segpipe.objects.grow import grow_ids
+
+    mask, result = speckled
+    rule = ModelCard.from_json(BOUNDARY_CARD).instances
+    assert rule is not None and rule.min_interior > 1
+    interior, count = ndimage.label(mask == 1)
+    expected = grow_ids(interior.astype(np.uint32), mask, rule)
+    np.testing.assert_array_equal(zarr.open_array(result.labels, mode="r")[:], expected)
+    assert 0 < result.counts[1] < count  # the strewn pixels made no objects
+    np.testing.assert_array_equal(_table(result.table)["object_id"].to_numpy(), np.arange(1, result.counts[1] + 1))
