@@ -122,3 +122,4 @@ def test_the_shipped_boundary_card_declares_three_classes_and_its_rule() -> None
     card = ModelCard.from_json(SHIPPED)
     assert card.class_names == ("background", "nucleus", "boundary")
     assert (card.instances.interior, card.instances.boundary) == (1, 2)
+    assert card.instances.min_interior == 3  # scripts/train_boundary.py's choice on held-out synthetic images
