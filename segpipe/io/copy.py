@@ -7,7 +7,7 @@ the size. Source and destination are URLs on any store (``segpipe.storage``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,8 @@ class Grid:
         chunks: the grid chunks copied; None: every chunk (the others stay at the array's fill value, 0).
         sample_mask: the foreground at a chunk's strided sample positions (``region``, ``stride``), or None:
             statistics then come from the foreground pixels only.
+        parts: per copied chunk, the part of it copied (what the computed tiles read); the rest of the chunk
+            stays at the fill value. None, or a chunk left out: the whole chunk.
     """
 
     shape: tuple[int, int, int]
@@ -42,6 +44,11 @@ class Grid:
     factor: tuple[float, float] = (1.0, 1.0)
     chunks: frozenset[Region] | None = None
     sample_mask: Callable[[Region, int], np.ndarray | None] | None = None
+    parts: Mapping[Region, Region] | None = None
+
+    def part(self, region: Region) -> Region:
+        """The part of chunk ``region`` that is copied."""
+        return region if self.parts is None else self.parts.get(region, region)
 
 
 def read_grid(source: ImageSource, region: Region, factor: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
@@ -59,15 +66,21 @@ def ingest_chunk(
     stride: int,
     ledger: ChunkLedger | None = None,
     factor: tuple[float, float] = (1.0, 1.0),
+    part: Region | None = None,
 ) -> np.ndarray:
-    """Copy one grid chunk into the array at URL ``dest``, mark it done; return its strided (C, n) sample."""
-    data = read_grid(source, region, factor)
+    """Copy grid chunk ``region`` (only its ``part``, when given) into the array at URL ``dest``, mark it done.
+
+    Returns:
+        The strided (C, n) sample of what was copied.
+    """
+    copied = part or region
+    data = read_grid(source, copied, factor)
     if ledger is not None:
         ledger.check_fence()
-    open_array(dest, mode="r+", zarr_format=OWN_FORMAT)[:, region.y0 : region.y1, region.x0 : region.x1] = data
+    open_array(dest, mode="r+", zarr_format=OWN_FORMAT)[:, copied.y0 : copied.y1, copied.x0 : copied.x1] = data
     if ledger is not None:
         ledger.mark_done(region)
-    return strided_sample(data, region, stride).reshape(data.shape[0], -1)
+    return strided_sample(data, copied, stride).reshape(data.shape[0], -1)
 
 
 def sample_chunk(source: ImageSource, region: Region, stride: int) -> np.ndarray:
@@ -87,9 +100,9 @@ def ingest(
 ) -> BandStats:
     """Write ``source`` to a Zarr array at URL ``dest``; return its band statistics (with what ``want`` asks).
 
-    With a ``grid``, ``source`` (a stored level) is copied onto it, only its ``chunks``, the statistics from its
-    foreground. With a ``ledger``, chunks already marked done are not copied again (their sample is read back
-    from ``dest``), so an interrupted ingest resumes where it stopped.
+    With a ``grid``, ``source`` (a stored level) is copied onto it, only its ``chunks`` (of those, only their
+    ``parts``), the statistics from its foreground. With a ``ledger``, chunks already marked done are not copied
+    again (their sample is read back from ``dest``), so an interrupted ingest resumes where it stopped.
     """
     grid = grid or Grid(source.shape, source.dtype)
     url = location(dest).url
@@ -105,14 +118,16 @@ def ingest(
     reread = delayed(sample_chunk, pure=True)
     copied = open_copy(source, url, grid)
     regions = [r for r in chunk_grid(rows, cols, chunk) if grid.chunks is None or r in grid.chunks]
+    parts = [grid.part(r) for r in regions]
     tasks = [
-        reread(copied, r, stride) if (r.y0, r.x0) in done else copy(source, url, r, stride, ledger, grid.factor)
-        for r in regions
+        reread(copied, p, stride) if (r.y0, r.x0) in done else copy(source, url, r, stride, ledger, grid.factor, p)
+        for r, p in zip(regions, parts, strict=True)
     ]
     samples = executor(tasks, "ingest")
     if not samples:  # nothing to compute: statistics of the array's fill value
         samples = [np.zeros((grid.shape[0], 1))]
-    return BandStats.from_samples(_foreground_samples(samples, regions, stride, grid), want)
+        parts = [Region(0, 1, 0, 1)]
+    return BandStats.from_samples(_foreground_samples(samples, parts, stride, grid), want)
 
 
 def _foreground_samples(samples: list[np.ndarray], regions: list[Region], stride: int, grid: Grid) -> np.ndarray:

@@ -83,7 +83,7 @@ def job_keys(
 
     identity = location(image.path).identity()
     ingest_parts = {"input": asdict(identity), "plane": image.plane, "chunk": plan.chunk, "version": 2}
-    ingest_key = fingerprint({**ingest_parts, **_view_part(image, view, settings)})
+    ingest_key = fingerprint({**ingest_parts, **_view_part(image, view, settings, plan)})
     infer_key = fingerprint(
         {
             "ingest": ingest_key,
@@ -112,8 +112,11 @@ def job_keys(
     return JobKeys(ingest_key, infer_key, done_key, identity)
 
 
-def _view_part(image: ImageSource, view: InputView | None, settings: RunSettings) -> dict[str, Any]:
-    """What of the input view changes the ingested grid: only the parts that are not the default."""
+def _view_part(image: ImageSource, view: InputView | None, settings: RunSettings, plan: Tiled) -> dict[str, Any]:
+    """What of the input view changes the ingested grid: only the parts that are not the default.
+
+    With a foreground, what the computed tiles read (stitch, tile, halo) decides which parts of chunks are copied.
+    """
     parts: dict[str, Any] = {}
     if image.bands is not None:
         parts["bands"] = list(image.bands)
@@ -123,6 +126,7 @@ def _view_part(image: ImageSource, view: InputView | None, settings: RunSettings
         parts["pixel_size"] = settings.pixel_size
     if view is not None and view.chunks is not None:
         parts["foreground"] = settings.foreground
+        parts["copied"] = [plan.tiling.stitch, plan.tile, plan.halo]
     return parts
 
 

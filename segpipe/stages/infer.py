@@ -20,13 +20,13 @@ from segpipe.chunk_inference import (
 )
 from segpipe.config import InferenceConfig
 from segpipe.executor import Executor, local_executor
-from segpipe.io.foreground import ForegroundIndex, background_tiles
 from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
 from segpipe.stages.ingest import Ingested, is_committed
 from segpipe.stages.plan import BatchPlan, ImageJob
+from segpipe.stages.view import background_tiles_of
 from segpipe.storage import location
-from segpipe.tiling import Region, chunk_grid
+from segpipe.tiling import chunk_grid
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def infer_image(
     windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
     outputs = ChunkOutputs(job.mask, probabilities, ledger, uncertainty)
     skipped = _mark_background(job, ledger, tiled, plan.chunk)
-    background = background_tiles_of(job, plan)
+    background = background_tiles_of(job.view, plan.tiling.stitch, plan.tile, plan.halo)
     chunk_job = ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats, background)
     summary = segment_image(chunk_job, executor)
     return Inferred(
@@ -108,19 +108,6 @@ def infer_image(
         summary.uncertain_pixels / summary.pixels if uncertainty and summary.pixels else None,
         summary.compile_seconds,
     )
-
-
-def background_tiles_of(job: ImageJob, plan: BatchPlan) -> dict[Region, frozenset[Region]]:
-    """Per computed chunk, its tiles with no foreground within a halo (``trim`` stitching with a foreground only).
-
-    Every pixel such a tile's model input holds is outside the foreground, so it is written as background without
-    being computed; the tiles with foreground are computed exactly as in a whole run.
-    """
-    view = job.view
-    if view.chunks is None or view.foreground_mask is None or plan.tiling.stitch != "trim":
-        return {}
-    index = ForegroundIndex(view.foreground_mask, view.foreground_scale, view.scale)
-    return background_tiles(index, sorted(view.chunks), plan.tile, plan.halo)
 
 
 def _mark_background(job: ImageJob, ledger: ChunkLedger, tiled: ImageSource, chunk: int) -> int:

@@ -19,7 +19,7 @@ from segpipe.normalize import BandStats
 from segpipe.preprocessing import stats_needed
 from segpipe.stages.fingerprints import mask_fingerprint
 from segpipe.stages.plan import BatchPlan, ImageJob
-from segpipe.stages.view import copied_chunks
+from segpipe.stages.view import background_tiles_of, copied_parts
 from segpipe.storage import location
 
 
@@ -86,9 +86,11 @@ def ingest_image(job: ImageJob, plan: BatchPlan, executor: Executor = local_exec
 
 
 def job_grid(job: ImageJob, plan: BatchPlan) -> ingest_io.Grid:
-    """The grid the job's input is copied onto: the model's, only the chunks a computed chunk reads."""
+    """The grid the job's input is copied onto: the model's, only the parts of chunks that computed tiles read."""
     view, shape = job.view, job.grid
     context = plan.tile if plan.tiling.stitch == "gaussian" else plan.halo
-    copied = copied_chunks(view, shape[1:], plan.chunk, context)
+    background = background_tiles_of(view, plan.tiling.stitch, plan.tile, plan.halo)
+    parts = copied_parts(view, shape[1:], plan.chunk, context, background, plan.tile)
     sample_mask = view.sample_mask if view.foreground_mask is not None else None
-    return ingest_io.Grid(shape, view.grid_dtype(job.image), view.factor, copied, sample_mask)
+    copied = None if parts is None else frozenset(parts)
+    return ingest_io.Grid(shape, view.grid_dtype(job.image), view.factor, copied, sample_mask, parts)

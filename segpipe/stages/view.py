@@ -8,19 +8,19 @@ level, resampled onto the model's grid, as the store's level 0; every later stag
 
 from __future__ import annotations
 
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from segpipe.errors import ConfigError
 from segpipe.io.bands import select_bands
-from segpipe.io.foreground import Foreground, choose_foreground, foreground_chunks
+from segpipe.io.foreground import Foreground, ForegroundIndex, background_tiles, choose_foreground, foreground_chunks
 from segpipe.io.images import ImageSource
 from segpipe.io.levels import ImageLevels, level_source, read_levels
 from segpipe.io.resample import resampled_shape
 from segpipe.io.resolution import DEFAULT_RTOL, choose_level
-from segpipe.tiling import Region, chunk_grid
+from segpipe.tiling import Region, chunk_grid, clip, tiles_in
 from segpipe.units import PixelSize, parse_pixel_size
 
 NGFF_UNITS = {
@@ -163,18 +163,60 @@ def with_foreground(
     )
 
 
-def copied_chunks(view: InputView, grid: tuple[int, int], chunk: int, context: int) -> frozenset[Region] | None:
-    """The grid chunks ingest copies: those computed and those their ``context`` reaches; None: every chunk."""
+def background_tiles_of(view: InputView, stitch: str, tile: int, halo: int) -> dict[Region, frozenset[Region]]:
+    """Per computed chunk, its tiles with no foreground within ``halo`` (``trim`` stitching with a foreground only).
+
+    Every pixel such a tile's model input holds is outside the foreground, so it is written as background without
+    being computed; the tiles with foreground are computed exactly as in a whole run.
+    """
+    if view.chunks is None or view.foreground_mask is None or stitch != "trim":
+        return {}
+    index = ForegroundIndex(view.foreground_mask, view.foreground_scale, view.scale)
+    return background_tiles(index, sorted(view.chunks), tile, halo)
+
+
+def copied_parts(
+    view: InputView,
+    grid: tuple[int, int],
+    chunk: int,
+    context: int,
+    background: Mapping[Region, frozenset[Region]] | None = None,
+    tile: int = 0,
+) -> dict[Region, Region] | None:
+    """The grid chunks ingest copies, each with the part of it copied; None: every chunk, whole.
+
+    A part is the bounding box, inside its chunk, of what the computed chunks read: each chunk grown by
+    ``context``, or, for a chunk with ``background`` tiles (of edge ``tile``), each of its computed tiles grown
+    by ``context``.
+    """
     if view.chunks is None:
         return None
-    rows, cols = math.ceil(grid[0] / chunk), math.ceil(grid[1] / chunk)
-    keys = set()
+    background = background or {}
+    needed: list[Region] = []
     for region in view.chunks:
-        grown = region.grow(context)
-        for i in range(max(0, grown.y0 // chunk), min(rows, -(-grown.y1 // chunk))):
-            for j in range(max(0, grown.x0 // chunk), min(cols, -(-grown.x1 // chunk))):
-                keys.add((i * chunk, j * chunk))
-    return frozenset(r for r in chunk_grid(grid[0], grid[1], chunk) if (r.y0, r.x0) in keys)
+        skipped = background.get(region)
+        if not skipped:
+            needed.append(region.grow(context))
+            continue
+        tiles = tiles_in(Region(0, region.height, 0, region.width), tile)
+        needed += [t.shift(region.y0, region.x0).grow(context) for t in tiles if t not in skipped]
+    parts: dict[tuple[int, int], Region] = {}
+    for want in needed:
+        have = clip(want, *grid)
+        for y in range(have.y0 // chunk * chunk, have.y1, chunk):
+            for x in range(have.x0 // chunk * chunk, have.x1, chunk):
+                inside = Region(max(y, have.y0), min(y + chunk, have.y1), max(x, have.x0), min(x + chunk, have.x1))
+                box = parts.get((y, x), inside)
+                parts[(y, x)] = Region(
+                    min(box.y0, inside.y0), max(box.y1, inside.y1), min(box.x0, inside.x0), max(box.x1, inside.x1)
+                )
+    return {r: parts[(r.y0, r.x0)] for r in chunk_grid(grid[0], grid[1], chunk) if (r.y0, r.x0) in parts}
 
 
-__all__ = ["InputView", "copied_chunks", "plan_view", "with_foreground"]
+def copied_chunks(view: InputView, grid: tuple[int, int], chunk: int, context: int) -> frozenset[Region] | None:
+    """The grid chunks ingest copies: those computed and those their ``context`` reaches; None: every chunk."""
+    parts = copied_parts(view, grid, chunk, context)
+    return None if parts is None else frozenset(parts)
+
+
+__all__ = ["InputView", "background_tiles_of", "copied_chunks", "copied_parts", "plan_view", "with_foreground"]

@@ -16,7 +16,8 @@ from segpipe.stages.infer import infer_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.plan import plan_batch
 from segpipe.stages.settings import RunSettings
-from segpipe.stages.view import copied_chunks
+from segpipe.stages.view import InputView, background_tiles_of, copied_chunks, copied_parts
+from segpipe.tiling import Region, tiles_in
 
 GDAL_NODATA = 42113
 
@@ -145,6 +146,23 @@ def test_foreground_chunks_and_what_ingest_copies(tmp_path: Path) -> None:
     copied = copied_chunks(view, (256, 256), 64, plan.halo)
     assert copied is not None
     assert len(copied) == 16  # the halo of a computed chunk reaches each of its neighbours
+
+
+def test_ingest_copies_only_what_computed_tiles_read() -> None:
+    """Foreground in the top-left tile of chunk (0, 0) only: chunk (0, 0) copies that tile and its halo, the
+    chunk to its right a strip of halo width, the chunk below one of halo height, and the diagonal a corner."""
+    mask = np.zeros((64, 64), bool)
+    mask[2:6, 2:6] = True
+    view = InputView(chunks=frozenset({Region(0, 32, 0, 32)}), foreground_mask=mask)
+    background = background_tiles_of(view, "trim", 16, 4)
+    assert background == {Region(0, 32, 0, 32): frozenset(tiles_in(Region(0, 32, 0, 32), 16)) - {Region(0, 16, 0, 16)}}
+    parts = copied_parts(view, (64, 64), 32, 4, background, 16)
+    assert parts == {Region(0, 32, 0, 32): Region(0, 20, 0, 20)}  # the tile's halo does not reach chunk (0, 32)
+    whole_chunks = copied_parts(view, (64, 64), 32, 4)
+    assert whole_chunks is not None
+    assert whole_chunks[Region(0, 32, 32, 64)] == Region(0, 32, 32, 36)
+    assert whole_chunks[Region(32, 64, 32, 64)] == Region(32, 36, 32, 36)
+    assert background_tiles_of(view, "gaussian", 16, 4) == {}
 
 
 def test_card_fields_parse_and_old_cards_keep_their_key() -> None:
