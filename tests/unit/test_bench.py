@@ -257,7 +257,8 @@ def test_import_seconds_sum_each_top_level_package() -> None:
 def test_compile_compares_each_form_with_eager(session: tuple[dict[str, Any], Path]) -> None:
     _, results = session
     result = json.loads((results / "compile.json").read_text())
-    assert result["window"] == 312 and result["batch_size"] == 1
+    assert result["window"] == 312
+    assert result["batch_size"] == 1
     assert result["pipeline_default"] == "fold"
     forms = result["forms"]
     assert set(forms) == {"eager", "fold", "ts", "ts_fold"}

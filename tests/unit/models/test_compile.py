@@ -46,7 +46,8 @@ def test_the_pipelines_default_model_gives_eagers_masks() -> None:
     default = InferenceConfig().compile
     pipeline = load_predictor(ref, "cpu", compile=default)  # what segment_chunks loads on a worker
     assert pipeline.compile == default == "fold"
-    assert pipeline.module is not None and _norms(pipeline.module) == 0, "fold left batch norms in the model"
+    assert pipeline.module is not None
+    assert _norms(pipeline.module) == 0, "fold left batch norms in the model"
     held = [entry for entry in loaded_models() if entry[0] == ref.sha256]
     assert held == [(ref.sha256, "cpu")], "the fold predictor must take over resolve_model's eager one"
     batch = _window()
@@ -62,7 +63,8 @@ def test_eager_is_the_off_switch_from_the_command_line() -> None:
     assert build_parser().parse_args(["run", "image.tif"]).compile == "fold"
     predictor = load_predictor(resolve_model("builtin"), "cpu", compile=settings.inference.compile)
     assert predictor.compile == "eager"
-    assert predictor.module is not None and _norms(predictor.module) == 10, "eager must run the model as loaded"
+    assert predictor.module is not None
+    assert _norms(predictor.module) == 10, "eager must run the model as loaded"
     with pytest.raises(ConfigError, match="--compile must be one of eager, fold, inductor"):
         InferenceConfig(compile="fast")
 
@@ -86,7 +88,8 @@ def test_a_torchscript_model_is_frozen_with_the_same_masks() -> None:
     frozen = Predictor(torchscript.load(buffer.getvalue(), card, CPU), card, CPU, compile="fold")
     assert frozen.compile == "fold"
     asked = optimize(torchscript.load(buffer.getvalue(), card, CPU), "inductor")
-    assert asked.mode == "fold" and "not compiled" in asked.note
+    assert asked.mode == "fold"
+    assert "not compiled" in asked.note
     assert np.array_equal(frozen(batch).argmax(axis=1), eager(batch).argmax(axis=1))
 
 

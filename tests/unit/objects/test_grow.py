@@ -175,7 +175,8 @@ def test_the_card_field_parses_with_a_default_width() -> None:
 def test_the_card_field_parses_a_minimum_interior_and_writes_it_back() -> None:
     rule = parse_instances({"interior": 1, "boundary": 2, "width": 5, "min_interior": 4}, 3, "card.json")
     assert rule == InstanceRule(1, 2, 5, 4)
-    assert rule is not None and parse_instances(rule.to_dict(), 3, "card.json") == rule
+    assert rule is not None
+    assert parse_instances(rule.to_dict(), 3, "card.json") == rule
     assert "min_interior" not in InstanceRule(1, 2, 5).to_dict()
 
 

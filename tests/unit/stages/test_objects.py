@@ -236,7 +236,8 @@ def test_the_shipped_rules_minimum_interior_runs_chunked_as_on_the_whole_image(s
 
     mask, result = speckled
     rule = ModelCard.from_json(BOUNDARY_CARD).instances
-    assert rule is not None and rule.min_interior > 1
+    assert rule is not None
+    assert rule.min_interior > 1
     interior, count = ndimage.label(mask == 1)
     expected = grow_ids(interior.astype(np.uint32), mask, rule)
     np.testing.assert_array_equal(zarr.open_array(result.labels, mode="r")[:], expected)
