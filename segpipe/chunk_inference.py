@@ -272,17 +272,17 @@ def predict_chunks(
     def cut(batch: list[tuple[ChunkWindows, int]]) -> np.ndarray:
         return np.stack([chunk.cut(index) for chunk, index in batch])
 
+    def finished(everything: bool = False) -> Iterator[ChunkWindows]:
+        while opened and (everything or opened[0].complete):
+            chunk = opened.popleft()
+            chunk.drop_input()
+            yield chunk
+
     for batch, logits in one_pass_ahead(predictor, batches(), cut):
         for (chunk, index), window_logits in zip(batch, logits, strict=True):
             chunk.add(index, window_logits)
-        while opened and opened[0].complete:
-            finished = opened.popleft()
-            finished.drop_input()
-            yield finished
-    while opened:  # chunks after the last batch have no window (every tile skipped): complete as they are
-        finished = opened.popleft()
-        finished.drop_input()
-        yield finished
+        yield from finished()
+    yield from finished(everything=True)  # chunks after the last batch have no window (every tile skipped)
 
 
 def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead: int = READ_AHEAD) -> Iterator[T]:
