@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.client.schemas.objects import State
 from prefect.states import Failed
 
-from flows.segment_batch import RETRY, run_plan
+from flows.segment_batch import RETRY, run_plan_as_flow
 from segpipe.stages.incremental import (
     NightlyImage,
     Pair,
@@ -115,7 +115,7 @@ def nightly(
     todo = [job for job, image in zip(plan.jobs if plan else (), planned, strict=True) if image.reason != "unchanged"]
     batch: dict[str, Any] | None = None
     if plan is not None and todo:
-        batch = run_plan(
+        batch = run_plan_as_flow(
             replace(plan, jobs=tuple(todo)),  # the plan carries the truths
             RunSettings.from_dict(values),
             cluster=cluster,

@@ -85,11 +85,51 @@ def configured_api_url() -> str | None:
 def api_url_hint() -> str | None:
     """A quick look, without importing Prefect (0.6 s), for a configured API.
 
-    That is ``PREFECT_API_URL`` in the environment or in the active profile. ``configured_api_url`` has the final word
-    before the flow starts.
+    That is ``PREFECT_API_URL`` where Prefect's settings sources would find it: the environment, a ``.env`` file,
+    ``prefect.toml`` (``[api] url``) or ``pyproject.toml`` (``[tool.prefect.api] url``) in the working directory, or
+    the active profile. ``configured_api_url`` has the final word before the flow starts.
     """
-    if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
+    return (
+        os.environ.get("PREFECT_API_URL")
+        or _dotenv_api_url(Path(".env"))
+        or _toml_value(Path("prefect.toml"), ("api", "url"))
+        or _toml_value(Path("pyproject.toml"), ("tool", "prefect", "api", "url"))
+        or _profile_api_url()
+    )
+
+
+def uses_prefect(choice: str) -> bool:
+    """Whether ``--prefect CHOICE`` runs the batch as a Prefect flow: ``on``, or ``auto`` with an API configured.
+
+    With none configured, Prefect would start a temporary server (about 4 s of CPU) only to record a run no lasting
+    server shows; ``auto`` then runs the same steps in process.
+    """
+    return choice == "on" or (choice == "auto" and api_url_hint() is not None)
+
+
+def _dotenv_api_url(path: Path) -> str | None:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, _, value = line.removeprefix("export ").partition("=")
+        if name.strip() == "PREFECT_API_URL" and value.strip():
+            return value.strip().strip("'\"")
+    return None
+
+
+def _toml_value(path: Path, keys: tuple[str, ...]) -> str | None:
+    try:
+        table: object = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    for key in keys:
+        table = table.get(key) if isinstance(table, dict) else None
+    return table if isinstance(table, str) and table else None
+
+
+def _profile_api_url() -> str | None:
     path = Path(
         os.environ.get("PREFECT_PROFILES_PATH") or Path(os.environ.get("PREFECT_HOME", "~/.prefect")) / "profiles.toml"
     )
@@ -98,7 +138,8 @@ def api_url_hint() -> str | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
-    return (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL")
+    url = (profiles.get("profiles", {}).get(active) or {}).get("PREFECT_API_URL")
+    return url if isinstance(url, str) and url else None
 
 
 def free_port() -> int:
@@ -162,18 +203,22 @@ class EarlyPrefect:
     for the flow call; ``stop()`` ends it.
     """
 
-    def __init__(self) -> None:
-        """Start with no server; ``start()`` launches one when needed."""
+    def __init__(self, enabled: bool = True) -> None:
+        """Start with no server; ``start()`` launches one when needed. Disabled: Prefect is not used at all."""
+        self.enabled = enabled
         self.server: TemporaryServer | None = None
 
     def start(self) -> None:
-        """Launch a temporary server, unless one was launched already or an API is configured."""
-        if self.server is None and api_url_hint() is None:
+        """Launch a temporary server, unless disabled, launched already or an API is configured."""
+        if self.enabled and self.server is None and api_url_hint() is None:
             self.server = launch_server()
 
     @contextmanager
     def api(self) -> Iterator[str | None]:
         """Within: Prefect talks to the temporary server (if one was started). Yields its URL or None."""
+        if not self.enabled:
+            yield None
+            return
         if self.server is not None and configured_api_url() is not None:  # configured where the hint missed it
             self.stop()
         if self.server is None:
@@ -181,6 +226,7 @@ class EarlyPrefect:
             return
         from prefect.settings import (
             PREFECT_API_URL,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
             PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
             temporary_settings,
         )
@@ -189,7 +235,10 @@ class EarlyPrefect:
         no_links = DropLinksTo(self.server.api_url.removesuffix("/api"))
         flow_runs = logging.getLogger("prefect.flow_runs")
         flow_runs.addFilter(no_links)
-        with temporary_settings(updates={PREFECT_API_URL: self.server.api_url}):
+        # No heartbeats: they let a lasting server mark a crashed run, and this one stops with the process. Prefect's
+        # heartbeat thread sleeps in 1 s steps, so the flow's exit waited up to 1 s for it to notice the end.
+        updates = {PREFECT_API_URL: self.server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        with temporary_settings(updates=updates):
             try:
                 yield self.server.api_url
             finally:
@@ -230,9 +279,9 @@ def drain_prefect_workers(timeout: float = 5.0) -> None:
 
 
 @contextmanager
-def early_prefect() -> Iterator[EarlyPrefect]:
+def early_prefect(enabled: bool = True) -> Iterator[EarlyPrefect]:
     """An ``EarlyPrefect`` whose server, if it started one, is stopped on the way out (errors included)."""
-    early = EarlyPrefect()
+    early = EarlyPrefect(enabled)
     try:
         yield early
     finally:

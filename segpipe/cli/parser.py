@@ -160,6 +160,13 @@ def _add_run_options(parser: argparse.ArgumentParser, with_io: bool) -> None:
         help="local (default), cuda (a worker per GPU), slurm, kubernetes, or a scheduler address tcp://HOST:PORT",
     )
     parser.add_argument("--workers", type=int, help="workers (local: threads, default one per core), GPUs, jobs, pods")
+    parser.add_argument(
+        "--prefect",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="auto (default): run as a Prefect flow when a Prefect API is configured, in process otherwise; "
+        "on: always (a temporary server when none is configured); off: never",
+    )
     parser.add_argument("--tracking-uri", help=TRACKING_HELP)
     parser.add_argument("--experiment", default="segpipe", help="MLflow experiment name (default segpipe)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")

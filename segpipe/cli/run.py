@@ -1,4 +1,4 @@
-"""``segpipe run`` and ``segpipe demo``: plan the batch, run it as the batch flow, print its result.
+"""``segpipe run`` and ``segpipe demo``: plan the batch, run it (as the batch flow or in process), print its result.
 
 Planning checks every input and writes nothing.
 """
@@ -60,9 +60,9 @@ def expand_images(args: argparse.Namespace) -> tuple[list[str], list[str] | None
 
 
 def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings) -> int:
-    from flows.prefect_api import early_prefect
+    from flows.prefect_api import early_prefect, uses_prefect
 
-    with early_prefect() as prefect:  # its server starts once the inputs open, while the model loads
+    with early_prefect(uses_prefect(args.prefect)) as prefect:  # a server starts once the inputs open, if needed
         result, wall_seconds = _plan_and_segment(args, images, truths, settings, prefect)
     if args.json:
         print(json.dumps({**result.to_json(), "wall_seconds": wall_seconds}, indent=2))
@@ -76,18 +76,23 @@ def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | Non
 def _plan_and_segment(
     args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings, prefect: Any
 ) -> tuple[BatchResult, float]:
-    """Plan (every input checked, nothing written), then run the plan as a flow.
+    """Plan (every input checked, nothing written), then run the plan (as a flow where Prefect is used).
 
     Returns its result and the flow's wall time.
     """
     from segpipe.stages.plan import plan_batch
     from segpipe.storage import public_url
-    from segpipe.tracking import check_reachable, check_tracking_uri, default_tracking_uri
+    from segpipe.tracking import check_reachable, check_tracking_uri, default_tracking_uri, warm_up
 
     tracking_uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
     check_reachable(tracking_uri)  # a down server: exit 5 now, not after MLflow's minutes of retries
-    plan = plan_batch(images, truths, settings, tracking_uri, inputs_readable=prefect.start)  # writes nothing
+
+    def inputs_readable() -> None:  # Prefect's temporary server (if needed) and MLflow's child come up meanwhile
+        prefect.start()
+        warm_up(tracking_uri, args.experiment)
+
+    plan = plan_batch(images, truths, settings, tracking_uri, inputs_readable=inputs_readable)  # writes nothing
     from segpipe.cluster import ClusterSpec
 
     ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
@@ -96,14 +101,15 @@ def _plan_and_segment(
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "
         f"halo {plan.halo}, cluster {args.cluster}; MLflow at {public_url(tracking_uri)}",
     )
-    from flows.segment_batch import run_plan
+    from flows.batch import run_plan
 
-    quiet_service_logs()  # after Prefect's import, which configures its loggers
     started = time.perf_counter()
     with prefect.api():
+        quiet_service_logs()  # after Prefect's import (if any), which configures its loggers
         result = run_plan(
             plan,
             settings,
+            prefect=prefect.enabled,
             cluster=args.cluster,
             workers=args.workers,
             tracking_uri=tracking_uri,

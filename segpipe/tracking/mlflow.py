@@ -6,10 +6,8 @@ safe from any thread a Prefect task runs in. One parent run per batch, one neste
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,36 +91,6 @@ class NullTracker:
         return None
 
 
-_WARMING: dict[str, threading.Thread] = {}  # tracking URI -> its warm-up thread, until a tracker waits for it
-
-
-def warm_up(tracking_uri: str, experiment: str) -> threading.Thread:
-    """Import MLflow and open its store for ``tracking_uri`` in a background thread, while images compute.
-
-    Otherwise this takes about 1 s of a small run's wall time; errors are left for the real call to report. A tracker
-    for the same URI waits for it: two threads creating a new SQLite store would both run its migrations.
-    """
-
-    def open_store() -> None:
-        with contextlib.suppress(Exception):
-            create_sqlite_store(tracking_uri)
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
-
-    thread = threading.Thread(target=open_store, name="segpipe-mlflow-warm-up", daemon=True)
-    _WARMING[tracking_uri] = thread
-    thread.start()
-    return thread
-
-
-def wait_for_warm_up(tracking_uri: str) -> None:
-    """Block until ``warm_up(tracking_uri)``, if one was started, has finished."""
-    thread = _WARMING.pop(tracking_uri, None)
-    if thread is not None:
-        thread.join()
-
-
 class MlflowTracker:
     """Logs to MLflow at ``tracking_uri``.
 
@@ -131,7 +99,6 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, experiment: str, artifact_root: str | None = None) -> None:
         """Open the store (created if missing) and the experiment (created with ``artifact_root`` if new)."""
-        wait_for_warm_up(tracking_uri)
         from mlflow.tracking import MlflowClient
 
         check_tracking_uri(tracking_uri)

@@ -100,3 +100,37 @@ def test_a_server_started_on_a_wrong_hint_is_stopped_for_the_configured_api(monk
             assert url is None
             assert early.server is None
         assert server.process.poll() is not None
+
+
+@pytest.mark.parametrize(
+    ("file", "text"),
+    [
+        (".env", "PREFECT_API_URL='http://127.0.0.1:4200/api'\n"),
+        ("prefect.toml", '[api]\nurl = "http://127.0.0.1:4200/api"\n'),
+        ("pyproject.toml", '[tool.prefect.api]\nurl = "http://127.0.0.1:4200/api"\n'),
+    ],
+)
+def test_an_api_configured_in_the_working_folder_is_seen_without_importing_prefect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, text: str
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(tmp_path / "no-profiles.toml"))
+    monkeypatch.chdir(tmp_path)
+    assert prefect_api.api_url_hint() is None
+    (tmp_path / file).write_text(text)
+    assert prefect_api.api_url_hint() == "http://127.0.0.1:4200/api"
+
+
+def test_auto_uses_prefect_only_where_an_api_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefect_api, "api_url_hint", lambda: None)
+    assert [prefect_api.uses_prefect(choice) for choice in ("auto", "on", "off")] == [False, True, False]
+    monkeypatch.setattr(prefect_api, "api_url_hint", lambda: "http://127.0.0.1:4200/api")
+    assert [prefect_api.uses_prefect(choice) for choice in ("auto", "on", "off")] == [True, True, False]
+
+
+def test_a_disabled_early_prefect_starts_nothing_and_points_prefect_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefect_api, "api_url_hint", lambda: None)
+    with early_prefect(enabled=False) as early:
+        early.start()
+        with early.api() as url:
+            assert (url, early.server) == (None, None)

@@ -54,7 +54,7 @@ def page(title: str = "segpipe batch report") -> bytes:
         PageImage("a", (75, 25), (), 0.9, 0.8, 0.95),
         PageImage("b&c", (100, 0), (0, 3), None, None, None, skipped=True),
     ]
-    failures = [ImageFailure("<bad>", "/in/<bad>.tif", "/in/<bad>.tif: truncated & \"odd\"", 2)]
+    failures = [ImageFailure("<bad>", "/in/<bad>.tif", '/in/<bad>.tif: truncated & "odd"', 2)]
     canary = [CanaryCheck("mean_dice", 0.5, 0.9, 2, 0.05, history=(("2026-03-01", 0.88), ("2026-03-02", 0.92)))]
     return index_html(images, failures, CLASSES, canary, FILES, title)
 

@@ -49,23 +49,72 @@ def test_public_url_hides_credentials() -> None:
     assert public_url("postgresql://user:secret@db:5432/mlflow") == "postgresql://db:5432/mlflow"
 
 
-def test_a_tracker_waits_for_the_warm_up_of_its_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression: a tracker opened while the warm-up thread was still creating a new SQLite store ran the store's
-    migrations a second time ("table scorers already exists")."""
-    import threading
-    import time
+def test_the_logging_process_logs_what_a_tracker_in_process_logs(tmp_path: Path) -> None:
+    """MLflow's import and store open run in a child started early; its runs land in the same store."""
+    from mlflow.tracking import MlflowClient
 
-    from segpipe.tracking import mlflow as tracking
+    from segpipe.tracking import tracker_for, warm_up
+    from segpipe.tracking.mlflow import ImageRun
+    from segpipe.tracking.process import TrackerProcess
 
     uri = f"sqlite:///{tmp_path / 'new.db'}"
-    slow = threading.Thread(target=time.sleep, args=(0.5,))  # a warm-up still at work
-    monkeypatch.setitem(tracking._WARMING, uri, slow)
-    slow.start()
-    tracker = MlflowTracker(uri, "segpipe")
-    assert not slow.is_alive(), "the tracker must wait for a warm-up still at work"
-    assert uri not in tracking._WARMING
-    tracker.end(tracker.start_batch({"model": "builtin"}, {}))
-    tracking.warm_up(uri, "segpipe").join()  # a real one, on the store the tracker made
+    warm_up(uri, "segpipe")
+    (tmp_path / "metrics.json").write_text("{}")
+    with tracker_for(uri, "segpipe") as tracker:
+        assert isinstance(tracker, TrackerProcess)
+        batch = tracker.start_batch({"model": "builtin", "images": ["a"]}, {"origin": "test"}, {"images": 1.0})
+        (image,) = tracker.log_images(
+            [ImageRun("a", {"dtype": "uint8"}, {"seconds_infer": 0.5}, (str(tmp_path / "metrics.json"),))]
+        )
+        tracker.end(batch)
+    assert tracker.process.returncode == 0, "the child ends when its tracker is done"
+    client = MlflowClient(tracking_uri=uri)
+    logged = client.get_run(image)
+    assert (logged.data.params, logged.data.metrics) == ({"dtype": "uint8"}, {"seconds_infer": 0.5})
+    assert [a.path for a in client.list_artifacts(image)] == ["metrics.json"]
+    assert client.get_run(batch).data.tags["origin"] == "test"
+
+
+def test_a_store_the_logging_process_cannot_open_is_a_tracking_error_here(tmp_path: Path) -> None:
+    from segpipe.errors import TrackingError
+    from segpipe.tracking import tracker_for, warm_up
+
+    (tmp_path / "file").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path / 'file' / 'mlflow.db'}"
+    warm_up(uri, "segpipe")
+    with pytest.raises(TrackingError, match="cannot create the store"), tracker_for(uri, "segpipe") as tracker:
+        tracker.start_batch({"model": "builtin"}, {})
+
+
+def test_a_logging_process_that_died_is_a_tracking_error_and_the_retry_logs_here(tmp_path: Path) -> None:
+    from segpipe.errors import TrackingError
+    from segpipe.tracking import tracker_for, warm_up
+    from segpipe.tracking.process import TrackerProcess
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    warm_up(uri, "segpipe")
+    with pytest.raises(TrackingError, match="logging process exited"), tracker_for(uri, "segpipe") as tracker:
+        assert isinstance(tracker, TrackerProcess)
+        tracker.process.kill()
+        tracker.process.wait()
+        tracker.start_batch({"model": "builtin"}, {})
+    with tracker_for(uri, "segpipe") as again:  # what a retry of the batch's log step gets
+        assert isinstance(again, MlflowTracker)
+        again.end(again.start_batch({"model": "builtin"}, {}))
+
+
+def test_a_tracker_here_and_the_logging_process_share_a_new_store(tmp_path: Path) -> None:
+    """Regression: two writers creating one new SQLite store ran its migrations twice ("table scorers already
+    exists"); the store is built aside and linked into place, so either may come first."""
+    from segpipe.tracking import discard_warm_up, tracker_for, warm_up
+
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    warm_up(uri, "segpipe")
+    here = MlflowTracker(uri, "segpipe")
+    here.end(here.start_batch({"model": "builtin"}, {}))
+    with tracker_for(uri, "segpipe") as child:
+        child.end(child.start_batch({"model": "builtin"}, {}))
+    discard_warm_up(uri, "segpipe")  # nothing left to discard: a no-op
 
 
 def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
