@@ -98,11 +98,14 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def goals(ratios: dict[str, float | None], sizes: list[int]) -> list[Goal]:
-    """The issue's: the whole command faster than MONAI at every size; half its memory at the largest."""
+    """The issues': the whole command faster than MONAI at every size, and than MONAI tuned (channels-last, batch 1)
+    at the smallest; half its memory at the largest."""
     sizes = sorted(sizes)
     faster = [
         Goal(NAME, f"segpipe/MONAI seconds {size}^2", ratios[f"segpipe/MONAI seconds {size}^2"], "<", 1.0)
         for size in sizes
     ]
+    tuned = f"segpipe/MONAI-NHWC seconds {sizes[0]}^2"
+    faster.append(Goal(NAME, tuned, ratios.get(tuned), "<", 1.0))
     name = f"segpipe/MONAI peak RSS {sizes[-1]}^2"
     return [*faster, Goal(NAME, name, ratios[name], "<=", RSS_GOAL)]

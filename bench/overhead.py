@@ -1,6 +1,6 @@
 """overhead: what a user waits for beyond the model: a whole run on a small image, a bad input, ``--help``.
 
-- ``run``: ``segpipe run`` on a 512^2 sample with its truth (goal < 8 s), after the session's warm-up run (which
+- ``run``: ``segpipe run`` on a 512^2 sample with its truth (goal < 4 s), after the session's warm-up run (which
   is reported too: ``first_run``, the cost on a machine that never ran segpipe, with a new MLflow store);
 - ``missing_file``: ``segpipe run`` on a file that does not exist, which must fail with exit code 2 before
   Prefect, Dask or MLflow start (goal < 1 s);
@@ -20,7 +20,7 @@ from bench.procs import CommandRun
 
 NAME = "overhead"
 REPEAT = 3
-GOAL_RUN = 8.0
+GOAL_RUN = 4.0
 GOAL_ERROR = 1.0
 EXIT_BAD_INPUT = 2
 

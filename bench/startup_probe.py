@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         load_predictor(plan.model, settings.inference.device)
     with step("import prefect + flow module"):
-        import flows.segment_batch as flow_module
+        import flows.segment_batch  # noqa: F401  (the flow path's import cost)
     prefect_runs = prefect_steps(len(plan.jobs))
     with step("import mlflow"):
         from mlflow.tracking import MlflowClient
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
         create_sqlite_store(args.tracking_uri)
         MlflowClient(tracking_uri=args.tracking_uri).get_experiment_by_name(args.experiment)
-    reports, stages = pixels(flow_module, plan, settings)
+    reports, stages = pixels(plan, settings)
     per_image = fixed_work(plan, settings, reports, args)
     print(
         json.dumps({"steps": STEPS, "per_image": per_image, "count": len(plan.jobs), "stages": stages, **prefect_runs})
@@ -118,7 +118,7 @@ def prefect_steps(count: int) -> dict[str, Any]:
     return {"prefect_task_run_each": max(0.0, with_tasks - STEPS["prefect flow run (empty)"]) / max(1, count)}
 
 
-def pixels(flow_module: Any, plan: Any, settings: Any) -> tuple[list[Any], list[dict[str, float]]]:
+def pixels(plan: Any, settings: Any) -> tuple[list[Any], list[dict[str, float]]]:
     """The images' stages on a local cluster, as the flow's image task runs them (without Prefect)."""
     from segpipe.cluster import ClusterSpec, distributed_executor, open_cluster, register_model
     from segpipe.models import model_payload
@@ -130,9 +130,11 @@ def pixels(flow_module: Any, plan: Any, settings: Any) -> tuple[list[Any], list[
         with step("model sent to workers"):
             register_model(handle.client, plan.model, model_payload(plan.model))
         executor = distributed_executor(handle.client, False, handle.task_resources, min_slots=handle.workers)
-        run_settings = flow_module._with_torch_threads(settings, handle)
+        from flows import batch
+
+        run_settings = batch._with_torch_threads(settings, handle)
         with step("stages and image commit (pixels)"):
-            reports = [flow_module.segment_image.fn(job, plan, run_settings, executor) for job in plan.jobs]
+            reports = [batch.segment_one_image(job, plan, run_settings, executor) for job in plan.jobs]
     finally:
         with step("cluster stop"):
             cluster.__exit__(None, None, None)
