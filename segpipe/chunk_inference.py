@@ -335,9 +335,9 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     start = time.perf_counter()
     inference = job.inference
     predictor = load_predictor(job.model, inference.device, inference.torch_threads, inference.compile)
-    predictor = predictor.at_precision(job.inference.precision)
-    if job.inference.tta != "none":  # a predictor stand-in without TTA support runs as it is
-        predictor = predictor.with_tta(job.inference.tta)
+    predictor = predictor.at_precision(inference.precision)
+    if inference.tta != "none":  # a predictor stand-in without TTA support runs as it is
+        predictor = predictor.with_tta(inference.tta)
     compiled_before = set(predictor.compile_seconds)
     win = job.windowing
     windows = sum(window_count(region, win.stitch, win.tile, win.stride) for region in regions)
@@ -349,7 +349,7 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     writes: list[Future[WrittenChunk]] = []
     with ThreadPoolExecutor(1, "segpipe-read") as reader, ThreadPoolExecutor(1, "segpipe-write") as writer:
         inputs = prefetched(reader, loads)
-        for chunk in predict_chunks(predictor, job.inference.batch_size, inputs, windows):
+        for chunk in predict_chunks(predictor, inference.batch_size, inputs, windows):
             if len(writes) >= WRITES_BEHIND:  # the writer runs in order: at most WRITES_BEHIND are left waiting
                 writes[-WRITES_BEHIND].result()
             writes.append(writer.submit(write_chunk, outputs, chunk))
