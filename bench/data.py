@@ -70,6 +70,54 @@ def write_streamed_tiff(path: Path, size: int, seed: int = 0, tile: int = STREAM
     return path
 
 
+LATTICE_PITCH = 32  # pixels between object centres: (size / 32 + 1)^2 objects, 1,050,625 at 32768^2
+LATTICE_RADII = (5, 11)  # disc radii, least and most; with the centres' jitter a disc stays inside its cell
+LATTICE_JITTER = 3
+LATTICE_VALUES = (200, 3000)  # background and object: either side of the near-free model's 1000
+
+
+def lattice_count(size: int, pitch: int = LATTICE_PITCH) -> int:
+    """The objects ``write_lattice_tiff`` draws on a ``size``^2 image (a multiple of ``pitch``): one per lattice
+    point from 0 to ``size`` on each axis (those on the last row and column reach into the image, as jitter is
+    less than the least radius)."""
+    if size % pitch:
+        raise ValueError(f"the lattice image's edge is a multiple of {pitch}, not {size}")
+    return (size // pitch + 1) ** 2
+
+
+def lattice_tile(y0: int, x0: int, height: int, width: int, pitch: int = LATTICE_PITCH) -> np.ndarray:
+    """One tile of the lattice image: a disc at every point (row, col) = pitch * (i, j) + jitter, its radius
+    and jitter a function of (i, j). Points lie on chunk borders, so discs cross them and the merge is exercised;
+    discs never touch (radius + jitter < pitch / 2), so every one is its own object."""
+    rows = np.arange(y0, y0 + height, dtype=np.int64)[:, np.newaxis]
+    cols = np.arange(x0, x0 + width, dtype=np.int64)[np.newaxis, :]
+    i, j = np.rint(rows / pitch).astype(np.int64), np.rint(cols / pitch).astype(np.int64)
+    low, high = LATTICE_RADII
+    code = (i * 7919 + j * 104729) % 9973  # a cheap, fixed hash of the lattice point
+    radius = low + code % (high - low + 1)
+    dy = i * pitch + (code // 7) % (2 * LATTICE_JITTER + 1) - LATTICE_JITTER
+    dx = j * pitch + (code // 61) % (2 * LATTICE_JITTER + 1) - LATTICE_JITTER
+    inside = (rows - dy) ** 2 + (cols - dx) ** 2 <= radius**2
+    return np.where(inside, LATTICE_VALUES[1], LATTICE_VALUES[0]).astype(np.uint16)
+
+
+def write_lattice_tiff(path: Path, size: int, tile: int = STREAM_TILE) -> Path:
+    """A ``size``^2 uint16 tiled, deflate-compressed TIFF of ``lattice_count(size)`` separate discs, written one
+    tile at a time (memory stays at a few tiles): the dense-objects input of the gigapixel objects check."""
+    per_side = -(-size // tile)
+    tiles = (lattice_tile(r * tile, c * tile, tile, tile) for r in range(per_side) for c in range(per_side))
+    tifffile.imwrite(
+        path,
+        tiles,
+        shape=(size, size),
+        dtype=np.uint16,
+        tile=(tile, tile),
+        compression="zlib",
+        bigtiff=size >= BIGTIFF_FROM,
+    )
+    return path
+
+
 def _cycle(pool: list[np.ndarray], count: int) -> Iterator[np.ndarray]:
     for index in range(count):
         yield pool[(index * 5 + index // 7) % len(pool)]

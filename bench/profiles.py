@@ -32,6 +32,8 @@ class Profile:
         overlap: the size of the read-ahead/write-behind comparison (64 chunks).
         overlap_rounds: rounds of that comparison (best of).
         objects: the size of the with/without ``--objects`` comparison.
+        objects_memory: the size of the lattice image (``bench.data.write_lattice_tiff``, about a million
+            objects at 32768^2) whose ``--objects`` run's peak RSS is checked.
         foreground: the RGB slide of the whole vs ``--foreground tissue`` comparison.
         resolution: the 0.25 um/px slide of the resolution comparison (its 0.5 um/px copy is half the edge).
         slide_chunk: the chunk edge of both slide benchmarks.
@@ -55,6 +57,7 @@ class Profile:
     goal_size: int = 8192
     memory_goal_size: int = 32768
     objects: int = 8192
+    objects_memory: int = 32768
     foreground: int = 8192
     resolution: int = 8192
     slide_chunk: int = 512
@@ -96,6 +99,7 @@ QUICK = Profile(
     s3=512,
     overlap=1024,
     objects=1024,
+    objects_memory=2048,
     foreground=2048,
     resolution=2048,
     slide_chunk=256,

@@ -22,6 +22,7 @@ from segpipe.errors import InputError
 from segpipe.objects.grid import Block, blocks_of
 
 HALO = 2
+ROWS_AT_ONCE = 1 << 16  # objects whose pattern histograms ``finish`` holds at once
 _PATTERNS = np.array([5, 7, 13, 15, 17, 21, 23, 25, 27, 33])  # the 3x3 codes regionprops weighs above zero
 _WEIGHTS = np.zeros(50)
 _WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
@@ -243,9 +244,11 @@ def merge_sums(parts: list[ObjectSums]) -> ObjectSums:
 def finish(sums: ObjectSums, shape: tuple[int, int]) -> ObjectTable:
     """The object table from merged sums of an image of ``shape`` (rows, cols)."""
     area = sums.area
-    histogram = np.zeros((area.size, _WEIGHTS.size), np.int64)
-    histogram[:, _PATTERNS] = sums.patterns
-    perimeter = np.array([row @ _WEIGHTS for row in histogram], np.float64)  # regionprops' own dot, row by row
+    perimeter = np.zeros(area.size, np.float64)
+    for start in range(0, area.size, ROWS_AT_ONCE):  # a million objects' histograms would be 400 MB at once
+        histogram = np.zeros((min(ROWS_AT_ONCE, area.size - start), _WEIGHTS.size), np.int64)
+        histogram[:, _PATTERNS] = sums.patterns[start : start + ROWS_AT_ONCE]
+        perimeter[start : start + len(histogram)] = [row @ _WEIGHTS for row in histogram]  # regionprops' own dot
     max_row, max_col = sums.max_row + 1, sums.max_col + 1
     return ObjectTable(
         object_id=sums.ids,

@@ -2,10 +2,12 @@
 
 Four passes over the mask's chunks, each a task per chunk: border records (merged into a numbering on the
 driver), the relabel pass writing ``labels/objects`` (resumable: a ledger marks each chunk written), per-object
-partial sums (merged into the table) and polygon pieces (joined per object). The driver holds the border
-records, the merged sums and the polygons, never an image. Outputs, in the image's folder: the id image in the
-OME-Zarr with its pyramid, ``objects.parquet`` (the table) and ``polygons.parquet`` (GeoParquet), and with
-``--export-geojson`` ``objects.geojson``.
+partial sums (merged into the table) and polygons (each chunk writes those of the objects wholly inside it to a
+scratch Parquet and returns the pieces of the objects on its edges, joined per object on the driver). The driver
+holds the border records, the merged sums and the edge objects' polygons, never an image or every polygon.
+Outputs, in the image's folder: the id image in the OME-Zarr with its pyramid, ``objects.parquet`` (the table)
+and ``polygons.parquet`` (GeoParquet, written one band of chunk rows at a time), and with ``--export-geojson``
+``objects.geojson``.
 
 A model whose card has an ``instances`` rule (a boundary class) gets one more pass: the relabel pass writes the
 interior class's ids to ``objects_interior`` in the store (kept, so a killed run resumes), and a growing pass
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,7 @@ from segpipe.tiling import Region
 OBJECTS = "objects"
 INTERIOR = "objects_interior"
 PARTITION = "run_date"
+OUTLINES = ".outlines"  # scratch folder (in the image's folder) of the polygons wholly inside each chunk
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,13 @@ def count_objects(
     numbering = merge_borders(records, config.connectivity)
     labels = _write_ids(job, plan, config, grid, numbering, classes, executor)
     table = _measure(job, labels, grid, rule, executor)
-    polygons = vectors.merge_polygons(
-        executor([delayed(_pieces, pure=False)(labels, b) for b in grid], OBJECTS), config.simplify
+    scratch = location(job.path(OUTLINES))
+    outline = delayed(_outlines, pure=False)
+    outlines: list[vectors.ChunkOutlines] = executor(
+        [outline(labels, b, scratch.child(f"{b.index[0]}-{b.index[1]}.parquet").url, config.simplify) for b in grid],
+        OBJECTS,
     )
+    joined = vectors.merge_polygons([part.pieces for part in outlines], config.simplify)
     meta = read_metadata(job.image)
     meta["pixel_size"], meta["unit"] = job.view.ngff_pixel_size(meta["pixel_size"], meta["unit"])
     geo = vectors.georeference(scaled_geotiff_tags(meta["geotiff_tags"], job.view.scale))
@@ -88,11 +95,16 @@ def count_objects(
     names = plan.model.card.class_names
     location(table_url).write_bytes(_table_bytes(table, names, tuple(meta["pixel_size"]), meta["unit"], geo))
     polygons_url = job.path("polygons.parquet")
-    location(polygons_url).write_bytes(vectors.geoparquet_bytes(polygons, table.object_class, names, geo))
+
+    def bands() -> Iterator[vectors.Band]:
+        return vectors.bands(outlines, joined, table.object_id, table.object_class, table.bbox_min_row)
+
+    vectors.write_geoparquet(polygons_url, bands(), names, geo)
     geojson = None
     if config.geojson:
         geojson = job.path("objects.geojson")
-        location(geojson).write_bytes(vectors.qupath_geojson(polygons, table.object_class, names))
+        vectors.write_qupath_geojson(geojson, bands(), names)
+    scratch.remove()
     counts, medians = class_counts(table, plan.model.card.num_classes)
     return Counted(labels, table_url, polygons_url, geojson, counts, medians, time.perf_counter() - start)
 
@@ -287,9 +299,9 @@ def _sums(ids_url: str, mask_url: str, image_url: str, rule: InstanceRule | None
     return object_sums(read_with_halo(ids, block), block, classes, band)
 
 
-def _pieces(ids_url: str, block: Block) -> list[tuple[int, bytes]]:
+def _outlines(ids_url: str, block: Block, inside_url: str, simplify: float) -> vectors.ChunkOutlines:
     ids = open_array(ids_url, mode="r", zarr_format=OWN_FORMAT)
-    return vectors.chunk_polygons(np.asarray(ids[block.slices]), block.origin)
+    return vectors.chunk_outlines(np.asarray(ids[block.slices]), block.origin, inside_url, simplify)
 
 
 def _table_bytes(

@@ -40,6 +40,7 @@ TINY = replace(
     overlap=64,
     overlap_rounds=1,
     objects=64,
+    objects_memory=128,
     foreground=128,
     resolution=128,
     slide_chunk=64,
@@ -144,6 +145,7 @@ def test_summary_lists_every_goal_with_pass_or_miss(session: tuple[dict[str, Any
         "segpipe/MONAI-NHWC seconds 64^2",
         "segpipe/MONAI peak RSS 64^2",
         "objects/plain seconds 64^2",
+        "objects peak RSS MiB 128^2",
         "tissue/whole seconds 128^2",
         "0.25um-with-level/0.5um seconds 128^2",
     }

@@ -243,3 +243,10 @@ def test_the_shipped_rules_minimum_interior_runs_chunked_as_on_the_whole_image(s
     np.testing.assert_array_equal(zarr.open_array(result.labels, mode="r")[:], expected)
     assert 0 < result.counts[1] < count  # the strewn pixels made no objects
     np.testing.assert_array_equal(_table(result.table)["object_id"].to_numpy(), np.arange(1, result.counts[1] + 1))
+
+
+def test_polygons_are_in_id_order_and_the_scratch_outlines_are_removed(counted) -> None:
+    job, _, result = counted
+    frame = geopandas.read_parquet(io.BytesIO(location(result.polygons).read_bytes()))
+    np.testing.assert_array_equal(frame["object_id"].to_numpy(), _table(result.table).column("object_id").to_numpy())
+    assert not location(job.path(".outlines")).exists()
