@@ -61,6 +61,9 @@ def expand_images(args: argparse.Namespace) -> tuple[list[str], list[str] | None
 
 def _launch(args: argparse.Namespace, images: list[str], truths: list[str] | None, settings: RunSettings) -> int:
     from flows.prefect_api import early_prefect, uses_prefect
+    from segpipe.tracking import start_importing
+
+    start_importing()  # MLflow's import in a child, beside torch's here
 
     with early_prefect(uses_prefect(args.prefect)) as prefect:  # a server starts once the inputs open, if needed
         result, wall_seconds = _plan_and_segment(args, images, truths, settings, prefect)

@@ -8,7 +8,7 @@ MLflow is imported only inside this package and the model registry.
 
 from segpipe.tracking.lineage import IMAGE_TAG, PARENT_TAG, InputLineage, Lineage
 from segpipe.tracking.mlflow import MlflowTracker, NullTracker, Tracker, fetch_runs
-from segpipe.tracking.process import TrackerProcess, discard_warm_up, tracker_for, warm_up
+from segpipe.tracking.process import TrackerProcess, discard_warm_up, start_importing, tracker_for, warm_up
 from segpipe.tracking.reader import RunReader, RunRecord, check_reachable
 from segpipe.tracking.store import (
     DEFAULT_EXPERIMENT,
@@ -40,6 +40,7 @@ __all__ = [
     "segpipe_home",
     "sqlite_path",
     "TrackerProcess",
+    "start_importing",
     "tracker_for",
     "discard_warm_up",
     "warm_up",

@@ -53,6 +53,9 @@ def main(argv: Sequence[str]) -> int:
     """``python -m segpipe.tracking.child REQUESTS_FD REPLIES_FD``."""
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)  # as the CLI keeps them in the run's own process
+    with contextlib.suppress(Exception):  # the bulk of the work, done before the store is named; faults come later
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        import mlflow.tracking  # noqa: F401
     requests, replies = os.fdopen(int(argv[0]), "rb"), os.fdopen(int(argv[1]), "wb")
     serve(requests, replies)
     for pipe in (requests, replies):

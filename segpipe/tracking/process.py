@@ -28,11 +28,11 @@ CALLS = ("start_batch", "log_images", "log_metrics", "log_artifact", "log_artifa
 
 
 class TrackerProcess:
-    """A ``Tracker`` for ``tracking_uri`` and ``experiment`` whose MLflow calls run in a child process."""
+    """A ``Tracker`` whose MLflow calls run in a child process, once ``open`` named the store and experiment."""
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
-        """Start the child and ask it to open the store and experiment (it answers at the first call)."""
-        self.tracking_uri = public_url(tracking_uri)
+    def __init__(self) -> None:
+        """Start the child, which imports MLflow at once; ``open`` tells it which store to open."""
+        self.tracking_uri = ""
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
         command = [sys.executable, "-m", "segpipe.tracking.child", str(requests_read), str(replies_write)]
@@ -45,6 +45,10 @@ class TrackerProcess:
         self._replies: IO[bytes] = os.fdopen(replies_read, "rb")
         self._lock = threading.Lock()
         self._opened = False
+
+    def open(self, tracking_uri: str, experiment: str) -> None:
+        """Ask the child to open the store and experiment (its answer, or fault, comes at the first call)."""
+        self.tracking_uri = public_url(tracking_uri)
         self._send(("open", (tracking_uri, experiment)))
 
     def alive(self) -> bool:
@@ -125,17 +129,32 @@ def _stderr_or_null() -> int:
 
 
 _STARTED: dict[tuple[str, str], TrackerProcess] = {}  # (URI, experiment) -> its logging process, until handed over
+_SPARE: list[TrackerProcess] = []  # a process importing MLflow, not yet told which store to open
+
+
+def start_importing() -> None:
+    """Start a logging process now, before any store is named: it imports MLflow while this process imports torch.
+
+    The next ``warm_up`` takes it. It opens no store until then, so a run refused for bad input writes nothing.
+    """
+    if not _SPARE:
+        _SPARE.append(TrackerProcess())
 
 
 def warm_up(tracking_uri: str, experiment: str) -> None:
-    """Start the logging process for ``tracking_uri`` now, so MLflow's import and store open overlap the images.
+    """Have a logging process open ``tracking_uri`` now, so MLflow's import and store open overlap the images.
 
     Otherwise they take about 2 s of CPU from a small run's own interpreter. ``tracker_for`` hands the process over;
     ``discard_warm_up`` ends it when nothing was logged. Errors are left for the first call to report.
     """
     key = (tracking_uri, experiment)
     if key not in _STARTED:
-        _STARTED[key] = TrackerProcess(tracking_uri, experiment)
+        spare = _SPARE.pop() if _SPARE else None
+        if spare is not None and not spare.alive():
+            spare.close()
+        process = spare if spare is not None and spare.alive() else TrackerProcess()
+        process.open(tracking_uri, experiment)
+        _STARTED[key] = process
 
 
 @contextlib.contextmanager

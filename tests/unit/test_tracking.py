@@ -197,3 +197,21 @@ def test_pixels_left_out_by_a_foreground_become_an_image_metric() -> None:
     assert "background_pixels_excluded" not in image_metrics(scored, names)  # no --foreground
     masked = replace(scored, evaluation=replace(scored.evaluation, background_pixels_excluded=1234))
     assert image_metrics(masked, names)["background_pixels_excluded"] == 1234.0
+
+
+def test_a_process_started_before_the_store_is_named_writes_nothing_until_then(tmp_path: Path) -> None:
+    """The CLI starts MLflow's import before the inputs are checked; a refused run must not create a store."""
+    from segpipe.tracking import process as logging_process
+    from segpipe.tracking import start_importing, tracker_for, warm_up
+
+    start_importing()
+    (spare,) = logging_process._SPARE
+    database = tmp_path / "mlflow.db"
+    assert spare.alive()
+    assert not database.exists(), "no store before one is named"
+    warm_up(f"sqlite:///{database}", "segpipe")
+    assert logging_process._SPARE == [], "warm_up takes the spare process"
+    with tracker_for(f"sqlite:///{database}", "segpipe") as tracker:
+        assert tracker is spare
+        tracker.end(tracker.start_batch({"model": "builtin"}, {}))
+    assert database.exists()
