@@ -41,9 +41,10 @@ def stored_chunks(array: zarr.Array[Any]) -> frozenset[tuple[int, ...]] | None:
     """The chunk-grid indices of ``array``'s chunks that are stored (one listing of its ``c/`` prefix).
 
     A chunk that is not stored reads as the array's fill value (zarr writes no chunk equal to it). None when the
-    array's keys are not zarr v3's default ``c/i/j/...`` (the caller then treats every chunk as stored).
+    array's keys are not zarr v3's default ``c/i/j/...`` of unsharded chunks (the caller then treats every chunk as
+    stored).
     """
-    if not isinstance(array.metadata, ArrayV3Metadata):
+    if not isinstance(array.metadata, ArrayV3Metadata) or array.shards is not None:
         return None
     encoding = array.metadata.chunk_key_encoding
     if not isinstance(encoding, DefaultChunkKeyEncoding) or encoding.separator != "/":

@@ -116,6 +116,13 @@ def test_stored_chunks_lists_written_chunks_and_not_fill_valued_ones(tmp_path: P
     assert stored_chunks(array) == {(0, 1, 0)}
 
 
+def test_stored_chunks_of_a_sharded_array_are_unknown(tmp_path: Path) -> None:
+    """Its keys name shards, not chunks: None, so that every chunk is computed."""
+    array = create_array(str(tmp_path / "s"), shape=(256, 256), chunks=(64, 64), shards=(128, 128), dtype=np.uint8)
+    array[:64, :64] = 1
+    assert stored_chunks(array) is None
+
+
 def test_a_source_whose_fill_value_differs_is_computed_everywhere(tmp_path: Path) -> None:
     """Its unstored chunks read as 9, which level 1 (fill 0) must store."""
     create_array(str(tmp_path / "0"), shape=(256, 256), chunks=(64, 64), dtype=np.uint8, fill_value=9)
