@@ -47,6 +47,12 @@ class ForegroundGrid:
         rows, cols = self._cells(region.y0, region.y1, 0), self._cells(region.x0, region.x1, 1)
         return np.asarray(self.mask[np.ix_(rows, cols)], dtype=bool)
 
+    def touches(self, region: Region) -> bool:
+        """Whether any pixel of grid ``region`` is foreground (from the cells under it, without a per-pixel mask)."""
+        rows = np.unique(self._cells(region.y0, region.y1, 0))
+        cols = np.unique(self._cells(region.x0, region.x1, 1))
+        return bool(self.mask[np.ix_(rows, cols)].any())
+
     def background_pixels(self, height: int, width: int) -> int:
         """Grid pixels of a ``height`` x ``width`` grid outside the foreground, from the cells' row/column counts."""
         per_row = np.bincount(self._cells(0, height, 0), minlength=self.mask.shape[0])
@@ -139,6 +145,10 @@ def evaluate_split(
     """
     task = delayed(chunk_confusion, pure=True)
     regions = chunk_grid(prediction.height, prediction.width, chunk)
+    if foreground is not None:  # a chunk with no foreground pixel counts nothing: neither it nor its truth is read
+        regions = [region for region in regions if foreground.touches(region)]
+    if not regions:
+        return np.zeros((2, num_classes, num_classes), np.int64)
     shared = None if foreground is None else delayed(foreground, traverse=False)  # one graph key, not one per task
     parts = [task(prediction, truth, region, num_classes, config, seam_band, fold, shared) for region in regions]
     (total,) = executor([tree_sum(parts)], "evaluate")

@@ -14,14 +14,17 @@ Stores are URLs on any backend (``segpipe.storage``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import zarr
 from dask.delayed import delayed
 from zarr.errors import ContainsArrayError
 
-from segpipe.executor import Executor, local_executor
-from segpipe.storage import OWN_FORMAT, create_array, location, open_array, open_group
+from segpipe.executor import Executor, local_executor, task_slots
+from segpipe.storage import OWN_FORMAT, create_array, location, open_array, open_group, stored_chunks
 from segpipe.tiling import Region, chunk_grid
 
 NGFF_VERSION = "0.5"
@@ -47,45 +50,71 @@ def level_count(height: int, width: int) -> int:
     return levels
 
 
-def _downsample_chunk(src: str, dst: str, region: Region, labels: bool) -> None:
-    """Write ``region`` of level ``dst`` from the 2x larger block of level ``src``."""
+def _downsample_chunks(src: str, dst: str, regions: Sequence[Region], labels: bool) -> None:
+    """Write each of ``regions`` of level ``dst`` from the 2x larger block of level ``src`` (both opened once)."""
     source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
-    block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
-    out = block[..., ::2, ::2] if labels else mean_2x2(block)
     target = open_array(dst, mode="r+", zarr_format=OWN_FORMAT)
-    target[..., region.y0 : region.y1, region.x0 : region.x1] = out
+    for region in regions:
+        block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
+        target[..., region.y0 : region.y1, region.x0 : region.x1] = block[..., ::2, ::2] if labels else mean_2x2(block)
 
 
 MEAN_BAND = 128  # output rows averaged at a time: float64 temporaries of a band, not of a whole block
 
 
 def mean_2x2(block: np.ndarray) -> np.ndarray:
-    """Means of 2 x 2 pixel blocks over the last two axes, in ``block``'s dtype (integers rounded).
+    """Means of 2 x 2 pixel blocks over the last two axes, in ``block``'s dtype (integers rounded half to even).
 
-    An odd last row or column is averaged with itself. Computed in float64, band by band of output rows, so that
-    the temporaries stay small whatever the block's size.
+    An odd last row or column is averaged with itself. Integers of up to 4 bytes are summed exactly in integers
+    (what ``np.rint`` of the float64 mean gives, without float temporaries); others are computed in float64. Band by
+    band of output rows, so that the temporaries stay small whatever the block's size.
     """
     h, w = block.shape[-2:]
     out = np.empty((*block.shape[:-2], -(-h // 2), -(-w // 2)), block.dtype)
     lead = [(0, 0)] * (block.ndim - 2)
+    exact = block.dtype.kind in "iu" and block.dtype.itemsize <= 4
     for y in range(0, out.shape[-2], MEAN_BAND):
-        band = block[..., 2 * y : 2 * (y + MEAN_BAND), :].astype(np.float64)
+        rows = block[..., 2 * y : 2 * (y + MEAN_BAND), :]
+        if exact:
+            out[..., y : y + MEAN_BAND, :] = _rounded_mean_2x2(rows, w, lead)
+            continue
+        band = rows.astype(np.float64)
         padded = np.pad(band, [*lead, (0, band.shape[-2] % 2), (0, w % 2)], "edge")
         means = padded.reshape(*padded.shape[:-2], -1, 2, padded.shape[-1] // 2, 2).mean(axis=(-3, -1))
         out[..., y : y + MEAN_BAND, :] = np.rint(means) if block.dtype.kind in "iub" else means
     return out
 
 
+def _rounded_mean_2x2(rows: np.ndarray, w: int, lead: list[tuple[int, int]]) -> np.ndarray:
+    """``np.rint`` of the 2 x 2 means of integer ``rows`` (half to even), from exact integer sums."""
+    band: npt.NDArray[np.signedinteger[Any]] = rows.astype(np.int64 if rows.dtype.itemsize == 4 else np.int32)
+    odd = [*lead, (0, band.shape[-2] % 2), (0, w % 2)]
+    padded = np.pad(band, odd, "edge") if band.shape[-2] % 2 or w % 2 else band
+    pairs = padded[..., 0::2, :] + padded[..., 1::2, :]
+    sums = pairs[..., 0::2] + pairs[..., 1::2]
+    quarter, rest = sums >> 2, sums & 3  # sums = 4 quarter + rest, rest in 0..3 (for negative sums too)
+    return quarter + (rest > 2) + ((rest == 2) & (quarter & 1 == 1))  # type: ignore[no-any-return]
+
+
+PYRAMID_TASKS_PER_SLOT = 4  # pyramid tasks per task slot of a level: enough to balance, few array opens
+MAX_CHUNKS_PER_PYRAMID_TASK = 16
+
+
 def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:
-    """Create levels 1..levels-1 under the group at URL ``group`` from level ``0``, chunk by chunk."""
-    task = delayed(_downsample_chunk, pure=False)
+    """Create levels 1..levels-1 under the group at URL ``group`` from level ``0``, chunk by chunk.
+
+    An output chunk whose 2x larger block holds no stored chunk of the level below (all of it at the fill value,
+    as a chunk without foreground is) is not computed: its reduction is the fill value, which zarr would not store
+    either. The others are computed by tasks of several consecutive chunks each.
+    """
+    task = delayed(_downsample_chunks, pure=False)
     root = location(group)
     for level in range(1, levels):
         src, dst = root.child(str(level - 1)).url, root.child(str(level)).url
         source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
         height, width = (-(-s // 2) for s in source.shape[-2:])
         lead = tuple(source.shape[:-2])
-        create_array(
+        target = create_array(
             dst,
             shape=(*lead, height, width),
             dtype=source.dtype,
@@ -94,7 +123,37 @@ def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: E
             fill_value=0,
             dimension_names=getattr(source.metadata, "dimension_names", None),
         )
-        executor([task(src, dst, r, labels) for r in chunk_grid(height, width, chunk)], "pyramid")
+        regions = _reading_stored(source, target, chunk_grid(height, width, chunk))
+        size = _per_task(len(regions), task_slots(executor, "pyramid"))
+        groups = [regions[i : i + size] for i in range(0, len(regions), size)]
+        executor([task(src, dst, group_regions, labels) for group_regions in groups], "pyramid")
+
+
+def _per_task(chunks: int, slots: int) -> int:
+    return max(1, min(MAX_CHUNKS_PER_PYRAMID_TASK, -(-chunks // (max(slots, 1) * PYRAMID_TASKS_PER_SLOT))))
+
+
+def _reading_stored(source: zarr.Array[Any], target: zarr.Array[Any], regions: list[Region]) -> list[Region]:
+    """The ``regions`` of ``target`` whose 2x larger block in ``source`` holds a stored chunk.
+
+    All of them when the two fill values differ (a block of ``source``'s fill value would reduce to something
+    ``target`` stores) or ``source``'s chunks cannot be listed.
+    """
+    fill, target_fill = np.asarray(source.fill_value), np.asarray(target.fill_value)
+    if fill.shape or np.isnan(fill) or fill != target_fill:
+        return regions
+    stored = stored_chunks(source)
+    if stored is None:
+        return regions
+    rows, cols = source.chunks[-2:]
+    held = {index[-2:] for index in stored}
+    kept = []
+    for region in regions:
+        ys = range(2 * region.y0 // rows, -(-2 * region.y1 // rows))
+        xs = range(2 * region.x0 // cols, -(-2 * region.x1 // cols))
+        if any((y, x) in held for y in ys for x in xs):
+            kept.append(region)
+    return kept
 
 
 def _axes(names: str, unit: str | None) -> list[dict[str, str]]:

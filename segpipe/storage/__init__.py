@@ -6,7 +6,7 @@ come zarr stores, file handles, atomic and conditional writes and input identiti
 (endpoints, credentials) is written in ``segpipe.storage.options``; ``public_url`` hides credentials.
 """
 
-from segpipe.storage.arrays import OWN_FORMAT, create_array, open_array, open_group
+from segpipe.storage.arrays import OWN_FORMAT, create_array, open_array, open_group, stored_chunks
 from segpipe.storage.location import FsspecLocation, InputIdentity, LocalLocation, Location, S3Location, location
 from segpipe.storage.options import close_filesystems, is_transient, storage_options
 from segpipe.storage.urls import public_url
@@ -26,4 +26,5 @@ __all__ = [
     "open_group",
     "public_url",
     "storage_options",
+    "stored_chunks",
 ]

@@ -118,3 +118,66 @@ def test_a_foreground_leaves_its_background_out_of_the_confusion(tmp_path: Path)
         split = evaluate_split(prediction, reference, 2, EvalConfig(), 16, foreground=grid)
     assert np.array_equal(split.sum(axis=0), confusion_matrix(truth[keep], predicted[keep], 2))
     assert grid.background_pixels(40, 30) == int((~keep).sum())
+
+
+@given(
+    cells=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=4, max_size=4),
+    y0=st.integers(0, 39),
+    x0=st.integers(0, 29),
+    height=st.integers(1, 40),
+    width=st.integers(1, 30),
+)
+@settings(max_examples=60, deadline=None)
+def test_touches_says_whether_a_region_holds_a_foreground_pixel(
+    cells: list[list[bool]], y0: int, x0: int, height: int, width: int
+) -> None:
+    grid = ForegroundGrid(np.array(cells), (4 / 40, 3 / 30))
+    region = Region(y0, min(40, y0 + height), x0, min(30, x0 + width))
+    assert grid.touches(region) == bool(grid.at(region).any())
+
+
+class CountingReads:
+    """An image that counts the regions read from it."""
+
+    def __init__(self, image: object) -> None:
+        self.image = image
+        self.read_regions: list[tuple[int, int, int, int]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.image, name)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int, stored: object = None) -> np.ndarray:
+        self.read_regions.append((y0, y1, x0, x1))
+        return self.image.read(y0, y1, x0, x1)  # type: ignore[attr-defined]
+
+
+def _half_foreground(tmp_path: Path) -> tuple[np.ndarray, np.ndarray, ForegroundGrid, CountingReads, CountingReads]:
+    """32 x 32 images in 16-pixel chunks, foreground only in the top-left chunk's cells."""
+    rng = np.random.default_rng(8)
+    truth, predicted = rng.integers(0, 2, (2, 32, 32)).astype(np.uint8)
+    cells = np.zeros((4, 4), bool)
+    cells[:2, :2] = True
+    prediction = CountingReads(write_zarr(tmp_path / "p.zarr", predicted, (16, 16)))
+    reference = CountingReads(write_zarr(tmp_path / "t.zarr", truth, (16, 16)))
+    return truth, predicted, ForegroundGrid(cells, (1 / 8, 1 / 8)), prediction, reference
+
+
+def test_chunks_without_foreground_are_not_read(tmp_path: Path) -> None:
+    _, _, grid, prediction, reference = _half_foreground(tmp_path)
+    with dask.config.set(scheduler="synchronous"):
+        evaluate_split(prediction, reference, 2, EvalConfig(), 16, foreground=grid)  # type: ignore[arg-type]
+    assert reference.read_regions == [(0, 16, 0, 16)]
+
+
+def test_leaving_chunks_without_foreground_out_keeps_the_confusion(tmp_path: Path) -> None:
+    truth, predicted, grid, prediction, reference = _half_foreground(tmp_path)
+    with dask.config.set(scheduler="synchronous"):
+        split = evaluate_split(prediction, reference, 2, EvalConfig(), 16, foreground=grid)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(split.sum(axis=0), confusion_matrix(truth[:16, :16], predicted[:16, :16], 2))
+
+
+def test_no_foreground_at_all_counts_nothing(tmp_path: Path) -> None:
+    _, _, _, prediction, reference = _half_foreground(tmp_path)
+    empty = ForegroundGrid(np.zeros((4, 4), bool), (1 / 8, 1 / 8))
+    split = evaluate_split(prediction, reference, 2, EvalConfig(), 16, foreground=empty)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(split, np.zeros((2, 2, 2), np.int64))

@@ -15,7 +15,7 @@ from segpipe.io.images import open_image
 from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import build_pyramid, read_segpipe_attrs, write_metadata
 from segpipe.normalize import BandStats
-from segpipe.storage import create_array, location, open_array
+from segpipe.storage import create_array, location, open_array, stored_chunks
 from segpipe.tiling import chunk_grid
 
 RNG = np.random.default_rng(5)
@@ -44,6 +44,20 @@ def test_ingest_into_a_store_resumes_from_its_ledger(store_url: str, tmp_path: P
     assert first == BandStats.from_samples(expected.reshape(3, -1))
     assert second != first
     assert open_copy(source, dest).path == dest.url
+
+
+def test_stored_chunks_and_a_sparse_pyramid_on_any_store(store_url: str) -> None:
+    """One written chunk of four: listed, and level 1 holds its reduction and nothing else."""
+    store = location(store_url).child("sparse.ome.zarr")
+    level0 = create_array(store.child("labels", "mask", "0"), shape=(32, 32), chunks=(16, 16), dtype=np.uint8)
+    level0[16:32, 0:16] = 3
+    assert stored_chunks(level0) == {(1, 0)}
+    build_pyramid(store.child("labels", "mask").url, 2, 8, labels=True)
+    level1 = open_array(store.child("labels", "mask", "1"))
+    assert stored_chunks(level1) == {(1, 0)}
+    expected = np.zeros((16, 16), np.uint8)
+    expected[8:, :8] = 3
+    np.testing.assert_array_equal(level1[:], expected)
 
 
 def test_pyramid_and_metadata_on_any_store(store_url: str) -> None:
