@@ -6,15 +6,19 @@ It imports MLflow, opens the store and experiment, then answers one pickled call
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import pickle
+import signal
 import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
 from segpipe.errors import TrackingError
 from segpipe.tracking.process import CALLS
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
@@ -49,8 +53,21 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             return
 
 
+def die_with(parent: int) -> None:
+    """Be killed when ``parent`` (the thread that started this process) ends, on Linux; exit now if it has.
+
+    A run refused for bad input ends at once, and its logging process, still importing MLflow, must not go on
+    taking a core from the next command. Elsewhere the closed pipe ends it after the import.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def main(argv: Sequence[str]) -> int:
-    """``python -m segpipe.tracking.child REQUESTS_FD REPLIES_FD``."""
+    """``python -m segpipe.tracking.child REQUESTS_FD REPLIES_FD PARENT_PID``."""
+    die_with(int(argv[2]))
     for name in ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)  # as the CLI keeps them in the run's own process
     with contextlib.suppress(Exception):  # the bulk of the work, done before the store is named; faults come later

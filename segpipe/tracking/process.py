@@ -35,7 +35,8 @@ class TrackerProcess:
         self.tracking_uri = ""
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
-        command = [sys.executable, "-m", "segpipe.tracking.child", str(requests_read), str(replies_write)]
+        pipes = [str(requests_read), str(replies_write)]
+        command = [sys.executable, "-m", "segpipe.tracking.child", *pipes, str(os.getpid())]
         self.process = subprocess.Popen(
             command, pass_fds=(requests_read, replies_write), stdin=subprocess.DEVNULL, stdout=_stderr_or_null()
         )
