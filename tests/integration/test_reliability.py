@@ -39,12 +39,13 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return str(image), str(truth)
 
 
+@pytest.mark.parametrize("prefect", ["auto", "off"])  # as the flow (an API is configured), and in process
 def test_kill_dash_nine_then_resume_is_byte_identical(
-    tmp_path: Path, sample: tuple[str, str], prefect_server: str
+    tmp_path: Path, sample: tuple[str, str], prefect_server: str, prefect: str
 ) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     image, truth = sample
-    common = [image, "--truth", truth, *RUN_ARGS, "--json"]
+    common = [image, "--truth", truth, *RUN_ARGS, "--json", "--prefect", prefect]
     reference = tmp_path / "reference"
     done = start_segpipe_run([*common, "--out", str(reference), "--tracking-uri", f"sqlite:///{tmp_path}/ref.db"], env)
     assert done.wait(timeout=300) == 0, done.stderr.read()
