@@ -58,16 +58,7 @@ def write_streamed_tiff(path: Path, size: int, seed: int = 0, tile: int = STREAM
     would take longer than segmenting it with the near-free model)."""
     pool = tile_pool(seed, tile)
     per_side = -(-size // tile)
-    tifffile.imwrite(
-        path,
-        _cycle(pool, per_side * per_side),
-        shape=(size, size),
-        dtype=np.uint16,
-        tile=(tile, tile),
-        compression="zlib",
-        bigtiff=size >= BIGTIFF_FROM,
-    )
-    return path
+    return _write_tiles(path, size, tile, _cycle(pool, per_side * per_side))
 
 
 LATTICE_PITCH = 32  # pixels between object centres: (size / 32 + 1)^2 objects, 1,050,625 at 32768^2
@@ -106,6 +97,11 @@ def write_lattice_tiff(path: Path, size: int, tile: int = STREAM_TILE) -> Path:
     tile at a time (memory stays at a few tiles): the dense-objects input of the gigapixel objects check."""
     per_side = -(-size // tile)
     tiles = (lattice_tile(r * tile, c * tile, tile, tile) for r in range(per_side) for c in range(per_side))
+    return _write_tiles(path, size, tile, tiles)
+
+
+def _write_tiles(path: Path, size: int, tile: int, tiles: Iterator[np.ndarray]) -> Path:
+    """A ``size``^2 uint16 tiled, deflate-compressed (Big)TIFF from ``tiles`` in row-major order."""
     tifffile.imwrite(
         path,
         tiles,
