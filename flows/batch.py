@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -113,12 +113,10 @@ class InProcess:
     """The steps on this process's threads, retried as the flow's tasks are; no Prefect import, no server."""
 
     pool: ThreadPoolExecutor
-    batch_run_id: str = ""
+    batch_run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def run_id(self) -> str:
         """A new uuid per batch (there is no flow run)."""
-        if not self.batch_run_id:
-            self.batch_run_id = uuid.uuid4().hex
         return self.batch_run_id
 
     def submit_images(
