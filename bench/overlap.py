@@ -8,8 +8,8 @@ machine cannot show that with the real U-Net, so the benchmark makes the same sh
 The same chunks are predicted two ways, alternating, best of the profile's ``overlap_rounds``, on Dask's local
 threads (one per core):
 - ``one chunk per task``: each task reads its chunk, predicts it and writes it in turn (nothing to overlap);
-- ``grouped``: the default, ``chunks_per_task`` chunks per task, each task reading the next chunk while the
-  model runs and writing finished chunks behind.
+- ``grouped``: the default, runs of chunks per task (``task_runs``: shrinking towards the end), each task reading
+  the next chunk while the model runs and writing finished chunks behind.
 The mask and ledger markers live on the same store; each run starts from an empty ledger. Ratio: grouped / one
 chunk per task, seconds (below 1: the overlap pays). The same pair on local disk shows what it costs where
 there is no latency to hide.
@@ -30,7 +30,7 @@ from bench.data import tile_pool, write_pointwise_model
 from bench.harness import Context, ratio
 from bench.latency_proxy import LatencyProxy
 from bench.s3_vs_local import BUCKET, moto_server, s3_client
-from segpipe.chunk_inference import ChunkJob, ChunkOutputs, Windowing, chunks_per_task, create_mask, segment_image
+from segpipe.chunk_inference import ChunkJob, ChunkOutputs, Windowing, create_mask, segment_image, task_runs
 from segpipe.config import InferenceConfig
 from segpipe.executor import local_executor, task_slots
 from segpipe.io.images import open_image
@@ -54,8 +54,8 @@ def write_image(url: str, size: int) -> None:
         array[0, row * chunk : (row + 1) * chunk, :] = band
 
 
-def predict_once(job: ChunkJob, per_task: int) -> float:
-    """Seconds to predict every chunk of ``job`` from an empty ledger, ``per_task`` chunks per task."""
+def predict_once(job: ChunkJob, per_task: int | None) -> float:
+    """Seconds to predict every chunk of ``job`` from an empty ledger, ``per_task`` chunks per task (None: default)."""
     assert job.outputs.ledger is not None
     job.outputs.ledger.reset()
     create_mask(job.outputs.mask, job.source.height, job.source.width, job.windowing.chunk, 2)
@@ -77,15 +77,16 @@ def compare(root: str, size: int, model: Path, rounds: int) -> dict[str, Any]:
     inference = InferenceConfig(batch_size="auto", device="cpu", torch_threads=1)
     outputs = ChunkOutputs(f"{root}/mask.zarr", None, ChunkLedger(root, "infer", "overlap"))
     job = ChunkJob(open_image(image), resolve_model(str(model)), windowing, inference, outputs)
-    grouped = chunks_per_task(CHUNKS_PER_SIDE**2, task_slots(local_executor, "infer"))
-    best = {1: float("inf"), grouped: float("inf")}
+    regions = chunk_grid(size, size, chunk)
+    grouped = [len(run) for run in task_runs(regions, task_slots(local_executor, "infer"))]
+    best: dict[int | None, float] = {1: float("inf"), None: float("inf")}
     for _ in range(rounds):
         for per_task in best:
             best[per_task] = min(best[per_task], predict_once(job, per_task))
     return {
         "chunk": chunk,
         "grouped_chunks_per_task": grouped,
-        "seconds": {"one_per_task": best[1], "grouped": best[grouped]},
+        "seconds": {"one_per_task": best[1], "grouped": best[None]},
     }
 
 

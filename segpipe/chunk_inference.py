@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import zarr
+from dask.base import annotate
 from dask.delayed import delayed
 
 from segpipe import normalize
@@ -146,16 +147,25 @@ class SegmentSummary:
 
 READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
 WRITES_BEHIND = 1  # finished chunks that may wait for the writer while the model goes on
-TASKS_PER_SLOT = 4  # infer tasks per task slot: enough for the scheduler to balance the load
 MAX_CHUNKS_PER_TASK = 16  # a task's chunks: few enough that a lost task costs little, many enough to batch across
 
 
-def chunks_per_task(chunks: int, slots: int) -> int:
-    """Chunks one infer task owns, for ``chunks`` to compute on ``slots`` parallel task slots.
+def task_runs(regions: Sequence[Region], slots: int) -> list[Sequence[Region]]:
+    """``regions`` cut into runs of consecutive chunks, one per infer task, the runs shrinking towards the end.
 
-    About ``TASKS_PER_SLOT`` tasks per slot, at most ``MAX_CHUNKS_PER_TASK`` chunks each, at least one.
+    Guided self-scheduling: each run takes about half a slot's share of what is left (at most
+    ``MAX_CHUNKS_PER_TASK``), so the first tasks batch many chunks and the last ones a single chunk each: the slot
+    that finishes early picks up small runs, and the stage ends with the slots at most about one chunk apart
+    (equal runs left one slot idle for up to a whole run's time).
     """
-    return max(1, min(MAX_CHUNKS_PER_TASK, math.ceil(chunks / (max(slots, 1) * TASKS_PER_SLOT))))
+    runs: list[Sequence[Region]] = []
+    start, slots = 0, max(slots, 1)
+    while start < len(regions):
+        left = len(regions) - start
+        size = max(1, min(MAX_CHUNKS_PER_TASK, math.ceil(left / (2 * slots))))
+        runs.append(regions[start : start + size])
+        start += size
+    return runs
 
 
 def read_window(
@@ -404,18 +414,31 @@ def create_mask(path: str, height: int, width: int, chunk: int, num_classes: int
     )
 
 
+def _in_order(run: Any, job: ChunkJob, regions: Sequence[Region], index: int) -> Any:
+    """Task ``index`` of an image, annotated so that a distributed scheduler starts the image's tasks in order.
+
+    (Its own ordering of independent tasks is arbitrary; the shrinking runs of ``task_runs`` need the large ones
+    first.) Later tasks get lower priorities than the default 0, so other images' stages are not held back.
+    """
+    with annotate(priority=-index):
+        return run(job.for_chunks(regions), regions)
+
+
 def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: int | None = None) -> SegmentSummary:
     """Predict every chunk of ``job.source`` not yet marked done into ``job.outputs.mask`` (which must exist).
 
-    Consecutive chunks (row-major) are grouped into infer tasks of ``per_task`` chunks (default:
-    ``chunks_per_task`` for the executor's task slots), so that a task can read ahead and batch across them.
+    Consecutive chunks (row-major) are grouped into infer tasks of ``per_task`` chunks (default: the shrinking runs
+    of ``task_runs`` for the executor's task slots), so that a task can read ahead and batch across them.
     """
     regions = chunk_grid(job.source.height, job.source.width, job.windowing.chunk)
     todo = job.outputs.ledger.todo(regions) if job.outputs.ledger is not None else regions
-    size = per_task or chunks_per_task(len(todo), task_slots(executor, "infer"))
     run = delayed(segment_chunks, pure=False)
-    tasks = [todo[i : i + size] for i in range(0, len(todo), size)]
-    results: list[TaskResult] = executor([run(job.for_chunks(regions), regions) for regions in tasks], "infer")
+    tasks: list[Sequence[Region]]
+    if per_task:
+        tasks = [todo[i : i + per_task] for i in range(0, len(todo), per_task)]
+    else:
+        tasks = task_runs(todo, task_slots(executor, "infer"))
+    results: list[TaskResult] = executor([_in_order(run, job, runs, i) for i, runs in enumerate(tasks)], "infer")
     return SegmentSummary(
         chunks=len(regions),
         chunks_computed=sum(r.chunks for r in results),

@@ -8,8 +8,13 @@ import dask
 import pytest
 from distributed import Client, Scheduler, SpecCluster, Worker, get_worker
 
+import segpipe.chunk_inference as inference
+from segpipe.chunk_inference import ChunkJob, ChunkOutputs, TaskResult, Windowing, segment_image
 from segpipe.cluster import ClusterSpec, distributed_executor, open_cluster
+from segpipe.config import InferenceConfig
 from segpipe.executor import task_slots
+from segpipe.io.images import ImageSource
+from segpipe.tiling import Region, chunk_grid
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +86,27 @@ def test_local_backend_starts_single_threaded_worker_processes() -> None:
         assert (handle.kind, handle.workers, handle.gpu) == ("local", 1, False)
         assert [info["nthreads"] for info in workers.values()] == [1]
         assert handle.client.submit(_worker_name).result(timeout=60)
+
+
+STARTED: list[Region] = []  # the first chunk of each infer task, in the order the worker ran them
+
+
+def _record_task(job: ChunkJob, regions: list[Region]) -> TaskResult:
+    STARTED.append(regions[0])
+    return TaskResult(len(regions), 0, 0.0, (), 0.0)
+
+
+def test_an_images_infer_tasks_start_in_order_large_runs_first(
+    mixed_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the scheduler ordered an image's independent infer tasks arbitrarily, so a 16-chunk run could
+    start last and leave the other slots idle while it ran; the runs shrink and must start in raster order."""
+    monkeypatch.setattr(inference, "segment_chunks", _record_task)
+    STARTED.clear()
+    source = ImageSource("unused.zarr", "zarr", "CYX", (1, 640, 640), "uint8")
+    job = ChunkJob(source, None, Windowing(64, 32, 0), InferenceConfig(), ChunkOutputs("unused"))  # type: ignore[arg-type]
+    with Client(mixed_cluster, set_as_default=False) as client:  # infer runs on the one GPU worker's one thread
+        summary = segment_image(job, distributed_executor(client, resources={"infer": {"GPU": 1}}))
+    runs = inference.task_runs(chunk_grid(640, 640, 64), 1)
+    assert summary.chunks_computed == 100
+    assert STARTED == [run[0] for run in runs]

@@ -20,9 +20,9 @@ from segpipe.chunk_inference import (
     ChunkJob,
     ChunkOutputs,
     Windowing,
-    chunks_per_task,
     create_mask,
     segment_image,
+    task_runs,
 )
 from segpipe.config import InferenceConfig
 from segpipe.executor import local_executor, task_slots
@@ -194,12 +194,19 @@ def test_a_failed_read_fails_the_task_and_marks_only_chunks_written_before_it(
         np.testing.assert_array_equal(written[:, x0 : x0 + 16], expected[:, x0 : x0 + 16])
 
 
-@pytest.mark.parametrize(
-    ("chunks", "slots", "expected"),
-    [(64, 2, 8), (4, 2, 1), (16, 2, 2), (10_000, 1, MAX_CHUNKS_PER_TASK), (0, 2, 1), (5, 0, 2)],
-)
-def test_chunks_per_task_gives_each_slot_about_four_tasks(chunks: int, slots: int, expected: int) -> None:
-    assert chunks_per_task(chunks, slots) == expected
+@pytest.mark.parametrize(("chunks", "slots"), [(64, 2), (4, 2), (1000, 8), (1, 1), (0, 2), (5, 0)])
+def test_task_runs_cover_every_chunk_once_in_order_and_shrink_to_single_chunks(chunks: int, slots: int) -> None:
+    regions = [Region(0, 1, x, x + 1) for x in range(chunks)]
+    runs = task_runs(regions, slots)
+    sizes = [len(run) for run in runs]
+    assert [r for run in runs for r in run] == regions
+    assert sizes == sorted(sizes, reverse=True)
+    assert max(sizes, default=1) <= MAX_CHUNKS_PER_TASK
+    assert sizes[-max(slots, 1) :] == [1] * min(chunks, max(slots, 1))  # the last task on each slot: one chunk
+
+
+def test_task_runs_batch_many_chunks_first() -> None:
+    assert [len(run) for run in task_runs(list(range(64)), 2)] == [16, 12, 9, 7, 5, 4, 3, 2, 2, 1, 1, 1, 1]
 
 
 def test_task_slots_asks_the_executor_or_counts_this_machines_cores(monkeypatch: pytest.MonkeyPatch) -> None:
