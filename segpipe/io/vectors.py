@@ -15,6 +15,7 @@ sorting each band by id gives the whole file in id order.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -100,6 +101,18 @@ def chunk_polygons(ids: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, 
     Returns:
         One piece per connected part of an object inside the chunk, holes kept.
     """
+    shapely, _ = _geo_modules()
+    values, geometries = _traced(ids, origin)
+    return list(zip(values.tolist(), shapely.to_wkb(geometries).tolist(), strict=True))
+
+
+def _traced(ids: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The pieces of ``chunk_polygons``: their object ids (int64) and their polygons (an object array).
+
+    ``rasterio.features.shapes`` traces the rings; the polygons are built in two vectorised shapely calls
+    (rings from all coordinates, polygons from the rings: the first of each its shell, the rest its holes)
+    rather than one ``shapely.geometry.shape`` per piece, which cost more than the tracing.
+    """
     shapely, features = _geo_modules()
     from rasterio.transform import Affine
 
@@ -107,8 +120,16 @@ def chunk_polygons(ids: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, 
         raise ConfigError(f"polygons are traced for at most {INT32_MAX} objects, found id {int(ids.max())}")
     values = np.ascontiguousarray(ids, dtype=np.int32)
     transform = Affine.translation(origin[1], origin[0])
-    pieces = features.shapes(values, mask=values > 0, connectivity=4, transform=transform)
-    return [(int(value), shapely.to_wkb(shapely.geometry.shape(geom))) for geom, value in pieces]
+    pieces = list(features.shapes(values, mask=values > 0, connectivity=4, transform=transform))
+    if not pieces:
+        return np.zeros(0, np.int64), np.empty(0, object)
+    rings = [ring for geom, _ in pieces for ring in geom["coordinates"]]  # closed; per piece the shell, then holes
+    polygon_of = np.repeat(np.arange(len(pieces)), [len(geom["coordinates"]) for geom, _ in pieces])
+    flat = itertools.chain.from_iterable
+    coordinates = np.fromiter(flat(flat(rings)), np.float64).reshape(-1, 2)
+    linear = shapely.linearrings(coordinates, indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings]))
+    found = [int(value) for _, value in pieces]
+    return np.array(found, np.int64), shapely.polygons(linear, indices=polygon_of)
 
 
 @dataclass(frozen=True)
@@ -137,25 +158,28 @@ def chunk_outlines(ids: np.ndarray, origin: tuple[int, int], inside_url: str, si
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pieces = chunk_polygons(ids, origin)
-    edge = set(np.unique(np.concatenate([ids[0], ids[-1], ids[:, 0], ids[:, -1]])).tolist()) if ids.size else set()
-    outside, inside = [], defaultdict(list)
-    for object_id, wkb in pieces:
-        if object_id in edge:
-            outside.append((object_id, wkb))
-        else:
-            inside[object_id].append(shapely.from_wkb(wkb))
-    if not inside:
+    values, geometries = _traced(ids, origin)
+    edge = np.unique(np.concatenate([ids[0], ids[-1], ids[:, 0], ids[:, -1]])) if ids.size else np.zeros(0)
+    on_edge = np.isin(values, edge)
+    outside = list(zip(values[on_edge].tolist(), shapely.to_wkb(geometries[on_edge]).tolist(), strict=True))
+    if on_edge.all():
         return ChunkOutlines(origin[0], outside, None)
-    order = sorted(inside)
-    geometries = [_joined(inside[object_id], simplify) for object_id in order]
+    inside_ids, joined = _joined_by_id(values[~on_edge], geometries[~on_edge], simplify)
     table = pa.table(
-        {"object_id": pa.array(order, pa.int64()), "geometry": pa.array(shapely.to_wkb(geometries), pa.binary())}
+        {"object_id": pa.array(inside_ids, pa.int64()), "geometry": pa.array(shapely.to_wkb(joined), pa.binary())}
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     location(inside_url).write_bytes(buffer.getvalue())
     return ChunkOutlines(origin[0], outside, inside_url)
+
+
+def _joined_by_id(values: np.ndarray, geometries: np.ndarray, simplify: float) -> tuple[np.ndarray, list[Any]]:
+    """The distinct ids of ``values``, sorted, and per id its pieces joined (``_joined``)."""
+    order = np.argsort(values, kind="stable")
+    ids, starts = np.unique(values[order], return_index=True)
+    groups = np.split(geometries[order], starts[1:])
+    return ids, [_joined(list(group), simplify) for group in groups]
 
 
 def _joined(group: list[Any], simplify: float) -> Any:

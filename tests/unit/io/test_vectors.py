@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import shapely
 
-from segpipe.io.vectors import chunk_outlines
+from segpipe.io.vectors import chunk_outlines, chunk_polygons
 from segpipe.storage import location
 
 
@@ -43,3 +43,23 @@ def test_a_chunk_with_nothing_inside_writes_no_scratch_file(tmp_path) -> None:
     outlines = chunk_outlines(ids, (0, 0), str(tmp_path / "c.parquet"))
     assert outlines.inside is None
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_polygons_built_in_bulk_are_the_bytes_one_shape_per_piece_gives() -> None:
+    """The vectorised construction (rings, then polygons with holes) must keep the WKB of
+    ``shapely.geometry.shape`` on each traced piece: rings, their order and holes."""
+    import rasterio.features
+
+    rng = np.random.default_rng(3)
+    ids = np.zeros((64, 64), np.uint32)
+    ids[4:20, 4:20] = 5
+    ids[8:12, 8:12] = 0  # a hole
+    ids[10, 14] = 0  # a second hole
+    ids[30:40, 2:60] = 9
+    ids[45:, 45:] = (rng.random((19, 19)) > 0.5) * 11  # ragged pieces of one id
+    values = ids.astype(np.int32)
+    transform = rasterio.transform.Affine.translation(32, 16)
+    traced = rasterio.features.shapes(values, mask=values > 0, connectivity=4, transform=transform)
+    expected = [(int(v), shapely.to_wkb(shapely.geometry.shape(g))) for g, v in traced]
+    assert chunk_polygons(ids, (16, 32)) == expected
+    assert chunk_polygons(np.zeros((4, 4), np.uint32), (0, 0)) == []
