@@ -64,20 +64,25 @@ def label_block(block: np.ndarray, classes: Sequence[int], connectivity: int = 4
     if block.ndim != 2:
         raise InputError(f"connected components need a 2-D mask, got shape {block.shape}")
     wide = np.int64 if block.size >= 1 << 31 else np.int32
-    labels = np.zeros(block.shape, wide)
     groups: list[tuple[int, np.ndarray]] = (
         [(int(c), block == c) for c in classes] if by_class else [(int(classes[0]), np.isin(block, classes))]
     )
     class_of = [np.zeros(1, np.int64)]
     count = 0
+    labels = np.zeros(block.shape, wide)
+    foreground = np.zeros(block.shape, bool)
     for value, binary in groups:
         local, n = ndimage.label(binary, structure=structure, output=wide)
-        if n:
+        if n and not count:
+            labels = local  # zero off its class, so the first class's labels are the image's as they are
+        elif n:
             labels[binary] = local[binary] + count
+        if n:
+            foreground |= binary
             class_of.append(np.full(n, value, np.int64))
             count += n
     flat = labels.ravel()
-    where = np.flatnonzero(flat)
+    where = np.flatnonzero(foreground)  # a bool image's nonzero is a sixth of an int32 one's
     first = np.full(count + 1, flat.size, np.int64)
     np.minimum.at(first, flat[where], where)
     return Labelled(labels, count, np.concatenate(class_of), first)

@@ -190,7 +190,7 @@ def object_sums(
             f"block {where.index}: ids {ids.shape} with halo and mask {np.shape(mask)} do not fit {where.shape}"
         )
     flat = core.ravel()
-    at = np.flatnonzero(flat)
+    at = np.flatnonzero(flat != 0)  # on a bool image: a third of the time on the ids themselves
     found, first, inv, area = _distinct(flat[at])
     n = found.size
     rows, cols = at // w, at % w
