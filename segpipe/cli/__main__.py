@@ -5,4 +5,5 @@ import os
 from segpipe.cli.entry import run_and_exit
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
-run_and_exit()
+if __name__ == "__main__":  # not when a spawned child process imports this module as its main
+    run_and_exit()

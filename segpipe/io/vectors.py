@@ -15,7 +15,6 @@ sorting each band by id gives the whole file in id order.
 from __future__ import annotations
 
 import io
-import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,11 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from segpipe.errors import ConfigError
+from segpipe.outlines import TracedBlock, geo_modules, joined, trace_block, traced
 from segpipe.storage import location
 
-GEO_EXTRA = "segpipe[objects]"
-INT32_MAX = (1 << 31) - 1
 PIXEL_SCALE, TIEPOINT, TRANSFORM, GEOKEYS = 33550, 33922, 34264, 34735
 CRS_KEYS = (3072, 2048)  # ProjectedCSTypeGeoKey, GeographicTypeGeoKey
 
@@ -81,16 +78,6 @@ def _epsg(geokeys: Any) -> str | None:
     return None
 
 
-def _geo_modules() -> tuple[Any, Any]:
-    """Shapely and rasterio.features, or one line naming the extra that brings them."""
-    try:
-        import rasterio.features
-        import shapely
-    except ImportError as exc:
-        raise ConfigError(f"object polygons need {GEO_EXTRA} (pip install '{GEO_EXTRA}'): {exc}") from None
-    return shapely, rasterio.features
-
-
 def chunk_polygons(ids: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, bytes]]:
     """The outlines in one chunk of the id image, as (object id, WKB) pieces in whole-image pixel coordinates.
 
@@ -101,35 +88,9 @@ def chunk_polygons(ids: np.ndarray, origin: tuple[int, int]) -> list[tuple[int, 
     Returns:
         One piece per connected part of an object inside the chunk, holes kept.
     """
-    shapely, _ = _geo_modules()
-    values, geometries = _traced(ids, origin)
+    shapely, _ = geo_modules()
+    values, geometries = traced(ids, origin)
     return list(zip(values.tolist(), shapely.to_wkb(geometries).tolist(), strict=True))
-
-
-def _traced(ids: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The pieces of ``chunk_polygons``: their object ids (int64) and their polygons (an object array).
-
-    ``rasterio.features.shapes`` traces the rings; the polygons are built in two vectorised shapely calls
-    (rings from all coordinates, polygons from the rings: the first of each its shell, the rest its holes)
-    rather than one ``shapely.geometry.shape`` per piece, which cost more than the tracing.
-    """
-    shapely, features = _geo_modules()
-    from rasterio.transform import Affine
-
-    if ids.size and int(ids.max()) > INT32_MAX:
-        raise ConfigError(f"polygons are traced for at most {INT32_MAX} objects, found id {int(ids.max())}")
-    values = np.ascontiguousarray(ids, dtype=np.int32)
-    transform = Affine.translation(origin[1], origin[0])
-    pieces = list(features.shapes(values, mask=values > 0, connectivity=4, transform=transform))
-    if not pieces:
-        return np.zeros(0, np.int64), np.empty(0, object)
-    rings = [ring for geom, _ in pieces for ring in geom["coordinates"]]  # closed; per piece the shell, then holes
-    polygon_of = np.repeat(np.arange(len(pieces)), [len(geom["coordinates"]) for geom, _ in pieces])
-    flat = itertools.chain.from_iterable
-    coordinates = np.fromiter(flat(flat(rings)), np.float64).reshape(-1, 2)
-    linear = shapely.linearrings(coordinates, indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings]))
-    found = [int(value) for _, value in pieces]
-    return np.array(found, np.int64), shapely.polygons(linear, indices=polygon_of)
 
 
 @dataclass(frozen=True)
@@ -154,38 +115,23 @@ def chunk_outlines(ids: np.ndarray, origin: tuple[int, int], inside_url: str, si
     pieces, as ``merge_polygons`` would), simplified by ``simplify`` pixels and written to ``inside_url`` as
     Parquet (``object_id``, WKB ``geometry``), sorted by id.
     """
-    shapely, _ = _geo_modules()
+    return write_outlines(trace_block(ids, origin, simplify), origin[0], inside_url)
+
+
+def write_outlines(block: TracedBlock, row: int, inside_url: str) -> ChunkOutlines:
+    """A traced block's outlines: the objects wholly inside written to ``inside_url``, the edge pieces returned."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    values, geometries = _traced(ids, origin)
-    edge = np.unique(np.concatenate([ids[0], ids[-1], ids[:, 0], ids[:, -1]])) if ids.size else np.zeros(0)
-    on_edge = np.isin(values, edge)
-    outside = list(zip(values[on_edge].tolist(), shapely.to_wkb(geometries[on_edge]).tolist(), strict=True))
-    if on_edge.all():
-        return ChunkOutlines(origin[0], outside, None)
-    inside_ids, joined = _joined_by_id(values[~on_edge], geometries[~on_edge], simplify)
+    if not block.inside_ids.size:
+        return ChunkOutlines(row, block.edge, None)
     table = pa.table(
-        {"object_id": pa.array(inside_ids, pa.int64()), "geometry": pa.array(shapely.to_wkb(joined), pa.binary())}
+        {"object_id": pa.array(block.inside_ids, pa.int64()), "geometry": pa.array(block.inside, pa.binary())}
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     location(inside_url).write_bytes(buffer.getvalue())
-    return ChunkOutlines(origin[0], outside, inside_url)
-
-
-def _joined_by_id(values: np.ndarray, geometries: np.ndarray, simplify: float) -> tuple[np.ndarray, list[Any]]:
-    """The distinct ids of ``values``, sorted, and per id its pieces joined (``_joined``)."""
-    order = np.argsort(values, kind="stable")
-    ids, starts = np.unique(values[order], return_index=True)
-    groups = np.split(geometries[order], starts[1:])
-    return ids, [_joined(list(group), simplify) for group in groups]
-
-
-def _joined(group: list[Any], simplify: float) -> Any:
-    shapely, _ = _geo_modules()
-    whole = group[0] if len(group) == 1 else shapely.union_all(group)
-    return shapely.simplify(whole, simplify, preserve_topology=True) if simplify > 0 else whole
+    return ChunkOutlines(row, block.edge, inside_url)
 
 
 @dataclass(frozen=True)
@@ -198,13 +144,13 @@ class Polygons:
 
 def merge_polygons(parts: Sequence[Sequence[tuple[int, bytes]]], simplify: float = 0.0) -> Polygons:
     """Join each object's pieces from every chunk into one geometry; ``simplify`` is a tolerance in pixels."""
-    shapely, _ = _geo_modules()
+    shapely, _ = geo_modules()
     pieces: dict[int, list[Any]] = defaultdict(list)
     for part in parts:
         for object_id, wkb in part:
             pieces[object_id].append(shapely.from_wkb(wkb))
     ids = np.array(sorted(pieces), np.int64)
-    return Polygons(ids, [_joined(pieces[object_id], simplify) for object_id in ids.tolist()])
+    return Polygons(ids, [joined(pieces[object_id], simplify) for object_id in ids.tolist()])
 
 
 @dataclass(frozen=True)
@@ -228,7 +174,7 @@ def bands(
     Each band is the scratch Parquets of its chunks, read one band at a time, and the joined edge objects whose
     top row (``min_row`` of the table, whose rows are ``object_id``, sorted) lies in the band.
     """
-    shapely, _ = _geo_modules()
+    shapely, _ = geo_modules()
     import pyarrow.parquet as pq
 
     starts = np.array(sorted({o.row for o in outlines}), np.int64)
@@ -276,7 +222,7 @@ def write_geoparquet(url: str, parts: Iterable[Band], class_names: Sequence[str]
     One row group per band, CRS from ``geo``; the ``geo`` metadata (geopandas' own, with this file's geometry
     types and bounds) goes into the footer once every band is written.
     """
-    shapely, _ = _geo_modules()
+    shapely, _ = geo_modules()
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dask.delayed import delayed
 
+from segpipe import offload
 from segpipe.config import ObjectsConfig
 from segpipe.executor import Executor, local_executor, task_slots
 from segpipe.io import vectors
@@ -40,6 +41,7 @@ from segpipe.objects.grid import Block, ChunkRelabel, ComponentPlan, blocks_of
 from segpipe.objects.grow import InstanceRule, Renumbering, chunk_areas, grow_block, renumbering
 from segpipe.objects.merge import merge_borders
 from segpipe.objects.table import ObjectTable, finish, merge_sums, object_sums, read_with_halo
+from segpipe.outlines import trace_block
 from segpipe.stages.fingerprints import fingerprint
 from segpipe.stages.ingest import level0
 from segpipe.stages.plan import BatchPlan, ImageJob
@@ -50,6 +52,7 @@ OBJECTS = "objects"
 INTERIOR = "objects_interior"
 PARTITION = "run_date"
 SUMS_TASKS_PER_SLOT = 4  # the least sums tasks per slot for which blocks of 2 x 2 chunks are used
+TRACING_MODULES = ("segpipe.outlines", "shapely", "rasterio.features")
 OUTLINES = ".outlines"  # scratch folder (in the image's folder) of the polygons wholly inside each chunk
 
 
@@ -126,6 +129,7 @@ def _check_fence(job: ImageJob) -> None:
 
 
 def _borders(mask_url: str, block: Block, classes: tuple[int, ...], connectivity: int) -> Any:
+    offload.warm(*TRACING_MODULES)  # the outlines pass's processes start while the passes before it run
     mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
     return chunk_borders(np.asarray(mask[block.slices]), block, classes, connectivity)
 
@@ -312,7 +316,8 @@ def _sums(ids_url: str, mask_url: str, image_url: str, rule: InstanceRule | None
 
 def _outlines(ids_url: str, block: Block, inside_url: str, simplify: float) -> vectors.ChunkOutlines:
     ids = open_array(ids_url, mode="r", zarr_format=OWN_FORMAT)
-    return vectors.chunk_outlines(np.asarray(ids[block.slices]), block.origin, inside_url, simplify)
+    traced = offload.run(trace_block, np.asarray(ids[block.slices]), block.origin, simplify)  # holds the GIL
+    return vectors.write_outlines(traced, block.origin[0], inside_url)
 
 
 def _table_bytes(
