@@ -53,6 +53,7 @@ INTERIOR = "objects_interior"
 PARTITION = "run_date"
 SUMS_TASKS_PER_SLOT = 4  # the least sums tasks per slot for which blocks of 2 x 2 chunks are used
 TRACING_MODULES = ("segpipe.outlines", "shapely", "rasterio.features")
+OFFLOAD_MIN_CHUNKS = 32  # below, starting the tracing processes (about 0.5 CPU-s) costs more than they save
 OUTLINES = ".outlines"  # scratch folder (in the image's folder) of the polygons wholly inside each chunk
 
 
@@ -78,8 +79,9 @@ def count_objects(
     grid = blocks_of(mask, (plan.chunk, plan.chunk))
     rule = plan.model.card.instances
     classes = (rule.interior,) if rule else tuple(range(1, plan.model.card.num_classes))
+    apart = len(grid) >= OFFLOAD_MIN_CHUNKS  # trace in child processes (segpipe.offload)
     records = executor(
-        [delayed(_borders, pure=False)(job.mask, b, classes, config.connectivity) for b in grid], OBJECTS
+        [delayed(_borders, pure=False)(job.mask, b, classes, config.connectivity, apart) for b in grid], OBJECTS
     )
     numbering = merge_borders(records, config.connectivity)
     labels = _write_ids(job, plan, config, grid, numbering, classes, executor)
@@ -87,7 +89,10 @@ def count_objects(
     scratch = location(job.path(OUTLINES))
     outline = delayed(_outlines, pure=False)
     outlines: list[vectors.ChunkOutlines] = executor(
-        [outline(labels, b, scratch.child(f"{b.index[0]}-{b.index[1]}.parquet").url, config.simplify) for b in grid],
+        [
+            outline(labels, b, scratch.child(f"{b.index[0]}-{b.index[1]}.parquet").url, config.simplify, apart)
+            for b in grid
+        ],
         OBJECTS,
     )
     joined = vectors.merge_polygons([part.pieces for part in outlines], config.simplify)
@@ -128,8 +133,9 @@ def _check_fence(job: ImageJob) -> None:
         job.fence.check()
 
 
-def _borders(mask_url: str, block: Block, classes: tuple[int, ...], connectivity: int) -> Any:
-    offload.warm(*TRACING_MODULES)  # the outlines pass's processes start while the passes before it run
+def _borders(mask_url: str, block: Block, classes: tuple[int, ...], connectivity: int, apart: bool) -> Any:
+    if apart:
+        offload.warm(*TRACING_MODULES)  # the outlines pass's processes start while the passes before it run
     mask = open_array(mask_url, mode="r", zarr_format=OWN_FORMAT)
     return chunk_borders(np.asarray(mask[block.slices]), block, classes, connectivity)
 
@@ -314,9 +320,10 @@ def _sums(ids_url: str, mask_url: str, image_url: str, rule: InstanceRule | None
     return object_sums(read_with_halo(ids, block), block, classes, band)
 
 
-def _outlines(ids_url: str, block: Block, inside_url: str, simplify: float) -> vectors.ChunkOutlines:
+def _outlines(ids_url: str, block: Block, inside_url: str, simplify: float, apart: bool) -> vectors.ChunkOutlines:
     ids = open_array(ids_url, mode="r", zarr_format=OWN_FORMAT)
-    traced = offload.run(trace_block, np.asarray(ids[block.slices]), block.origin, simplify)  # holds the GIL
+    arguments = (np.asarray(ids[block.slices]), block.origin, simplify)
+    traced = offload.run(trace_block, *arguments) if apart else trace_block(*arguments)  # holds the GIL
     return vectors.write_outlines(traced, block.origin[0], inside_url)
 
 

@@ -5,6 +5,7 @@ chunks, and the outputs carry the input's georeferencing."""
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import replace
 
 import geopandas
@@ -16,6 +17,7 @@ import zarr
 from scipy import ndimage
 from skimage.measure import regionprops_table
 
+from segpipe import offload
 from segpipe.chunk_inference import create_mask
 from segpipe.config import ObjectsConfig, TilingConfig
 from segpipe.errors import ConfigError
@@ -148,6 +150,26 @@ def test_the_table_is_the_same_bytes_from_sums_over_blocks_of_four_chunks(tmp_pa
     assert -(-HEIGHT // (2 * CHUNK)) * -(-WIDTH // (2 * CHUNK)) in sizes  # the sums pass, grouped
     assert sizes.count(chunks) >= 2  # borders and outlines, per chunk
     assert location(grouped.table).read_bytes() == per_chunk
+
+
+def test_polygons_traced_in_child_processes_are_the_same_bytes(tmp_path, monkeypatch) -> None:
+    mask = _mask(3)
+    job, plan = _finalized(tmp_path, mask)
+    here = location(count_objects(job, plan, ObjectsConfig(enabled=True)).polygons).read_bytes()
+    monkeypatch.setattr(offload, "processes", lambda: 2)
+    monkeypatch.setattr(objects_stage, "OFFLOAD_MIN_CHUNKS", 0)  # any image's polygons traced apart
+    children: set[int] = set()
+    real_run = offload.run
+
+    def recorded(fn, *args):
+        children.add(real_run(os.getpid))
+        return real_run(fn, *args)
+
+    monkeypatch.setattr(offload, "run", recorded)
+    apart = location(count_objects(job, plan, ObjectsConfig(enabled=True)).polygons).read_bytes()
+    assert children
+    assert os.getpid() not in children
+    assert apart == here
 
 
 def test_sums_blocks_group_four_chunks_only_while_every_slot_keeps_four_tasks() -> None:
