@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -10,6 +9,7 @@ from PIL import Image, ImageDraw
 
 from segpipe import normalize
 from segpipe.io.images import ImageSource
+from segpipe.reports.overlays import png_bytes
 from segpipe.tiling import chunk_grid, strided_sample
 
 PALETTE = np.array(
@@ -51,13 +51,10 @@ def render_preview(
     gap = np.full((panels[0].shape[0], GAP, 3), 255, np.uint8)
     row = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
     framed = _with_titles_and_legend(row, [p.shape[1] for p in panels], titles, class_names)
-    buffer = io.BytesIO()
-    framed.save(buffer, format="PNG", compress_level=PNG_LEVEL)
-    return buffer.getvalue()
+    return png_bytes(framed)
 
 
 GAP = 4
-PNG_LEVEL = 1  # zlib level: the same pixels, encoded faster than at the default 6 for a few more bytes
 BAND = 18  # height of the title strip and of each legend row, in pixels
 
 

@@ -9,7 +9,6 @@ with a colour bar in nats.
 from __future__ import annotations
 
 import heapq
-import io
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from segpipe.reports.overlays import png_bytes
 from segpipe.reports.tables import column_name
 from segpipe.tiling import Region
 from segpipe.uncertainty import UNCERTAIN_NATS
@@ -87,9 +87,7 @@ def uncertain_png(image: np.ndarray, values: np.ndarray, title: str, max_nats: f
     row = np.concatenate([panels[0], gap, panels[1]], axis=1)
     scale = max(1, min(8, math.ceil(256 / max(1, *grey.shape))))
     picture = Image.fromarray(row).resize((row.shape[1] * scale, row.shape[0] * scale), Image.Resampling.NEAREST)
-    buffer = io.BytesIO()
-    _with_colour_bar(picture, title, max_nats).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return png_bytes(_with_colour_bar(picture, title, max_nats))
 
 
 def _with_colour_bar(picture: Image.Image, title: str, max_nats: float) -> Image.Image:
