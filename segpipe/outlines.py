@@ -8,6 +8,7 @@ GDAL's polygonize without releasing it), so the objects stage runs ``trace_block
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ def traced(ids: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.nda
         raise ConfigError(f"polygons are traced for at most {INT32_MAX} objects, found id {int(ids.max())}")
     values = np.ascontiguousarray(ids, dtype=np.int32)
     transform = Affine.translation(origin[1], origin[0])
+    _quiet_identity_transform()
     pieces = list(features.shapes(values, mask=values > 0, connectivity=4, transform=transform))
     if not pieces:
         return np.zeros(0, np.int64), np.empty(0, object)
@@ -54,6 +56,18 @@ def traced(ids: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.nda
     linear = shapely.linearrings(coordinates, indices=np.repeat(np.arange(len(rings)), [len(r) for r in rings]))
     found = [int(value) for _, value in pieces]
     return np.array(found, np.int64), shapely.polygons(linear, indices=polygon_of)
+
+
+def _quiet_identity_transform() -> None:
+    """Silence rasterio's warning of the identity transform, which pixel coordinates are.
+
+    A tracing child process has nothing that would route the warning: it reached the terminal. The filter is
+    process-wide and added again on every call (a filter already present only moves to the front), since
+    ``catch_warnings`` is not thread-safe and the tasks are threads.
+    """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
 
 
 def joined(group: list[Any], simplify: float) -> Any:

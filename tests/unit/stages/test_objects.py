@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import replace
 
 import geopandas
@@ -170,6 +171,17 @@ def test_polygons_traced_in_child_processes_are_the_same_bytes(tmp_path, monkeyp
     assert children
     assert os.getpid() not in children
     assert apart == here
+
+
+def test_tracing_warns_of_nothing(tmp_path) -> None:
+    """rasterio warns of the identity transform it is given for pixel coordinates; a tracing child process has
+    nothing to route that warning, so it would reach the user's terminal."""
+    from rasterio.errors import NotGeoreferencedWarning
+
+    job, plan = _finalized(tmp_path, _mask(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        assert count_objects(job, plan, ObjectsConfig(enabled=True)).counts[1] > 0
 
 
 def test_sums_blocks_group_four_chunks_only_while_every_slot_keeps_four_tasks() -> None:
