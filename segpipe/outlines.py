@@ -8,6 +8,7 @@ GDAL's polygonize without releasing it), so the objects stage runs ``trace_block
 from __future__ import annotations
 
 import itertools
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from segpipe.errors import ConfigError
 
 GEO_EXTRA = "segpipe[objects]"
 INT32_MAX = (1 << 31) - 1
+_FILTER_LOCK = threading.Lock()
 
 
 def geo_modules() -> tuple[Any, Any]:
@@ -62,12 +64,14 @@ def _quiet_identity_transform() -> None:
     """Silence rasterio's warning of the identity transform, which pixel coordinates are.
 
     A tracing child process has nothing that would route the warning: it reached the terminal. The filter is
-    process-wide and added again on every call (a filter already present only moves to the front), since
-    ``catch_warnings`` is not thread-safe and the tasks are threads.
+    process-wide (``catch_warnings`` is not thread-safe, and the tasks are threads), added when missing (a test
+    harness may reset the filters) and never moved once there, which would leave a moment without it.
     """
     from rasterio.errors import NotGeoreferencedWarning
 
-    warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
+    with _FILTER_LOCK:
+        if not any(f[0] == "ignore" and f[2] is NotGeoreferencedWarning for f in warnings.filters):
+            warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
 
 
 def joined(group: list[Any], simplify: float) -> Any:
