@@ -104,7 +104,8 @@ def trace_block(ids: np.ndarray, origin: tuple[int, int], simplify: float = 0.0)
     on_edge = np.isin(values, edge_ids)
     edge = list(zip(values[on_edge].tolist(), shapely.to_wkb(geometries[on_edge]).tolist(), strict=True))
     order = np.argsort(values[~on_edge], kind="stable")
-    inside_ids, starts = np.unique(values[~on_edge][order], return_index=True)
-    groups = np.split(geometries[~on_edge][order], starts[1:]) if inside_ids.size else []
+    inside_values, inside_pieces = values[~on_edge][order], geometries[~on_edge][order]
+    inside_ids, starts = np.unique(inside_values, return_index=True)
+    groups = np.split(inside_pieces, starts[1:]) if inside_ids.size else []
     inside = [joined(list(group), simplify) for group in groups]
     return TracedBlock(edge, inside_ids.astype(np.int64), shapely.to_wkb(inside).tolist())

@@ -73,14 +73,15 @@ def label_block(block: np.ndarray, classes: Sequence[int], connectivity: int = 4
     foreground = np.zeros(block.shape, bool)
     for value, binary in groups:
         local, n = ndimage.label(binary, structure=structure, output=wide)
-        if n and not count:
-            labels = local  # zero off its class, so the first class's labels are the image's as they are
-        elif n:
+        if not n:
+            continue
+        if count:
             labels[binary] = local[binary] + count
-        if n:
-            foreground |= binary
-            class_of.append(np.full(n, value, np.int64))
-            count += n
+        else:
+            labels = local  # zero off its class, so the first class's labels are the image's as they are
+        foreground |= binary
+        class_of.append(np.full(n, value, np.int64))
+        count += n
     flat = labels.ravel()
     where = np.flatnonzero(foreground)  # a bool image's nonzero is a sixth of an int32 one's
     first = np.full(count + 1, flat.size, np.int64)

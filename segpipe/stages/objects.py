@@ -85,7 +85,7 @@ def count_objects(
     )
     numbering = merge_borders(records, config.connectivity)
     labels = _write_ids(job, plan, config, grid, numbering, classes, executor)
-    table = _measure(job, labels, _sums_grid(mask, plan.chunk, task_slots(executor, OBJECTS)), rule, executor)
+    table = _measure(job, labels, _sums_grid(mask, grid, plan.chunk, task_slots(executor, OBJECTS)), rule, executor)
     scratch = location(job.path(OUTLINES))
     outline = delayed(_outlines, pure=False)
     outlines: list[vectors.ChunkOutlines] = executor(
@@ -291,14 +291,14 @@ def _write_label_metadata(job: ImageJob, levels: int) -> None:
     }
 
 
-def _sums_grid(mask: Any, chunk: int, slots: int) -> list[Block]:
-    """The blocks of the sums pass: 2 x 2 chunks each where that still leaves ``SUMS_TASKS_PER_SLOT`` per slot.
+def _sums_grid(mask: Any, grid: list[Block], chunk: int, slots: int) -> list[Block]:
+    """The sums pass's blocks: 2 x 2 chunks where that leaves ``SUMS_TASKS_PER_SLOT`` per slot, else ``grid``.
 
     Each block is read with a 2-pixel halo, which decodes every chunk the halo touches: 9 chunks for one chunk's
     sums, 16 for four (a fifth less time at 8192^2). Any blocks give the same table (the sums are additive).
     """
     grouped = blocks_of(mask, (2 * chunk, 2 * chunk))
-    return grouped if len(grouped) >= SUMS_TASKS_PER_SLOT * slots else blocks_of(mask, (chunk, chunk))
+    return grouped if len(grouped) >= SUMS_TASKS_PER_SLOT * slots else grid
 
 
 def _measure(

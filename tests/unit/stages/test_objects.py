@@ -24,6 +24,7 @@ from segpipe.config import ObjectsConfig, TilingConfig
 from segpipe.errors import ConfigError
 from segpipe.executor import local_executor
 from segpipe.io.omezarr import level_count
+from segpipe.objects.grid import blocks_of
 from segpipe.stages import objects as objects_stage
 from segpipe.stages.finalize import finalize_image
 from segpipe.stages.ingest import ingest_image
@@ -186,8 +187,8 @@ def test_tracing_warns_of_nothing(tmp_path) -> None:
 
 def test_sums_blocks_group_four_chunks_only_while_every_slot_keeps_four_tasks() -> None:
     mask = np.zeros((8 * CHUNK, 8 * CHUNK), np.uint8)  # 64 chunks, 16 blocks of 2 x 2
-    assert len(objects_stage._sums_grid(mask, CHUNK, 4)) == 16
-    assert len(objects_stage._sums_grid(mask, CHUNK, 5)) == 64
+    assert len(objects_stage._sums_grid(mask, blocks_of(mask, (CHUNK, CHUNK)), CHUNK, 4)) == 16
+    assert len(objects_stage._sums_grid(mask, blocks_of(mask, (CHUNK, CHUNK)), CHUNK, 5)) == 64
 
 
 def test_a_resumed_run_relabels_only_the_chunks_not_marked_done(tmp_path) -> None:
