@@ -105,7 +105,8 @@ def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: E
 
     An output chunk whose 2x larger block holds no stored chunk of the level below (all of it at the fill value,
     as a chunk without foreground is) is not computed: its reduction is the fill value, which zarr would not store
-    either. The others are computed by tasks of several consecutive chunks each.
+    either. The others are computed by tasks of several consecutive chunks each; a level of at most one chunk to
+    compute (a small image's, a large one's top levels) is computed here: the executor's round trip costs more.
     """
     task = delayed(_downsample_chunks, pure=False)
     root = location(group)
@@ -124,6 +125,9 @@ def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: E
             dimension_names=getattr(source.metadata, "dimension_names", None),
         )
         regions = _reading_stored(source, target, chunk_grid(height, width, chunk))
+        if len(regions) <= 1:
+            _downsample_chunks(src, dst, regions, labels)
+            continue
         size = _per_task(len(regions), task_slots(executor, "pyramid"))
         groups = [regions[i : i + size] for i in range(0, len(regions), size)]
         executor([task(src, dst, group_regions, labels) for group_regions in groups], "pyramid")

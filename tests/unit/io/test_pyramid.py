@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
+from segpipe.executor import local_executor
 from segpipe.io import omezarr
 from segpipe.io.omezarr import build_pyramid, mean_2x2
 from segpipe.storage import create_array, stored_chunks
@@ -128,3 +129,17 @@ def test_a_source_whose_fill_value_differs_is_computed_everywhere(tmp_path: Path
     create_array(str(tmp_path / "0"), shape=(256, 256), chunks=(64, 64), dtype=np.uint8, fill_value=9)
     build_pyramid(str(tmp_path), 2, 64, True)
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "1"), mode="r")[:], np.full((128, 128), 9))
+
+
+def test_a_level_of_one_chunk_is_computed_without_the_executor(tmp_path: Path) -> None:
+    """Levels 1 and 2 (4 and 3 chunks to compute) go to the executor; level 3, one chunk, is computed here."""
+    url, values = _sparse_level0(tmp_path, np.uint8, ())
+    calls: list[int] = []
+
+    def counting(tasks: Sequence[Any], label: str = "") -> list[Any]:
+        calls.append(len(tasks))
+        return local_executor(tasks, label)
+
+    build_pyramid(str(tmp_path), 4, CHUNK, True, counting)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "3"), mode="r")[:], values[::8, ::8])
