@@ -35,7 +35,7 @@ TINY = replace(
     memory=(64, 128),
     memory_reference=64,
     overhead=64,
-    batch=(BatchPair(4, 32, 64),),
+    batch=(BatchPair(4, 32, 64, rounds=2),),
     s3=64,
     overlap=64,
     overlap_rounds=1,
@@ -180,6 +180,11 @@ def test_ratios_and_runs(session: tuple[dict[str, Any], Path]) -> None:
     assert monai["seconds_ratio_channels_last"] == 1.0
     assert "--channels-last" in monai["monai_channels_last"]["command"]
     assert load("overhead")["missing_file"]["returncode"] == 2
+    pair = load("batch_vs_single")["runs"]["batch/single 4x32^2 vs 64^2"]
+    assert pair["rounds"] == 2
+    assert pair["batch_seconds_each"] == [1.5, 1.5]  # the fake runner's seconds, one per round
+    assert pair["single_seconds_each"] == [1.5, 1.5]
+    assert pair["seconds_ratio"] == 1.0
     startup = load("startup")
     assert startup["ratios"]["seconds import torch"] == 1.0
     assert startup["ratios"]["seconds per image preview.png"] == 0.1
