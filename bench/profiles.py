@@ -85,7 +85,7 @@ FULL = Profile(
     memory=(4096, 8192, 16384, 32768),
     memory_reference=8192,
     overhead=512,
-    batch=(BatchPair(16, 512, 2048, rounds=3), BatchPair(4, 4096, 8192)),
+    batch=(BatchPair(16, 512, 2048, rounds=5), BatchPair(4, 4096, 8192)),
     s3=2048,
 )
 
