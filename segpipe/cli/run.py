@@ -91,14 +91,14 @@ def _plan_and_segment(
     check_tracking_uri(tracking_uri)
     check_reachable(tracking_uri)  # a down server: exit 5 now, not after MLflow's minutes of retries
 
-    def inputs_readable() -> None:  # Prefect's temporary server (if needed) and MLflow's child come up meanwhile
-        prefect.start()
-        warm_up(tracking_uri, args.experiment)
-
-    plan = plan_batch(images, truths, settings, tracking_uri, inputs_readable=inputs_readable)  # writes nothing
+    # Prefect's temporary server (if needed) comes up while the model loads
+    plan = plan_batch(images, truths, settings, tracking_uri, inputs_readable=prefect.start)  # writes nothing
     from segpipe.cluster import ClusterSpec
 
     ClusterSpec.parse(args.cluster, args.workers)  # a bad --cluster fails here, before anything starts
+    # only now may MLflow's child open (create) the store: a run refused above leaves no mlflow.db behind, however
+    # far the child's import got meanwhile (it has been importing MLflow since the command started)
+    warm_up(tracking_uri, args.experiment)
     log(
         args,
         f"{len(plan.jobs)} image(s), model {plan.model.card.name}, chunk {plan.chunk}, tile {plan.tile}, "

@@ -70,13 +70,16 @@ def _expect_one_error_line(capsys: pytest.CaptureFixture[str], rc: int, names: P
         "bad-uri",
     ],
 )
-def test_run_errors_print_one_line_and_write_nothing(workdir, capsys, argv, names, code) -> None:
+def test_run_errors_print_one_line_and_write_nothing(workdir, capsys, monkeypatch, argv, names, code) -> None:
+    opened: list[str] = []  # stores MLflow's child was told to open (it would create mlflow.db, in a race)
+    monkeypatch.setattr("segpipe.tracking.warm_up", lambda uri, experiment: opened.append(uri))
     out = workdir / "out"
     before = sorted(p.name for p in workdir.iterdir())
     rc = main([a.format(d=workdir) for a in argv] + ["--out", str(out)])
     _expect_one_error_line(capsys, rc, Path(names.format(d=workdir)), code)
     assert not out.exists()
     assert sorted(p.name for p in workdir.iterdir()) == before  # no mlflow.db, no partial outputs
+    assert opened == []
 
 
 @pytest.mark.parametrize(
