@@ -56,11 +56,13 @@ def segment_one_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, exe
     Then it writes its preview, metrics.json and, last, done.json (the batch sends only images not finished earlier).
     """
     ingested = ingest(job, plan, executor)
-    inferred = infer(job, ingested, plan, settings.inference, executor)
+    inferred = infer(job, ingested, plan, settings.inference, executor, settings.evaluation)
     final = finalize(job, plan, ingested.stats, settings.export_tiff, executor)
     counted = count(job, plan, settings.objects, executor) if settings.finds_objects else None
     objects = counted.labels if counted is not None else None
-    evaluated = evaluate(job, final.mask, plan, settings.evaluation, executor, objects) if job.truth else None
+    evaluated = (
+        evaluate(job, final.mask, plan, settings.evaluation, executor, objects, inferred.scored) if job.truth else None
+    )
     report = image_report(job, ingested, inferred, final, evaluated, counted)
     commit_image(job, report, final.source, ingested.stats, plan.model.card.class_names)
     return report

@@ -32,6 +32,7 @@ from segpipe.io.ledger import ChunkLedger
 from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.models.card import ModelCard
 from segpipe.preprocessing import preprocess
+from segpipe.scoring import ChunkScoring, ScoredChunks
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid, clip, pad_to_region
 from segpipe.windows import BlendWindows, ChunkWindows, TrimWindows, label_dtype, window_count
@@ -82,6 +83,7 @@ class ChunkJob:
     them (``percentile`` normalization, ``scale_range``, a measured ``zero_mean_unit_variance``).
     ``background``: per chunk, its ``trim`` tiles (chunk coordinates) with no foreground within a halo, left as
     background without being computed (``segpipe.io.foreground.background_tiles``).
+    ``scoring``: the truth each chunk is scored against as it is written (``TaskResult.confusion``), or None.
     """
 
     source: ImageSource
@@ -91,6 +93,7 @@ class ChunkJob:
     outputs: ChunkOutputs
     stats: normalize.BandStats | None = None
     background: Mapping[Region, frozenset[Region]] = field(default_factory=dict)
+    scoring: ChunkScoring | None = None
 
     def for_chunks(self, regions: Sequence[Region]) -> ChunkJob:
         """This job with only the background tiles of ``regions`` (what one task's chunks need)."""
@@ -114,6 +117,8 @@ class TaskResult:
     entropy_sum: float = 0.0
     uncertain_pixels: int = 0
     compile_seconds: float = 0.0  # of the model's compiles this task ran (``--compile inductor``: once per worker)
+    confusion: np.ndarray | None = None  # with scoring: (2, K, K) summed over the chunks in ``scored``
+    scored: tuple[Region, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class WrittenChunk:
     confidence_sum: float
     entropy_sum: float = 0.0
     uncertain_pixels: int = 0
+    confusion: np.ndarray | None = None  # with scoring: the chunk's (2, K, K), None when its truth could not be
+    region: Region | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ class SegmentSummary:
     entropy_sum: float = 0.0
     uncertain_pixels: int = 0
     compile_seconds: float = 0.0  # summed over tasks: the model's compiles, part of their seconds
+    scored: ScoredChunks | None = None  # with scoring: the chunks scored as they were written, their sum
 
 
 READ_AHEAD = 1  # chunks read and normalised while the model runs on the current one
@@ -309,10 +317,11 @@ def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead
         yield wanted.result()
 
 
-def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
+def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows, scoring: ChunkScoring | None = None) -> WrittenChunk:
     """Write a finished chunk's labels (and probabilities, when asked) to the outputs, then mark the chunk done.
 
-    A task killed between the two leaves the chunk to be rewritten, never half-marked.
+    A task killed between the two leaves the chunk to be rewritten, never half-marked. With ``scoring``, the labels
+    in memory are scored against the truth too.
     """
     region, predicted = chunk.region, chunk.prediction()
     counts = np.bincount(predicted.labels.ravel(), minlength=chunk.num_classes)
@@ -326,12 +335,15 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows) -> WrittenChunk:
         outputs.uncertainty[region.y0 : region.y1, region.x0 : region.x1] = predicted.uncertainty
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.mark_done(region)
+    confusion = None if scoring is None else scoring.confusion(region, predicted.labels)
     return WrittenChunk(
         pixels=region.height * region.width - chunk.skipped_pixels,
         class_pixels=tuple(int(n) for n in counts),
         confidence_sum=predicted.confidence_sum,
         entropy_sum=predicted.entropy_sum,
         uncertain_pixels=predicted.uncertain_pixels,
+        confusion=confusion,
+        region=region,
     )
 
 
@@ -362,8 +374,9 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
         for chunk in predict_chunks(predictor, inference.batch_size, inputs, windows):
             if len(writes) >= WRITES_BEHIND:  # the writer runs in order: at most WRITES_BEHIND are left waiting
                 writes[-WRITES_BEHIND].result()
-            writes.append(writer.submit(write_chunk, outputs, chunk))
+            writes.append(writer.submit(write_chunk, outputs, chunk, job.scoring))
         written = [write.result() for write in writes]
+    scored = [(w.region, w.confusion) for w in written if w.region is not None and w.confusion is not None]
     return TaskResult(
         chunks=len(written),
         pixels=sum(w.pixels for w in written),
@@ -373,6 +386,8 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
         entropy_sum=sum(w.entropy_sum for w in written),
         uncertain_pixels=sum(w.uncertain_pixels for w in written),
         compile_seconds=predictor.compiled_here(compiled_before),
+        confusion=np.asarray(np.sum([m for _, m in scored], axis=0, dtype=np.int64)) if scored else None,
+        scored=tuple(region for region, _ in scored),
     )
 
 
@@ -449,4 +464,15 @@ def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: 
         entropy_sum=sum(r.entropy_sum for r in results),
         uncertain_pixels=sum(r.uncertain_pixels for r in results),
         compile_seconds=sum(r.compile_seconds for r in results),
+        scored=_scored(job, results),
     )
+
+
+def _scored(job: ChunkJob, results: Sequence[TaskResult]) -> ScoredChunks | None:
+    """The chunks the tasks scored and their summed matrices; None without scoring."""
+    if job.scoring is None:
+        return None
+    k = job.scoring.num_classes
+    matrices = [r.confusion for r in results if r.confusion is not None]
+    total = np.sum(matrices, axis=0, dtype=np.int64) if matrices else np.zeros((2, k, k), np.int64)
+    return ScoredChunks(np.asarray(total, dtype=np.int64), frozenset(region for r in results for region in r.scored))

@@ -92,14 +92,35 @@ def chunk_confusion(
 
     With ``fold``, predicted boundary pixels count as the rule's interior class (for truth that has no boundary).
     """
+    truth_labels = _truth_labels(truth, region, config)
+    predicted = prediction.read(*region)[0]
+    shape = (prediction.height, prediction.width)
+    return _confusion(truth, truth_labels, predicted, region, shape, num_classes, config, seam_band, fold, foreground)
+
+
+def _truth_labels(truth: ImageSource, region: Region, config: EvalConfig) -> np.ndarray:
     try:
-        truth_labels = truth_classes(truth.read(*region)[0], config)
+        return truth_classes(truth.read(*region)[0], config)
     except InputError as exc:
         raise InputError(f"{truth.path}: {exc}") from None
-    predicted = prediction.read(*region)[0]
+
+
+def _confusion(
+    truth: ImageSource,
+    truth_labels: np.ndarray,
+    predicted: np.ndarray,
+    region: Region,
+    shape: tuple[int, int],
+    num_classes: int,
+    config: EvalConfig,
+    seam_band: int,
+    fold: InstanceRule | None,
+    foreground: ForegroundGrid | None,
+) -> np.ndarray:
+    """``chunk_confusion`` of labels already read: ``shape`` is the whole mask's (height, width)."""
     if fold is not None:
         predicted = fold.fold(predicted)
-    band = seam_band_mask(region, prediction.height, prediction.width, seam_band)
+    band = seam_band_mask(region, shape[0], shape[1], seam_band)
     interior = ~band
     if foreground is not None:
         keep = foreground.at(region)
@@ -113,6 +134,53 @@ def chunk_confusion(
         )
     except InputError as exc:
         raise InputError(f"{truth.path}: {exc} (at y={region.y0}, x={region.x0})") from None
+
+
+@dataclass(frozen=True)
+class ChunkScoring:
+    """What an infer task needs to score each chunk it predicts against the truth, from the labels in memory.
+
+    The same matrices as ``chunk_confusion`` of the written mask (the evaluate stage then reads only the chunks
+    not scored this way). ``shape``: the mask's (height, width).
+    """
+
+    truth: ImageSource
+    shape: tuple[int, int]
+    num_classes: int
+    config: EvalConfig
+    seam_band: int = SEAM_BAND
+    fold: InstanceRule | None = None
+
+    def confusion(self, region: Region, predicted: np.ndarray) -> np.ndarray | None:
+        """(2, K, K) of ``predicted`` (the chunk's labels) at ``region``; None when the truth cannot be scored.
+
+        Any fault (an unreadable truth chunk, a label out of range) leaves the chunk to the evaluate stage, which
+        reads it again and reports the fault as it always has: inference does not fail for the truth.
+        """
+        try:
+            truth_labels = _truth_labels(self.truth, region, self.config)
+            return _confusion(
+                self.truth,
+                truth_labels,
+                predicted,
+                region,
+                self.shape,
+                self.num_classes,
+                self.config,
+                self.seam_band,
+                self.fold,
+                None,
+            )
+        except Exception:  # noqa: BLE001 - reported by the evaluate stage's own read of this chunk
+            return None
+
+
+@dataclass(frozen=True)
+class ScoredChunks:
+    """Chunks scored where they were predicted: their (2, K, K) confusion matrices summed, and which they are."""
+
+    confusion: np.ndarray
+    regions: frozenset[Region]
 
 
 def _sum(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -137,22 +205,27 @@ def evaluate_split(
     seam_band: int = SEAM_BAND,
     fold: InstanceRule | None = None,
     foreground: ForegroundGrid | None = None,
+    scored: ScoredChunks | None = None,
 ) -> np.ndarray:
     """(2, K, K) confusion matrices [interior, seam band] of ``prediction`` against ``truth``, chunk by chunk.
 
     The chunks are those of the grid of edge ``chunk``; ``fold`` as for ``chunk_confusion``; with a
-    ``foreground``, only its pixels are counted.
+    ``foreground``, only its pixels are counted. Chunks in ``scored`` (scored by the infer tasks, with the same
+    truth, fold and no foreground) are not read again: their summed matrices are added.
     """
     task = delayed(chunk_confusion, pure=True)
     regions = chunk_grid(prediction.height, prediction.width, chunk)
+    if scored is not None:  # scored by the infer tasks as they wrote them: only the others are read here
+        regions = [region for region in regions if region not in scored.regions]
+    total = np.zeros((2, num_classes, num_classes), np.int64) if scored is None else scored.confusion
     if foreground is not None:  # a chunk with no foreground pixel counts nothing: neither it nor its truth is read
         regions = [region for region in regions if foreground.touches(region)]
     if not regions:
-        return np.zeros((2, num_classes, num_classes), np.int64)
+        return np.asarray(total, dtype=np.int64)
     shared = None if foreground is None else delayed(foreground, traverse=False)  # one graph key, not one per task
     parts = [task(prediction, truth, region, num_classes, config, seam_band, fold, shared) for region in regions]
-    (total,) = executor([tree_sum(parts)], "evaluate")
-    return np.asarray(total, dtype=np.int64)
+    (computed,) = executor([tree_sum(parts)], "evaluate")
+    return np.asarray(total + np.asarray(computed), dtype=np.int64)
 
 
 def evaluate(

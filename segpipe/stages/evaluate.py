@@ -22,7 +22,7 @@ from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource, open_image
 from segpipe.objects import metrics_from_overlap
 from segpipe.objects.overlap import OverlapCounts, merge_counts, overlap_counts, to_overlap
-from segpipe.scoring import ForegroundGrid, evaluate_split
+from segpipe.scoring import ForegroundGrid, ScoredChunks, evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import OWN_FORMAT, create_array, open_array
 from segpipe.tiling import Region, chunk_grid
@@ -87,10 +87,12 @@ def evaluate_image(
     config: EvalConfig,
     executor: Executor = local_executor,
     objects: str | None = None,
+    scored: ScoredChunks | None = None,
 ) -> Evaluated:
     """Confusion matrix and scores of ``mask`` against the job's truth.
 
-    With instance truth, ``objects`` (the id image of the objects stage) is matched against it too.
+    With instance truth, ``objects`` (the id image of the objects stage) is matched against it too. ``scored``: the
+    chunks the infer tasks scored as they wrote them (``Inferred.scored``), which are not read again.
     """
     if job.truth is None:
         raise InputError(f"{job.image.path}: no truth given, nothing to evaluate")
@@ -99,8 +101,18 @@ def evaluate_image(
     card = plan.model.card
     fold = card.instances if config.truth_instances and config.truth_mapping is None else None
     prediction, foreground = open_image(mask), foreground_grid(job)
+    if foreground is not None or truth is not job.truth:
+        scored = None  # scored in the infer tasks only without a foreground and with the truth as it is
     split = evaluate_split(
-        prediction, truth, card.num_classes, config, plan.chunk, executor, fold=fold, foreground=foreground
+        prediction,
+        truth,
+        card.num_classes,
+        config,
+        plan.chunk,
+        executor,
+        fold=fold,
+        foreground=foreground,
+        scored=scored,
     )
     matched = None
     if config.truth_instances:

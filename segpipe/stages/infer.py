@@ -18,10 +18,11 @@ from segpipe.chunk_inference import (
     create_uncertainty,
     segment_image,
 )
-from segpipe.config import InferenceConfig
+from segpipe.config import EvalConfig, InferenceConfig
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
+from segpipe.scoring import ChunkScoring, ScoredChunks
 from segpipe.stages.ingest import Ingested, is_committed
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.stages.view import background_tiles_of
@@ -46,6 +47,7 @@ class Inferred:
     mean_uncertainty: float | None = None  # nats, over the pixels computed now (with --save-uncertainty)
     uncertain_fraction: float | None = None  # of those pixels, the share above UNCERTAIN_NATS
     compile_seconds: float = 0.0  # of the model's compiles (--compile inductor), part of the tasks' seconds
+    scored: ScoredChunks | None = None  # chunks scored against the truth as they were written (see chunk_scoring)
 
     @property
     def megapixels_per_second(self) -> float | None:
@@ -69,8 +71,13 @@ def infer_image(
     plan: BatchPlan,
     inference: InferenceConfig,
     executor: Executor = local_executor,
+    evaluation: EvalConfig | None = None,
 ) -> Inferred:
-    """Predict every chunk not yet marked done into the image's mask."""
+    """Predict every chunk not yet marked done into the image's mask.
+
+    With ``evaluation`` (and a truth ``chunk_scoring`` accepts), each chunk is scored as it is written, so the
+    evaluate stage reads only the chunks not computed now.
+    """
     start = time.perf_counter()
     tiled = ingested.source
     megapixels = tiled.height * tiled.width / 1e6
@@ -91,7 +98,8 @@ def infer_image(
     outputs = ChunkOutputs(job.mask, probabilities, ledger, uncertainty)
     skipped = _mark_background(job, ledger, tiled, plan.chunk)
     background = background_tiles_of(job.view, plan.tiling.stitch, plan.tile, plan.halo)
-    chunk_job = ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats, background)
+    scoring = chunk_scoring(job, plan, evaluation, (tiled.height, tiled.width))
+    chunk_job = ChunkJob(tiled, plan.model, windowing, inference, outputs, ingested.stats, background, scoring)
     summary = segment_image(chunk_job, executor)
     return Inferred(
         job.mask,
@@ -107,7 +115,25 @@ def infer_image(
         summary.entropy_sum / summary.pixels if uncertainty and summary.pixels else None,
         summary.uncertain_pixels / summary.pixels if uncertainty and summary.pixels else None,
         summary.compile_seconds,
+        summary.scored,
     )
+
+
+def chunk_scoring(
+    job: ImageJob, plan: BatchPlan, evaluation: EvalConfig | None, shape: tuple[int, int]
+) -> ChunkScoring | None:
+    """How the infer tasks score their chunks, or None where the evaluate stage keeps its own pass.
+
+    It does for an image without truth or evaluation, a truth of another size than the mask (sampled to the
+    mask's grid only by the evaluate stage) and a ``--foreground`` (its mask is not sent to every infer task).
+    """
+    if evaluation is None or job.truth is None or job.view.foreground_mask is not None:
+        return None
+    if (job.truth.height, job.truth.width) != shape:
+        return None
+    card = plan.model.card
+    fold = card.instances if evaluation.truth_instances and evaluation.truth_mapping is None else None
+    return ChunkScoring(job.truth, shape, card.num_classes, evaluation, fold=fold)
 
 
 def _mark_background(job: ImageJob, ledger: ChunkLedger, tiled: ImageSource, chunk: int) -> int:
