@@ -54,6 +54,11 @@ def _downsample_chunks(src: str, dst: str, regions: Sequence[Region], labels: bo
     """Write each of ``regions`` of level ``dst`` from the 2x larger block of level ``src`` (both opened once)."""
     source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
     target = open_array(dst, mode="r+", zarr_format=OWN_FORMAT)
+    _downsample_into(source, target, regions, labels)
+
+
+def _downsample_into(source: zarr.Array[Any], target: zarr.Array[Any], regions: Sequence[Region], labels: bool) -> None:
+    """Write each of ``regions`` of ``target`` from the 2x larger block of ``source``, both open."""
     for region in regions:
         block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
         target[..., region.y0 : region.y1, region.x0 : region.x1] = block[..., ::2, ::2] if labels else mean_2x2(block)
@@ -126,7 +131,7 @@ def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: E
         )
         regions = _reading_stored(source, target, chunk_grid(height, width, chunk))
         if len(regions) <= 1:
-            _downsample_chunks(src, dst, regions, labels)
+            _downsample_into(source, target, regions, labels)
             continue
         size = _per_task(len(regions), task_slots(executor, "pyramid"))
         groups = [regions[i : i + size] for i in range(0, len(regions), size)]
