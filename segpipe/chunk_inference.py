@@ -123,18 +123,18 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class WrittenChunk:
-    """One chunk written and marked done: its computed pixels, predicted pixels per class and summed confidence.
+    """One chunk written and marked done: where, its computed pixels, predicted pixels per class, summed confidence.
 
     Pixels of skipped tiles (written as background, never computed) are counted in neither.
     """
 
+    region: Region
     pixels: int
     class_pixels: tuple[int, ...]
     confidence_sum: float
     entropy_sum: float = 0.0
     uncertain_pixels: int = 0
     confusion: np.ndarray | None = None  # with scoring: the chunk's (2, K, K), None when its truth could not be
-    region: Region | None = None
 
 
 @dataclass(frozen=True)
@@ -337,13 +337,13 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows, scoring: ChunkScori
         outputs.outputs.ledger.mark_done(region)
     confusion = None if scoring is None else scoring.confusion(region, predicted.labels)
     return WrittenChunk(
+        region=region,
         pixels=region.height * region.width - chunk.skipped_pixels,
         class_pixels=tuple(int(n) for n in counts),
         confidence_sum=predicted.confidence_sum,
         entropy_sum=predicted.entropy_sum,
         uncertain_pixels=predicted.uncertain_pixels,
         confusion=confusion,
-        region=region,
     )
 
 
@@ -376,7 +376,7 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
                 writes[-WRITES_BEHIND].result()
             writes.append(writer.submit(write_chunk, outputs, chunk, job.scoring))
         written = [write.result() for write in writes]
-    scored = [(w.region, w.confusion) for w in written if w.region is not None and w.confusion is not None]
+    scored = [(w.region, w.confusion) for w in written if w.confusion is not None]
     return TaskResult(
         chunks=len(written),
         pixels=sum(w.pixels for w in written),

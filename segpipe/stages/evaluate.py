@@ -21,6 +21,7 @@ from segpipe.errors import InputError
 from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource, open_image
 from segpipe.objects import metrics_from_overlap
+from segpipe.objects.grow import InstanceRule
 from segpipe.objects.overlap import OverlapCounts, merge_counts, overlap_counts, to_overlap
 from segpipe.scoring import ForegroundGrid, ScoredChunks, evaluate_split
 from segpipe.stages.plan import BatchPlan, ImageJob
@@ -99,7 +100,7 @@ def evaluate_image(
     start = time.perf_counter()
     truth = truth_on_grid(job, plan.chunk, executor)
     card = plan.model.card
-    fold = card.instances if config.truth_instances and config.truth_mapping is None else None
+    fold = boundary_fold(plan, config)
     prediction, foreground = open_image(mask), foreground_grid(job)
     if foreground is not None or truth is not job.truth:
         scored = None  # scored in the infer tasks only without a foreground and with the truth as it is
@@ -128,6 +129,14 @@ def evaluate_image(
         None if foreground is None else foreground.background_pixels(prediction.height, prediction.width),
     )
     return Evaluated(evaluation, time.perf_counter() - start)
+
+
+def boundary_fold(plan: BatchPlan, config: EvalConfig) -> InstanceRule | None:
+    """The card's instances rule where instance truth is scored as foreground, else None.
+
+    Under the rule, predicted boundary pixels count as the interior class (the truth has no boundary).
+    """
+    return plan.model.card.instances if config.truth_instances and config.truth_mapping is None else None
 
 
 def foreground_grid(job: ImageJob) -> ForegroundGrid | None:

@@ -23,6 +23,7 @@ from segpipe.executor import Executor, local_executor
 from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
 from segpipe.scoring import ChunkScoring, ScoredChunks
+from segpipe.stages.evaluate import boundary_fold
 from segpipe.stages.ingest import Ingested, is_committed
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.stages.view import background_tiles_of
@@ -131,9 +132,8 @@ def chunk_scoring(
         return None
     if (job.truth.height, job.truth.width) != shape:
         return None
-    card = plan.model.card
-    fold = card.instances if evaluation.truth_instances and evaluation.truth_mapping is None else None
-    return ChunkScoring(job.truth, shape, card.num_classes, evaluation, fold=fold)
+    fold = boundary_fold(plan, evaluation)
+    return ChunkScoring(job.truth, shape, plan.model.card.num_classes, evaluation, fold=fold)
 
 
 def _mark_background(job: ImageJob, ledger: ChunkLedger, tiled: ImageSource, chunk: int) -> int:
