@@ -1,14 +1,16 @@
 """The batch's steps, without Prefect: every image goes ingest -> infer -> finalize -> evaluate on a Dask cluster.
 
-Several images run at once, then the batch is reported and logged to MLflow. ``run_batch`` is the body of the
+Several images run at once, then the batch is reported and its MLflow log finished. ``run_batch`` is the body of the
 ``segment-batch`` flow (``flows/segment_batch.py``) and, for a run with no Prefect API to report to, the whole run:
 ``run_plan`` decides which. Its ``Orchestrator`` runs the image steps and the batch's report and MLflow steps; the
 in-process one here retries them as the flow's tasks are retried, with no Prefect import and no server (a temporary
 Prefect server costs a one-off ``segpipe run`` about 4 s of CPU, more than a small image's pixels).
 
-Masks are committed before anything is logged, so a tracking outage loses no work: the run fails with a
-TrackingError, and re-running the same command skips the finished images (their ``done.json`` fingerprint
-matches) and only logs. An image that fails (a corrupt tile, a vanished object) fails alone: the others finish
+MLflow is logged while the batch runs (``tracking.live_log``): the batch's parent run once the cluster is up, each
+image's run once its mask is committed, in the background, never holding the images. A tracking outage loses no
+work: the batch's last step logs what is missing and, if the store still does not answer, the run fails with a
+TrackingError; re-running the same command skips the finished images (their ``done.json`` fingerprint matches) and
+only logs. An image that fails (a corrupt tile, a vanished object) fails alone: the others finish
 and the batch report names its error.
 """
 
@@ -41,6 +43,7 @@ from segpipe.stages.retry import retrying
 from segpipe.stages.settings import CanarySet, RunSettings
 from segpipe.storage import public_url
 from segpipe.tracking import batch_log, discard_warm_up, tracker_for, warm_up
+from segpipe.tracking.live_log import LiveBatchLog
 
 IMAGES_IN_FLIGHT = 4  # images whose chunks are on the cluster together; each image's tasks are small
 REPORT_RETRIES, LOG_RETRIES = 1, 2  # the batch steps' tries after a transient fault, with Prefect or without
@@ -68,21 +71,19 @@ def segment_one_image(job: ImageJob, plan: BatchPlan, settings: RunSettings, exe
     return report
 
 
-def log_to_mlflow(
-    tracking_uri: str,
-    experiment: str,
-    plan: BatchPlan,
-    params: dict[str, Any],
-    summary: BatchSummary,
-    reports: list[ImageReport],
-    report_files: list[str],
-    *,
-    orchestrator_ids: tuple[str, str] = ("", ""),
-) -> batch_log.LoggedRuns:
-    """One parent run for the batch, a nested run per image; the flow run and deployment ids in the lineage."""
+def start_mlflow_log(
+    tracking_uri: str, experiment: str, plan: BatchPlan, params: dict[str, Any], orchestrator_ids: tuple[str, str]
+) -> LiveBatchLog:
+    """The batch's MLflow log, its parent run started in the background; the flow run and deployment in the lineage."""
     lineage = batch_log.batch_lineage(plan, params, *orchestrator_ids)
-    with tracker_for(tracking_uri, experiment) as tracker:
-        return batch_log.log_batch(tracker, plan, params, lineage, summary, reports, report_files)
+    return LiveBatchLog(lambda: tracker_for(tracking_uri, experiment), plan, params, lineage)
+
+
+def log_to_mlflow(
+    log: LiveBatchLog, summary: BatchSummary, reports: list[ImageReport], report_files: list[str]
+) -> batch_log.LoggedRuns:
+    """The batch's last MLflow step: the image runs not logged yet, the batch's metrics and files, its end."""
+    return log.finish(summary, reports, report_files)
 
 
 ImageOutcome = Callable[[], "ImageReport | BaseException"]  # waits for one image: its report or its fault
@@ -93,6 +94,10 @@ class Orchestrator(Protocol):
 
     def run_id(self) -> str:
         """The batch's run id (Prefect's flow run id where there is one)."""
+        ...
+
+    def lineage_ids(self) -> tuple[str, str]:
+        """The flow run's id and the deployment's name, for the MLflow lineage ("" where there are none)."""
         ...
 
     def submit_images(
@@ -106,7 +111,7 @@ class Orchestrator(Protocol):
         ...
 
     def log_batch(self, *args: Any) -> batch_log.LoggedRuns:
-        """``log_to_mlflow`` with its retries and the orchestrator's ids."""
+        """``log_to_mlflow`` with its retries."""
         ...
 
 
@@ -120,6 +125,10 @@ class InProcess:
     def run_id(self) -> str:
         """A new uuid per batch (there is no flow run)."""
         return self.batch_run_id
+
+    def lineage_ids(self) -> tuple[str, str]:
+        """No flow run, no deployment."""
+        return "", ""
 
     def submit_images(
         self, jobs: Sequence[ImageJob], plan: BatchPlan, settings: RunSettings, executor: Executor
@@ -181,42 +190,90 @@ def _run_batch(
 ) -> BatchResult:
     run = RunInfo(orchestrator.run_id(), datetime.now(UTC), plan.model)
     started = time.perf_counter()
+    mlflow = _MlflowLog(tracking_uri, experiment, plan, run_settings, run.run_id, orchestrator.lineage_ids())
+    try:
+        spec = ClusterSpec.parse(cluster, workers)  # a bad spec fails before anything starts
+        outcomes = _segment_pending(plan, run_settings, orchestrator, spec, show_progress, run, mlflow)
+        ordered = tuple(outcomes[job.name] for job in plan.jobs)
+        out = run_settings.out
+        summary = summarize_run(out, plan, run, ordered, time.perf_counter() - started, canary_set)
+        reports = [o for o in ordered if isinstance(o, ImageReport)]
+        report_files = orchestrator.write_reports(
+            plan,
+            out,
+            [r for r in reports if r.role == "input"],
+            config=run_settings.evaluation,
+            failures=[o for o in ordered if isinstance(o, ImageFailure)],
+            canary=summary.canary.checks if summary.canary is not None else (),
+        )
+        write_batch_json(out, summary, ordered)
+        live = mlflow.started("none started: every image was finished earlier")
+        logged = orchestrator.log_batch(live, summary, reports, report_files) if live else batch_log.LoggedRuns("", ())
+    finally:
+        mlflow.close()
+    tables = {r.name: r.objects_table for r in reports if r.objects_table}
+    append_objects(out, run.run_id, run.run_date, tables)
+    append_results(out, run, reports, plan.model.card.class_names)  # last: no row for a run that did not finish
+    return BatchResult(ordered, summary, public_url(out), logged.batch, logged.images, public_url(tracking_uri or ""))
+
+
+@dataclass
+class _MlflowLog:
+    """The batch's live MLflow log, started once the cluster is named (or at the end when no image needed one)."""
+
+    tracking_uri: str | None
+    experiment: str
+    plan: BatchPlan
+    settings: RunSettings
+    run_id: str
+    orchestrator_ids: tuple[str, str]
+    live: LiveBatchLog | None = None
+
+    def started(self, cluster: str) -> LiveBatchLog | None:
+        """The live log (started now, its params naming ``cluster``, if it was not); None without tracking."""
+        if self.live is None and self.tracking_uri:
+            params = batch_log.batch_params(self.plan, self.settings, cluster, self.run_id)
+            self.live = start_mlflow_log(self.tracking_uri, self.experiment, self.plan, params, self.orchestrator_ids)
+        return self.live
+
+    def image_done(self, report: ImageReport) -> None:
+        """Log a committed image's run now, in the background."""
+        if self.live is not None:
+            self.live.log_image(report)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+
+
+def _segment_pending(
+    plan: BatchPlan,
+    settings: RunSettings,
+    orchestrator: Orchestrator,
+    cluster: ClusterSpec,
+    show_progress: bool,
+    run: RunInfo,
+    mlflow: _MlflowLog,
+) -> dict[str, ImageReport | ImageFailure]:
+    """Every image's outcome: those finished earlier read back, the others segmented on the cluster."""
     outcomes: dict[str, ImageReport | ImageFailure] = {}
     for job in plan.jobs:
         earlier = finished_report(job)
         if earlier is not None:
             outcomes[job.name] = earlier
     pending = [job for job in plan.jobs if job.name not in outcomes]
-    description = "none started: every image was finished earlier"
-    if pending:  # a re-run over finished images starts no cluster at all
-        with hold_outputs(pending, run.run_id, run_settings.lease, run_settings.overwrite) as held:
-            outcomes.update(finished_meanwhile(held))  # by a run of the same fingerprint this one waited for
-            todo = [job for job in held if job.name not in outcomes]
-            if todo:
-                with open_cluster(ClusterSpec.parse(cluster, workers)) as handle:
-                    outcomes.update(_segment_on(handle, todo, plan, run_settings, show_progress, orchestrator))
-                    description = handle.description
-    ordered = tuple(outcomes[job.name] for job in plan.jobs)
-    out = run_settings.out
-    summary = summarize_run(out, plan, run, ordered, time.perf_counter() - started, canary_set)
-    reports = [o for o in ordered if isinstance(o, ImageReport)]
-    report_files = orchestrator.write_reports(
-        plan,
-        out,
-        [r for r in reports if r.role == "input"],
-        config=run_settings.evaluation,
-        failures=[o for o in ordered if isinstance(o, ImageFailure)],
-        canary=summary.canary.checks if summary.canary is not None else (),
-    )
-    write_batch_json(out, summary, ordered)
-    logged = batch_log.LoggedRuns("", ())
-    if tracking_uri:
-        params = batch_log.batch_params(plan, run_settings, description, run.run_id)
-        logged = orchestrator.log_batch(tracking_uri, experiment, plan, params, summary, reports, report_files)
-    tables = {r.name: r.objects_table for r in reports if r.objects_table}
-    append_objects(out, run.run_id, run.run_date, tables)
-    append_results(out, run, reports, plan.model.card.class_names)  # last: no row for a run that did not finish
-    return BatchResult(ordered, summary, public_url(out), logged.batch, logged.images, public_url(tracking_uri or ""))
+    if not pending:  # a re-run over finished images starts no cluster at all
+        return outcomes
+    with hold_outputs(pending, run.run_id, settings.lease, settings.overwrite) as held:
+        outcomes.update(finished_meanwhile(held))  # by a run of the same fingerprint this one waited for
+        todo = [job for job in held if job.name not in outcomes]
+        if todo:
+            with open_cluster(cluster) as handle:
+                mlflow.started(handle.description)
+                outcomes.update(
+                    _segment_on(handle, todo, plan, settings, show_progress, orchestrator, mlflow.image_done)
+                )
+    return outcomes
 
 
 def _segment_on(
@@ -226,13 +283,22 @@ def _segment_on(
     settings: RunSettings,
     show_progress: bool,
     orchestrator: Orchestrator,
+    image_done: Callable[[ImageReport], None],
 ) -> dict[str, ImageReport | ImageFailure]:
-    """Every job on the cluster, several images at once (the orchestrator bounds how many)."""
+    """Every job on the cluster, several images at once (the orchestrator bounds how many).
+
+    ``image_done`` gets each image's report as it is collected (in the jobs' order).
+    """
     settings = _with_torch_threads(settings, handle)
     register_model(handle.client, plan.model, model_payload(plan.model))
     executor = distributed_executor(handle.client, show_progress, handle.task_resources, min_slots=handle.workers)
     waits = orchestrator.submit_images(jobs, plan, settings, executor)
-    return {job.name: _outcome(job, wait()) for job, wait in zip(jobs, waits, strict=True)}
+    outcomes: dict[str, ImageReport | ImageFailure] = {}
+    for job, wait in zip(jobs, waits, strict=True):
+        outcomes[job.name] = outcome = _outcome(job, wait())
+        if isinstance(outcome, ImageReport):
+            image_done(outcome)
+    return outcomes
 
 
 def _outcome(job: ImageJob, result: ImageReport | BaseException) -> ImageReport | ImageFailure:

@@ -59,10 +59,7 @@ write_reports = task(name="report", retries=REPORT_RETRIES, **RETRY)(_write_batc
 segment_image = task(name="image", **TASK_OPTIONS)(segment_one_image)
 
 
-@task(name="log-batch", retries=LOG_RETRIES, **RETRY)
-def log_batch(*args: Any) -> batch_log.LoggedRuns:
-    """One parent run for the batch, a nested run per image, with the Prefect flow run in the lineage."""
-    return log_to_mlflow(*args, orchestrator_ids=(str(flow_run.id or ""), str(deployment.name or "")))
+log_batch = task(name="log-batch", retries=LOG_RETRIES, **RETRY)(log_to_mlflow)
 
 
 class PrefectTasks:
@@ -71,6 +68,10 @@ class PrefectTasks:
     def run_id(self) -> str:
         """The flow run's id."""
         return str(flow_run.id or uuid.uuid4())
+
+    def lineage_ids(self) -> tuple[str, str]:
+        """The flow run's id and its deployment's name (none for a flow run without one)."""
+        return str(flow_run.id or ""), str(deployment.name or "")
 
     def submit_images(
         self, jobs: Sequence[ImageJob], plan: BatchPlan, settings: RunSettings, executor: Executor

@@ -1,4 +1,4 @@
-"""Log a finished batch: one parent run for the batch and a nested run per image.
+"""A batch's MLflow runs: one parent run for the batch and a nested run per image.
 
 The parent run has the batch's params, lineage tags, metrics, ``batch.json`` and the report files; each image's nested
 run has its metrics, ``metrics.json`` and ``preview.png``. Metrics are flattened from the typed results here, and only
@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -109,24 +110,36 @@ def log_batch(
     reports: list[ImageReport],
     report_files: list[str],
 ) -> LoggedRuns:
-    """One parent run for the batch, a nested run per image; a failure ends the parent run FAILED."""
-    class_names = plan.model.card.class_names
-    metrics = {**batch_metrics(batch, class_names), **object_totals(reports, class_names)}
+    """One parent run for the batch, a nested run per image; a failure ends the parent run FAILED.
+
+    All at once, after the batch; ``live_log.LiveBatchLog`` logs the same while the batch runs.
+    """
+    metrics = run_metrics(batch, reports, plan.model.card.class_names)
     batch_run = tracker.start_batch(params, lineage.to_tags(), metrics)
     try:
         with tempfile.TemporaryDirectory(prefix="segpipe-mlflow-") as staging:
-            ids = tracker.log_images([_image_run(plan, r, staging) for r in reports])
-            tracker.log_artifact(batch_run, _local(location(params["out"]).child("batch.json").url, staging))
-            for url in report_files:
-                tracker.log_artifact(batch_run, _local(url, staging), "report")
+            ids = tracker.log_images([image_run(plan, r, staging) for r in reports])
+            log_batch_files(tracker, batch_run, str(params["out"]), report_files, staging)
     except BaseException:
-        _end_quietly(tracker, batch_run)
+        end_quietly(tracker, batch_run)
         raise
     tracker.end(batch_run)
     return LoggedRuns(batch_run, tuple(zip((r.name for r in reports), ids, strict=True)))
 
 
-def _image_run(plan: BatchPlan, report: ImageReport, staging: str) -> ImageRun:
+def run_metrics(batch: BatchSummary, reports: list[ImageReport], class_names: tuple[str, ...]) -> dict[str, float]:
+    """The parent run's metrics: the batch's, and the object counts summed over its images."""
+    return {**batch_metrics(batch, class_names), **object_totals(reports, class_names)}
+
+
+def log_batch_files(tracker: Tracker, batch_run: str, out: str, report_files: Sequence[str], staging: str) -> None:
+    """``OUT/batch.json`` and the report files, as the parent run's artifacts (remote ones copied to ``staging``)."""
+    tracker.log_artifact(batch_run, _local(location(out).child("batch.json").url, staging))
+    for url in report_files:
+        tracker.log_artifact(batch_run, _local(url, staging), "report")
+
+
+def image_run(plan: BatchPlan, report: ImageReport, staging: str) -> ImageRun:
     """An image's run: its params, metrics, ``metrics.json`` and ``preview.png``."""
     job = next(j for j in plan.jobs if j.name == report.name)
     params = {
@@ -153,7 +166,8 @@ def _local(url: str, staging: str) -> str:
     return path
 
 
-def _end_quietly(tracker: Tracker, run_id: str) -> None:
+def end_quietly(tracker: Tracker, run_id: str) -> None:
+    """End ``run_id`` FAILED, if the store answers (the fault that brought us here is the one to report)."""
     try:
         tracker.end(run_id, "FAILED")
     except TrackingError:

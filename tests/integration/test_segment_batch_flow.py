@@ -170,3 +170,29 @@ def test_rerun_computes_nothing_and_is_not_ranked_on_speed(tmp_path: Path, dask_
     speed_row = next(line for line in compare_runs(logged).splitlines() if line.startswith("megapixels_per_second"))
     assert speed_row.split()[1] == "-", f"the re-run shows no speed: {speed_row}"
     assert "*" not in speed_row, f"one speed, nothing to rank: {speed_row}"
+
+
+def test_each_image_run_is_logged_as_its_image_is_collected(
+    tmp_path: Path, dask_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flow hands each committed image to the live MLflow log; the last step only finishes the batch run."""
+    import flows.batch
+    from tests.unit.test_live_log import Opener, Recorder
+
+    tracker = Recorder("t")
+    monkeypatch.setattr(flows.batch, "tracker_for", lambda uri, experiment: Opener(tracker)())
+    monkeypatch.setattr(flows.batch, "warm_up", lambda uri, experiment: None)  # no logging process for the recorder
+    monkeypatch.setattr(flows.batch, "discard_warm_up", lambda uri, experiment: None)
+    pairs = [write_image_pair(tmp_path, f"im{i}", 96, 130, seed=i) for i in range(3)]
+    result = segment_batch(
+        [image for image, _ in pairs],
+        [truth for _, truth in pairs],
+        _settings(tmp_path / "out"),
+        cluster=dask_cluster,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    handed = [call[1] for call in tracker.calls if call[0] == "log_images"]
+    assert handed == [("im0",), ("im1",), ("im2",)], "one call per image as it was collected, none left for the end"
+    assert tracker.calls[-1] == ("end", "t-batch", "FINISHED")
+    assert result.mlflow_run_id == "t-batch"
+    assert dict(result.image_run_ids) == {"im0": "t-im0", "im1": "t-im1", "im2": "t-im2"}
