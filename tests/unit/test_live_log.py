@@ -130,7 +130,8 @@ def test_an_outage_at_the_start_holds_nothing_and_the_finish_logs_the_batch_afre
         live.log_image(one)  # returns at once, though nothing can be logged
     logged = live.finish(summary, reports, [])
     live.close()
-    assert down.calls == [] and down.closed
+    assert down.calls == []
+    assert down.closed
     assert [c[0] for c in up.calls] == ["start_batch", "log_images", "log_metrics", "log_artifact", "end"]
     assert up.calls[1] == ("log_images", ("a", "b"))
     assert logged.batch == "up-batch"
