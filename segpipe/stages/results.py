@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from segpipe.arrow_rows import table_from_rows
 from segpipe.metrics import finite_or_none
 from segpipe.models import ModelRef
 from segpipe.reports import ImageResult, ScoreSummary, score_summary
@@ -138,7 +138,7 @@ def results_url(out: str, run: RunInfo) -> str:
 
 def append_results(out: str, run: RunInfo, reports: list[ImageReport], class_names: tuple[str, ...]) -> str:
     """Write this run's rows in one object, as the run's last step (a run that never finished has no row)."""
-    table = pa.Table.from_pylist(result_rows(run, reports, class_names))
+    table = table_from_rows(result_rows(run, reports, class_names))  # no pandas import: 0.3 s of every run
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     target = location(results_url(out, run))
