@@ -150,7 +150,8 @@ def fixed_work(plan: Any, settings: Any, reports: list[Any], args: argparse.Name
     from segpipe.stages.report import finished_report, write_batch_report, write_json
     from segpipe.stages.results import RunInfo, append_results, summarize_run, write_batch_json
     from segpipe.storage import location
-    from segpipe.tracking import MlflowTracker, batch_log
+    from segpipe.tracking import batch_log, tracker_for
+    from segpipe.tracking.live_log import LiveBatchLog
 
     jobs, names = list(plan.jobs), plan.model.card.class_names
     pairs = list(zip(jobs, reports, strict=True))
@@ -176,11 +177,16 @@ def fixed_work(plan: Any, settings: Any, reports: list[Any], args: argparse.Name
         write_batch_json(settings.out, summary, tuple(reports))
     with step("results table"):
         append_results(settings.out, run, reports, names)
-    with step("mlflow log batch"):
+    with step("mlflow log batch"):  # as a run logs it: each image's run in the background, then the batch's end
         params = batch_log.batch_params(plan, settings, "probe", run.run_id)
         lineage = batch_log.batch_lineage(plan, params)
-        tracker = MlflowTracker(args.tracking_uri, args.experiment)
-        batch_log.log_batch(tracker, plan, params, lineage, summary, reports, files)
+        live = LiveBatchLog(lambda: tracker_for(args.tracking_uri, args.experiment), plan, params, lineage)
+        try:
+            for report in reports:
+                live.log_image(report)
+            live.finish(summary, reports, files)
+        finally:
+            live.close()
     count = max(1, len(jobs))
     fixed = ("preview.png", "metrics.json", "done.json", "done.json read back (resume check)")
     batch = ("batch report files", "batch.json", "results table", "mlflow log batch")

@@ -2,7 +2,7 @@
 
 The parent run has the batch's params, lineage tags, metrics, ``batch.json`` and the report files; each image's nested
 run has its metrics, ``metrics.json`` and ``preview.png``. Metrics are flattened from the typed results here, and only
-here.
+here; ``live_log.LiveBatchLog`` logs them while the batch runs.
 """
 
 from __future__ import annotations
@@ -99,32 +99,6 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return found.stdout.strip() if found.returncode == 0 else ""
-
-
-def log_batch(
-    tracker: Tracker,
-    plan: BatchPlan,
-    params: dict[str, Any],
-    lineage: Lineage,
-    batch: BatchSummary,
-    reports: list[ImageReport],
-    report_files: list[str],
-) -> LoggedRuns:
-    """One parent run for the batch, a nested run per image; a failure ends the parent run FAILED.
-
-    All at once, after the batch; ``live_log.LiveBatchLog`` logs the same while the batch runs.
-    """
-    metrics = run_metrics(batch, reports, plan.model.card.class_names)
-    batch_run = tracker.start_batch(params, lineage.to_tags(), metrics)
-    try:
-        with tempfile.TemporaryDirectory(prefix="segpipe-mlflow-") as staging:
-            ids = tracker.log_images([image_run(plan, r, staging) for r in reports])
-            log_batch_files(tracker, batch_run, str(params["out"]), report_files, staging)
-    except BaseException:
-        end_quietly(tracker, batch_run)
-        raise
-    tracker.end(batch_run)
-    return LoggedRuns(batch_run, tuple(zip((r.name for r in reports), ids, strict=True)))
 
 
 def run_metrics(batch: BatchSummary, reports: list[ImageReport], class_names: tuple[str, ...]) -> dict[str, float]:
