@@ -27,8 +27,10 @@ from segpipe import normalize
 from segpipe.config import AUTO, InferenceConfig
 from segpipe.executor import Executor, local_executor, task_slots
 from segpipe.io.blocks import cached_blocks
+from segpipe.io.first_level import FirstLevel, FirstLevelWriter, block_major
 from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
+from segpipe.io.omezarr import halved
 from segpipe.models import ModelRef, Predictor, load_predictor
 from segpipe.models.card import ModelCard
 from segpipe.preprocessing import preprocess
@@ -66,13 +68,15 @@ class ChunkOutputs:
     """Where a chunk's results go: the label mask, optional probabilities and the ledger.
 
     ``probabilities`` is a (K, Y, X) float16 array's URL; ``ledger`` is where a finished chunk is marked;
-    ``uncertainty`` a (Y, X) float16 array's URL, for each pixel's softmax entropy.
+    ``uncertainty`` a (Y, X) float16 array's URL, for each pixel's softmax entropy; ``first_level``: level 1 of
+    the image and mask pyramids, written from the chunks in memory (``segpipe.io.first_level``).
     """
 
     mask: str
     probabilities: str | None = None
     ledger: ChunkLedger | None = None
     uncertainty: str | None = None
+    first_level: FirstLevel | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,9 @@ def chunk_windows(job: ChunkJob, card: ModelCard, region: Region, stored: Any = 
         skip = job.background.get(region, frozenset())
         windows = TrimWindows(window, region, win.halo, win.tile, divisor, classes, True, keep, bias, skip)
     windows.keep_uncertainty = bool(job.outputs.uncertainty)
+    if job.outputs.first_level is not None:  # the chunk's own pixels, without context: its part of level 1
+        core = raw[:, context : context + region.height, context : context + region.width]
+        windows.halved_pixels = halved(core, labels=False)
     return windows
 
 
@@ -317,11 +324,16 @@ def prefetched(pool: ThreadPoolExecutor, loads: Iterable[Callable[[], T]], ahead
         yield wanted.result()
 
 
-def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows, scoring: ChunkScoring | None = None) -> WrittenChunk:
+def write_chunk(
+    outputs: OpenedOutputs,
+    chunk: ChunkWindows,
+    scoring: ChunkScoring | None = None,
+    first_level: FirstLevelWriter | None = None,
+) -> WrittenChunk:
     """Write a finished chunk's labels (and probabilities, when asked) to the outputs, then mark the chunk done.
 
     A task killed between the two leaves the chunk to be rewritten, never half-marked. With ``scoring``, the labels
-    in memory are scored against the truth too.
+    in memory are scored against the truth too; with ``first_level``, the chunk goes to its level-1 block.
     """
     region, predicted = chunk.region, chunk.prediction()
     counts = np.bincount(predicted.labels.ravel(), minlength=chunk.num_classes)
@@ -335,6 +347,8 @@ def write_chunk(outputs: OpenedOutputs, chunk: ChunkWindows, scoring: ChunkScori
         outputs.uncertainty[region.y0 : region.y1, region.x0 : region.x1] = predicted.uncertainty
     if outputs.outputs.ledger is not None:
         outputs.outputs.ledger.mark_done(region)
+    if first_level is not None and chunk.halved_pixels is not None:
+        first_level.add(region, chunk.halved_pixels, predicted.labels)
     confusion = None if scoring is None else scoring.confusion(region, predicted.labels)
     return WrittenChunk(
         region=region,
@@ -368,13 +382,15 @@ def segment_chunks(job: ChunkJob, regions: Sequence[Region]) -> TaskResult:
     stored = functools.cache(lambda: cached_blocks(job.source.stored_array()))
     loads = (lambda region=region: chunk_windows(job, predictor.card, region, stored()) for region in regions)
     outputs = OpenedOutputs(job.outputs)
+    level = job.outputs.first_level
+    first_level = level.writer(regions, job.source.height, job.source.width) if level is not None else None
     writes: list[Future[WrittenChunk]] = []
     with ThreadPoolExecutor(1, "segpipe-read") as reader, ThreadPoolExecutor(1, "segpipe-write") as writer:
         inputs = prefetched(reader, loads)
         for chunk in predict_chunks(predictor, inference.batch_size, inputs, windows):
             if len(writes) >= WRITES_BEHIND:  # the writer runs in order: at most WRITES_BEHIND are left waiting
                 writes[-WRITES_BEHIND].result()
-            writes.append(writer.submit(write_chunk, outputs, chunk, job.scoring))
+            writes.append(writer.submit(write_chunk, outputs, chunk, job.scoring, first_level))
         written = [write.result() for write in writes]
     scored = [(w.region, w.confusion) for w in written if w.confusion is not None]
     return TaskResult(
@@ -442,10 +458,13 @@ def _in_order(run: Any, job: ChunkJob, regions: Sequence[Region], index: int) ->
 def segment_image(job: ChunkJob, executor: Executor = local_executor, per_task: int | None = None) -> SegmentSummary:
     """Predict every chunk of ``job.source`` not yet marked done into ``job.outputs.mask`` (which must exist).
 
-    Consecutive chunks (row-major) are grouped into infer tasks of ``per_task`` chunks (default: the shrinking runs
-    of ``task_runs`` for the executor's task slots), so that a task can read ahead and batch across them.
+    Consecutive chunks (row-major; block by block of 2 x 2 with ``first_level``, so that a task holds whole blocks)
+    are grouped into infer tasks of ``per_task`` chunks (default: the shrinking runs of ``task_runs`` for the
+    executor's task slots), so that a task can read ahead and batch across them.
     """
     regions = chunk_grid(job.source.height, job.source.width, job.windowing.chunk)
+    if job.outputs.first_level is not None:
+        regions = block_major(regions, job.windowing.chunk)
     todo = job.outputs.ledger.todo(regions) if job.outputs.ledger is not None else regions
     run = delayed(segment_chunks, pure=False)
     tasks: list[Sequence[Region]]

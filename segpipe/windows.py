@@ -91,6 +91,7 @@ class ChunkWindows(ABC):
     skipped_pixels = 0  # pixels left as background without being computed (their windows were skipped)
     keep_uncertainty = False  # also the softmax entropy (set by the caller before any window is added)
     label_bias: np.ndarray | None = None  # added to the logits before the label argmax (see predict_labels)
+    halved_pixels: np.ndarray | None = None  # the chunk's pixels as level 0 holds them, halved: level 1's part
     num_classes: int
 
     window: np.ndarray  # (C, H, W) normalised pixels the windows are cut from

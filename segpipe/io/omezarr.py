@@ -61,7 +61,15 @@ def _downsample_into(source: zarr.Array[Any], target: zarr.Array[Any], regions: 
     """Write each of ``regions`` of ``target`` from the 2x larger block of ``source``, both open."""
     for region in regions:
         block = np.asarray(source[..., 2 * region.y0 : 2 * region.y1, 2 * region.x0 : 2 * region.x1])
-        target[..., region.y0 : region.y1, region.x0 : region.x1] = block[..., ::2, ::2] if labels else mean_2x2(block)
+        target[..., region.y0 : region.y1, region.x0 : region.x1] = halved(block, labels)
+
+
+def halved(block: np.ndarray, labels: bool) -> np.ndarray:
+    """The next level of ``block`` (its last two axes halved): every other label, or 2 x 2 means of pixels.
+
+    Of a block whose top-left corner is at even coordinates, this is the part of the whole level's reduction.
+    """
+    return block[..., ::2, ::2] if labels else mean_2x2(block)
 
 
 MEAN_BAND = 128  # output rows averaged at a time: float64 temporaries of a band, not of a whole block
@@ -105,37 +113,58 @@ PYRAMID_TASKS_PER_SLOT = 4  # pyramid tasks per task slot of a level: enough to 
 MAX_CHUNKS_PER_PYRAMID_TASK = 16
 
 
-def build_pyramid(group: str, levels: int, chunk: int, labels: bool, executor: Executor = local_executor) -> None:
+def build_pyramid(
+    group: str,
+    levels: int,
+    chunk: int,
+    labels: bool,
+    executor: Executor = local_executor,
+    first_level_written: frozenset[tuple[int, int]] | None = None,
+) -> None:
     """Create levels 1..levels-1 under the group at URL ``group`` from level ``0``, chunk by chunk.
 
     An output chunk whose 2x larger block holds no stored chunk of the level below (all of it at the fill value,
     as a chunk without foreground is) is not computed: its reduction is the fill value, which zarr would not store
     either. The others are computed by tasks of several consecutive chunks each; a level of at most one chunk to
     compute (a small image's, a large one's top levels) is computed here: the executor's round trip costs more.
+
+    ``first_level_written``: level 1 exists already (``create_level``) and the chunks at these origins of it are
+    written (by the infer tasks, ``segpipe.io.first_level``): only its other chunks are computed.
     """
     task = delayed(_downsample_chunks, pure=False)
     root = location(group)
     for level in range(1, levels):
         src, dst = root.child(str(level - 1)).url, root.child(str(level)).url
         source = open_array(src, mode="r", zarr_format=OWN_FORMAT)
-        height, width = (-(-s // 2) for s in source.shape[-2:])
-        lead = tuple(source.shape[:-2])
-        target = create_array(
-            dst,
-            shape=(*lead, height, width),
-            dtype=source.dtype,
-            overwrite=True,
-            chunks=(*lead, min(chunk, height), min(chunk, width)),
-            fill_value=0,
-            dimension_names=getattr(source.metadata, "dimension_names", None),
-        )
+        written = first_level_written if level == 1 else None
+        if written is None:
+            target = create_level(source, dst, chunk)
+        else:
+            target = open_array(dst, mode="r+", zarr_format=OWN_FORMAT)
+        height, width = target.shape[-2:]
         regions = _reading_stored(source, target, chunk_grid(height, width, chunk))
+        regions = [r for r in regions if written is None or (r.y0, r.x0) not in written]
         if len(regions) <= 1:
             _downsample_into(source, target, regions, labels)
             continue
         size = _per_task(len(regions), task_slots(executor, "pyramid"))
         groups = [regions[i : i + size] for i in range(0, len(regions), size)]
         executor([task(src, dst, group_regions, labels) for group_regions in groups], "pyramid")
+
+
+def create_level(source: zarr.Array[Any], dst: str, chunk: int) -> zarr.Array[Any]:
+    """The empty next level of ``source`` at URL ``dst`` (its last two axes halved, rounded up), on the chunk grid."""
+    height, width = (-(-s // 2) for s in source.shape[-2:])
+    lead = tuple(source.shape[:-2])
+    return create_array(
+        dst,
+        shape=(*lead, height, width),
+        dtype=source.dtype,
+        overwrite=True,
+        chunks=(*lead, min(chunk, height), min(chunk, width)),
+        fill_value=0,
+        dimension_names=getattr(source.metadata, "dimension_names", None),
+    )
 
 
 def _per_task(chunks: int, slots: int) -> int:

@@ -15,7 +15,7 @@ from segpipe.io.export import export_tiff, scaled_geotiff_tags
 from segpipe.io.images import ImageSource, read_metadata
 from segpipe.io.omezarr import build_pyramid, level_count, read_segpipe_attrs, write_metadata
 from segpipe.normalize import BandStats
-from segpipe.stages.infer import probabilities_path, uncertainty_path
+from segpipe.stages.infer import first_level_of, probabilities_path, uncertainty_path
 from segpipe.stages.ingest import is_committed, job_grid, level0
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.storage import location
@@ -46,8 +46,10 @@ def finalize_image(
             job.fence.check()
         _, rows, cols = job.grid
         levels = level_count(rows, cols)
-        build_pyramid(job.store, levels, plan.chunk, labels=False, executor=executor)
-        build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor)
+        first_level = first_level_of(job, plan)
+        written = first_level.written() if first_level is not None else None  # by the infer tasks
+        build_pyramid(job.store, levels, plan.chunk, False, executor, written)
+        build_pyramid(location(job.store).child("labels", "mask").url, levels, plan.chunk, True, executor, written)
         if plan.save_uncertainty:
             build_pyramid(location(job.store).child("uncertainty").url, levels, plan.chunk, False, executor)
         _commit(job, plan, stats, levels)

@@ -20,11 +20,12 @@ from segpipe.chunk_inference import (
 )
 from segpipe.config import EvalConfig, InferenceConfig
 from segpipe.executor import Executor, local_executor
+from segpipe.io.first_level import FirstLevel
 from segpipe.io.images import ImageSource
 from segpipe.io.ledger import ChunkLedger
 from segpipe.scoring import ChunkScoring, ScoredChunks
 from segpipe.stages.evaluate import boundary_fold
-from segpipe.stages.ingest import Ingested, is_committed
+from segpipe.stages.ingest import Ingested, is_committed, level0
 from segpipe.stages.plan import BatchPlan, ImageJob
 from segpipe.stages.view import background_tiles_of
 from segpipe.storage import location
@@ -66,6 +67,11 @@ def uncertainty_path(job: ImageJob) -> str:
     return location(job.store).child("uncertainty", "0").url
 
 
+def first_level_of(job: ImageJob, plan: BatchPlan) -> FirstLevel | None:
+    """Level 1 of the image's pyramids, as the infer tasks write it (None: finalize builds it whole)."""
+    return FirstLevel.of_store(job.store, job.grid[1:], plan.chunk, job.infer_key, job.fence)
+
+
 def infer_image(
     job: ImageJob,
     ingested: Ingested,
@@ -88,15 +94,19 @@ def infer_image(
     ledger = ChunkLedger(location(job.store), "infer", job.infer_key, job.fence)
     probabilities = probabilities_path(job) if plan.save_probabilities else None
     uncertainty = uncertainty_path(job) if plan.save_uncertainty else None
-    if ledger.is_fresh() or not location(job.mask).exists():
+    first_level = first_level_of(job, plan) if tiled.path == level0(job) else None  # over this store's level 0
+    fresh = ledger.is_fresh() or not location(job.mask).exists()
+    if fresh:
         ledger.reset()
         create_mask(job.mask, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
         if probabilities:
             create_probabilities(probabilities, tiled.height, tiled.width, plan.chunk, plan.model.card.num_classes)
         if uncertainty:
             create_uncertainty(uncertainty, tiled.height, tiled.width, plan.chunk)
+    if first_level is not None and (fresh or not first_level.exists()):
+        first_level.create(level0(job), job.mask)
     windowing = Windowing(plan.chunk, plan.tile, plan.halo, plan.tiling.stitch, plan.stride, plan.tiling.pad_mode)
-    outputs = ChunkOutputs(job.mask, probabilities, ledger, uncertainty)
+    outputs = ChunkOutputs(job.mask, probabilities, ledger, uncertainty, first_level)
     skipped = _mark_background(job, ledger, tiled, plan.chunk)
     background = background_tiles_of(job.view, plan.tiling.stitch, plan.tile, plan.halo)
     scoring = chunk_scoring(job, plan, evaluation, (tiled.height, tiled.width))
