@@ -7,7 +7,7 @@ from typing import Any
 import dask
 import pytest
 
-from segpipe.cluster import cuda, kubernetes, local, local_cluster_options, slurm
+from segpipe.cluster import ClusterSpec, cuda, kubernetes, local, local_cluster_options, slurm
 from segpipe.cluster.settings import parse_resources, resources_arg
 from segpipe.errors import ConfigError, SegpipeWarning
 
@@ -77,3 +77,20 @@ def test_the_local_cluster_runs_its_workers_in_this_process() -> None:
         assert len(pids) == 2
         assert set(pids.values()) == {os.getpid()}
         assert "threads in this process" in handle.description
+
+
+def _profiling(handle: Any) -> list[bool]:
+    """Whether each worker of the cluster runs distributed's statistical profiler."""
+    found = handle.client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    return sorted(found.values())
+
+
+def test_local_workers_start_without_the_statistical_profiler() -> None:
+    with local.open_local(ClusterSpec.parse("local", 2)) as handle:
+        assert _profiling(handle) == [False, False]
+
+
+def test_the_profiler_comes_back_when_the_config_asks() -> None:
+    with dask.config.set({"segpipe.cluster.local.worker-profile": True}):
+        with local.open_local(ClusterSpec.parse("local", 1)) as handle:
+            assert _profiling(handle) == [True]
