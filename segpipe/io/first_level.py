@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import zarr
 
 from segpipe.io.ledger import ChunkLedger
 from segpipe.io.omezarr import create_level, halved, level_count
 from segpipe.storage import OWN_FORMAT, location, open_array
+from segpipe.storage.lease import LeaseFence
 from segpipe.tiling import Region
 
 STAGE = "level1"  # the ledger of the level-1 chunks written by infer tasks
@@ -36,7 +38,9 @@ class FirstLevel:
     ledger: ChunkLedger
 
     @classmethod
-    def of_store(cls, store: str, shape: tuple[int, int], chunk: int, key: str, fence: Any = None) -> FirstLevel | None:
+    def of_store(
+        cls, store: str, shape: tuple[int, int], chunk: int, key: str, fence: LeaseFence | None = None
+    ) -> FirstLevel | None:
         """Level 1 of the OME-Zarr ``store`` of a (rows, columns) ``shape`` image, under fingerprint ``key``.
 
         None where the pyramid has no level 1 (a small image) or a 2 x 2 pixel block can straddle two chunks (an odd
@@ -109,12 +113,7 @@ class FirstLevelWriter:
         self.held = held
         self.shape = (-(-height // 2), -(-width // 2))
         self.pieces: dict[Block, dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = {}
-        self.arrays: tuple[Any, Any] | None = None
-        self.blocks_written = 0
-
-    def holds(self, region: Region) -> bool:
-        """Whether level-0 chunk ``region`` is in a block this task holds whole."""
-        return self.level.block_of(region) in self.held
+        self.arrays: tuple[zarr.Array[Any], zarr.Array[Any]] | None = None
 
     def add(self, region: Region, halved_pixels: np.ndarray, labels: np.ndarray) -> None:
         """Chunk ``region`` written: its pixels as level 0 holds them, already ``halved``, and its (h, w) labels."""
@@ -142,11 +141,10 @@ class FirstLevelWriter:
         image_array[:, target.y0 : target.y1, target.x0 : target.x1] = image
         mask_array[target.y0 : target.y1, target.x0 : target.x1] = mask
         self.level.ledger.mark_done(target)
-        self.blocks_written += 1
 
-    def _opened(self) -> tuple[Any, Any]:
+    def _opened(self) -> tuple[zarr.Array[Any], zarr.Array[Any]]:
+        """Level 1 of the image and of the mask, opened for writing on first use."""
         if self.arrays is None:
-            opened = (open_array(url, mode="r+", zarr_format=OWN_FORMAT) for url in (self.level.image, self.level.mask))
-            self.arrays = tuple(opened)  # type: ignore[assignment]
-        assert self.arrays is not None
+            image = open_array(self.level.image, mode="r+", zarr_format=OWN_FORMAT)
+            self.arrays = image, open_array(self.level.mask, mode="r+", zarr_format=OWN_FORMAT)
         return self.arrays
