@@ -53,27 +53,26 @@ def thread_env(workers: int) -> dict[str, str]:
 
 def local_cluster_options() -> dict[str, Any]:
     """LocalCluster keywords: built-in defaults, overridden by Dask config ``segpipe.cluster.local``."""
-    legacy = dask.config.get(LEGACY_KEY, default=None) or {}
-    if legacy:
-        message = f"Dask config {LEGACY_KEY} is now segpipe.cluster.local (infra/dask/segpipe.yaml); using it"
-        warnings.warn(message, SegpipeWarning, stacklevel=2)
     return keywords(local_settings(), exclude=OWN_KEYS)
 
 
 def local_settings() -> dict[str, Any]:
-    """``segpipe.cluster.local`` over the built-in defaults (the legacy key, warned about, in between)."""
+    """``segpipe.cluster.local`` over the built-in defaults, the legacy key (warned about) in between."""
     legacy = dask.config.get(LEGACY_KEY, default=None) or {}
+    if legacy:
+        message = f"Dask config {LEGACY_KEY} is now segpipe.cluster.local (infra/dask/segpipe.yaml); using it"
+        warnings.warn(message, SegpipeWarning, stacklevel=3)
     return backend_settings("local", dask.config.merge(DEFAULTS, legacy), strict=False)
 
 
-def worker_config() -> dict[str, Any]:
-    """The distributed config the local workers start under.
+def worker_config(settings: dict[str, Any]) -> dict[str, Any]:
+    """The distributed config the local workers start under, from their ``local_settings``.
 
     Workers may start processes of their own (torch, codecs). Distributed's statistical profiler (the dashboard's
     Profile tab) is off unless ``segpipe.cluster.local.worker-profile`` is true: every 10 ms it walks every
     thread's stack holding the GIL; off, the infer stage of an 8192^2 image took 31.6 s instead of 32.2 s.
     """
-    profile = bool(local_settings()["worker-profile"])
+    profile = bool(settings["worker-profile"])
     return {"distributed.worker.daemon": False, "distributed.worker.profile.enabled": profile}
 
 
@@ -82,10 +81,11 @@ def open_local(spec: ClusterSpec) -> Iterator[ClusterHandle]:
     """Start a LocalCluster of ``spec.workers`` (default: one per core) single-threaded workers."""
     workers = spec.workers or default_workers()
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    options = {**local_cluster_options(), "n_workers": workers}
+    settings = local_settings()  # read once: the cluster's keywords and the workers' config
+    options = {**keywords(settings, exclude=OWN_KEYS), "n_workers": workers}
     if options.get("processes", True):
         options["env"] = thread_env(workers)  # only processes take it: thread workers share this process's env
-    with dask.config.set(worker_config()):
+    with dask.config.set(worker_config(settings)):
         # distributed leaves LocalCluster.__init__ and Client.__init__ unannotated
         with LocalCluster(**options, silence_logs=logging.WARNING) as cluster:  # type: ignore[no-untyped-call]
             with Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
